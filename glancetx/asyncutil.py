@@ -1,0 +1,69 @@
+"""
+Small bridges between coroutines and Deferreds, used across the package so
+that every public method still returns a Deferred.
+"""
+
+import functools
+from typing import Any, Awaitable, Callable, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+T = TypeVar("T")
+
+
+def fromCoroutine(f: Callable[..., Awaitable[T]]) -> Callable[..., "Deferred[T]"]:
+    """
+    Decorate an C{async def} so that callers get a Deferred, converted once at
+    the boundary.
+    """
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> "Deferred[T]":
+        return Deferred.fromCoroutine(f(*args, **kwargs))
+
+    return wrapper
+
+
+def firstOf(*ds: Deferred) -> Deferred:
+    """
+    Fire with the result or failure of whichever Deferred fires first.
+    Unlike L{twisted.internet.defer.race}, a failure wins too: a writer that
+    breaks must end the wait even while the body is still arriving.  The
+    others are left alone (not cancelled), their later results swallowed.
+    """
+    out: Deferred = Deferred()
+
+    def fire(result: Any) -> None:
+        if not out.called:
+            if isinstance(result, Failure):
+                out.errback(result)
+            else:
+                out.callback(result)
+        return None
+
+    for d in ds:
+        d.addBoth(fire)
+    return out
+
+
+def shield(d: Deferred) -> Deferred:
+    """
+    A Deferred that follows C{d} but whose cancellation leaves C{d} running:
+    an upload must finish its own clean-up even when the client's request
+    handler is cancelled because the client went away.
+    """
+    out: Deferred = Deferred()
+
+    def fire(result: Any) -> Any:
+        if not out.called:
+            if isinstance(result, Failure):
+                out.errback(result)
+            else:
+                out.callback(result)
+        elif isinstance(result, Failure):
+            return None
+        return result
+
+    d.addBoth(fire)
+    return out

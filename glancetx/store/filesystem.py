@@ -1,0 +1,356 @@
+"""
+The filesystem store: one file per image under a directory.
+
+Every disk call runs on a dedicated, bounded thread pool so a slow disk never
+stalls the reactor.  An upload is written to a temporary name in the same
+directory and renamed into place only after the body producer has vouched
+for every byte (size, checksum, cap) and the data is fsynced, so a reader can
+never see a partial file under an image's name.
+"""
+
+import os
+import uuid
+from typing import List, Optional
+
+import attr
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
+
+from glancetx.asyncutil import firstOf, fromCoroutine
+from glancetx.store.interface import (
+    BadLocation,
+    IStore,
+    LocationNotFound,
+    StoredImage,
+    StoreError,
+)
+
+#: Bytes buffered for the disk before the producer is paused, and the level
+#: the buffer must drain to before it is resumed.
+HIGH_WATER = 8 * 1024 * 1024
+LOW_WATER = 2 * 1024 * 1024
+#: Size of one read for downloads.
+READ_SIZE = 1024 * 1024
+#: Linux's IOV_MAX; os.writev refuses longer lists.
+_IOV_MAX = 1024
+
+
+def _writeAll(fd: int, chunks: List[bytes]) -> None:
+    """
+    Write every chunk, in order, with as few system calls as possible.  Runs
+    in a disk thread; no copy is made of the chunks.
+    """
+    views = [memoryview(c) for c in chunks]
+    while views:
+        batch = views[:_IOV_MAX]
+        written = os.writev(fd, batch)
+        # Drop what was written, keep the unwritten tail of a partial batch.
+        while written:
+            first = len(views[0])
+            if written >= first:
+                written -= first
+                views.pop(0)
+            else:
+                views[0] = views[0][written:]
+                written = 0
+
+
+@implementer(IConsumer)
+class _FileWriter:
+    """
+    A consumer that hands buffered chunks to one disk thread job at a time
+    (so writes stay in order) and pushes back on its producer with high and
+    low watermarks.
+    """
+
+    def __init__(self, fd: int, reactor, pool) -> None:
+        self._fd = fd
+        self._reactor = reactor
+        self._pool = pool
+        self._pending: List[bytes] = []
+        self._pendingSize = 0
+        self._inFlight = False
+        self._producer: Optional[IPushProducer] = None
+        self._paused = False
+        self._drainWaiters: List[Deferred] = []
+        self.failed: Deferred = Deferred()
+        self._error: Optional[Failure] = None
+        self.written = 0
+
+    def registerProducer(self, producer, streaming: bool) -> None:
+        self._producer = producer
+
+    def unregisterProducer(self) -> None:
+        self._producer = None
+
+    def write(self, data: bytes) -> None:
+        if self._error is not None:
+            return
+        self._pending.append(data)
+        self._pendingSize += len(data)
+        if not self._inFlight:
+            self._flush()
+        if (
+            self._pendingSize >= HIGH_WATER
+            and not self._paused
+            and self._producer is not None
+        ):
+            self._paused = True
+            self._producer.pauseProducing()
+
+    def _flush(self) -> None:
+        chunks, size = self._pending, self._pendingSize
+        self._pending, self._pendingSize = [], 0
+        self._inFlight = True
+        d = deferToThreadPool(self._reactor, self._pool, _writeAll, self._fd, chunks)
+        d.addCallbacks(self._flushed, self._flushFailed, callbackArgs=(size,))
+
+    def _flushed(self, _: None, size: int) -> None:
+        self._inFlight = False
+        self.written += size
+        if self._pending:
+            self._flush()
+        if self._paused and self._pendingSize <= LOW_WATER and self._producer:
+            self._paused = False
+            self._producer.resumeProducing()
+        if not self._inFlight:
+            waiters, self._drainWaiters = self._drainWaiters, []
+            for w in waiters:
+                w.callback(None)
+
+    def _flushFailed(self, reason: Failure) -> None:
+        self._inFlight = False
+        self._error = reason
+        self._pending = []
+        if self._producer is not None:
+            self._producer.stopProducing()
+        waiters, self._drainWaiters = self._drainWaiters, []
+        for w in waiters:
+            w.errback(reason)
+        self.failed.errback(reason)
+
+    def drain(self) -> Deferred:
+        """
+        Fire when every byte written so far is on its way to the disk.
+        """
+        if self._error is not None:
+            return Deferred.fromFailure(self._error)
+        if not self._inFlight and not self._pending:
+            return Deferred.fromCoroutine(_noop())
+        d: Deferred = Deferred()
+        self._drainWaiters.append(d)
+        return d
+
+
+async def _noop() -> None:
+    return None
+
+
+@implementer(IBodyProducer, IPushProducer)
+@attr.s(eq=False)
+class _FileReader:
+    """
+    Pushes a file's bytes to a consumer, one thread-pool read ahead of the
+    consumer, pausing when the consumer says so.  A file shorter than the
+    length it promised fails the Deferred instead of ending quietly.
+    """
+
+    _path: str = attr.ib()
+    length: int = attr.ib()
+    _reactor = attr.ib()
+    _pool = attr.ib()
+    _fileobj = attr.ib(default=None)
+    _consumer = attr.ib(default=None)
+    _done: Optional[Deferred] = attr.ib(default=None)
+    _remaining: int = attr.ib(default=0)
+    _paused: bool = attr.ib(default=False)
+    _reading: bool = attr.ib(default=False)
+    _stopped: bool = attr.ib(default=False)
+
+    def startProducing(self, consumer) -> Deferred:
+        self._consumer = consumer
+        self._remaining = self.length
+        done = self._done = Deferred()
+        self._readNext()
+        return done
+
+    def _readNext(self) -> None:
+        if self._stopped or self._paused or self._reading:
+            return
+        if self._remaining == 0:
+            self._finish(None)
+            return
+        self._reading = True
+        d = deferToThreadPool(self._reactor, self._pool, self._read)
+        d.addCallbacks(self._gotData, self._readFailed)
+
+    def _read(self) -> bytes:
+        if self._fileobj is None:
+            self._fileobj = open(self._path, "rb", buffering=0)
+        return self._fileobj.read(min(READ_SIZE, self._remaining))
+
+    def _gotData(self, data: bytes) -> None:
+        self._reading = False
+        if self._stopped:
+            self._close()
+            return
+        if not data:
+            self._finish(Failure(StoreError("stored image is shorter than its size")))
+            return
+        self._remaining -= len(data)
+        self._consumer.write(data)
+        self._readNext()
+
+    def _readFailed(self, reason: Failure) -> None:
+        self._reading = False
+        self._finish(Failure(StoreError("reading the stored image failed")))
+
+    def _finish(self, result) -> None:
+        self._stopped = True
+        self._close()
+        d, self._done = self._done, None
+        if d is not None:
+            if result is None:
+                d.callback(None)
+            else:
+                d.errback(result)
+
+    def _close(self) -> None:
+        f, self._fileobj = self._fileobj, None
+        if f is not None:
+            deferToThreadPool(self._reactor, self._pool, f.close)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._readNext()
+
+    def stopProducing(self) -> None:
+        self._stopped = True
+        self._done = None
+        if not self._reading:
+            self._close()
+
+
+@implementer(IStore)
+@attr.s(eq=False)
+class FilesystemStore:
+    """
+    Image files named by image id in C{directory}.
+    """
+
+    log = Logger()
+    name = "file"
+    schemes = ("file",)
+    writable = True
+
+    directory: str = attr.ib(converter=os.path.abspath)
+    _reactor = attr.ib()
+    _pool = attr.ib()
+
+    def _run(self, f, *args) -> Deferred:
+        return deferToThreadPool(self._reactor, self._pool, f, *args)
+
+    def _pathFor(self, location: str) -> str:
+        prefix = "file://"
+        if not location.startswith(prefix):
+            raise BadLocation("not a file location")
+        path = os.path.abspath(location[len(prefix):])
+        if os.path.dirname(path) != self.directory:
+            raise BadLocation("file location outside the store directory")
+        return path
+
+    def prepare(self) -> None:
+        """
+        Create the directory (start-up time, before the reactor runs), and
+        remove temporary files a crashed process left behind.
+        """
+        os.makedirs(self.directory, exist_ok=True)
+        for entry in os.listdir(self.directory):
+            if ".part-" in entry:
+                os.unlink(os.path.join(self.directory, entry))
+
+    @fromCoroutine
+    async def add(self, image_id: str, body) -> StoredImage:
+        final = os.path.join(self.directory, image_id)
+        if os.path.dirname(final) != self.directory:
+            raise BadLocation("bad image id")
+        temp = "%s.part-%s" % (final, uuid.uuid4().hex)
+        try:
+            fd = await self._run(
+                os.open, temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640
+            )
+        except OSError as e:
+            raise StoreError("cannot create image file: %s" % (e.strerror,))
+        writer = _FileWriter(fd, self._reactor, self._pool)
+        writer.registerProducer(body, True)
+        try:
+            await firstOf(body.startProducing(writer), writer.failed)
+            writer.unregisterProducer()
+            await writer.drain()
+            await self._run(_commit, fd, temp, final)
+        except OSError as e:
+            await self._run(_discard, fd, temp)
+            raise StoreError("writing the image failed: %s" % (e.strerror,))
+        except BaseException:
+            await self._run(_discard, fd, temp)
+            raise
+        return StoredImage(location="file://" + final, size=writer.written)
+
+    @fromCoroutine
+    async def get(self, location: str):
+        path = self._pathFor(location)
+        size = await self.get_size(location)
+        return _FileReader(path, size, self._reactor, self._pool)
+
+    @fromCoroutine
+    async def get_size(self, location: str) -> int:
+        path = self._pathFor(location)
+        try:
+            st = await self._run(os.stat, path)
+        except FileNotFoundError:
+            raise LocationNotFound("no image file")
+        return st.st_size
+
+    @fromCoroutine
+    async def delete(self, location: str) -> None:
+        path = self._pathFor(location)
+        await self._run(_unlinkQuietly, path)
+
+
+def _commit(fd: int, temp: str, final: str) -> None:
+    """
+    Make the written file durable, then give it its real name.
+    """
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(temp, final)
+    dirfd = os.open(os.path.dirname(final), os.O_RDONLY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
+def _discard(fd: int, temp: str) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    _unlinkQuietly(temp)
+
+
+def _unlinkQuietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

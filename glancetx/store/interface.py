@@ -1,0 +1,122 @@
+"""
+The contract every image store driver keeps.
+
+Bytes cross this boundary only as producers, never as whole strings: an
+upload hands the driver an L{IBodyProducer} that pushes the request body as
+it arrives, and a download hands the web layer an L{IBodyProducer} that
+pushes the stored bytes.  Whoever calls C{startProducing(consumer)} also
+registers the producer on the consumer (the convention twisted.web's Agent
+already follows), so the consumer can pause it when it cannot keep up.
+"""
+
+from urllib.parse import urlsplit, urlunsplit
+
+import attr
+from zope.interface import Attribute, Interface
+
+
+class StoreError(Exception):
+    """
+    The store failed for a reason that is not the client's fault.  The web
+    layer answers 503 and never shows the message's location part.
+    """
+
+
+class StoreUnavailable(StoreError):
+    """
+    The store could not be reached or answered 5xx.
+    """
+
+
+class LocationNotFound(StoreError):
+    """
+    Nothing is stored at the location (a deleted object, a 404 origin).
+    """
+
+
+class BadLocation(ValueError):
+    """
+    A location URI that no configured store can serve, or that a user may
+    not name (C{file://} from a client, for example).
+    """
+
+
+class UploadFailed(Exception):
+    """
+    The body producer ended badly: the client went away, or the bytes broke
+    a size, checksum or cap rule.  Carries the HTTP status the client (if
+    still there) should get.
+    """
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class StoredImage:
+    """
+    What an C{add} leaves behind: where the bytes are and how many there are.
+    """
+
+    location: str
+    size: int
+
+
+class IStore(Interface):
+    """
+    A place image bytes live.  Every method returns a L{Deferred}.
+    """
+
+    name = Attribute("The store's configured name: file, http, s3 or swift.")
+    schemes = Attribute("The location URI schemes this store serves.")
+    writable = Attribute("False for stores that only read (http).")
+
+    def add(image_id, body):
+        """
+        Store the bytes C{body} produces under C{image_id}.
+
+        @param body: an L{IBodyProducer}; C{body.length} is the declared size
+            or C{UNKNOWN_LENGTH}.  Its C{startProducing} Deferred fails (with
+            L{UploadFailed}) if the bytes must not be kept.
+
+        @return: Deferred firing with a L{StoredImage} once every byte is
+            durably stored, or failing with the body's failure or a
+            L{StoreError} after removing whatever partial bytes it wrote.
+        """
+
+    def get(location):
+        """
+        @return: Deferred firing with an L{IBodyProducer} whose C{length} is
+            the image size and whose C{startProducing} writes exactly that
+            many bytes, failing (L{StoreError}) if the store ends early.
+            Fails with L{LocationNotFound} if nothing is there.
+        """
+
+    def get_size(location):
+        """
+        @return: Deferred firing with the size in bytes of the stored image.
+        """
+
+    def delete(location):
+        """
+        Remove the bytes at C{location}.  Deleting what is already gone is
+        not an error.
+
+        @return: Deferred firing with None.
+        """
+
+
+def redact(location: str) -> str:
+    """
+    A location fit for a log line: user and password removed.
+    """
+    try:
+        parts = urlsplit(location)
+    except ValueError:
+        return "<unparseable location>"
+    host = parts.hostname or ""
+    if parts.port:
+        host = "%s:%d" % (host, parts.port)
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
