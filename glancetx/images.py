@@ -1,0 +1,612 @@
+"""
+The image service: the lifecycle and the rules, with no HTTP and no SQL.
+
+Every method takes the caller's L{RequestContext} and either returns
+records or raises an L{APIError} with the status and plain message the
+client should get.  Status changes that can race (queued → saving,
+saving → active) are conditional updates in the registry, so two processes
+sharing a database cannot both upload one image.
+"""
+
+import re
+import uuid
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import attr
+from twisted.logger import Logger
+
+from glancetx import errors
+from glancetx.asyncutil import fromCoroutine
+from glancetx.context import RequestContext
+from glancetx.notifier import INotifier, payloadFor
+from glancetx.registry import registry as reg
+from glancetx.registry.registry import ImageRecord, ListQuery, MemberRecord
+from glancetx.store.interface import (
+    BadLocation,
+    LocationNotFound,
+    StoreError,
+    UploadFailed,
+    redact,
+)
+from glancetx.web.streaming import VerifyingBody
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
+                   r"[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+_AMI = ("ami", "ari", "aki")
+MAX_INT32 = 2 ** 31 - 1
+
+
+class DefaultPolicy:
+    """
+    Glance's default rules when no policy file is configured: everything is
+    allowed except what needs an admin.
+    """
+
+    _adminOnly = frozenset({"publicize_image", "manage_image_cache"})
+
+    def enforce(self, rule: str, target: Mapping, creds: Mapping) -> bool:
+        if rule in self._adminOnly:
+            return bool(creds.get("is_admin"))
+        return True
+
+
+class AllowAllProtections:
+    def check(self, name: str, operation: str, context: RequestContext) -> bool:
+        return True
+
+
+def _creds(ctx: RequestContext) -> Dict[str, Any]:
+    return {"roles": sorted(ctx.roles), "tenant": ctx.tenant, "project_id": ctx.tenant,
+            "user": ctx.user, "user_id": ctx.user, "is_admin": ctx.is_admin}
+
+
+def _target(image: Optional[ImageRecord]) -> Dict[str, Any]:
+    if image is None:
+        return {}
+    t = image.fields()
+    t["project_id"] = image.owner
+    t["properties"] = dict(image.properties)
+    return t
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class ImageChanges:
+    """
+    What a create or update request asks for, already parsed from headers.
+    """
+
+    fields: Mapping[str, Any] = attr.ib(factory=dict)
+    properties: Mapping[str, str] = attr.ib(factory=dict)
+    store: Optional[str] = None
+    location: Optional[str] = None
+    copy_from: Optional[str] = None
+    purge_properties: bool = True
+
+
+@attr.s
+class ImageService:
+    """
+    Image rules on top of a registry and a set of stores.
+    """
+
+    log = Logger()
+
+    registry: reg.Registry = attr.ib()
+    stores: Mapping[str, Any] = attr.ib()
+    config: Any = attr.ib()
+    notifier: INotifier = attr.ib()
+    reactor: Any = attr.ib()
+    policy: Any = attr.ib(factory=DefaultPolicy)
+    protections: Any = attr.ib(factory=AllowAllProtections)
+    #: Background copy-from jobs, so shutdown and tests can wait for them.
+    background: List = attr.ib(factory=list)
+
+    # -- access -----------------------------------------------------------
+
+    def _enforce(self, ctx: RequestContext, rule: str,
+                 image: Optional[ImageRecord] = None) -> None:
+        if not self.policy.enforce(rule, _target(image), _creds(ctx)):
+            raise errors.Forbidden("You are not authorized to complete %s action." % (rule,))
+
+    def _writeAllowed(self, ctx: RequestContext) -> None:
+        if ctx.read_only:
+            raise errors.Forbidden("Read-only access")
+
+    async def _visible(self, ctx: RequestContext, imageId: str,
+                       includeDeleted: bool = False) -> ImageRecord:
+        """
+        The image if the caller may see it; otherwise a 404 that says no
+        more than a missing image would.
+        """
+        if not _UUID.match(imageId or "") and len(imageId) > 36:
+            raise errors.NotFound("Image %s not found." % (imageId,))
+        try:
+            image = await self.registry.get(imageId, includeDeleted=includeDeleted)
+        except reg.NotFound:
+            raise errors.NotFound("Image %s not found." % (imageId,))
+        if ctx.is_admin or image.is_public or (
+                ctx.tenant is not None and image.owner == ctx.tenant):
+            return image
+        if ctx.tenant is not None and await self.registry.isVisible(imageId, ctx.tenant):
+            return image
+        raise errors.NotFound("Image %s not found." % (imageId,))
+
+    def _ownerOrAdmin(self, ctx: RequestContext, image: ImageRecord) -> None:
+        if not ctx.is_admin and (ctx.tenant is None or image.owner != ctx.tenant):
+            raise errors.Forbidden("You are not permitted to modify this image.")
+
+    def _readableProperties(self, ctx: RequestContext, image: ImageRecord) -> ImageRecord:
+        props = {k: v for k, v in image.properties.items()
+                 if self.protections.check(k, "read", ctx)}
+        if len(props) == len(image.properties):
+            return image
+        return attr.evolve(image, properties=props)
+
+    # -- reading ------------------------------------------------------------
+
+    @fromCoroutine
+    async def show(self, ctx: RequestContext, imageId: str) -> ImageRecord:
+        image = await self._visible(ctx, imageId)
+        self._enforce(ctx, "get_image", image)
+        return self._readableProperties(ctx, image)
+
+    @fromCoroutine
+    async def list(self, ctx: RequestContext, query: ListQuery) -> List[ImageRecord]:
+        self._enforce(ctx, "get_images")
+        if query.marker is not None:
+            await self._visible(ctx, query.marker)
+        if ctx.is_admin and query.restrict_to_visible is False:
+            query = attr.evolve(query, visible_to=None)
+        else:
+            query = attr.evolve(query, restrict_to_visible=True, visible_to=ctx.tenant,
+                                is_public=None if not ctx.is_admin else query.is_public)
+        try:
+            images = await self.registry.list(query)
+        except reg.NotFound:
+            raise errors.BadRequest("Invalid marker. Image %s could not be found."
+                                    % (query.marker,))
+        return [self._readableProperties(ctx, i) for i in images]
+
+    @fromCoroutine
+    async def download(self, ctx: RequestContext, imageId: str) -> Tuple[ImageRecord, Any]:
+        """
+        The image and a producer of its bytes.
+        """
+        image = await self._visible(ctx, imageId)
+        self._enforce(ctx, "get_image", image)
+        self._enforce(ctx, "download_image", image)
+        if image.status != "active":
+            raise errors.NotFound("Image %s is not active." % (imageId,))
+        location = await self.registry.getLocation(imageId)
+        store = self._storeFor(location)
+        try:
+            producer = await store.get(location)
+        except LocationNotFound:
+            raise errors.NotFound("Image data for %s was not found in the store." % (imageId,))
+        except StoreError as e:
+            self.log.warn("store {store} failed to serve {image_id}: {error}",
+                          store=store.name, image_id=imageId, error=str(e))
+            raise errors.Unavailable("The image store is unavailable; try again later.")
+        return self._readableProperties(ctx, image), producer
+
+    def sent(self, ctx: RequestContext, image: ImageRecord, sent: int) -> None:
+        payload = payloadFor(image)
+        payload.update(bytes_sent=sent, image_id=image.id, receiver_tenant_id=ctx.tenant,
+                       receiver_user_id=ctx.user, owner_id=image.owner)
+        self.notifier.notify("image.send", payload)
+
+    def _storeFor(self, location: Optional[str]):
+        scheme = (location or "").split("://", 1)[0]
+        for store in self.stores.values():
+            if scheme in store.schemes:
+                return store
+        raise errors.Unavailable("No configured store can serve this image's location.")
+
+    # -- validation ---------------------------------------------------------
+
+    def _checkFields(self, ctx: RequestContext, fields: Mapping[str, Any],
+                     current: Optional[ImageRecord]) -> None:
+        name = fields.get("name")
+        if name is not None and len(name) > 255:
+            raise errors.BadRequest("Image name too long: %d" % (len(name),))
+        for key in ("min_ram", "min_disk"):
+            if key in fields and not 0 <= fields[key] <= MAX_INT32:
+                raise errors.BadRequest("Invalid %s: must be between 0 and %d" % (key, MAX_INT32))
+        if "size" in fields and fields["size"] is not None and fields["size"] < 0:
+            raise errors.BadRequest("Invalid size: must not be negative")
+        disk = fields.get("disk_format", current.disk_format if current else None)
+        cont = fields.get("container_format", current.container_format if current else None)
+        if "disk_format" in fields and fields["disk_format"] is not None \
+                and fields["disk_format"] not in self.config.disk_formats:
+            raise errors.BadRequest("Invalid disk format '%s' for image." % (fields["disk_format"],))
+        if "container_format" in fields and fields["container_format"] is not None \
+                and fields["container_format"] not in self.config.container_formats:
+            raise errors.BadRequest("Invalid container format '%s' for image."
+                                    % (fields["container_format"],))
+        if disk and cont and (disk in _AMI or cont in _AMI) and disk != cont:
+            raise errors.BadRequest("Invalid mix of disk and container formats. When setting a"
+                                    " disk or container format to one of 'aki', 'ari', or 'ami',"
+                                    " the container and disk formats must match.")
+        if "owner" in fields and not ctx.is_admin and fields["owner"] != ctx.tenant:
+            raise errors.Forbidden("Only an admin may set an image's owner.")
+        if fields.get("is_public") and not (current is not None and current.is_public):
+            self._enforce(ctx, "publicize_image", current)
+        if "status" in fields:
+            now = current.status if current is not None else "queued"
+            if fields["status"] != now:
+                raise errors.Forbidden("Users may not set an image's status.")
+        if "id" in fields and current is None:
+            if not _UUID.match(fields["id"]):
+                raise errors.BadRequest("Invalid id: must be a UUID")
+        if current is not None and "id" in fields and fields["id"] != current.id:
+            raise errors.Forbidden("An image's id cannot change.")
+        if "checksum" in fields and fields["checksum"] is not None \
+                and not re.match(r"^[0-9a-f]{32}$", fields["checksum"]):
+            raise errors.BadRequest("Invalid checksum: must be 32 lower-case hex digits")
+        if "size" in fields and fields["size"] is not None \
+                and fields["size"] > self.config.image_size_cap:
+            raise errors.TooLarge("Denying attempt to upload image larger than %d bytes."
+                                  % (self.config.image_size_cap,))
+
+    def _checkPropertyQuota(self, count: int) -> None:
+        quota = self.config.image_property_quota
+        if quota >= 0 and count > quota:
+            raise errors.TooLarge("Attempted to set %d properties, but the quota is %d."
+                                  % (count, quota))
+
+    def _checkProtections(self, ctx: RequestContext, current: Mapping[str, str],
+                          new: Mapping[str, str], purge: bool) -> Dict[str, str]:
+        """
+        Check property changes against the protections; return the full set
+        to write (properties the caller cannot read are kept as they were).
+        """
+        result = dict(new)
+        for k, v in new.items():
+            if k not in current:
+                if not self.protections.check(k, "create", ctx):
+                    raise errors.Forbidden("Property '%s' is protected" % (k,))
+            elif current[k] != v:
+                if not self.protections.check(k, "update", ctx):
+                    raise errors.Forbidden("Property '%s' is protected" % (k,))
+        if purge:
+            for k, v in current.items():
+                if k in new:
+                    continue
+                if not self.protections.check(k, "read", ctx):
+                    result[k] = v  # invisible to the caller: not theirs to drop
+                elif not self.protections.check(k, "delete", ctx):
+                    raise errors.Forbidden("Property '%s' is protected" % (k,))
+        return result
+
+    def _storeNamed(self, name: Optional[str]):
+        name = name or self.config.default_store
+        store = self.stores.get(name)
+        if store is None or not store.writable:
+            raise errors.BadRequest("Store for scheme %s not found" % (name,))
+        return store
+
+    def _locationStore(self, location: str):
+        scheme = location.split("://", 1)[0].lower() if "://" in location else ""
+        if scheme == "file" or not scheme:
+            raise errors.BadRequest("External sources are not supported: '%s'"
+                                    % (scheme or "no scheme"))
+        for name, store in self.stores.items():
+            if name != "file" and scheme in store.schemes:
+                return store
+        raise errors.BadRequest("External source scheme '%s' is not supported" % (scheme,))
+
+    # -- create and update -------------------------------------------------
+
+    @fromCoroutine
+    async def create(self, ctx: RequestContext, changes: ImageChanges,
+                     body=None) -> ImageRecord:
+        self._writeAllowed(ctx)
+        self._enforce(ctx, "add_image")
+        fields = dict(changes.fields)
+        self._checkFields(ctx, fields, None)
+        self._checkPropertyQuota(len(changes.properties))
+        self._checkProtections(ctx, {}, changes.properties, purge=False)
+        sources = [x for x in (body, changes.location, changes.copy_from) if x is not None]
+        if len(sources) > 1:
+            raise errors.BadRequest("Provide image data in only one way: a body, a location"
+                                    " or x-glance-api-copy-from.")
+        if sources and not (fields.get("disk_format") and fields.get("container_format")):
+            missing = "disk_format" if not fields.get("disk_format") else "container_format"
+            raise errors.BadRequest("%s is required when image data is supplied" % (missing,))
+        store = None
+        if body is not None or changes.copy_from is not None:
+            store = self._storeNamed(changes.store)
+        elif changes.store is not None:
+            self._storeNamed(changes.store)
+        sourceStore = None
+        if changes.location is not None:
+            sourceStore = self._locationStore(changes.location)
+        if changes.copy_from is not None:
+            sourceStore = self._locationStore(changes.copy_from)
+        fields.pop("status", None)
+        fields.setdefault("id", str(uuid.uuid4()))
+        fields["id"] = fields["id"].lower()
+        if "owner" not in fields:
+            fields["owner"] = ctx.tenant
+        fields["status"] = "queued"
+        try:
+            image = await self.registry.create(fields, changes.properties)
+        except reg.Conflict:
+            raise errors.Conflict("An image with identifier %s already exists" % (fields["id"],))
+        self.notifier.notify("image.create", payloadFor(image))
+        if body is not None:
+            image = await self._upload(ctx, image, body, store)
+        elif changes.location is not None:
+            image = await self._register(image, changes.location, sourceStore)
+        elif changes.copy_from is not None:
+            self._startCopy(image, changes.copy_from, sourceStore, store)
+        return self._readableProperties(ctx, image)
+
+    @fromCoroutine
+    async def update(self, ctx: RequestContext, imageId: str, changes: ImageChanges,
+                     body=None) -> ImageRecord:
+        self._writeAllowed(ctx)
+        image = await self._visible(ctx, imageId)
+        self._ownerOrAdmin(ctx, image)
+        self._enforce(ctx, "modify_image", image)
+        fields = dict(changes.fields)
+        self._checkFields(ctx, fields, image)
+        if image.status == "active":
+            for key in ("size", "checksum"):
+                if key in fields and fields[key] != getattr(image, key):
+                    raise errors.Forbidden("Cannot change %s of an active image" % (key,))
+            for key in ("disk_format", "container_format"):
+                if key in fields and fields[key] != getattr(image, key):
+                    raise errors.Forbidden("Forbidden to modify '%s' of an active image" % (key,))
+        fields.pop("id", None)
+        fields.pop("status", None)
+        if changes.location is not None and image.status != "queued":
+            raise errors.BadRequest("A location can be set only on a queued image")
+        if (body is not None or changes.copy_from is not None) and image.status != "queued":
+            raise errors.Conflict("Cannot upload to an image with status %s" % (image.status,))
+        sources = [x for x in (body, changes.location, changes.copy_from) if x is not None]
+        if len(sources) > 1:
+            raise errors.BadRequest("Provide image data in only one way: a body, a location"
+                                    " or x-glance-api-copy-from.")
+        props = self._checkProtections(ctx, image.properties, changes.properties,
+                                       changes.purge_properties)
+        total = props if changes.purge_properties else {**image.properties, **props}
+        self._checkPropertyQuota(len(total))
+        if sources:
+            disk = fields.get("disk_format", image.disk_format)
+            cont = fields.get("container_format", image.container_format)
+            if not (disk and cont):
+                missing = "disk_format" if not disk else "container_format"
+                raise errors.BadRequest("%s is required when image data is supplied" % (missing,))
+        store = None
+        if body is not None or changes.copy_from is not None:
+            store = self._storeNamed(changes.store)
+        sourceStore = None
+        if changes.location is not None:
+            sourceStore = self._locationStore(changes.location)
+        if changes.copy_from is not None:
+            sourceStore = self._locationStore(changes.copy_from)
+        try:
+            image = await self.registry.update(imageId, fields, props,
+                                               purgeProperties=changes.purge_properties)
+        except reg.NotFound:
+            raise errors.NotFound("Image %s not found." % (imageId,))
+        except reg.Conflict:
+            raise errors.Conflict("The image changed while it was being updated")
+        self.notifier.notify("image.update", payloadFor(image))
+        if body is not None:
+            image = await self._upload(ctx, image, body, store)
+        elif changes.location is not None:
+            image = await self._register(image, changes.location, sourceStore)
+        elif changes.copy_from is not None:
+            self._startCopy(image, changes.copy_from, sourceStore, store)
+        return self._readableProperties(ctx, image)
+
+    # -- bytes in -------------------------------------------------------------
+
+    async def _store(self, image: ImageRecord, source, store) -> ImageRecord:
+        """
+        Move an image from queued to active with the bytes C{source}
+        produces, or leave it killed with nothing stored.
+        """
+        try:
+            await self.registry.update(image.id, {"status": "saving"}, expectStatus=["queued"])
+        except reg.Conflict:
+            raise errors.Conflict("Image %s is not queued: another upload may be in progress"
+                                  % (image.id,))
+        except reg.NotFound:
+            raise errors.NotFound("Image %s not found." % (image.id,))
+        verifying = VerifyingBody(source, self.config.image_size_cap,
+                                  expectedSize=image.size, expectedChecksum=image.checksum)
+        try:
+            stored = await store.add(image.id, verifying)
+        except UploadFailed as e:
+            await self._kill(image.id, "upload failed: %s" % (e.message,))
+            raise errors.errorForCode(e.code, e.message)
+        except StoreError as e:
+            await self._kill(image.id, "store error: %s" % (e,))
+            raise errors.Unavailable("Error storing the image data; the store is unavailable.")
+        except BaseException as e:
+            await self._kill(image.id, "unexpected error: %r" % (e,))
+            raise
+        try:
+            image = await self.registry.update(
+                image.id, {"status": "active", "size": stored.size,
+                           "checksum": verifying.checksum},
+                expectStatus=["saving"], location=stored.location)
+        except (reg.Conflict, reg.NotFound):
+            # Deleted (or killed) while its bytes arrived: keep nothing.
+            await self._deleteBytes(stored.location)
+            raise errors.Conflict("Image %s was deleted during the upload." % (image.id,))
+        self.notifier.notify("image.upload", payloadFor(image))
+        self.notifier.notify("image.activate", payloadFor(image))
+        return image
+
+    async def _upload(self, ctx, image: ImageRecord, body, store) -> ImageRecord:
+        return await self._store(image, body, store)
+
+    async def _kill(self, imageId: str, why: str) -> None:
+        self.log.info("image {image_id} killed: {why}", image_id=imageId, why=why)
+        try:
+            await self.registry.update(imageId, {"status": "killed"},
+                                       expectStatus=["saving", "queued"])
+        except (reg.Conflict, reg.NotFound):
+            pass
+
+    async def _deleteBytes(self, location: Optional[str]) -> None:
+        if not location:
+            return
+        try:
+            store = self._storeFor(location)
+            if store.writable:
+                await store.delete(location)
+        except Exception as e:
+            self.log.warn("could not delete image data at {location}: {error}",
+                          location=redact(location), error=str(e))
+
+    async def _register(self, image: ImageRecord, location: str, store) -> ImageRecord:
+        try:
+            size = await store.get_size(location)
+        except (StoreError, BadLocation, LocationNotFound) as e:
+            await self.registry.delete(image.id)
+            raise errors.BadRequest("Cannot use this location: %s"
+                                    % (getattr(e, "args", [""])[0] or "unreachable",))
+        if image.size is not None and image.size != size:
+            await self.registry.delete(image.id)
+            raise errors.BadRequest("Supplied x-image-meta-size (%d) does not match the size"
+                                    " at the location (%d)" % (image.size, size))
+        try:
+            image = await self.registry.update(image.id, {"status": "active", "size": size},
+                                               expectStatus=["queued"], location=location)
+        except (reg.Conflict, reg.NotFound):
+            raise errors.Conflict("Image %s is not queued." % (image.id,))
+        self.notifier.notify("image.activate", payloadFor(image))
+        return image
+
+    def _startCopy(self, image: ImageRecord, source: str, sourceStore, store) -> None:
+        d = self._copy(image, source, sourceStore, store)
+        self.background.append(d)
+        d.addBoth(lambda r: self.background.remove(d))
+
+    @fromCoroutine
+    async def _copy(self, image: ImageRecord, source: str, sourceStore, store) -> None:
+        try:
+            producer = await sourceStore.get(source)
+        except Exception as e:
+            await self._kill(image.id, "copy-from source unreadable: %s" % (e,))
+            return
+        try:
+            await self._store(image, producer, store)
+        except errors.APIError as e:
+            self.log.info("copy-from for {image_id} failed: {error}",
+                          image_id=image.id, error=e.message)
+        except Exception:
+            self.log.failure("copy-from for {image_id} failed", image_id=image.id)
+
+    # -- delete ---------------------------------------------------------------
+
+    @fromCoroutine
+    async def delete(self, ctx: RequestContext, imageId: str) -> ImageRecord:
+        self._writeAllowed(ctx)
+        image = await self._visible(ctx, imageId)
+        self._ownerOrAdmin(ctx, image)
+        self._enforce(ctx, "delete_image", image)
+        if image.protected:
+            raise errors.Forbidden("Image is protected; it cannot be deleted.")
+        location = await self.registry.getLocation(imageId)
+        status = "pending_delete" if self.config.delayed_delete and location else "deleted"
+        try:
+            image = await self.registry.delete(imageId, status=status)
+        except reg.NotFound:
+            raise errors.NotFound("Image %s not found." % (imageId,))
+        if status == "deleted":
+            await self._deleteBytes(location)
+        self.notifier.notify("image.delete", payloadFor(image))
+        return image
+
+    # -- members -------------------------------------------------------------
+
+    @fromCoroutine
+    async def members(self, ctx: RequestContext, imageId: str) -> List[MemberRecord]:
+        image = await self._visible(ctx, imageId)
+        self._enforce(ctx, "get_members", image)
+        return await self.registry.members(imageId)
+
+    @fromCoroutine
+    async def member(self, ctx: RequestContext, imageId: str, member: str) -> MemberRecord:
+        image = await self._visible(ctx, imageId)
+        self._enforce(ctx, "get_member", image)
+        try:
+            return await self.registry.member(imageId, member)
+        except reg.NotFound:
+            raise errors.NotFound("Member %s not found for image %s." % (member, imageId))
+
+    async def _mayShare(self, ctx: RequestContext, image: ImageRecord,
+                        ownerOnly: bool) -> None:
+        self._writeAllowed(ctx)
+        if ctx.is_admin or (ctx.tenant is not None and image.owner == ctx.tenant):
+            return
+        if not ownerOnly and ctx.tenant is not None:
+            try:
+                me = await self.registry.member(image.id, ctx.tenant)
+            except reg.NotFound:
+                me = None
+            if me is not None and me.can_share:
+                return
+        raise errors.Forbidden("You are not permitted to share this image.")
+
+    @fromCoroutine
+    async def replaceMembers(self, ctx: RequestContext, imageId: str,
+                             members: Mapping[str, bool]) -> None:
+        image = await self._visible(ctx, imageId)
+        await self._mayShare(ctx, image, ownerOnly=True)
+        self._enforce(ctx, "modify_member", image)
+        try:
+            await self.registry.replaceMembers(imageId, members, self._memberQuota())
+        except reg.QuotaExceeded:
+            raise errors.TooLarge("The limit of %d members for an image has been exceeded."
+                                  % (self.config.image_member_quota,))
+
+    def _memberQuota(self) -> int:
+        q = self.config.image_member_quota
+        return q if q >= 0 else 2 ** 31
+
+    @fromCoroutine
+    async def addMember(self, ctx: RequestContext, imageId: str, member: str,
+                        canShare: Optional[bool]) -> None:
+        image = await self._visible(ctx, imageId)
+        await self._mayShare(ctx, image, ownerOnly=False)
+        self._enforce(ctx, "add_member", image)
+        try:
+            await self.registry.addMember(imageId, member, canShare, self._memberQuota())
+        except reg.QuotaExceeded:
+            raise errors.TooLarge("The limit of %d members for an image has been exceeded."
+                                  % (self.config.image_member_quota,))
+        except reg.Conflict:
+            raise errors.Conflict("The member was changed concurrently; try again.")
+
+    @fromCoroutine
+    async def deleteMember(self, ctx: RequestContext, imageId: str, member: str) -> None:
+        image = await self._visible(ctx, imageId)
+        await self._mayShare(ctx, image, ownerOnly=True)
+        self._enforce(ctx, "delete_member", image)
+        try:
+            await self.registry.deleteMember(imageId, member)
+        except reg.NotFound:
+            raise errors.NotFound("Member %s not found for image %s." % (member, imageId))
+
+    @fromCoroutine
+    async def sharedImages(self, ctx: RequestContext, member: str) -> List[MemberRecord]:
+        shared = await self.registry.sharedWith(member)
+        if ctx.is_admin or member == ctx.tenant:
+            return shared
+        # Someone asking about another tenant learns only of images it can
+        # see anyway.
+        out = []
+        for m in shared:
+            try:
+                await self._visible(ctx, m.image_id)
+            except errors.NotFound:
+                continue
+            out.append(m)
+        return out

@@ -1,0 +1,90 @@
+"""
+The registry's tables, as Glance had them (SQLAlchemy Core, no ORM).
+
+The image location lives on the image row (Glance v1 kept one location per
+image too).  Properties and members are removed outright when an update
+drops them, and soft-deleted with their image so that C{changes-since}
+readers still see what a deleted image was.
+"""
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime as _DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from sqlalchemy.dialects import mysql
+
+#: MySQL's DATETIME drops fractions of a second unless asked to keep them.
+DateTime = _DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
+
+metadata = MetaData()
+
+images = Table(
+    "images",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(255)),
+    Column("disk_format", String(20)),
+    Column("container_format", String(20)),
+    Column("size", BigInteger),
+    Column("virtual_size", BigInteger),
+    Column("status", String(30), nullable=False),
+    Column("is_public", Boolean, nullable=False, default=False),
+    Column("checksum", String(32)),
+    Column("min_disk", Integer, nullable=False, default=0),
+    Column("min_ram", Integer, nullable=False, default=0),
+    Column("owner", String(255)),
+    Column("protected", Boolean, nullable=False, default=False),
+    Column("location", Text),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime),
+    Column("deleted_at", DateTime),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Index("ix_images_deleted_created_at_id", "deleted", "created_at", "id"),
+    Index("ix_images_is_public", "is_public"),
+    Index("ix_images_owner", "owner"),
+    Index("ix_images_status", "status"),
+    Index("ix_images_checksum", "checksum"),
+    Index("ix_images_updated_at", "updated_at"),
+)
+
+image_properties = Table(
+    "image_properties",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("image_id", String(36), ForeignKey("images.id"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("value", Text),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime),
+    Column("deleted_at", DateTime),
+    Column("deleted", Boolean, nullable=False, default=False),
+    UniqueConstraint("image_id", "name", name="uq_image_properties_image_id_name"),
+    Index("ix_image_properties_name", "name"),
+)
+
+image_members = Table(
+    "image_members",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("image_id", String(36), ForeignKey("images.id"), nullable=False),
+    Column("member", String(255), nullable=False),
+    Column("can_share", Boolean, nullable=False, default=False),
+    Column("status", String(20), nullable=False, default="accepted"),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime),
+    Column("deleted_at", DateTime),
+    Column("deleted", Boolean, nullable=False, default=False),
+    UniqueConstraint("image_id", "member", name="uq_image_members_image_id_member"),
+    Index("ix_image_members_member", "member"),
+)

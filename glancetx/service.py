@@ -1,0 +1,123 @@
+"""
+The twistd service: configuration in, a listening image service out.
+
+This is the only module that touches the global reactor; everything it
+builds is handed the reactor and thread pools it needs.
+"""
+
+import os
+
+from twisted.application import service, strports
+from twisted.python.threadpool import ThreadPool
+from twisted.web import server
+from twisted.logger import Logger
+
+from glancetx.config import Config
+from glancetx.errors import ConfigError
+from glancetx.images import ImageService
+from glancetx.notifier import LoggingNotifier
+from glancetx.registry import migrate
+from glancetx.registry.registry import Registry
+from glancetx.store.filesystem import FilesystemStore
+from glancetx.web.app import GlanceAPI
+from glancetx.web.streaming import StreamingRequest
+
+log = Logger()
+
+
+class ThreadPoolService(service.Service):
+    """
+    Ties a named, bounded thread pool's life to the service's.
+    """
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+
+class RegistryService(service.Service):
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def stopService(self):
+        super().stopService()
+        return self.registry.close()
+
+
+class GlanceSite(server.Site):
+    """
+    A Site whose requests stream upload bodies; it answers the streaming
+    request's question of which requests are uploads.
+    """
+
+    requestFactory = StreamingRequest
+    displayTracebacks = False
+
+    def __init__(self, api: GlanceAPI, reactor) -> None:
+        super().__init__(api.resource())
+        self.api = api
+        self.reactor = reactor
+
+    def isUpload(self, method: bytes, path: bytes) -> bool:
+        return self.api.isUpload(method, path)
+
+
+def prepareRegistry(url: str) -> None:
+    """
+    Create or upgrade the schema of the embedded SQLite registry; for a
+    shared database, insist it was synced with C{glancetx-manage db sync}.
+    """
+    if url.startswith("sqlite"):
+        path = url[len("sqlite:///"):]
+        if path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        migrate.sync(url)
+        return
+    try:
+        current = migrate.currentRevision(url)
+    except Exception as e:
+        raise ConfigError("sql_connection: cannot connect: %s" % (str(e).splitlines()[0],))
+    if current != migrate.headRevision():
+        raise ConfigError("sql_connection: database schema is at %s, not %s; run"
+                          " 'glancetx-manage db sync' first" % (current, migrate.headRevision()))
+
+
+def makeStores(config: Config, reactor, diskPool: ThreadPool):
+    stores = {}
+    fs = FilesystemStore(config.filesystem_store_datadir, reactor, diskPool)
+    fs.prepare()
+    stores["file"] = fs
+    if "http" in config.stores or "s3" in config.stores or "swift" in config.stores:
+        from glancetx.store import remote
+        stores.update(remote.makeRemoteStores(config, reactor))
+    return stores
+
+
+def buildService(config: Config, reactor=None):
+    """
+    Build the whole service: thread pools, registry, stores, the image
+    service, and the listening site.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    top = service.MultiService()
+    diskPool = ThreadPool(1, config.disk_threads, name="glancetx-disk")
+    ThreadPoolService(diskPool).setServiceParent(top)
+    prepareRegistry(config.sql_connection)
+    registry = Registry(config.sql_connection, reactor)
+    RegistryService(registry).setServiceParent(top)
+    stores = makeStores(config, reactor, diskPool)
+    images = ImageService(registry=registry, stores=stores, config=config,
+                          notifier=LoggingNotifier(), reactor=reactor)
+    api = GlanceAPI(images, config)
+    site = GlanceSite(api, reactor)
+    strports.service(config.port, site, reactor=reactor).setServiceParent(top)
+    top.api = api
+    return top

@@ -1,0 +1,342 @@
+"""
+The Images v1 API as Klein routes.
+
+Handlers translate HTTP to L{ImageService} calls and back; every refusal is
+an L{APIError} rendered in one place (L{GlanceAPI.apiError}), and anything
+unexpected is a bare 500 to the client and a logged failure here.
+"""
+
+import json
+from typing import Any, Dict, Optional
+
+from klein import Klein
+from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
+from twisted.web.iweb import UNKNOWN_LENGTH
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import NotFound as RouteNotFound
+
+from glancetx import errors
+from glancetx.asyncutil import shield
+from glancetx.context import noauthContext
+from glancetx.registry.registry import ListQuery
+from glancetx.web import headers as hdrs
+
+#: Routes whose request bodies are image bytes, streamed (see streaming.py).
+UPLOAD_ENDPOINTS = frozenset({"createImage", "updateImage"})
+
+
+class _NoAuth:
+    def authenticate(self, requestHeaders):
+        return noauthContext()
+
+
+def _json(request, status: int, body: Any) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json; charset=UTF-8")
+    data = json.dumps(body).encode("utf-8")
+    request.setHeader(b"content-length", b"%d" % (len(data),))
+    return data
+
+
+def _baseURL(request) -> str:
+    host = request.getHeader(b"host")
+    if not host:
+        h = request.getHost()
+        host = ("%s:%d" % (h.host, h.port)).encode("ascii")
+    scheme = "https" if request.isSecure() else "http"
+    return "%s://%s" % (scheme, host.decode("latin-1"))
+
+
+def _versions(request) -> Dict[str, Any]:
+    base = _baseURL(request)
+    return {"versions": [
+        {"id": "v1.1", "status": "CURRENT",
+         "links": [{"rel": "self", "href": base + "/v1/"}]},
+        {"id": "v1.0", "status": "SUPPORTED",
+         "links": [{"rel": "self", "href": base + "/v1/"}]},
+    ]}
+
+
+class GlanceAPI:
+    """
+    One instance per service; its Klein app is bound to it.
+    """
+
+    app = Klein()
+    log = Logger()
+
+    def __init__(self, service, config, auth=None) -> None:
+        self.service = service
+        self.config = config
+        self.auth = auth or _NoAuth()
+
+    def resource(self):
+        return self.app.resource()
+
+    def isUpload(self, method: bytes, path: bytes) -> bool:
+        """
+        Whether a request with a body should stream it to an upload handler
+        (asked by the streaming request at header time).
+        """
+        try:
+            adapter = self.app.url_map.bind("localhost")
+            endpoint, _ = adapter.match(path.decode("utf-8"), method=method.decode("ascii"))
+        except (HTTPException, UnicodeDecodeError):
+            return False
+        return endpoint in UPLOAD_ENDPOINTS
+
+    def _context(self, request):
+        try:
+            return self.auth.authenticate(request.requestHeaders)
+        except errors.APIError:
+            raise
+        except Exception as e:
+            # Strategies raise their own Unauthorized; any other error from
+            # them is still a refusal, never a 500.
+            if type(e).__name__ == "Unauthorized":
+                raise errors.Unauthorized(getattr(e, "message", None) or str(e)
+                                          or "Authentication required")
+            raise
+
+    # -- errors ------------------------------------------------------------
+
+    @app.handle_errors(errors.APIError)
+    def apiError(self, request, failure):
+        e = failure.value
+        if e.code == 405 and getattr(e, "allowed", None):
+            request.setHeader(b"allow", ", ".join(e.allowed).encode("ascii"))
+        return self._error(request, e.code, e.message)
+
+    @app.handle_errors(MethodNotAllowed)
+    def methodNotAllowed(self, request, failure):
+        allowed = sorted(failure.value.valid_methods or [])
+        request.setHeader(b"allow", ", ".join(allowed).encode("ascii"))
+        return self._error(request, 405, "Method not allowed")
+
+    @app.handle_errors(RouteNotFound)
+    def routeNotFound(self, request, failure):
+        return self._error(request, 404, "Not found")
+
+    @app.handle_errors(HTTPException)
+    def otherHTTPError(self, request, failure):
+        return self._error(request, failure.value.code or 400, "Bad request")
+
+    @app.handle_errors(CancelledError)
+    def cancelled(self, request, failure):
+        return None
+
+    @app.handle_errors(Exception)
+    def unexpected(self, request, failure):
+        self.log.failure("unexpected error answering {method} {path}", failure,
+                         method=request.method, path=request.path)
+        return self._error(request, 500, "Internal server error")
+
+    def _error(self, request, code: int, message: str) -> bytes:
+        request.setResponseCode(code)
+        accept = (request.getHeader(b"accept") or b"").lower()
+        if b"application/json" in accept:
+            request.setHeader(b"content-type", b"application/json; charset=UTF-8")
+            return json.dumps({"error": {"code": code, "message": message}}).encode("utf-8")
+        request.setHeader(b"content-type", b"text/plain; charset=UTF-8")
+        data = (message + "\n").encode("utf-8")
+        request.setHeader(b"content-length", b"%d" % (len(data),))
+        return data
+
+    # -- versions ----------------------------------------------------------
+
+    @app.route("/", methods=["GET", "HEAD"])
+    def root(self, request):
+        return _json(request, 300, _versions(request))
+
+    @app.route("/versions", methods=["GET", "HEAD"])
+    def versions(self, request):
+        return _json(request, 200, _versions(request))
+
+    @app.route("/<path:anything>", methods=["GET", "HEAD"])
+    def unknownPath(self, request, anything):
+        if anything.split("/")[0] in ("v1", "v1.0", "v1.1"):
+            raise errors.NotFound("Not found")
+        return _json(request, 300, _versions(request))
+
+    # -- lists -------------------------------------------------------------
+
+    async def _list(self, request):
+        ctx = self._context(request)
+        q = hdrs.parseListQuery(request.args, self.config.limit_param_default,
+                                self.config.api_limit_max, ctx.is_admin)
+        return await self.service.list(ctx, ListQuery(**q))
+
+    @app.route("/v1/images", methods=["GET", "HEAD"])
+    async def listImages(self, request):
+        images = await self._list(request)
+        return _json(request, 200, {"images": [hdrs.briefDict(i) for i in images]})
+
+    @app.route("/v1/images/detail", methods=["GET", "HEAD"])
+    async def listImagesDetail(self, request):
+        images = await self._list(request)
+        return _json(request, 200, {"images": [hdrs.imageDict(i) for i in images]})
+
+    # -- one image ---------------------------------------------------------
+
+    def _metaHeaders(self, request, image) -> None:
+        for name, value in hdrs.imageHeaders(image).items():
+            request.setHeader(name, value)
+        if image.checksum:
+            request.setHeader(b"etag", image.checksum.encode("ascii"))
+        request.setHeader(b"location", ("%s/v1/images/%s" % (
+            _baseURL(request), image.id)).encode("utf-8"))
+
+    @app.route("/v1/images/<imageId>", methods=["GET", "HEAD"])
+    async def showImage(self, request, imageId):
+        ctx = self._context(request)
+        if request.method == b"HEAD":
+            image = await self.service.show(ctx, imageId)
+            self._metaHeaders(request, image)
+            request.setHeader(b"content-type", b"text/html; charset=UTF-8")
+            return b""
+        image, producer = await self.service.download(ctx, imageId)
+        self._metaHeaders(request, image)
+        request.setHeader(b"content-type", b"application/octet-stream")
+        request.setHeader(b"content-length", str(producer.length).encode("ascii"))
+        request.registerProducer(producer, True)
+        try:
+            await producer.startProducing(request)
+        except CancelledError:
+            producer.stopProducing()
+            raise
+        except Exception as e:
+            # The store ended early: never pass a short body off as whole.
+            self.log.warn("download of {image_id} broke off: {error}",
+                          image_id=imageId, error=str(e))
+            request.unregisterProducer()
+            request.channel.persistent = False
+            request.transport.abortConnection()
+            raise CancelledError()
+        request.unregisterProducer()
+        self.service.sent(ctx, image, producer.length)
+        return None
+
+    def _uploadBody(self, request):
+        body = request.body
+        if body is None:
+            return None
+        ctype = (request.getHeader(b"content-type") or b"application/octet-stream")
+        if ctype.split(b";")[0].strip().lower() != b"application/octet-stream":
+            raise errors.BadRequest("Content-Type must be application/octet-stream")
+        if body.length is not UNKNOWN_LENGTH and body.length > self.config.image_size_cap:
+            raise errors.TooLarge("Denying attempt to upload image larger than %d bytes."
+                                  % (self.config.image_size_cap,))
+        body.onStart = request.continueUpload
+        return body
+
+    def _changes(self, request):
+        changes = hdrs.changesFromHeaders(request.requestHeaders.getAllRawHeaders())
+        body = request.body
+        size = changes.fields.get("size")
+        if body is not None and size is not None and body.length is not UNKNOWN_LENGTH \
+                and body.length != size:
+            raise errors.BadRequest("Supplied x-image-meta-size (%d) does not match the"
+                                    " Content-Length of the request (%d)" % (size, body.length))
+        return changes
+
+    @app.route("/v1/images", methods=["POST"], endpoint="createImage")
+    async def createImage(self, request):
+        ctx = self._context(request)
+        changes = self._changes(request)
+        body = self._uploadBody(request)
+        image = await shield(self.service.create(ctx, changes, body))
+        request.setHeader(b"location", ("%s/v1/images/%s" % (
+            _baseURL(request), image.id)).encode("utf-8"))
+        return _json(request, 201, {"image": hdrs.imageDict(image)})
+
+    @app.route("/v1/images/<imageId>", methods=["PUT"], endpoint="updateImage")
+    async def updateImage(self, request, imageId):
+        ctx = self._context(request)
+        changes = self._changes(request)
+        body = self._uploadBody(request)
+        image = await shield(self.service.update(ctx, imageId, changes, body))
+        return _json(request, 200, {"image": hdrs.imageDict(image)})
+
+    @app.route("/v1/images/<imageId>", methods=["DELETE"])
+    async def deleteImage(self, request, imageId):
+        ctx = self._context(request)
+        await self.service.delete(ctx, imageId)
+        request.setResponseCode(200)
+        return b""
+
+    # -- members -------------------------------------------------------------
+
+    def _jsonBody(self, request) -> Optional[Any]:
+        if request.smallBodyTooLarge:
+            raise errors.TooLarge("Request body too large")
+        if not request.smallBody.strip():
+            return None
+        try:
+            return json.loads(request.smallBody.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise errors.BadRequest("Malformed JSON in request body")
+
+    @app.route("/v1/images/<imageId>/members", methods=["GET"])
+    async def listMembers(self, request, imageId):
+        ctx = self._context(request)
+        members = await self.service.members(ctx, imageId)
+        return _json(request, 200, {"members": [
+            {"member_id": m.member, "can_share": m.can_share} for m in members]})
+
+    @app.route("/v1/images/<imageId>/members", methods=["PUT"])
+    async def replaceMembers(self, request, imageId):
+        ctx = self._context(request)
+        body = self._jsonBody(request)
+        if not isinstance(body, dict) or not isinstance(body.get("memberships"), list):
+            raise errors.BadRequest('Expected a body of the form {"memberships": [...]}')
+        members: Dict[str, bool] = {}
+        for entry in body["memberships"]:
+            if not isinstance(entry, dict) or not isinstance(entry.get("member_id"), str) \
+                    or not entry["member_id"].strip() or len(entry["member_id"]) > 255:
+                raise errors.BadRequest("Each membership needs a member_id string")
+            canShare = entry.get("can_share", False)
+            if not isinstance(canShare, bool):
+                raise errors.BadRequest("can_share must be true or false")
+            members[entry["member_id"]] = canShare
+        await self.service.replaceMembers(ctx, imageId, members)
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/v1/images/<imageId>/members/<member>", methods=["GET"])
+    async def showMember(self, request, imageId, member):
+        ctx = self._context(request)
+        m = await self.service.member(ctx, imageId, member)
+        return _json(request, 200, {"member": {"member_id": m.member,
+                                               "can_share": m.can_share}})
+
+    @app.route("/v1/images/<imageId>/members/<member>", methods=["PUT"])
+    async def addMember(self, request, imageId, member):
+        ctx = self._context(request)
+        if len(member) > 255:
+            raise errors.BadRequest("member id too long")
+        body = self._jsonBody(request)
+        canShare = None
+        if body is not None:
+            if not isinstance(body, dict) or not isinstance(body.get("member", {}), dict):
+                raise errors.BadRequest('Expected a body of the form {"member": {...}}')
+            canShare = body.get("member", {}).get("can_share")
+            if canShare is not None and not isinstance(canShare, bool):
+                raise errors.BadRequest("can_share must be true or false")
+        await self.service.addMember(ctx, imageId, member, canShare)
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/v1/images/<imageId>/members/<member>", methods=["DELETE"])
+    async def deleteMember(self, request, imageId, member):
+        ctx = self._context(request)
+        await self.service.deleteMember(ctx, imageId, member)
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/v1/shared-images/<member>", methods=["GET"])
+    async def sharedImages(self, request, member):
+        ctx = self._context(request)
+        shared = await self.service.sharedImages(ctx, member)
+        return _json(request, 200, {"shared_images": [
+            {"image_id": m.image_id, "can_share": m.can_share} for m in shared]})

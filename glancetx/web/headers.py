@@ -1,0 +1,240 @@
+"""
+Image metadata ⇄ C{x-image-meta-*} headers and JSON, as Glance v1 spoke it.
+"""
+
+import datetime
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+
+from glancetx import errors
+from glancetx.images import ImageChanges
+from glancetx.registry.registry import IMAGE_FIELDS, ImageRecord
+
+META = "x-image-meta-"
+PROPERTY = "x-image-meta-property-"
+
+_BOOL_FIELDS = ("is_public", "protected", "deleted")
+_INT_FIELDS = ("size", "virtual_size", "min_ram", "min_disk")
+_STR_FIELDS = ("id", "name", "disk_format", "container_format", "checksum", "owner",
+               "status", "location", "store", "copy_from")
+#: Fields a client may name in a header; the read-only timestamps are
+#: accepted and ignored, as Glance did.
+_IGNORED = ("created_at", "updated_at", "deleted_at", "deleted")
+_KNOWN = set(_BOOL_FIELDS + _INT_FIELDS + _STR_FIELDS + _IGNORED)
+
+#: The brief list carries only these.
+BRIEF_FIELDS = ("id", "name", "disk_format", "container_format", "checksum", "size")
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+
+
+def parseBool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("true", "1", "yes", "on"):
+        return True
+    if v in ("false", "0", "no", "off"):
+        return False
+    raise errors.BadRequest("Invalid boolean value for %s: %r" % (name, value))
+
+
+def parseInt(name: str, value: str) -> int:
+    try:
+        n = int(value.strip())
+    except ValueError:
+        raise errors.BadRequest("Invalid value for %s: %r is not an integer" % (name, value))
+    if n < 0:
+        raise errors.BadRequest("Invalid value for %s: must not be negative" % (name,))
+    if n > 2 ** 63 - 1:
+        raise errors.BadRequest("Invalid value for %s: too large" % (name,))
+    return n
+
+
+def _text(name: str, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise errors.BadRequest("Header %s is not valid UTF-8" % (name,))
+
+
+def changesFromHeaders(headers: Iterable[Tuple[bytes, Iterable[bytes]]]) -> ImageChanges:
+    """
+    Parse the image-related request headers.  An C{x-image-meta-*} header
+    naming no known field is a 400.
+    """
+    fields: Dict[str, Any] = {}
+    properties: Dict[str, str] = {}
+    extra: Dict[str, Any] = {}
+    purge = True
+    for rawName, values in headers:
+        name = rawName.decode("latin-1").lower()
+        value = _text(name, list(values)[-1]).strip()
+        if name.startswith(PROPERTY):
+            key = name[len(PROPERTY):]
+            if not key:
+                raise errors.BadRequest("Empty property name in header %s" % (name,))
+            if len(key) > 255:
+                raise errors.BadRequest("Property name too long: %s" % (key[:40],))
+            if len(value) > 65535:
+                raise errors.BadRequest("Property value too long: %s" % (key,))
+            properties[key] = value
+        elif name.startswith(META):
+            field = name[len(META):].replace("-", "_")
+            if field not in _KNOWN:
+                raise errors.BadRequest("Unknown image metadata header %s" % (name,))
+            if field in _IGNORED:
+                continue
+            if field in _BOOL_FIELDS:
+                fields[field] = parseBool(field, value)
+            elif field in _INT_FIELDS:
+                fields[field] = parseInt(field, value)
+            elif field in ("location", "store"):
+                extra[field] = value
+            elif field == "copy_from":
+                extra["copy_from"] = value
+            else:
+                fields[field] = value if value != "" or field == "name" else None
+        elif name == "x-glance-api-copy-from":
+            extra["copy_from"] = value
+        elif name == "x-glance-registry-purge-props":
+            purge = parseBool(name, value)
+    for key in ("name", "disk_format", "container_format", "owner", "checksum"):
+        if key in fields and fields[key] == "" and key != "name":
+            fields[key] = None
+    return ImageChanges(fields=fields, properties=properties, store=extra.get("store"),
+                        location=extra.get("location") or None,
+                        copy_from=extra.get("copy_from") or None,
+                        purge_properties=purge)
+
+
+def _render(value: Any) -> Any:
+    if isinstance(value, datetime.datetime):
+        return value.strftime(TIME_FORMAT)
+    return value
+
+
+def imageDict(image: ImageRecord) -> Dict[str, Any]:
+    """
+    The detailed JSON form (never the location).
+    """
+    out = {name: _render(getattr(image, name)) for name in IMAGE_FIELDS}
+    out["properties"] = dict(image.properties)
+    return out
+
+
+def briefDict(image: ImageRecord) -> Dict[str, Any]:
+    return {name: getattr(image, name) for name in BRIEF_FIELDS}
+
+
+def imageHeaders(image: ImageRecord) -> Dict[bytes, bytes]:
+    """
+    Every field as an C{x-image-meta-*} header, as HEAD and GET answer.
+    """
+    out: Dict[bytes, bytes] = {}
+    for name in IMAGE_FIELDS:
+        value = getattr(image, name)
+        if value is None:
+            continue
+        out[(META + name).encode("ascii")] = _headerValue(_render(value))
+    for key, value in image.properties.items():
+        if value is None:
+            continue
+        out[(PROPERTY + key).encode("utf-8", "replace")] = _headerValue(value)
+    return out
+
+
+def _headerValue(value: Any) -> bytes:
+    return str(value).encode("utf-8")
+
+
+def parseListQuery(args: Mapping[bytes, list], limitDefault: int, limitMax: int,
+                   isAdmin: bool):
+    """
+    The list query parameters, validated.  Returns keyword arguments for
+    L{glancetx.registry.registry.ListQuery}.
+    """
+    from glancetx.registry.registry import SORT_KEYS
+
+    q: Dict[str, Any] = {"filters": {}, "properties": {}}
+
+    def one(name: str) -> Optional[str]:
+        values = args.get(name.encode("ascii"))
+        if not values:
+            return None
+        try:
+            return values[-1].decode("utf-8")
+        except UnicodeDecodeError:
+            raise errors.BadRequest("Query parameter %s is not valid UTF-8" % (name,))
+
+    limit = one("limit")
+    if limit is None:
+        q["limit"] = limitDefault
+    else:
+        try:
+            n = int(limit)
+        except ValueError:
+            raise errors.BadRequest("limit param must be an integer")
+        if n < 0:
+            raise errors.BadRequest("limit param must be positive")
+        q["limit"] = min(n, limitMax)
+    marker = one("marker")
+    if marker is not None:
+        q["marker"] = marker
+    sortKey = one("sort_key")
+    if sortKey is not None:
+        if sortKey not in SORT_KEYS:
+            raise errors.BadRequest("Unsupported sort_key. Acceptable values: %s"
+                                    % (", ".join(sorted(SORT_KEYS)),))
+        q["sort_key"] = sortKey
+    sortDir = one("sort_dir")
+    if sortDir is not None:
+        if sortDir not in ("asc", "desc"):
+            raise errors.BadRequest("Unsupported sort_dir. Acceptable values: asc, desc")
+        q["sort_dir"] = sortDir
+    for name in ("name", "status", "container_format", "disk_format"):
+        v = one(name)
+        if v is not None:
+            q["filters"][name] = v
+    for name in ("min_ram", "min_disk", "size_min", "size_max"):
+        v = one(name)
+        if v is not None:
+            q["filters"][name] = parseInt(name, v)
+    v = one("protected")
+    if v is not None:
+        q["filters"]["protected"] = parseBool("protected", v)
+    v = one("changes-since")
+    if v is not None:
+        q["changes_since"] = parseTime("changes-since", v)
+    v = one("is_public")
+    if v is not None and isAdmin:
+        if v.lower() == "none":
+            q["restrict_to_visible"] = False
+        else:
+            public = parseBool("is_public", v)
+            if public:
+                q["restrict_to_visible"] = True
+            else:
+                q["restrict_to_visible"] = False
+                q["is_public"] = False
+    elif isAdmin:
+        q["restrict_to_visible"] = True
+    for rawName, values in args.items():
+        name = rawName.decode("latin-1")
+        # Unknown parameters are ignored, as Glance did: clients send extras.
+        if name.startswith("property-") and values:
+            q["properties"][name[len("property-"):]] = _text(name, values[-1])
+    return q
+
+
+def parseTime(name: str, value: str) -> datetime.datetime:
+    """
+    An ISO 8601 time, as UTC without a zone.
+    """
+    v = value.strip().replace(" ", "+")
+    if v.endswith("Z") or v.endswith("z"):
+        v = v[:-1] + "+00:00"
+    try:
+        t = datetime.datetime.fromisoformat(v)
+    except ValueError:
+        raise errors.BadRequest("Unrecognized changes-since value %r" % (value,))
+    if t.tzinfo is not None:
+        t = t.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return t

@@ -1,0 +1,395 @@
+"""
+Request bodies that stream: the data path from the socket to a store.
+
+twisted.web buffers a whole request body before any resource runs.  Image
+uploads are gigabytes, so this module's L{StreamingRequest} dispatches an
+upload as soon as its headers are in, and hands the body to the handler as
+an L{IBodyProducer} (L{RequestBody}) that pushes each piece to the store's
+consumer as it arrives:
+
+    HTTPChannel.dataReceived
+      → StreamingRequest.handleContentChunk(data)
+        → RequestBody.dataReceived(data)
+          → VerifyingBody.write(data)         (size, MD5, cap, as they pass)
+            → the store's consumer.write(data)  (e.g. filesystem _FileWriter)
+
+Backpressure runs the other way: a consumer that cannot keep up calls
+C{pauseProducing}; the body stops the socket (C{transport.pauseProducing})
+and keeps at most C{HIGH_WATER} bytes that were already in flight.  The
+channel resumes its transport by itself whenever its send buffer drains, so
+the body re-pauses it whenever more than C{HIGH_WATER} is held.
+"""
+
+import hashlib
+from io import BytesIO
+from typing import Callable, List, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.python.failure import Failure
+from twisted.web import server
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from zope.interface import implementer
+
+from glancetx.store.interface import UploadFailed
+
+#: Bytes a request body may hold back while its consumer is paused or not yet
+#: attached, before the socket is paused; and the level at which it resumes.
+HIGH_WATER = 4 * 1024 * 1024
+LOW_WATER = 1024 * 1024
+#: Bodies of requests that are not uploads (member lists) are read whole,
+#: but no more than this.
+SMALL_BODY_MAX = 1024 * 1024
+#: After an early answer (an upload refused part way), how much more of the
+#: body is read and thrown away so the client can see the answer, and for
+#: how long, before the connection is closed.
+DRAIN_MAX = 64 * 1024 * 1024
+DRAIN_SECONDS = 10.0
+
+
+def pendingRequestLine(channel):
+    """
+    The method and path of the request whose headers just arrived.
+
+    At C{gotLength} time twisted.web has not yet copied them onto the
+    request; they sit on the channel under private names.  This is the only
+    place that reads them (tested against the installed Twisted; setup.py
+    bounds Twisted's version).
+    """
+    return channel._command, channel._path, channel._version
+
+
+@implementer(IBodyProducer, IPushProducer)
+class RequestBody:
+    """
+    The body of an upload request, as a push producer.
+
+    Pieces arrive through L{dataReceived} from the request; once a consumer
+    is attached (L{startProducing}) each goes straight to it unless the
+    consumer has paused us, in which case pieces wait here and the socket is
+    paused.
+    """
+
+    def __init__(self, transport, length) -> None:
+        self._transport = transport
+        self.length = UNKNOWN_LENGTH if length is None else length
+        self._held: List[bytes] = []
+        self._heldSize = 0
+        self._consumer = None
+        self._consumerPaused = False
+        self._socketPaused = False
+        self._ended = False
+        self._failure: Optional[Failure] = None
+        self._stopped = False
+        self._done: Optional[Deferred] = None
+        self.received = 0
+
+    # -- from the request -------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._stopped:
+            return
+        self.received += len(data)
+        if self._consumer is not None and not self._consumerPaused and not self._held:
+            self._consumer.write(data)
+            return
+        self._held.append(data)
+        self._heldSize += len(data)
+        if self._heldSize > HIGH_WATER:
+            self._pauseSocket()
+
+    def bodyComplete(self) -> None:
+        self._ended = True
+        self._maybeFinish()
+
+    def connectionLost(self) -> None:
+        if not self._ended:
+            self._fail(UploadFailed(400, "the client went away before the upload finished"))
+
+    # -- IBodyProducer / IPushProducer -------------------------------------
+
+    #: Called when a consumer starts reading: the request uses it to send
+    #: "100 Continue" only once the upload has been accepted.
+    onStart: Optional[Callable[[], None]] = None
+
+    def startProducing(self, consumer) -> Deferred:
+        self._consumer = consumer
+        done = self._done = Deferred()
+        if self.onStart is not None:
+            self.onStart()
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            self._done = None
+            done.errback(failure)
+            return done
+        self._flush()
+        return done
+
+    def pauseProducing(self) -> None:
+        self._consumerPaused = True
+        self._pauseSocket()
+
+    def resumeProducing(self) -> None:
+        self._consumerPaused = False
+        self._flush()
+
+    def stopProducing(self) -> None:
+        self._stopped = True
+        self._held = []
+        self._heldSize = 0
+        self._done = None
+        self._resumeSocket()
+
+    # -- internals --------------------------------------------------------
+
+    def _flush(self) -> None:
+        while self._held and not self._consumerPaused and not self._stopped:
+            data = self._held.pop(0)
+            self._heldSize -= len(data)
+            self._consumer.write(data)
+        if self._heldSize <= LOW_WATER and not self._consumerPaused:
+            self._resumeSocket()
+        self._maybeFinish()
+
+    def _maybeFinish(self) -> None:
+        if self._ended and not self._held and self._done is not None:
+            done, self._done = self._done, None
+            done.callback(None)
+
+    def _fail(self, error: Exception) -> None:
+        self._held = []
+        self._heldSize = 0
+        if self._done is not None:
+            done, self._done = self._done, None
+            done.errback(Failure(error))
+        elif self._consumer is None:
+            self._failure = Failure(error)
+
+    def _pauseSocket(self) -> None:
+        # Always call through: the channel may have resumed the transport
+        # behind our back since we last paused it.
+        self._socketPaused = True
+        self._transport.pauseProducing()
+
+    def _resumeSocket(self) -> None:
+        if self._socketPaused:
+            self._socketPaused = False
+            self._transport.resumeProducing()
+
+
+@implementer(IBodyProducer, IPushProducer)
+class VerifyingBody:
+    """
+    Sits between a body producer and a store's consumer and holds the bytes
+    to the image's rules while they pass: the MD5 and size are computed on
+    the fly, a body passing the size cap or the declared size fails at once
+    (413 / 400), and at the end a wrong size or checksum fails the body, so
+    the store never commits bytes an image must not have.
+    """
+
+    def __init__(self, source, cap: int, expectedSize: Optional[int] = None,
+                 expectedChecksum: Optional[str] = None) -> None:
+        self._source = source
+        self._cap = cap
+        self._expectedSize = expectedSize
+        self._expectedChecksum = expectedChecksum
+        self.length = source.length
+        self.size = 0
+        self._md5 = hashlib.md5()
+        self._consumer = None
+        self._done: Optional[Deferred] = None
+        self.checksum: Optional[str] = None
+
+    def startProducing(self, consumer) -> Deferred:
+        self._consumer = consumer
+        done = self._done = Deferred()
+        self._source.startProducing(self).addCallbacks(self._sourceDone, self._sourceFailed)
+        return done
+
+    def write(self, data: bytes) -> None:
+        if self._done is None:
+            return
+        self.size += len(data)
+        if self.size > self._cap:
+            self._abort(UploadFailed(413, "Image exceeds the storage quota: the size cap is %d bytes"
+                                     % (self._cap,)))
+            return
+        if self._expectedSize is not None and self.size > self._expectedSize:
+            self._abort(UploadFailed(400, "Supplied x-image-meta-size (%d) does not match the"
+                                     " size of the uploaded data" % (self._expectedSize,)))
+            return
+        self._md5.update(data)
+        self._consumer.write(data)
+
+    def _abort(self, error: UploadFailed) -> None:
+        done, self._done = self._done, None
+        self._source.stopProducing()
+        done.errback(Failure(error))
+
+    def _sourceDone(self, _) -> None:
+        done, self._done = self._done, None
+        if done is None:
+            return
+        self.checksum = self._md5.hexdigest()
+        if self._expectedSize is not None and self.size != self._expectedSize:
+            done.errback(Failure(UploadFailed(
+                400, "Supplied x-image-meta-size (%d) does not match the size of the"
+                " uploaded data (%d)" % (self._expectedSize, self.size))))
+        elif self._expectedChecksum is not None and self.checksum != self._expectedChecksum:
+            done.errback(Failure(UploadFailed(
+                400, "Supplied x-image-meta-checksum does not match the checksum of"
+                " the uploaded data")))
+        else:
+            done.callback(None)
+
+    def _sourceFailed(self, failure: Failure) -> None:
+        done, self._done = self._done, None
+        if done is not None:
+            done.errback(failure)
+
+    # IPushProducer: the store's consumer talks to us, we talk to the source.
+
+    def pauseProducing(self) -> None:
+        self._source.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._source.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._done = None
+        self._source.stopProducing()
+
+
+class StreamingRequest(server.Request):
+    """
+    A request whose upload body streams to the handler instead of being
+    buffered.
+
+    The site's C{isUpload(method, path)} says which requests are uploads.
+    Those are dispatched from L{gotLength} with C{self.body} set to a
+    L{RequestBody}; everything else runs as usual after its (small, capped)
+    body is in, readable as C{self.smallBody}.  C{self.content} is an empty
+    stand-in: nothing reads a body through it.
+    """
+
+    body: Optional[RequestBody] = None
+    smallBody = b""
+    smallBodyTooLarge = False
+    _early = False
+    _finishPending = False
+    _drained = 0
+
+    def gotLength(self, length) -> None:
+        self.content = BytesIO()
+        self._smallParts: List[bytes] = []
+        if length == 0:
+            return
+        command, path, version = pendingRequestLine(self.channel)
+        isUpload: Callable = getattr(self.channel.site, "isUpload", None)
+        if isUpload is None or not isUpload(command, path.split(b"?", 1)[0]):
+            return
+        self.body = RequestBody(self.transport, length)
+        # We answer "Expect: 100-continue" ourselves, once the upload is
+        # accepted, so a refused upload is never sent at all.
+        expect = self.requestHeaders.getRawHeaders(b"expect")
+        if expect:
+            self.requestHeaders.removeHeader(b"expect")
+            self.expectsContinue = (expect[0].lower() == b"100-continue"
+                                    and version == b"HTTP/1.1")
+        self._early = True
+        self._reactor().callLater(0, self._dispatch, command, path, version)
+
+    def _reactor(self):
+        return getattr(self.channel.site, "reactor", None) or _globalReactor()
+
+    def _dispatch(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self.channel is None or self._disconnected:
+            return
+        self.method, self.uri, self.clientproto = command, path, version
+        self.args = {}
+        self.path = path.split(b"?", 1)[0]
+        if b"?" in path:
+            from urllib.parse import parse_qs
+            self.args = parse_qs(path.split(b"?", 1)[1], 1)
+        self.process()
+
+    expectsContinue = False
+
+    def continueUpload(self) -> None:
+        """
+        Tell a client that waits for it to send the body.
+        """
+        if self.expectsContinue and not self.startedWriting:
+            self.expectsContinue = False
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.body is not None:
+            if self._finishPending:
+                self._drained += len(data)
+                if self._drained > DRAIN_MAX:
+                    self._finishNow()
+                return
+            self.body.dataReceived(data)
+            return
+        if self.smallBodyTooLarge:
+            return
+        self._smallParts.append(data)
+        if sum(map(len, self._smallParts)) > SMALL_BODY_MAX:
+            self.smallBodyTooLarge = True
+            self._smallParts = []
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self._early:
+            self.body.bodyComplete()
+            if self._finishPending:
+                self._finishNow()
+            return
+        self.smallBody = b"".join(getattr(self, "_smallParts", []))
+        self._smallParts = []
+        super().requestReceived(command, path, version)
+
+    def finish(self) -> None:
+        """
+        Finish, but when answering an upload whose body is still arriving,
+        read and drop the rest for a while first (bounded), so the client
+        reads the answer instead of a reset; then close the connection,
+        since the body was never read to its end.
+        """
+        if self._early and self.body is not None and not self.body._ended \
+                and not self._disconnected:
+            if self._finishPending:
+                return
+            self._finishPending = True
+            self.channel.persistent = False
+            self.body.stopProducing()
+            self._drainTimer = self._reactor().callLater(DRAIN_SECONDS, self._finishNow)
+            return
+        super().finish()
+
+    def _finishNow(self) -> None:
+        if not self._finishPending:
+            return
+        self._finishPending = False
+        timer = getattr(self, "_drainTimer", None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        # Outside the parser's call stack, so the channel's state is settled.
+        self._reactor().callLater(0, self._reallyFinish)
+
+    def _reallyFinish(self) -> None:
+        if not self._disconnected and not self.finished:
+            server.Request.finish(self)
+
+    def connectionLost(self, reason) -> None:
+        timer = getattr(self, "_drainTimer", None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        super().connectionLost(reason)
+        if self.body is not None:
+            self.body.connectionLost()
+
+
+def _globalReactor():
+    from twisted.internet import reactor
+    return reactor

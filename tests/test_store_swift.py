@@ -1,0 +1,482 @@
+"""
+The Swift store against a real Swift on loopback (scripts/swift-saio.sh), and
+its location and configuration handling without one.
+
+The server tests read C{GLANCETX_SWIFT_AUTH_URL} (for example
+C{http://127.0.0.1:8080/auth/v1.0}; user C{test:tester}, key C{testing}).
+Without it they are skipped, or fail when C{CI=true}.
+"""
+
+import os
+
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
+from twisted.trial.unittest import SkipTest, TestCase
+from twisted.web.client import Agent, HTTPConnectionPool
+from treq.client import HTTPClient
+
+from glancetx.errors import ConfigError
+from glancetx.store.interface import (
+    BadLocation,
+    LocationNotFound,
+    StoreError,
+    UploadFailed,
+    redact,
+)
+from glancetx.store.swift import (
+    SwiftStore,
+    makeLocation,
+    parseLocation,
+)
+from tests.bodies import BytesBody, readAll
+from tests.store_contract import StoreContractMixin
+
+USER = "test:tester"
+KEY = "testing"
+#: Segment sizes for the tests: small, so that the contract's "large" body
+#: (3 MiB + 17 bytes) becomes several segments and a short last one.
+LARGE_OBJECT_SIZE = 1024 * 1024
+CHUNK_SIZE = 1024 * 1024
+
+
+def swiftAuthUrl() -> str:
+    url = os.environ.get("GLANCETX_SWIFT_AUTH_URL")
+    if not url:
+        reason = (
+            "GLANCETX_SWIFT_AUTH_URL is not set; start a Swift with "
+            "scripts/swift-saio.sh start and export "
+            "GLANCETX_SWIFT_AUTH_URL=http://127.0.0.1:8080/auth/v1.0"
+        )
+        if os.environ.get("CI") == "true":
+            raise AssertionError(reason)
+        raise SkipTest(reason)
+    return url
+
+
+def _client(testCase: TestCase) -> HTTPClient:
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    testCase.addCleanup(pool.closeCachedConnections)
+    return HTTPClient(Agent(reactor, pool=pool))
+
+
+class SwiftStoreTests(StoreContractMixin, TestCase):
+    """
+    The store contract, plus Swift specifics, against a real Swift.  Every
+    test has a container of its own, removed afterwards.
+    """
+
+    def makeStore(self, **overrides) -> SwiftStore:
+        authUrl = swiftAuthUrl()
+        self.containerName = "glancetx-test-" + os.urandom(6).hex()
+        kwargs = dict(
+            authAddress=authUrl,
+            user=USER,
+            key=KEY,
+            container=self.containerName,
+            createContainer=True,
+            largeObjectSize=LARGE_OBJECT_SIZE,
+            chunkSize=CHUNK_SIZE,
+        )
+        kwargs.update(overrides)
+        store = SwiftStore(reactor, _client(self), **kwargs)
+        self.addCleanup(lambda: ensureDeferred(self._removeContainers(store)))
+        self.store = store
+        return store
+
+    async def _removeContainers(self, store: SwiftStore) -> None:
+        creds = store._configuredCredentials()
+        for container in (store.container, store.segmentsContainer):
+            for name in await store.listObjects(container):
+                await store._deleteObject(creds, "/%s/%s" % (container, name))
+            await store._deleteObject(creds, "/" + container)
+
+    async def _leftovers(self):
+        store = await self._store()
+        images = set(await store.listObjects(store.container))
+        segments = await store.listObjects(store.segmentsContainer)
+        # An object in the image container exists only once its PUT (or
+        # manifest) completed; a segment belongs to a completed image if one
+        # of that name exists.
+        orphans = [
+            "%s/%s" % (store.segmentsContainer, name)
+            for name in segments
+            if name.split("/", 1)[0] not in images
+        ]
+        return orphans
+
+    def leftovers(self):
+        return ensureDeferred(self._leftovers())
+
+    async def _images(self):
+        store = await self._store()
+        return await store.listObjects(store.container)
+
+    def test_largeIsStaticLargeObject(self):
+        """
+        A body above the threshold is stored as an SLO whose segments sit in
+        the segments container, and deleting it removes them all.
+        """
+        async def go():
+            store, stored = await self._roundTrip(os.urandom(self.largeSize))
+            segments = await store.listObjects(store.segmentsContainer)
+            self.assertEqual(len(segments), 4)
+            creds, parsed = store._locate(stored.location)
+            head = await store._head(creds, parsed)
+            self.assertEqual(head.headers.getRawHeaders("X-Static-Large-Object"), ["True"])
+            await store.delete(stored.location)
+            self.assertEqual(await store.listObjects(store.segmentsContainer), [])
+            self.assertEqual(await self._images(), [])
+        return ensureDeferred(go())
+
+    def test_exactMultipleOfChunkUnknownLength(self):
+        """
+        An unknown-length body that is an exact multiple of the chunk size
+        gives no empty last segment.
+        """
+        async def go():
+            store, stored = await self._roundTrip(
+                os.urandom(2 * CHUNK_SIZE), knownLength=False)
+            self.assertEqual(len(await store.listObjects(store.segmentsContainer)), 2)
+        return ensureDeferred(go())
+
+    def test_emptyUnknownLength(self):
+        return ensureDeferred(self._roundTrip(b"", knownLength=False))
+
+    def test_smallUnknownLength(self):
+        """
+        A short body of unknown length is one segment under a manifest.
+        """
+        return ensureDeferred(self._roundTrip(b"tiny" * 10, knownLength=False))
+
+    def test_failedSmallBodyLeavesNothing(self):
+        """
+        A body below the threshold (one streamed PUT) that fails half way
+        leaves no object behind.
+        """
+        async def go():
+            store = await self._store()
+            data = os.urandom(LARGE_OBJECT_SIZE // 2)
+            body = BytesBody(reactor, data, failAfter=len(data) // 2)
+            with self.assertRaises(UploadFailed):
+                await store.add(self.imageId(), body)
+            self.assertEqual(await self._images(), [])
+        return ensureDeferred(go())
+
+    def test_failedAtTheEndLeavesNothing(self):
+        """
+        A body that has sent every byte and only then fails (a checksum
+        mismatch found at the end) leaves nothing, on either path.
+        """
+        async def go():
+            store = await self._store()
+            for size in (1000, self.largeSize):
+                data = os.urandom(size)
+                body = BytesBody(reactor, data, failAfter=len(data))
+                with self.assertRaises(UploadFailed):
+                    await store.add(self.imageId(), body)
+            self.assertEqual(await self._images(), [])
+            self.assertEqual(await store.listObjects(store.segmentsContainer), [])
+        return ensureDeferred(go())
+
+    def test_failedLargeBodyLeavesNoImage(self):
+        """
+        After a failed segmented upload neither a manifest nor a segment
+        remains.
+        """
+        async def go():
+            store = await self._store()
+            data = os.urandom(self.largeSize)
+            body = BytesBody(reactor, data, failAfter=2 * CHUNK_SIZE + 5)
+            with self.assertRaises(UploadFailed):
+                await store.add(self.imageId(), body)
+            self.assertEqual(await self._images(), [])
+            self.assertEqual(await store.listObjects(store.segmentsContainer), [])
+        return ensureDeferred(go())
+
+    def test_backpressure(self):
+        """
+        The body is paused while Swift catches up: memory stays bounded.
+        """
+        async def go():
+            store = await self._store()
+            data = os.urandom(self.largeSize)
+            body = BytesBody(reactor, data, chunk=256 * 1024)
+            stored = await store.add(self.imageId(), body)
+            self.assertEqual(stored.size, len(data))
+            self.assertGreater(body.pauses, 0)
+        return ensureDeferred(go())
+
+    def test_locationFormat(self):
+        async def go():
+            store = await self._store()
+            stored = await store.add("abc", BytesBody(reactor, b"x"))
+            host = swiftAuthUrl().split("://", 1)[1]
+            self.assertEqual(
+                stored.location,
+                "swift+http://test%%3Atester:testing@%s/%s/abc" % (host, self.containerName))
+        return ensureDeferred(go())
+
+    def test_missingObject(self):
+        async def go():
+            store = await self._store()
+            location = makeLocation(swiftAuthUrl(), USER, KEY, self.containerName, "nope")
+            await store._ensureContainer(store._configuredCredentials(), self.containerName, True)
+            with self.assertRaises(LocationNotFound):
+                await store.get(location)
+            with self.assertRaises(LocationNotFound):
+                await store.get_size(location)
+            await store.delete(location)
+        return ensureDeferred(go())
+
+    def test_noContainerNoCreate(self):
+        """
+        Without create-on-put, a missing container is a store error and the
+        body is never started.
+        """
+        async def go():
+            store = self.makeStore(createContainer=False)
+            body = BytesBody(reactor, b"data")
+            with self.assertRaises(StoreError) as caught:
+                await store.add(self.imageId(), body)
+            self.assertIn("does not exist", str(caught.exception))
+            self.assertNotIn(KEY, str(caught.exception))
+        return ensureDeferred(go())
+
+    def test_badCredentials(self):
+        async def go():
+            store = self.makeStore(key="wrong-key")
+            with self.assertRaises(StoreError) as caught:
+                await store.add(self.imageId(), BytesBody(reactor, b"data"))
+            self.assertNotIn("wrong-key", str(caught.exception))
+        return ensureDeferred(go())
+
+    def test_expiredTokenRenewed(self):
+        """
+        A token Swift no longer accepts is renewed once and the request
+        retried.
+        """
+        async def go():
+            store, stored = await self._roundTrip(b"y" * 100)
+            creds = store._configuredCredentials()
+            old = store._sessions[creds]
+            store._sessions[creds] = type(old)(storageUrl=old.storageUrl, token="AUTH_tkexpired")
+            self.assertEqual(await store.get_size(stored.location), 100)
+            producer = await store.get(stored.location)
+            self.assertEqual(await readAll(reactor, producer), b"y" * 100)
+            # An upload starts with a check that renews the token too.
+            store._sessions[creds] = type(old)(storageUrl=old.storageUrl, token="AUTH_tkexpired")
+            await store.add(self.imageId(), BytesBody(reactor, os.urandom(self.largeSize)))
+        return ensureDeferred(go())
+
+    def test_downloadBackpressure(self):
+        """
+        A paused download stops reading; resuming finishes it intact.
+        """
+        async def go():
+            store = await self._store()
+            data = os.urandom(self.largeSize)
+            stored = await store.add(self.imageId(), BytesBody(reactor, data))
+            producer = await store.get(stored.location)
+            chunks = []
+
+            class Pausing:
+                def write(self, chunk):
+                    chunks.append(chunk)
+                    if len(chunks) == 1:
+                        producer.pauseProducing()
+                        reactor.callLater(0.2, producer.resumeProducing)
+
+                def registerProducer(self, p, streaming):
+                    pass
+
+                def unregisterProducer(self):
+                    pass
+
+            await producer.startProducing(Pausing())
+            self.assertEqual(b"".join(chunks), data)
+        return ensureDeferred(go())
+
+    def test_stopDownload(self):
+        """
+        A consumer that stops a download closes its connection.
+        """
+        async def go():
+            store, stored = await self._roundTrip(os.urandom(200000))
+            producer = await store.get(stored.location)
+            producer.stopProducing()
+        return ensureDeferred(go())
+
+
+class LocationTests(TestCase):
+    def test_roundTrip(self):
+        location = makeLocation(
+            "http://127.0.0.1:8080/auth/v1.0/", "account:user", "k:e/y@1", "glance", "img-1")
+        self.assertEqual(
+            location,
+            "swift+http://account%3Auser:k%3Ae%2Fy%401@127.0.0.1:8080/auth/v1.0/glance/img-1")
+        parsed = parseLocation(location)
+        self.assertEqual(parsed.authAddress, "http://127.0.0.1:8080/auth/v1.0")
+        self.assertEqual(parsed.user, "account:user")
+        self.assertEqual(parsed.key, "k:e/y@1")
+        self.assertEqual((parsed.container, parsed.obj), ("glance", "img-1"))
+
+    def test_httpsAndKeystone(self):
+        location = makeLocation("https://keystone:5000/v3", "proj:user", "pw", "glance", "i")
+        self.assertEqual(location, "swift+https://proj%3Auser:pw@keystone:5000/v3/glance/i")
+        self.assertEqual(parseLocation(location).authAddress, "https://keystone:5000/v3")
+
+    def test_plainSwiftSchemeMeansHttps(self):
+        parsed = parseLocation("swift://a:u:key@host/auth/v1.0/c/o")
+        self.assertEqual(parsed.authAddress, "https://host/auth/v1.0")
+        # Old unquoted form: the key is what follows the last colon.
+        self.assertEqual((parsed.user, parsed.key), ("a:u", "key"))
+
+    def test_withoutCredentials(self):
+        parsed = parseLocation("swift+http://host:8080/auth/v1.0/c/o")
+        self.assertIsNone(parsed.user)
+        self.assertIsNone(parsed.key)
+
+    def test_bad(self):
+        for bad in [
+            "http://host/c/o",
+            "swift://user:pass@http://host/v1/c/o",
+            "swift+http://u:k@host",
+            "swift+http://u:k@host/o",
+            "swift+http://u:k@/auth/c/o",
+            "swift+http://nokey@host/auth/c/o",
+            "swift+http://u:k@host/auth/c/o?x=1",
+            "swift+http://u:k@host/auth/c/",
+        ]:
+            self.assertRaises(BadLocation, parseLocation, bad)
+
+    def test_badLocationMessageHidesKey(self):
+        try:
+            parseLocation("swift+http://u:secretkey@host/c")
+        except BadLocation as e:
+            self.assertNotIn("secretkey", str(e))
+        else:
+            self.fail("no BadLocation")
+
+    def test_redact(self):
+        location = makeLocation(
+            "http://127.0.0.1:8080/auth/v1.0", "test:tester", "testing", "glance", "img")
+        self.assertEqual(redact(location), "swift+http://127.0.0.1:8080/auth/v1.0/glance/img")
+
+    def test_locationWithoutCredentialsUsesConfigured(self):
+        store = SwiftStore.fromConfig(_conf(), reactor, None)
+        creds, parsed = store._locate("swift+http://127.0.0.1:8080/auth/v1.0/glance/x")
+        self.assertEqual(creds.user, "test:tester")
+        self.assertRaises(BadLocation, store._locate, "swift+http://elsewhere/auth/v1.0/glance/x")
+
+    def test_keyNotInRepr(self):
+        store = SwiftStore.fromConfig(_conf(), reactor, None)
+        self.assertNotIn("testing", repr(store))
+        self.assertNotIn("testing", repr(store._configuredCredentials()))
+
+
+def _conf(**options):
+    conf = {
+        "swift_store_auth_address": "http://127.0.0.1:8080/auth/v1.0",
+        "swift_store_user": "test:tester",
+        "swift_store_key": "testing",
+    }
+    conf.update(options)
+    return {k: v for k, v in conf.items() if v is not None}
+
+
+class ConfigTests(TestCase):
+    def assertConfigError(self, option, conf):
+        with self.assertRaises(ConfigError) as caught:
+            SwiftStore.fromConfig(conf, reactor, None)
+        message = str(caught.exception)
+        self.assertTrue(message.startswith(option + ": "), message)
+        self.assertNotIn("testing", message)
+
+    def test_defaults(self):
+        store = SwiftStore.fromConfig(_conf(), reactor, None)
+        self.assertEqual(store.name, "swift")
+        self.assertEqual(store.schemes, ("swift", "swift+http", "swift+https"))
+        self.assertEqual(store.authVersion, 1)
+        self.assertEqual(store.container, "glance")
+        self.assertEqual(store.segmentsContainer, "glance_segments")
+        self.assertFalse(store.createContainer)
+        self.assertEqual(store.largeObjectSize, 5120 * 1024 * 1024)
+        self.assertEqual(store.chunkSize, 200 * 1024 * 1024)
+        self.assertEqual(store.endpointType, "public")
+
+    def test_options(self):
+        store = SwiftStore.fromConfig(_conf(
+            swift_store_container="images",
+            swift_store_create_container_on_put="True",
+            swift_store_large_object_size="100",
+            swift_store_large_object_chunk_size="10",
+            swift_store_endpoint_type="internalURL",
+            swift_store_region="RegionTwo",
+        ), reactor, None)
+        self.assertEqual(store.container, "images")
+        self.assertTrue(store.createContainer)
+        self.assertEqual(store.largeObjectSize, 100 * 1024 * 1024)
+        self.assertEqual(store.chunkSize, 10 * 1024 * 1024)
+        self.assertEqual(store.endpointType, "internal")
+        self.assertEqual(store.region, "RegionTwo")
+
+    def test_keystoneV3(self):
+        store = SwiftStore.fromConfig(_conf(
+            swift_store_auth_version="3",
+            swift_store_auth_address="https://keystone.example:5000/v3",
+            swift_store_user="glance",
+            swift_store_project_name="service",
+        ), reactor, None)
+        self.assertEqual(store.authVersion, 3)
+        self.assertEqual(store.projectName, "service")
+        self.assertEqual(store.projectDomainName, "Default")
+        self.assertEqual(store.userDomainName, "Default")
+        # Glance's own form: project:user.
+        store = SwiftStore.fromConfig(_conf(
+            swift_store_auth_version="3", swift_store_user="service:glance"), reactor, None)
+        self.assertIsNone(store.projectName)
+
+    def test_missing(self):
+        for option in ("swift_store_auth_address", "swift_store_user", "swift_store_key"):
+            self.assertConfigError(option, _conf(**{option: None}))
+            self.assertConfigError(option, _conf(**{option: "  "}))
+
+    def test_bad(self):
+        cases = [
+            ("swift_store_auth_version", "2"),
+            ("swift_store_auth_version", "x"),
+            ("swift_store_auth_address", "ftp://host/auth"),
+            ("swift_store_auth_address", "http://user:pw@host/auth"),
+            ("swift_store_auth_address", "http://host:port/auth"),
+            ("swift_store_user", "tester"),
+            ("swift_store_container", "a/b"),
+            ("swift_store_create_container_on_put", "maybe"),
+            ("swift_store_large_object_size", "big"),
+            ("swift_store_large_object_size", "0"),
+            ("swift_store_large_object_size", "6000"),
+            ("swift_store_large_object_chunk_size", "-1"),
+            ("swift_store_endpoint_type", "public-ish"),
+            ("swift_store_endpoint", "not a url"),
+        ]
+        for option, value in cases:
+            self.assertConfigError(option, _conf(**{option: value}))
+
+    def test_v3NeedsProject(self):
+        self.assertConfigError("swift_store_project_name", _conf(
+            swift_store_auth_version="3", swift_store_user="glance"))
+
+    def test_pickEndpoint(self):
+        store = SwiftStore.fromConfig(_conf(
+            swift_store_auth_version="3", swift_store_user="p:u",
+            swift_store_region="two"), reactor, None)
+        catalog = [
+            {"type": "identity", "endpoints": [
+                {"interface": "public", "region": "two", "url": "http://ks"}]},
+            {"type": "object-store", "endpoints": [
+                {"interface": "public", "region": "one", "url": "http://one/v1/AUTH_p"},
+                {"interface": "internal", "region": "two", "url": "http://int/v1/AUTH_p"},
+                {"interface": "public", "region_id": "two", "url": "http://two/v1/AUTH_p"},
+            ]},
+        ]
+        self.assertEqual(store._pickEndpoint(catalog), "http://two/v1/AUTH_p")
+        self.assertRaises(StoreError, store._pickEndpoint, catalog[:1])
