@@ -19,6 +19,8 @@ from glancetx import errors
 from glancetx.asyncutil import fromCoroutine
 from glancetx.context import RequestContext
 from glancetx.notifier import INotifier, payloadFor
+from glancetx.policy import Policy, credsFor
+from glancetx.protections import PropertyProtections
 from glancetx.registry import registry as reg
 from glancetx.registry.registry import ImageRecord, ListQuery, MemberRecord
 from glancetx.store.interface import (
@@ -34,30 +36,6 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
                    r"[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 _AMI = ("ami", "ari", "aki")
 MAX_INT32 = 2 ** 31 - 1
-
-
-class DefaultPolicy:
-    """
-    Glance's default rules when no policy file is configured: everything is
-    allowed except what needs an admin.
-    """
-
-    _adminOnly = frozenset({"publicize_image", "manage_image_cache"})
-
-    def enforce(self, rule: str, target: Mapping, creds: Mapping) -> bool:
-        if rule in self._adminOnly:
-            return bool(creds.get("is_admin"))
-        return True
-
-
-class AllowAllProtections:
-    def check(self, name: str, operation: str, context: RequestContext) -> bool:
-        return True
-
-
-def _creds(ctx: RequestContext) -> Dict[str, Any]:
-    return {"roles": sorted(ctx.roles), "tenant": ctx.tenant, "project_id": ctx.tenant,
-            "user": ctx.user, "user_id": ctx.user, "is_admin": ctx.is_admin}
 
 
 def _target(image: Optional[ImageRecord]) -> Dict[str, Any]:
@@ -96,8 +74,8 @@ class ImageService:
     config: Any = attr.ib()
     notifier: INotifier = attr.ib()
     reactor: Any = attr.ib()
-    policy: Any = attr.ib(factory=DefaultPolicy)
-    protections: Any = attr.ib(factory=AllowAllProtections)
+    policy: Any = attr.ib(factory=Policy.defaults)
+    protections: Any = attr.ib(factory=PropertyProtections.allowAll)
     #: Background copy-from jobs, so shutdown and tests can wait for them.
     background: List = attr.ib(factory=list)
 
@@ -105,7 +83,7 @@ class ImageService:
 
     def _enforce(self, ctx: RequestContext, rule: str,
                  image: Optional[ImageRecord] = None) -> None:
-        if not self.policy.enforce(rule, _target(image), _creds(ctx)):
+        if not self.policy.enforce(rule, _target(image), credsFor(ctx)):
             raise errors.Forbidden("You are not authorized to complete %s action." % (rule,))
 
     def _writeAllowed(self, ctx: RequestContext) -> None:

@@ -100,6 +100,27 @@ def makeStores(config: Config, reactor, diskPool: ThreadPool):
     return stores
 
 
+def makeAccess(config: Config, reactor):
+    """
+    The policy, property protections and auth strategy the options name.
+    """
+    from glancetx.auth import makeAuth
+    from glancetx.policy import Policy
+    from glancetx.protections import PropertyProtections
+
+    raw = config.raw
+    policyFile = raw.get("policy_file", "").strip()
+    policy = Policy.fromFile(policyFile, reactor) if policyFile else Policy.defaults()
+    protectionFile = raw.get("property_protection_file", "").strip()
+    if protectionFile:
+        protections = PropertyProtections.fromFile(
+            protectionFile, raw.get("property_protection_rule_format", "roles").strip(),
+            policy)
+    else:
+        protections = PropertyProtections.allowAll()
+    return policy, protections, makeAuth(raw, policy, reactor)
+
+
 def buildService(config: Config, reactor=None):
     """
     Build the whole service: thread pools, registry, stores, the image
@@ -114,9 +135,11 @@ def buildService(config: Config, reactor=None):
     registry = Registry(config.sql_connection, reactor)
     RegistryService(registry).setServiceParent(top)
     stores = makeStores(config, reactor, diskPool)
+    policy, protections, auth = makeAccess(config, reactor)
     images = ImageService(registry=registry, stores=stores, config=config,
-                          notifier=LoggingNotifier(), reactor=reactor)
-    api = GlanceAPI(images, config)
+                          notifier=LoggingNotifier(), reactor=reactor,
+                          policy=policy, protections=protections)
+    api = GlanceAPI(images, config, auth)
     site = GlanceSite(api, reactor)
     strports.service(config.port, site, reactor=reactor).setServiceParent(top)
     top.api = api

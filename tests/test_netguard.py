@@ -7,7 +7,7 @@ import ipaddress
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IHostnameResolver
 from twisted.internet.protocol import Factory, Protocol
@@ -214,6 +214,24 @@ class GuardedEndpointUnitTests(SynchronousTestCase):
         self.reactor.tcpClients[0][2].clientConnectionFailed(None, ConnectionRefusedError())
         self.assertEqual(self.reactor.tcpClients[1][0], "8.8.8.8")
         self.assertNoResult(d)
+
+    def test_ipv6Forms(self):
+        for host in ["::1", "::ffff:127.0.0.1", "fe80::1", "fe80::1%lo"]:
+            ep = self.endpoint(host)
+            self.failureResultOf(ep.connect(_OneFactory()), ForbiddenAddress)
+        ep = self.endpoint(
+            "v6.example", {"v6.example": ["::ffff:169.254.169.254", "fe80::1"]}
+        )
+        self.failureResultOf(ep.connect(_OneFactory()), ForbiddenAddress)
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_mappedLiteralAllowed(self):
+        ep = GuardedEndpoint(
+            "::ffff:127.0.0.1", 80, parseNetworks("127.0.0.0/8"), FakeResolver({}),
+            lambda ip, port: TCP4ClientEndpoint(self.reactor, ip, port),
+        )
+        ep.connect(_OneFactory())
+        self.assertEqual(self.reactor.tcpClients[0][0], "::ffff:127.0.0.1")
 
     def test_unknownName(self):
         from twisted.internet.error import DNSLookupError

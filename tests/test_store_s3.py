@@ -19,11 +19,10 @@ from unittest import SkipTest
 
 import attr
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseFailed
-from twisted.web.iweb import UNKNOWN_LENGTH
 from treq.client import HTTPClient
 
 from glancetx.errors import ConfigError
@@ -606,6 +605,26 @@ class _RealS3Mixin(StoreContractMixin):
                 self.assertEqual(list(self.leftovers()), [])
         return ensureDeferred(go())
 
+    def test_smallUnknownLength(self):
+        """
+        A body of unknown length that ends within one part is one PUT.
+        """
+        async def go():
+            for data in (b"", b"tiny" * 1000):
+                await self._roundTrip(data, knownLength=False)
+        return ensureDeferred(go())
+
+    def test_failedSmallBodyLeavesNothing(self):
+        async def go():
+            store = self.makeStore()
+            for knownLength in (True, False):
+                data = os.urandom(300000)
+                body = BytesBody(reactor, data, knownLength=knownLength, failAfter=150000)
+                with self.assertRaises(UploadFailed):
+                    await store.add(self.imageId(), body)
+                self.assertEqual(list(self.leftovers()), [])
+        return ensureDeferred(go())
+
     def test_createBucketOnPut(self):
         async def go():
             bucket = self.newBucketName()
@@ -637,3 +656,19 @@ class SwiftS3StoreTests(_RealS3Mixin, TestCase):
     urlVariable = "GLANCETX_SWIFT_S3_URL"
     accessKey = "test:tester"
     secretKey = "testing"
+
+    def test_signaturesChecked(self):
+        """
+        This server checks signatures (moto does not), so the passing tests
+        above mean the driver's are right: a wrong secret is refused, and
+        the refusal does not show the secret.
+        """
+        async def go():
+            store = attr.evolve(self.makeStore(), secretKey="not-the-secret")
+            for data in (b"x" * 1000, os.urandom(self.largeSize)):
+                with self.assertRaises(StoreError) as caught:
+                    await store.add(self.imageId(), BytesBody(reactor, data))
+                self.assertIn("403", str(caught.exception))
+                self.assertNotIn("not-the-secret", str(caught.exception))
+            self.assertEqual(list(self.leftovers()), [])
+        return ensureDeferred(go())

@@ -79,7 +79,10 @@ class SwiftStoreTests(StoreContractMixin, TestCase):
         )
         kwargs.update(overrides)
         store = SwiftStore(reactor, _client(self), **kwargs)
-        self.addCleanup(lambda: ensureDeferred(self._removeContainers(store)))
+        # Clean up with known-good credentials, whatever the test changed.
+        cleaner = SwiftStore(reactor, _client(self), authAddress=authUrl, user=USER,
+                             key=KEY, container=self.containerName)
+        self.addCleanup(lambda: ensureDeferred(self._removeContainers(cleaner)))
         self.store = store
         return store
 

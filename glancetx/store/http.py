@@ -418,15 +418,15 @@ class HTTPStore:
         first = _parseLocation(location)
         target = first
         what = redact(location)
-        for hop in range(MAX_REDIRECTS + 1):
+        for _ in range(MAX_REDIRECTS + 1):
             response = await self._request(method, target, first, headers, what)
             code = response.code
             if code in _REDIRECTS:
-                next = response.headers.getRawHeaders(b"location")
+                locations = response.headers.getRawHeaders(b"location")
                 self._discard(response)
-                if not next:
+                if not locations:
                     raise StoreUnavailable("%s: a redirect without a Location" % (what,))
-                target = self._redirectTarget(target, next[0], what)
+                target = self._redirectTarget(target, locations[0], what)
                 what = redact(target.url.to_text())
                 continue
             if code in _GONE:

@@ -263,6 +263,17 @@ def _readDocument(response: Any, limit: int = MAX_DOCUMENT) -> Deferred:
     return done
 
 
+async def _drain(response: Any, limit: int = MAX_DOCUMENT) -> None:
+    """
+    Read and drop a response body the status already answered for, so the
+    connection can be reused; a failure to read it changes nothing.
+    """
+    try:
+        await _readDocument(response, limit)
+    except Exception:
+        pass
+
+
 @implementer(IBodyProducer, IPushProducer)
 class _ObservedBody:
     """
@@ -919,7 +930,7 @@ class S3Store:
         if not self.createBucket or self._bucketReady:
             return
         response = await self._send("HEAD", loc, "bucket check", bucketOnly=True)
-        await _readDocument(response)
+        await _drain(response)
         if response.code == 404:
             data = b""
             if self.region != "us-east-1":
@@ -937,7 +948,7 @@ class S3Store:
                     raise error
             else:
                 await self._expect(response, "bucket creation", 200)
-                await _readDocument(response)
+                await _drain(response)
             self.log.info("created bucket {bucket}", bucket=loc.bucket)
         elif response.code != 200:
             raise StoreError("S3 bucket check failed: %d" % (response.code,))
@@ -967,7 +978,7 @@ class S3Store:
                     observed.failure.raiseException()
                 observed.stopProducing()
                 raise await self._error(response, "upload")
-            await _readDocument(response)
+            await _drain(response)
             if not observed.finished and observed.written < body.length:
                 observed.stopProducing()
                 raise StoreError("S3 upload failed: answered before the whole image was sent")
@@ -1033,7 +1044,7 @@ class S3Store:
             timeout=None,
         )
         await self._expect(response, "upload", 200)
-        await _readDocument(response)
+        await _drain(response)
         return size
 
     async def _initiate(self, loc: S3Location) -> str:
@@ -1063,7 +1074,7 @@ class S3Store:
             timeout=None,
         )
         await self._expect(response, what, 200)
-        await _readDocument(response)
+        await _drain(response)
         etag = response.headers.getRawHeaders(b"etag", [b""])[0].decode("latin-1")
         if not etag:
             raise StoreError("S3 %s failed: no ETag in the answer" % (what,))
@@ -1107,7 +1118,7 @@ class S3Store:
                 query="uploadId=%s" % (quote(uploadId, safe="-_.~"),),
             )
             await self._expect(response, "multipart abort", 204, 200, 404)
-            await _readDocument(response)
+            await _drain(response)
         except Exception as e:
             self.log.warn(
                 "could not abort the multipart upload to {location}: {why}",
@@ -1132,7 +1143,7 @@ class S3Store:
         await self._expect(response, "download", 200)
         length = response.length
         if length is UNKNOWN_LENGTH:
-            await _readDocument(response, 0)
+            await _drain(response, 0)
             raise StoreError("S3 download failed: no Content-Length in the answer")
         return _S3Reader(response, length)
 
@@ -1141,7 +1152,7 @@ class S3Store:
         loc = parseLocation(location)
         response = await self._send("HEAD", loc, "size lookup")
         await self._expect(response, "size lookup", 200)
-        await _readDocument(response)
+        await _drain(response)
         raw = response.headers.getRawHeaders(b"content-length", [b""])[0]
         try:
             return int(raw)
@@ -1155,4 +1166,4 @@ class S3Store:
     async def _delete(self, loc: S3Location) -> None:
         response = await self._send("DELETE", loc, "delete")
         await self._expect(response, "delete", 204, 200, 404)
-        await _readDocument(response)
+        await _drain(response)

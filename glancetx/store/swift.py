@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
 import attr
-from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -290,27 +290,74 @@ class _WatchedBody:
         self.length = body.length
         self.failure: Optional[Failure] = None
         self.settled: Deferred = Deferred()
+        self._done: Optional[Deferred] = None
+        self._result: Any = None
+        self._paused = False
 
     def startProducing(self, consumer) -> Deferred:
-        d = self._body.startProducing(consumer)
-        d.addBoth(self._record)
-        return d
+        self._done = Deferred()
+        self._body.startProducing(consumer).addBoth(self._record)
+        return self._done
 
-    def _record(self, result: Any) -> Any:
+    def _record(self, result: Any) -> None:
         if isinstance(result, Failure):
             self.failure = result
         if not self.settled.called:
             self.settled.callback(None)
-        return result
+        self._result = result
+        if not self._paused or self.failure is not None:
+            self._end()
+
+    def _end(self) -> None:
+        # Only a success waits for a resume: the Agent unregisters a finished
+        # body from the connection, and a connection that still thinks its
+        # producer is paused resumes the next request's body unasked.
+        done, self._done = self._done, None
+        if done is not None:
+            done.callback(self._result) if self.failure is None else done.errback(self.failure)
 
     def pauseProducing(self) -> None:
-        self._body.pauseProducing()
+        self._paused = True
+        if not self.settled.called:
+            self._body.pauseProducing()
 
     def resumeProducing(self) -> None:
-        self._body.resumeProducing()
+        self._paused = False
+        if self.settled.called:
+            self._end()
+        else:
+            self._body.resumeProducing()
 
     def stopProducing(self) -> None:
-        self._body.stopProducing()
+        self._done = None
+        if not self.settled.called:
+            self._body.stopProducing()
+
+
+@implementer(IBodyProducer, IPushProducer)
+class _BytesBody:
+    """
+    A small request body (a manifest) written at once; unlike treq's file
+    producer it does not mind a resume it did not ask for.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer) -> Deferred:
+        if self._data:
+            consumer.write(self._data)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
 
 
 @implementer(IBodyProducer, IPushProducer)
@@ -334,6 +381,7 @@ class _SegmentBody:
         self._consumer = None
         self._done: Optional[Deferred] = None
         self._finished = False
+        self._transportPaused = False
         self._failure: Optional[Failure] = None
 
     def room(self) -> int:
@@ -367,12 +415,18 @@ class _SegmentBody:
 
     def finish(self) -> None:
         """
-        Every byte of this segment has been written.
+        Every byte of this segment has been written.  The image body may go
+        on to the next segment at once, but the PUT is ended only once the
+        connection is not pausing it: the Agent unregisters a finished body
+        from the connection, and a connection that still thinks its producer
+        is paused resumes the next request's body unasked.
         """
         self._finished = True
-        # The Agent unregisters a finished body from the connection, so a
-        # pause the connection asked for would never be lifted.
         self._writer.unpause(("transport", self))
+        if not self._transportPaused:
+            self._end()
+
+    def _end(self) -> None:
         done, self._done = self._done, None
         if done is not None:
             done.callback(None)
@@ -390,11 +444,15 @@ class _SegmentBody:
             done.errback(reason)
 
     def pauseProducing(self) -> None:
+        self._transportPaused = True
         if not self._finished:
             self._writer.pause(("transport", self))
 
     def resumeProducing(self) -> None:
+        self._transportPaused = False
         self._writer.unpause(("transport", self))
+        if self._finished:
+            self._end()
 
     def stopProducing(self) -> None:
         # The connection went away; the PUT's Deferred fails, which fails the
@@ -1088,7 +1146,7 @@ class SwiftStore:
                 # An empty body of unknown length: no segment at all.
                 manifestSent = True
                 response = await self._authed(
-                    creds, "PUT", path, data=b"", timeout=self.requestTimeout,
+                    creds, "PUT", path, data=_BytesBody(b""), timeout=self.requestTimeout,
                     headers={"Content-Type": "application/octet-stream"})
             else:
                 manifest = json.dumps([
@@ -1101,7 +1159,7 @@ class SwiftStore:
                 ]).encode("ascii")
                 manifestSent = True
                 response = await self._authed(
-                    creds, "PUT", path + "?multipart-manifest=put", data=manifest,
+                    creds, "PUT", path + "?multipart-manifest=put", data=_BytesBody(manifest),
                     timeout=self.requestTimeout,
                     headers={"Content-Type": "application/octet-stream"})
             await _discard(response)
@@ -1133,9 +1191,10 @@ class SwiftStore:
         if response.code != 200:
             await _discard(response)
             raise _statusError(response, "a download")
-        try:
-            length = int(_header(response, "Content-Length") or "")
-        except ValueError:
+        # twisted.web keeps a response's Content-Length as .length, not as a
+        # header.
+        length = response.length
+        if length is UNKNOWN_LENGTH:
             await _discard(response)
             raise StoreError("Swift's download answer has no Content-Length")
         download = _Download(length)

@@ -18,17 +18,12 @@ from werkzeug.exceptions import NotFound as RouteNotFound
 
 from glancetx import errors
 from glancetx.asyncutil import shield
-from glancetx.context import noauthContext
+from glancetx.auth import NoAuth
 from glancetx.registry.registry import ListQuery
 from glancetx.web import headers as hdrs
 
 #: Routes whose request bodies are image bytes, streamed (see streaming.py).
 UPLOAD_ENDPOINTS = frozenset({"createImage", "updateImage"})
-
-
-class _NoAuth:
-    def authenticate(self, requestHeaders):
-        return noauthContext()
 
 
 def _json(request, status: int, body: Any) -> bytes:
@@ -69,7 +64,7 @@ class GlanceAPI:
     def __init__(self, service, config, auth=None) -> None:
         self.service = service
         self.config = config
-        self.auth = auth or _NoAuth()
+        self.auth = auth or NoAuth()
 
     def resource(self):
         return self.app.resource()
@@ -87,17 +82,7 @@ class GlanceAPI:
         return endpoint in UPLOAD_ENDPOINTS
 
     def _context(self, request):
-        try:
-            return self.auth.authenticate(request.requestHeaders)
-        except errors.APIError:
-            raise
-        except Exception as e:
-            # Strategies raise their own Unauthorized; any other error from
-            # them is still a refusal, never a 500.
-            if type(e).__name__ == "Unauthorized":
-                raise errors.Unauthorized(getattr(e, "message", None) or str(e)
-                                          or "Authentication required")
-            raise
+        return self.auth.authenticate(request.requestHeaders)
 
     # -- errors ------------------------------------------------------------
 

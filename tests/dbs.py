@@ -1,0 +1,74 @@
+"""
+Real databases for tests: each test gets its own database, created before
+and dropped after it.  PostgreSQL and MariaDB run on this machine and in CI;
+where one is not reachable the test is skipped, except under CI=true, where
+that is a failure.
+"""
+
+import os
+import uuid
+
+from twisted.trial.unittest import SkipTest
+
+PG_ADMIN = os.environ.get("GLANCETX_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+MYSQL_ADMIN = os.environ.get("GLANCETX_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/")
+
+
+def unavailable(what: str, why: str):
+    message = "%s is not available: %s" % (what, why)
+    if os.environ.get("CI") == "true":
+        raise AssertionError(message)
+    raise SkipTest(message)
+
+
+def _name() -> str:
+    return "glancetx_test_" + uuid.uuid4().hex[:12]
+
+
+def sqliteURL(testCase) -> str:
+    path = os.path.abspath(testCase.mktemp())
+    os.makedirs(path)
+    return "sqlite:///" + os.path.join(path, "glance.sqlite")
+
+
+def postgresURL(testCase) -> str:
+    try:
+        import psycopg2
+        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres",
+                                 dbname="postgres", connect_timeout=5)
+    except Exception as e:
+        unavailable("PostgreSQL", str(e).strip())
+    admin.autocommit = True
+    name = _name()
+    with admin.cursor() as c:
+        c.execute("CREATE DATABASE %s" % (name,))
+
+    def drop():
+        with admin.cursor() as c:
+            c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                      " WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+            c.execute("DROP DATABASE IF EXISTS %s" % (name,))
+        admin.close()
+
+    testCase.addCleanup(drop)
+    return "postgresql://postgres@127.0.0.1:5432/" + name
+
+
+def mysqlURL(testCase) -> str:
+    try:
+        import pymysql
+        admin = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="",
+                                connect_timeout=5, autocommit=True)
+    except Exception as e:
+        unavailable("MariaDB", str(e).strip())
+    name = _name()
+    with admin.cursor() as c:
+        c.execute("CREATE DATABASE %s CHARACTER SET utf8mb4" % (name,))
+
+    def drop():
+        with admin.cursor() as c:
+            c.execute("DROP DATABASE IF EXISTS %s" % (name,))
+        admin.close()
+
+    testCase.addCleanup(drop)
+    return "mysql+pymysql://root@127.0.0.1:3306/%s?charset=utf8mb4" % (name,)

@@ -1,0 +1,242 @@
+"""
+Registry queries against every supported database: filters, sorting and
+marker paging (with ties), conditional status changes, members.
+"""
+
+import datetime
+import uuid
+
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
+from twisted.trial.unittest import TestCase
+
+from glancetx.registry import migrate
+from glancetx.registry.registry import Conflict, ListQuery, NotFound, QuotaExceeded, Registry
+from tests import dbs
+
+
+def uid(n: int) -> str:
+    return "00000000-0000-0000-0000-%012d" % (n,)
+
+
+def async_test(f):
+    def wrapper(self):
+        return ensureDeferred(f(self))
+    wrapper.__name__ = f.__name__
+    return wrapper
+
+
+class RegistryTestsMixin:
+    def makeURL(self) -> str:
+        raise NotImplementedError()
+
+    def setUp(self):
+        url = self.makeURL()
+        migrate.sync(url)
+        self.registry = Registry(url, reactor)
+        self.addCleanup(self.registry.close)
+
+    async def make(self, n, **values):
+        fields = {"id": uid(n), "status": "active", "owner": "t1", "name": "img%d" % n}
+        fields.update(values)
+        props = fields.pop("properties", {})
+        return await self.registry.create(fields, props)
+
+    @async_test
+    async def test_createAndGet(self):
+        await self.make(1, properties={"arch": "x86_64", "ünï": "cødé"})
+        got = await self.registry.get(uid(1))
+        self.assertEqual(got.name, "img1")
+        self.assertEqual(dict(got.properties), {"arch": "x86_64", "ünï": "cødé"})
+        self.assertFalse(got.deleted)
+        self.assertIsInstance(got.created_at, datetime.datetime)
+
+    @async_test
+    async def test_duplicateIdConflicts(self):
+        await self.make(1)
+        with self.assertRaises(Conflict):
+            await self.make(1)
+
+    @async_test
+    async def test_getMissing(self):
+        with self.assertRaises(NotFound):
+            await self.registry.get(uid(99))
+
+    @async_test
+    async def test_locationNotInRecord(self):
+        await self.registry.create({"id": uid(1), "status": "active"}, {},
+                                   location="s3://key:secret@host/b/k")
+        got = await self.registry.get(uid(1))
+        self.assertNotIn("location", got.fields())
+        self.assertEqual(await self.registry.getLocation(uid(1)), "s3://key:secret@host/b/k")
+
+    @async_test
+    async def test_conditionalStatus(self):
+        await self.make(1, status="queued")
+        await self.registry.update(uid(1), {"status": "saving"}, expectStatus=["queued"])
+        with self.assertRaises(Conflict):
+            await self.registry.update(uid(1), {"status": "saving"}, expectStatus=["queued"])
+        with self.assertRaises(NotFound):
+            await self.registry.update(uid(2), {"status": "saving"}, expectStatus=["queued"])
+
+    @async_test
+    async def test_purgeProperties(self):
+        await self.make(1, properties={"a": "1", "b": "2"})
+        await self.registry.update(uid(1), {}, {"b": "3", "c": "4"}, purgeProperties=True)
+        self.assertEqual(dict((await self.registry.get(uid(1))).properties), {"b": "3", "c": "4"})
+        await self.registry.update(uid(1), {}, {"d": "5"}, purgeProperties=False)
+        self.assertEqual(dict((await self.registry.get(uid(1))).properties),
+                         {"b": "3", "c": "4", "d": "5"})
+
+    @async_test
+    async def test_softDelete(self):
+        await self.make(1, properties={"a": "1"})
+        deleted = await self.registry.delete(uid(1))
+        self.assertTrue(deleted.deleted)
+        self.assertIsNotNone(deleted.deleted_at)
+        self.assertEqual(deleted.status, "deleted")
+        with self.assertRaises(NotFound):
+            await self.registry.get(uid(1))
+        again = await self.registry.get(uid(1), includeDeleted=True)
+        self.assertTrue(again.deleted)
+        self.assertEqual(await self.registry.list(ListQuery()), [])
+
+    @async_test
+    async def test_filters(self):
+        await self.make(1, disk_format="raw", container_format="bare", size=10, min_ram=1,
+                        properties={"os": "linux"})
+        await self.make(2, disk_format="qcow2", container_format="bare", size=20,
+                        protected=True, properties={"os": "bsd"})
+        await self.make(3, disk_format="raw", container_format="ovf", size=30, status="queued")
+
+        async def ids(**kw):
+            return sorted(i.id for i in await self.registry.list(ListQuery(**kw)))
+
+        self.assertEqual(await ids(filters={"disk_format": "raw"}), [uid(1), uid(3)])
+        self.assertEqual(await ids(filters={"container_format": "bare"}), [uid(1), uid(2)])
+        self.assertEqual(await ids(filters={"status": "queued"}), [uid(3)])
+        self.assertEqual(await ids(filters={"size_min": 15}), [uid(2), uid(3)])
+        self.assertEqual(await ids(filters={"size_max": 20}), [uid(1), uid(2)])
+        self.assertEqual(await ids(filters={"min_ram": 1}), [uid(1)])
+        self.assertEqual(await ids(filters={"protected": True}), [uid(2)])
+        self.assertEqual(await ids(filters={"name": "img2"}), [uid(2)])
+        self.assertEqual(await ids(properties={"os": "linux"}), [uid(1)])
+        self.assertEqual(await ids(properties={"os": "linux", "x": "y"}), [])
+
+    @async_test
+    async def test_pagesOfTiesAreStable(self):
+        """
+        Images sharing a sort value page by id, with no repeats or gaps, in
+        both directions, on every sort key.
+        """
+        for n in range(1, 13):
+            await self.make(n, name="same" if n % 2 else "other", size=(n % 3) or None,
+                            disk_format=None if n % 4 == 0 else "raw")
+        for key in ("name", "size", "disk_format", "created_at", "id", "status",
+                    "container_format", "updated_at"):
+            for direction in ("asc", "desc"):
+                seen, marker = [], None
+                while True:
+                    page = await self.registry.list(ListQuery(
+                        limit=5, marker=marker, sort_key=key, sort_dir=direction))
+                    if not page:
+                        break
+                    seen.extend(i.id for i in page)
+                    marker = page[-1].id
+                self.assertEqual(sorted(seen), [uid(n) for n in range(1, 13)],
+                                 "%s %s" % (key, direction))
+                self.assertEqual(len(seen), len(set(seen)))
+
+    @async_test
+    async def test_sortOrder(self):
+        await self.make(1, size=300)
+        await self.make(2, size=100)
+        await self.make(3, size=200)
+        page = await self.registry.list(ListQuery(sort_key="size", sort_dir="asc"))
+        self.assertEqual([i.id for i in page], [uid(2), uid(3), uid(1)])
+        page = await self.registry.list(ListQuery(sort_key="size", sort_dir="desc", limit=2))
+        self.assertEqual([i.id for i in page], [uid(1), uid(3)])
+
+    @async_test
+    async def test_unknownMarker(self):
+        with self.assertRaises(NotFound):
+            await self.registry.list(ListQuery(marker=uid(42)))
+
+    @async_test
+    async def test_visibility(self):
+        await self.make(1, owner="t1")
+        await self.make(2, owner="t2")
+        await self.make(3, owner="t2", is_public=True)
+        await self.make(4, owner="t3")
+        await self.registry.addMember(uid(4), "t1", False, 10)
+
+        async def ids(tenant):
+            return sorted(i.id for i in await self.registry.list(
+                ListQuery(restrict_to_visible=True, visible_to=tenant)))
+
+        self.assertEqual(await ids("t1"), [uid(1), uid(3), uid(4)])
+        self.assertEqual(await ids("t2"), [uid(2), uid(3)])
+        self.assertEqual(await ids(None), [uid(3)])
+        self.assertTrue(await self.registry.isVisible(uid(4), "t1"))
+        self.assertFalse(await self.registry.isVisible(uid(2), "t1"))
+        # A marker the caller cannot see is unknown to it.
+        with self.assertRaises(NotFound):
+            await self.registry.list(ListQuery(restrict_to_visible=True, visible_to="t1",
+                                               marker=uid(2)))
+
+    @async_test
+    async def test_changesSinceIncludesDeleted(self):
+        await self.make(1)
+        await self.make(2)
+        before = datetime.datetime.utcnow() - datetime.timedelta(seconds=1)
+        await self.registry.delete(uid(2))
+        got = await self.registry.list(ListQuery(changes_since=before))
+        self.assertEqual(sorted(i.id for i in got), [uid(1), uid(2)])
+        future = datetime.datetime.utcnow() + datetime.timedelta(hours=1)
+        self.assertEqual(await self.registry.list(ListQuery(changes_since=future)), [])
+
+    @async_test
+    async def test_members(self):
+        await self.make(1)
+        await self.registry.addMember(uid(1), "t2", None, 3)
+        await self.registry.addMember(uid(1), "t3", True, 3)
+        self.assertEqual([(m.member, m.can_share) for m in await self.registry.members(uid(1))],
+                         [("t2", False), ("t3", True)])
+        await self.registry.addMember(uid(1), "t2", True, 3)
+        self.assertTrue((await self.registry.member(uid(1), "t2")).can_share)
+        await self.registry.addMember(uid(1), "t4", False, 3)
+        with self.assertRaises(QuotaExceeded):
+            await self.registry.addMember(uid(1), "t5", False, 3)
+        await self.registry.replaceMembers(uid(1), {"t9": True}, 3)
+        self.assertEqual([m.member for m in await self.registry.members(uid(1))], ["t9"])
+        with self.assertRaises(QuotaExceeded):
+            await self.registry.replaceMembers(uid(1), {"a": 0, "b": 0, "c": 0, "d": 0}, 3)
+        self.assertEqual([m.image_id for m in await self.registry.sharedWith("t9")], [uid(1)])
+        await self.registry.deleteMember(uid(1), "t9")
+        with self.assertRaises(NotFound):
+            await self.registry.deleteMember(uid(1), "t9")
+        self.assertEqual(await self.registry.sharedWith("t9"), [])
+
+    @async_test
+    async def test_concurrentSavingOnlyOneWins(self):
+        await self.make(1, status="queued")
+        from twisted.internet.defer import DeferredList
+        results = await DeferredList([
+            self.registry.update(uid(1), {"status": "saving"}, expectStatus=["queued"])
+            for _ in range(4)], consumeErrors=True)
+        self.assertEqual(sum(1 for ok, _ in results if ok), 1)
+
+
+class SQLiteRegistryTests(RegistryTestsMixin, TestCase):
+    def makeURL(self):
+        return dbs.sqliteURL(self)
+
+
+class PostgreSQLRegistryTests(RegistryTestsMixin, TestCase):
+    def makeURL(self):
+        return dbs.postgresURL(self)
+
+
+class MySQLRegistryTests(RegistryTestsMixin, TestCase):
+    def makeURL(self):
+        return dbs.mysqlURL(self)
