@@ -132,7 +132,11 @@ class ImageService:
     async def list(self, ctx: RequestContext, query: ListQuery) -> List[ImageRecord]:
         self._enforce(ctx, "get_images")
         if query.marker is not None:
-            await self._visible(ctx, query.marker)
+            try:
+                await self._visible(ctx, query.marker)
+            except errors.NotFound:
+                raise errors.BadRequest("Invalid marker. Image %s could not be found."
+                                        % (query.marker,))
         if ctx.is_admin and query.restrict_to_visible is False:
             query = attr.evolve(query, visible_to=None)
         else:

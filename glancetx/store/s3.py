@@ -412,8 +412,6 @@ class _PartWriter:
     that many are on their way the body is paused.
     """
 
-    log = Logger()
-
     def __init__(
         self, store: "S3Store", loc: S3Location, partSize: int, maxInFlight: int
     ) -> None:
@@ -950,6 +948,8 @@ class S3Store:
                 await self._expect(response, "bucket creation", 200)
                 await _drain(response)
             self.log.info("created bucket {bucket}", bucket=loc.bucket)
+        elif response.code >= 500:
+            raise StoreUnavailable("S3 bucket check failed: %d" % (response.code,))
         elif response.code != 200:
             raise StoreError("S3 bucket check failed: %d" % (response.code,))
         self._bucketReady = True
@@ -959,6 +959,7 @@ class S3Store:
         One PUT with the caller's body streamed straight through.
         """
         observed = _ObservedBody(body)
+        refused = False
         try:
             try:
                 response = await self._send(
@@ -977,6 +978,7 @@ class S3Store:
                 if observed.failure is not None:
                     observed.failure.raiseException()
                 observed.stopProducing()
+                refused = True
                 raise await self._error(response, "upload")
             await _drain(response)
             if not observed.finished and observed.written < body.length:
@@ -990,7 +992,9 @@ class S3Store:
                     400, "the body ended after %d of %d bytes" % (observed.written, body.length)
                 )
         except BaseException:
-            if observed.started:
+            # Only a request that carried every byte and was not refused can
+            # have left an object.
+            if observed.started and observed.written == body.length and not refused:
                 await self._deleteQuietly(loc)
             raise
         return observed.written

@@ -280,9 +280,12 @@ def _httpUrl(name: str, value: str) -> str:
 @implementer(IBodyProducer, IPushProducer)
 class _WatchedBody:
     """
-    The request body handed to treq for a single-object PUT, recording how
-    the body's own Deferred ended so that a body failure can be told apart
-    from a Swift failure (the Agent wraps both the same way).
+    The request body handed to treq for a single-object PUT.  It records
+    how the body's own Deferred ended, so that a body failure can be told
+    apart from a Swift failure (the Agent wraps both the same way), and it
+    holds back the body's latest write until the body has vouched for every
+    byte: Swift keeps an object once it has its last byte, so a body that
+    fails at the very end (a checksum mismatch) must not have delivered it.
     """
 
     def __init__(self, body) -> None:
@@ -293,15 +296,34 @@ class _WatchedBody:
         self._done: Optional[Deferred] = None
         self._result: Any = None
         self._paused = False
+        self._consumer = None
+        self._held: Optional[bytes] = None
 
     def startProducing(self, consumer) -> Deferred:
+        self._consumer = consumer
         self._done = Deferred()
-        self._body.startProducing(consumer).addBoth(self._record)
+        self._body.startProducing(self).addBoth(self._record)
         return self._done
+
+    # The body's consumer.
+
+    def write(self, data: bytes) -> None:
+        held, self._held = self._held, data
+        if held and self._consumer is not None:
+            self._consumer.write(held)
+
+    def registerProducer(self, producer, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
 
     def _record(self, result: Any) -> None:
         if isinstance(result, Failure):
             self.failure = result
+        elif self._held and self._consumer is not None:
+            self._consumer.write(self._held)
+        self._held = None
         if not self.settled.called:
             self.settled.callback(None)
         self._result = result
@@ -330,8 +352,27 @@ class _WatchedBody:
 
     def stopProducing(self) -> None:
         self._done = None
+        self._held = None
         if not self.settled.called:
             self._body.stopProducing()
+
+
+@implementer(IConsumer)
+class _Sink:
+    """
+    Counts what a body that should be empty writes.
+    """
+
+    received = 0
+
+    def write(self, data: bytes) -> None:
+        self.received += len(data)
+
+    def registerProducer(self, producer, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
 
 
 @implementer(IBodyProducer, IPushProducer)
@@ -408,9 +449,8 @@ class _SegmentBody:
         for chunk in buffered:
             consumer.write(chunk)
         self._writer.unpause(("buffer", self))
-        if self._finished:
-            self._done = None
-            done.callback(None)
+        if self._finished and not self._transportPaused:
+            self._end()
         return done
 
     def finish(self) -> None:
@@ -477,7 +517,10 @@ class _SegmentWriter:
     """
     The consumer an image body writes to when it becomes a large object: it
     cuts the stream into segments, starts one streamed PUT per segment, and
-    keeps at most two segment uploads in flight by pausing the body.
+    keeps at most two segment uploads in flight by pausing the body.  The
+    body's latest write is held back until the next one, or until the body
+    has vouched for every byte, so that the last segment never reaches Swift
+    whole (and is never kept) if the body fails at the very end.
 
     @ivar failed: errbacks with the first segment failure.
     """
@@ -499,6 +542,7 @@ class _SegmentWriter:
         self.failed: Deferred = Deferred()
         self.received = 0
         self._assigned = 0
+        self._held: Optional[bytes] = None
 
     # IConsumer
 
@@ -515,6 +559,11 @@ class _SegmentWriter:
         if self._declared is not None and self.received > self._declared:
             self._fail(Failure(UploadFailed(400, "the request body is longer than its declared size")))
             return
+        held, self._held = self._held, data
+        if held:
+            self._cut(held)
+
+    def _cut(self, data: bytes) -> None:
         while data and self._error is None:
             segment = self._current
             if segment is None:
@@ -598,6 +647,7 @@ class _SegmentWriter:
         if self._error is not None:
             return
         self._error = reason
+        self._held = None
         for segment in self.segments:
             segment.body.abort(reason)
         self.failed.errback(reason)
@@ -617,6 +667,9 @@ class _SegmentWriter:
         """
         if self._error is None and self._declared is not None and self.received != self._declared:
             self._fail(Failure(UploadFailed(400, "the request body is shorter than its declared size")))
+        held, self._held = self._held, None
+        if held and self._error is None:
+            self._cut(held)
         if self._error is None and self._current is not None:
             self._endSegment()
         await self.settle()
@@ -1058,7 +1111,9 @@ class SwiftStore:
         # a streamed body cannot be sent twice.
         await self._ensureContainer(creds, self.container, self.createContainer)
         length = body.length
-        if length is not UNKNOWN_LENGTH and length <= self.largeObjectSize:
+        if length == 0:
+            size = await self._putEmpty(creds, image_id, body)
+        elif length is not UNKNOWN_LENGTH and length <= self.largeObjectSize:
             size = await self._putWhole(creds, image_id, body)
         else:
             size = await self._putSegmented(creds, image_id, body)
@@ -1066,6 +1121,23 @@ class SwiftStore:
         self.log.info("Swift store: stored {size} bytes at {location}",
                       size=size, location=redact(location))
         return StoredImage(location=location, size=size)
+
+    async def _putEmpty(self, creds: _Credentials, image_id: str, body) -> int:
+        """
+        An empty image: the body vouches first (Swift would keep an empty
+        object the moment it had the request's headers).
+        """
+        sink = _Sink()
+        await body.startProducing(sink)
+        if sink.received:
+            raise UploadFailed(400, "the request body is longer than its declared size")
+        response = await self._authed(
+            creds, "PUT", _objectPath(self.container, image_id), data=_BytesBody(b""),
+            timeout=self.requestTimeout, headers={"Content-Type": "application/octet-stream"})
+        await _discard(response)
+        if response.code != 201:
+            raise _statusError(response, "an image upload")
+        return 0
 
     async def _putWhole(self, creds: _Credentials, image_id: str, body) -> int:
         path = _objectPath(self.container, image_id)

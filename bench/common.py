@@ -1,0 +1,197 @@
+"""
+Shared helpers: the bench directory, test files, statistics, peak memory,
+result rows and their printing.
+"""
+
+import hashlib
+import os
+import shutil
+import socket
+import statistics
+import sys
+import time
+from typing import Dict, List, Optional
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_DIR = os.environ.get("BENCH_DIR", "/tmp/glancetx-bench")
+VENV_BIN = os.path.join(REPO, ".venv", "bin")
+
+
+def benchDir(*parts: str) -> str:
+    path = os.path.join(BENCH_DIR, *parts)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def freePort() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def waitForPort(port: int, timeout: float = 30.0, proc=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("server exited with %s before listening on %d"
+                               % (proc.returncode, port))
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("nothing listening on port %d after %ss" % (port, timeout))
+
+
+def testFile(size: int) -> (str, str):
+    """
+    A file of C{size} random bytes in the bench dir (made once, reused), and
+    its MD5 hex.  The MD5 is cached beside it.
+    """
+    d = benchDir("files")
+    path = os.path.join(d, "random-%d" % (size,))
+    sumPath = path + ".md5"
+    if os.path.exists(path) and os.path.getsize(path) == size and os.path.exists(sumPath):
+        with open(sumPath) as f:
+            return path, f.read().strip()
+    h = hashlib.md5()
+    block = 8 * MiB
+    with open(path + ".tmp", "wb") as f:
+        left = size
+        while left:
+            data = os.urandom(min(block, left))
+            h.update(data)
+            f.write(data)
+            left -= len(data)
+    os.rename(path + ".tmp", path)
+    with open(sumPath, "w") as f:
+        f.write(h.hexdigest())
+    return path, h.hexdigest()
+
+
+def cleanBigFiles() -> None:
+    shutil.rmtree(os.path.join(BENCH_DIR, "files"), ignore_errors=True)
+
+
+def median(xs: List[float]) -> Optional[float]:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def percentile(xs: List[float], p: float) -> Optional[float]:
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    k = min(len(xs) - 1, max(0, int(round(p / 100.0 * (len(xs) - 1)))))
+    return xs[k]
+
+
+def procStatus(pid: int, field: str) -> Optional[int]:
+    """
+    A memory field (VmHWM, VmRSS) of a process, in bytes.
+    """
+    try:
+        with open("/proc/%d/status" % (pid,)) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * KiB
+    except OSError:
+        return None
+    return None
+
+
+def resetPeak(pid: int) -> bool:
+    """
+    Reset VmHWM to the current RSS (Linux: write 5 to clear_refs).
+    """
+    try:
+        with open("/proc/%d/clear_refs" % (pid,), "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def dropDirty() -> None:
+    """
+    Flush dirty pages so that one measurement does not pay for the last
+    one's writeback.
+    """
+    os.sync()
+
+
+def log(msg: str) -> None:
+    sys.stderr.write("[bench %s] %s\n" % (time.strftime("%H:%M:%S"), msg))
+    sys.stderr.flush()
+
+
+class Results:
+    """
+    Rows of figures (each with its ceiling and target) plus raw samples, for
+    printing and for --json.
+    """
+
+    def __init__(self) -> None:
+        self.rows: List[Dict] = []
+        self.raw: Dict[str, Dict] = {}
+
+    def add(self, bench: str, name: str, value, unit: str, ceiling=None,
+            ceilingName: str = "", target: str = "", ok: Optional[bool] = None,
+            ratio: Optional[float] = None, note: str = "") -> Dict:
+        if ratio is None and ceiling and value is not None:
+            ratio = value / ceiling
+        row = dict(bench=bench, name=name, value=value, unit=unit,
+                   ceiling=ceiling, ceiling_name=ceilingName, ratio=ratio,
+                   target=target, ok=ok, note=note)
+        self.rows.append(row)
+        printRow(row)
+        return row
+
+    def setRaw(self, bench: str, data: Dict) -> None:
+        self.raw[bench] = data
+
+
+def fmt(v, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if unit == "MiB/s":
+        return "%.0f MiB/s" % (v,)
+    if unit == "MiB":
+        return "%.1f MiB" % (v,)
+    if unit == "req/s":
+        return "%.0f req/s" % (v,)
+    if unit == "ms":
+        return "%.2f ms" % (v,)
+    if unit == "x":
+        return "%.2fx" % (v,)
+    if isinstance(v, float):
+        return "%.3g %s" % (v, unit)
+    return "%s %s" % (v, unit)
+
+
+def printRow(row: Dict) -> None:
+    verdict = "" if row["ok"] is None else ("PASS" if row["ok"] else "MISS")
+    ratio = "" if row["ratio"] is None else "%.2f" % (row["ratio"],)
+    ceiling = ""
+    if row["ceiling"] is not None:
+        ceiling = "%s %s" % (row["ceiling_name"], fmt(row["ceiling"], row["unit"]))
+    line = "%-9s %-44s %14s | %-40s | %5s | %-16s %s" % (
+        row["bench"], row["name"], fmt(row["value"], row["unit"]), ceiling,
+        ratio, row["target"], verdict)
+    if row["note"]:
+        line += "  (" + row["note"] + ")"
+    print(line.rstrip())
+    sys.stdout.flush()
+
+
+def header() -> None:
+    print("%-9s %-44s %14s | %-40s | %5s | %-16s %s" % (
+        "bench", "figure (median)", "value", "ceiling (same run, median)", "ratio",
+        "target", "verdict"))
+    print("-" * 150)

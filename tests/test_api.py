@@ -1,0 +1,330 @@
+"""
+The v1 API end to end: the real twistd glance on loopback, driven with treq.
+"""
+
+import hashlib
+import json
+import os
+
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
+from twisted.trial.unittest import TestCase
+from twisted.web.client import FileBodyProducer
+
+from tests.server import GlanceServer
+
+
+def async_test(f):
+    def wrapper(self):
+        return ensureDeferred(f(self))
+    wrapper.__name__ = f.__name__
+    return wrapper
+
+
+RAW = {"x-image-meta-disk_format": "raw", "x-image-meta-container_format": "bare"}
+
+
+class APITestsMixin:
+    options: dict = {}
+
+    async def server(self, **options):
+        opts = dict(self.options)
+        opts.update(options)
+        self.glance = await GlanceServer(self, opts).start()
+        return self.glance
+
+    def http(self):
+        if not hasattr(self, "_http"):
+            from treq.client import HTTPClient
+            from twisted.web.client import Agent, HTTPConnectionPool
+            self._http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(
+                reactor, persistent=False)))
+        return self._http
+
+    def url(self, path):
+        return self.glance.url + path
+
+    async def request(self, method, path, headers=None, data=None, expect=None):
+        h = {"Content-Type": "application/octet-stream"} if data is not None else {}
+        h.update(headers or {})
+        resp = await self.http().request(method, self.url(path), headers=h, data=data)
+        body = await resp.content()
+        if expect is not None:
+            self.assertEqual(resp.code, expect, body)
+        return resp, body
+
+    async def create(self, data=None, headers=None, expect=201):
+        h = {"x-image-meta-name": "test"}
+        if data is not None:
+            h.update(RAW)
+        h.update(headers or {})
+        resp, body = await self.request("POST", "/v1/images", h, data, expect)
+        return json.loads(body)["image"] if resp.code == 201 else (resp, body)
+
+    def header(self, resp, name):
+        values = resp.headers.getRawHeaders(name)
+        return values[0] if values else None
+
+
+class APITests(APITestsMixin, TestCase):
+    timeout = 120
+
+    @async_test
+    async def test_versions(self):
+        await self.server()
+        resp, body = await self.request("GET", "/versions", expect=200)
+        doc = json.loads(body)
+        self.assertEqual([v["id"] for v in doc["versions"]], ["v1.1", "v1.0"])
+        self.assertEqual(doc["versions"][0]["links"][0]["href"], self.glance.url + "/v1/")
+        await self.request("GET", "/", expect=300)
+        await self.request("GET", "/whatever", expect=300)
+        await self.request("GET", "/v1/nonsense", expect=404)
+
+    @async_test
+    async def test_uploadDownloadRoundTrip(self):
+        await self.server()
+        data = os.urandom(3 * 1024 * 1024 + 5)
+        image = await self.create(data, {"x-image-meta-property-distro": "Debian"})
+        self.assertEqual(image["status"], "active")
+        self.assertEqual(image["size"], len(data))
+        self.assertEqual(image["checksum"], hashlib.md5(data).hexdigest())
+        self.assertEqual(image["properties"], {"distro": "Debian"})
+        self.assertNotIn("location", image)
+        resp, body = await self.request("GET", "/v1/images/" + image["id"], expect=200)
+        self.assertEqual(body, data)
+        self.assertEqual(resp.length, len(data))
+        self.assertEqual(self.header(resp, "etag"), image["checksum"])
+        self.assertEqual(self.header(resp, "x-image-meta-property-distro"), "Debian")
+        self.assertEqual(self.header(resp, "content-type"), "application/octet-stream")
+        self.assertIsNone(self.header(resp, "x-image-meta-location"))
+
+    @async_test
+    async def test_chunkedUpload(self):
+        await self.server()
+        data = os.urandom(2 * 1024 * 1024)
+        from io import BytesIO
+        body = FileBodyProducer(BytesIO(data))
+        body.length = None  # unknown length: the Agent sends it chunked
+        from twisted.web.iweb import UNKNOWN_LENGTH
+        body.length = UNKNOWN_LENGTH
+        image = await self.create(body)
+        self.assertEqual(image["size"], len(data))
+        self.assertEqual(image["checksum"], hashlib.md5(data).hexdigest())
+
+    @async_test
+    async def test_reserveThenUpload(self):
+        await self.server()
+        image = await self.create(headers=RAW)
+        self.assertEqual(image["status"], "queued")
+        resp, body = await self.request("PUT", "/v1/images/" + image["id"], {}, b"abc",
+                                         expect=200)
+        self.assertEqual(json.loads(body)["image"]["status"], "active")
+        # Only a queued image takes a body.
+        resp, body = await self.request("PUT", "/v1/images/" + image["id"], {}, b"abc",
+                                        expect=409)
+
+    @async_test
+    async def test_sizeMismatchKills(self):
+        await self.server()
+        image = await self.create(headers=dict(RAW, **{"x-image-meta-size": "10"}))
+        resp, body = await self.request("PUT", "/v1/images/" + image["id"], {},
+                                        b"x" * 11, expect=400)
+        self.assertIn(b"size", body)
+        resp, _ = await self.request("HEAD", "/v1/images/" + image["id"], expect=200)
+        self.assertEqual(self.header(resp, "x-image-meta-status"), "killed")
+        self.assertEqual(os.listdir(os.path.join(self.glance.dataDir, "images")), [])
+
+    @async_test
+    async def test_checksumMismatchKills(self):
+        await self.server()
+        resp, body = await self.create(b"hello", {"x-image-meta-checksum": "0" * 32},
+                                       expect=400)
+        self.assertIn(b"checksum", body)
+        resp, body = await self.request("GET", "/v1/images/detail?status=killed", expect=200)
+        self.assertEqual(len(json.loads(body)["images"]), 1)
+        self.assertEqual(os.listdir(os.path.join(self.glance.dataDir, "images")), [])
+
+    @async_test
+    async def test_sizeCap(self):
+        await self.server(image_size_cap=1000)
+        resp, body = await self.create(b"x" * 1001, expect=413)
+        from io import BytesIO
+        from twisted.web.iweb import UNKNOWN_LENGTH
+        chunked = FileBodyProducer(BytesIO(b"y" * 5000))
+        chunked.length = UNKNOWN_LENGTH
+        resp, body = await self.create(chunked, expect=413)
+        resp, body = await self.request("GET", "/v1/images/detail?status=killed", expect=200)
+        self.assertEqual(len(json.loads(body)["images"]), 1)
+        self.assertEqual(os.listdir(os.path.join(self.glance.dataDir, "images")), [])
+
+    @async_test
+    async def test_badInput(self):
+        await self.server()
+        cases = [
+            ({"x-image-meta-bogus": "1"}, None, 400),
+            ({"x-image-meta-size": "abc"}, None, 400),
+            ({"x-image-meta-is_public": "maybe"}, None, 400),
+            ({"x-image-meta-min_ram": "-1"}, None, 400),
+            ({"x-image-meta-min_ram": str(2 ** 31)}, None, 400),
+            ({"x-image-meta-disk_format": "floppy"}, None, 400),
+            ({"x-image-meta-disk_format": "ami", "x-image-meta-container_format": "bare"},
+             None, 400),
+            ({"x-image-meta-name": "n" * 256}, None, 400),
+            ({"x-image-meta-id": "not-a-uuid"}, None, 400),
+            ({"x-image-meta-status": "active"}, None, 403),
+            ({"x-image-meta-checksum": "xyz"}, None, 400),
+            ({"x-image-meta-store": "nowhere"}, None, 400),
+            ({"x-image-meta-location": "file:///etc/passwd"}, None, 400),
+            ({"x-image-meta-location": "gopher://x/y"}, None, 400),
+            ({"x-glance-api-copy-from": "file:///etc/passwd"}, None, 400),
+            ({"Content-Type": "text/plain"}, b"abc", 400),
+            ({"x-image-meta-disk_format": ""}, b"abc", 400),
+        ]
+        for headers, data, code in cases:
+            h = dict(RAW) if data is not None else {}
+            h.update(headers)
+            resp, body = await self.request("POST", "/v1/images", h, data)
+            self.assertEqual(resp.code, code, (headers, body))
+            self.assertNotIn(b"Traceback", body)
+            self.assertTrue(body.strip(), headers)
+        for path, code in [("/v1/images?limit=x", 400), ("/v1/images?limit=-1", 400),
+                           ("/v1/images?sort_key=evil", 400), ("/v1/images?sort_dir=up", 400),
+                           ("/v1/images?marker=nope", 400), ("/v1/images?size_min=x", 400),
+                           ("/v1/images/detail?changes-since=yesterday", 400),
+                           ("/v1/images/detail?protected=perhaps", 400),
+                           ("/v1/images/" + "f" * 300, 404),
+                           ("/v1/images/%ff%fe", 404)]:
+            resp, body = await self.request("GET", path)
+            self.assertEqual(resp.code, code, (path, body))
+        resp, body = await self.request("PATCH", "/v1/images")
+        self.assertEqual(resp.code, 405)
+        self.assertIn(b"GET", resp.headers.getRawHeaders("allow")[0])
+        resp, body = await self.request("PUT", "/v1/images/x/members", {}, b"{not json")
+        self.assertEqual(resp.code, 400)
+        resp, body = await self.request("GET", "/v1/images", {"Accept": "application/json"})
+        self.assertEqual(resp.code, 200)
+        # Nothing above was a server error.
+        self.assertNotIn("Traceback", self.glance.log())
+
+    @async_test
+    async def test_listsFiltersAndPaging(self):
+        await self.server()
+        made = []
+        for i in range(7):
+            made.append(await self.create(b"x" * (i + 1), {
+                "x-image-meta-name": "img%d" % (i % 3),
+                "x-image-meta-property-kind": "odd" if i % 2 else "even"}))
+        resp, body = await self.request("GET", "/v1/images?limit=3&sort_key=size&sort_dir=asc",
+                                        expect=200)
+        page = json.loads(body)["images"]
+        self.assertEqual([i["size"] for i in page], [1, 2, 3])
+        self.assertEqual(set(page[0]), {"id", "name", "disk_format", "container_format",
+                                        "checksum", "size"})
+        resp, body = await self.request(
+            "GET", "/v1/images?limit=3&sort_key=size&sort_dir=asc&marker=" + page[-1]["id"],
+            expect=200)
+        self.assertEqual([i["size"] for i in json.loads(body)["images"]], [4, 5, 6])
+        resp, body = await self.request("GET", "/v1/images/detail?property-kind=odd",
+                                        expect=200)
+        self.assertEqual(sorted(i["size"] for i in json.loads(body)["images"]), [2, 4, 6])
+        resp, body = await self.request("GET", "/v1/images/detail?name=img1&size_min=3",
+                                        expect=200)
+        self.assertEqual([i["size"] for i in json.loads(body)["images"]], [5])
+        resp, body = await self.request("HEAD", "/v1/images/detail", expect=200)
+        self.assertEqual(body, b"")
+
+    @async_test
+    async def test_updateAndDelete(self):
+        await self.server()
+        image = await self.create(b"abc", {"x-image-meta-property-a": "1",
+                                           "x-image-meta-property-b": "2"})
+        path = "/v1/images/" + image["id"]
+        resp, body = await self.request("PUT", path, {"x-image-meta-name": "renamed",
+                                                      "x-image-meta-property-c": "3"},
+                                        expect=200)
+        got = json.loads(body)["image"]
+        self.assertEqual(got["name"], "renamed")
+        self.assertEqual(got["properties"], {"c": "3"})
+        resp, body = await self.request("PUT", path, {"x-glance-registry-purge-props": "false",
+                                                      "x-image-meta-property-d": "4"},
+                                        expect=200)
+        self.assertEqual(json.loads(body)["image"]["properties"], {"c": "3", "d": "4"})
+        await self.request("PUT", path, {"x-image-meta-size": "99"}, expect=403)
+        await self.request("PUT", path, {"x-image-meta-status": "queued"}, expect=403)
+        await self.request("PUT", path, {"x-image-meta-disk_format": "qcow2"}, expect=403)
+        await self.request("PUT", path, {"x-image-meta-location": "http://example.com/x"},
+                           expect=400)
+        await self.request("PUT", path, {"x-image-meta-protected": "true"}, expect=200)
+        await self.request("DELETE", path, expect=403)
+        await self.request("PUT", path, {"x-image-meta-protected": "false"}, expect=200)
+        await self.request("DELETE", path, expect=200)
+        await self.request("HEAD", path, expect=404)
+        await self.request("GET", path, expect=404)
+        await self.request("DELETE", path, expect=404)
+        self.assertEqual(os.listdir(os.path.join(self.glance.dataDir, "images")), [])
+
+    @async_test
+    async def test_members(self):
+        await self.server(image_member_quota=2)
+        image = await self.create(b"abc")
+        base = "/v1/images/%s/members" % (image["id"],)
+        await self.request("PUT", base + "/tenant2", expect=204)
+        await self.request("PUT", base + "/tenant3", {},
+                           json.dumps({"member": {"can_share": True}}).encode(), expect=204)
+        resp, body = await self.request("GET", base, expect=200)
+        self.assertEqual(json.loads(body), {"members": [
+            {"member_id": "tenant2", "can_share": False},
+            {"member_id": "tenant3", "can_share": True}]})
+        await self.request("PUT", base + "/tenant4", expect=413)
+        resp, body = await self.request("GET", base + "/tenant3", expect=200)
+        self.assertEqual(json.loads(body)["member"]["can_share"], True)
+        resp, body = await self.request("GET", "/v1/shared-images/tenant2", expect=200)
+        self.assertEqual(json.loads(body), {"shared_images": [
+            {"image_id": image["id"], "can_share": False}]})
+        await self.request("PUT", base, {}, json.dumps({"memberships": [
+            {"member_id": "tenant9", "can_share": False}]}).encode(), expect=204)
+        resp, body = await self.request("GET", base, expect=200)
+        self.assertEqual([m["member_id"] for m in json.loads(body)["members"]], ["tenant9"])
+        await self.request("PUT", base, {}, json.dumps({"memberships": [
+            {"member_id": "a"}, {"member_id": "b"}, {"member_id": "c"}]}).encode(), expect=413)
+        await self.request("PUT", base, {}, json.dumps({"nope": 1}).encode(), expect=400)
+        await self.request("DELETE", base + "/tenant9", expect=204)
+        await self.request("DELETE", base + "/tenant9", expect=404)
+        await self.request("GET", base + "/tenant9", expect=404)
+
+    @async_test
+    async def test_propertyQuota(self):
+        await self.server(image_property_quota=2)
+        await self.create(headers={"x-image-meta-property-a": "1",
+                                   "x-image-meta-property-b": "2",
+                                   "x-image-meta-property-c": "3"}, expect=413)
+        image = await self.create(headers={"x-image-meta-property-a": "1"})
+        await self.request("PUT", "/v1/images/" + image["id"], {
+            "x-glance-registry-purge-props": "false",
+            "x-image-meta-property-b": "2", "x-image-meta-property-c": "3"}, expect=413)
+
+    @async_test
+    async def test_clientGoneMidUploadKills(self):
+        """
+        A client that disconnects part way leaves a killed image and no
+        bytes on disk.
+        """
+        await self.server()
+        from twisted.internet.protocol import ClientCreator, Protocol
+        from twisted.internet.task import deferLater
+        proto = await ClientCreator(reactor, Protocol).connectTCP("127.0.0.1", self.glance.port)
+        proto.transport.write(
+            b"POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n"
+            b"Content-Type: application/octet-stream\r\nx-image-meta-name: gone\r\n"
+            b"x-image-meta-disk_format: raw\r\nx-image-meta-container_format: bare\r\n\r\n"
+            + b"z" * 100000)
+        await deferLater(reactor, 0.5, lambda: None)
+        proto.transport.abortConnection()
+        for _ in range(50):
+            await deferLater(reactor, 0.1, lambda: None)
+            resp, body = await self.request("GET", "/v1/images/detail?name=gone", expect=200)
+            images = json.loads(body)["images"]
+            if images and images[0]["status"] == "killed":
+                break
+        self.assertEqual(images[0]["status"], "killed")
+        self.assertEqual(os.listdir(os.path.join(self.glance.dataDir, "images")), [])
