@@ -193,7 +193,7 @@ class APITests(APITestsMixin, TestCase):
                            ("/v1/images/detail?changes-since=yesterday", 400),
                            ("/v1/images/detail?protected=perhaps", 400),
                            ("/v1/images/" + "f" * 300, 404),
-                           ("/v1/images/%ff%fe", 404)]:
+                           ("/v1/images/%ff%fe", 400)]:
             resp, body = await self.request("GET", path)
             self.assertEqual(resp.code, code, (path, body))
         resp, body = await self.request("PATCH", "/v1/images")

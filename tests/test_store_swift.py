@@ -7,10 +7,14 @@ C{http://127.0.0.1:8080/auth/v1.0}; user C{test:tester}, key C{testing}).
 Without it they are skipped, or fail when C{CI=true}.
 """
 
+import json
 import os
 
 from twisted.internet import reactor
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 from treq.client import HTTPClient
@@ -25,6 +29,7 @@ from glancetx.store.interface import (
 )
 from glancetx.store.swift import (
     SwiftStore,
+    _SegmentWriter,
     makeLocation,
     parseLocation,
 )
@@ -308,6 +313,187 @@ class SwiftStoreTests(StoreContractMixin, TestCase):
             producer = await store.get(stored.location)
             producer.stopProducing()
         return ensureDeferred(go())
+
+
+class _FakeKeystone(Resource):
+    """
+    Keystone v3's token call, handing out a real Swift token (got from
+    tempauth) and a catalog that points at the real Swift.
+    """
+
+    isLeaf = True
+
+    def __init__(self, token: str, storageUrl: str) -> None:
+        super().__init__()
+        self.token = token
+        self.storageUrl = storageUrl
+        self.requests = []
+
+    def render_POST(self, request):
+        self.requests.append((request.path, json.loads(request.content.read())))
+        if request.path != b"/v3/auth/tokens":
+            request.setResponseCode(404)
+            return b""
+        request.setResponseCode(201)
+        request.setHeader("X-Subject-Token", self.token)
+        request.setHeader("Content-Type", "application/json")
+        catalog = [
+            {"type": "identity", "endpoints": [
+                {"interface": "public", "region": "RegionOne", "url": "http://unused"}]},
+            {"type": "object-store", "endpoints": [
+                {"interface": "admin", "region": "RegionOne", "url": "http://unused"},
+                {"interface": "public", "region": "RegionOne", "url": self.storageUrl},
+            ]},
+        ]
+        return json.dumps({"token": {"catalog": catalog}}).encode()
+
+
+class KeystoneV3Tests(TestCase):
+    """
+    Keystone v3 password auth, against a fake Keystone whose catalog names
+    the real Swift.
+    """
+
+    def test_roundTrip(self):
+        async def go():
+            authUrl = swiftAuthUrl()
+            client = _client(self)
+            response = await client.get(
+                authUrl, headers={"X-Auth-User": USER, "X-Auth-Key": KEY})
+            await response.content()
+            token = response.headers.getRawHeaders("X-Auth-Token")[0]
+            storageUrl = response.headers.getRawHeaders("X-Storage-Url")[0]
+            keystone = _FakeKeystone(token, storageUrl)
+            port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+                Site(keystone))
+            self.addCleanup(port.stopListening)
+            address = "http://127.0.0.1:%d/v3" % (port.getHost().port,)
+            container = "glancetx-test-" + os.urandom(6).hex()
+            store = SwiftStore.fromConfig({
+                "swift_store_auth_version": "3",
+                "swift_store_auth_address": address,
+                "swift_store_user": "service:glance",
+                "swift_store_key": "s3cret",
+                "swift_store_container": container,
+                "swift_store_create_container_on_put": "true",
+            }, reactor, client)
+            cleaner = SwiftStore(reactor, client, authAddress=authUrl, user=USER,
+                                 key=KEY, container=container)
+            self.addCleanup(lambda: ensureDeferred(
+                SwiftStoreTests._removeContainers(None, cleaner)))
+            stored = await store.add("img", BytesBody(reactor, b"v3 bytes"))
+            self.assertEqual(
+                stored.location,
+                "swift+http://service%%3Aglance:s3cret@127.0.0.1:%d/v3/%s/img"
+                % (port.getHost().port, container))
+            producer = await store.get(stored.location)
+            self.assertEqual(await readAll(reactor, producer), b"v3 bytes")
+            path, body = keystone.requests[0]
+            self.assertEqual(body["auth"]["identity"]["password"]["user"], {
+                "name": "glance", "domain": {"name": "Default"}, "password": "s3cret"})
+            self.assertEqual(body["auth"]["scope"]["project"], {
+                "name": "service", "domain": {"name": "Default"}})
+            self.assertEqual(len(keystone.requests), 1)
+        return ensureDeferred(go())
+
+
+class _FakeBody:
+    def __init__(self):
+        self.paused = False
+
+    def pauseProducing(self):
+        self.paused = True
+
+    def resumeProducing(self):
+        self.paused = False
+
+
+class _FakeConsumer:
+    def __init__(self):
+        self.data = []
+
+    def write(self, data):
+        self.data.append(data)
+
+
+class SegmentWriterTests(TestCase):
+    """
+    Flow control of the segmented upload, with uploads that end when the
+    test says so.
+    """
+
+    def setUp(self):
+        self.uploads = []
+
+        def upload(name, body):
+            d = Deferred()
+            self.uploads.append((name, body, d))
+            return d
+
+        self.writer = _SegmentWriter(upload, "img/u/", 10, None, 1000)
+        self.body = _FakeBody()
+        self.writer.registerProducer(self.body, True)
+
+    def inFlight(self):
+        return [u for u in self.uploads if not u[2].called]
+
+    def test_atMostTwoInFlight(self):
+        w = self.writer
+        w.write(b"a" * 10)
+        w.write(b"b" * 10)
+        # The first segment is complete only once the next write shows the
+        # body went on (the latest write is held back).
+        self.assertEqual(len(self.uploads), 1)
+        w.write(b"c" * 5)
+        self.assertEqual(len(self.uploads), 2)
+        self.assertTrue(self.body.paused)
+        self.uploads[0][2].callback("etag0")
+        self.assertFalse(self.body.paused)
+        w.write(b"c" * 5)
+        self.assertEqual(len(self.inFlight()), 2)
+
+    def test_bufferUntilConnected(self):
+        w = self.writer
+        w.write(b"x" * 4)
+        w.write(b"y" * 4)
+        name, body, d = self.uploads[0]
+        self.assertEqual(name, "img/u/00000001")
+        consumer = _FakeConsumer()
+        result = body.startProducing(consumer)
+        self.assertEqual(b"".join(consumer.data), b"x" * 4)
+        w.write(b"z" * 2)
+        self.assertEqual(b"".join(consumer.data), b"x" * 4 + b"y" * 4)
+        self.assertFalse(result.called)
+
+    def test_segmentPauseHeldUntilResume(self):
+        """
+        A segment the connection paused ends its PUT only once resumed; the
+        body is not held back by it meanwhile.
+        """
+        w = self.writer
+        w.write(b"a" * 4)
+        w.write(b"a" * 6)
+        name, body, d = self.uploads[0]
+        result = body.startProducing(_FakeConsumer())
+        body.pauseProducing()
+        self.assertTrue(self.body.paused)
+        w.write(b"b")
+        self.assertFalse(self.body.paused)
+        self.assertFalse(result.called)
+        body.resumeProducing()
+        self.assertTrue(result.called)
+
+    def test_failureAbortsSegments(self):
+        w = self.writer
+        w.write(b"a" * 10)
+        w.write(b"b" * 3)
+        w.write(b"b" * 3)
+        failures = []
+        w.failed.addErrback(failures.append)
+        self.uploads[1][2].errback(StoreError("boom"))
+        self.assertEqual(len(failures), 1)
+        result = self.uploads[1][1].startProducing(_FakeConsumer())
+        self.failureResultOf(result, StoreError)
 
 
 class LocationTests(TestCase):

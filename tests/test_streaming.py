@@ -1,0 +1,266 @@
+"""
+The streaming request, driven byte by byte through a real HTTPChannel on a
+StringTransport: bodies reach the store while they are still arriving, and
+the socket stops being read when the store pushes back.
+"""
+
+import datetime
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.iweb import UNKNOWN_LENGTH
+
+from glancetx.config import Config
+from glancetx.registry.registry import ImageRecord
+from glancetx.service import GlanceSite
+from glancetx.store.interface import UploadFailed
+from glancetx.web import streaming
+from glancetx.web.app import GlanceAPI
+from glancetx.web.streaming import VerifyingBody
+
+
+def record(**kw):
+    now = datetime.datetime(2020, 1, 1)
+    fields = dict(id="00000000-0000-0000-0000-000000000001", name="x", disk_format="raw",
+                  container_format="bare", size=None, virtual_size=None, status="active",
+                  is_public=False, checksum=None, min_disk=0, min_ram=0, owner="admin",
+                  protected=False, created_at=now, updated_at=now, deleted_at=None,
+                  deleted=False)
+    fields.update(kw)
+    return ImageRecord(**fields)
+
+
+class RecordingConsumer:
+    """
+    Stands in for a store's consumer; pauses its producer on request.
+    """
+
+    def __init__(self, pauseAfter=None):
+        self.chunks = []
+        self.producer = None
+        self.pauseAfter = pauseAfter
+
+    def registerProducer(self, producer, streaming):
+        self.producer = producer
+
+    def unregisterProducer(self):
+        self.producer = None
+
+    def write(self, data):
+        self.chunks.append(data)
+        if self.pauseAfter is not None and sum(map(len, self.chunks)) >= self.pauseAfter:
+            self.pauseAfter = None
+            self.producer.pauseProducing()
+
+    def received(self):
+        return b"".join(self.chunks)
+
+
+class StoreLikeService:
+    """
+    The image service's create, reduced to starting the body into a
+    consumer and answering when it ends.
+    """
+
+    def __init__(self, consumer):
+        self.consumer = consumer
+        self.calls = []
+        self.failures = []
+        self.started = Deferred()
+
+    def create(self, ctx, changes, body):
+        self.calls.append(changes)
+        self.consumer.registerProducer(body, True)
+        done = body.startProducing(self.consumer)
+        done.addErrback(lambda f: (self.failures.append(f), f)[1])
+        self.started.callback(body)
+        return done.addCallback(lambda _: record(size=len(self.consumer.received())))
+
+
+HEAD = (b"POST /v1/images HTTP/1.1\r\nHost: example\r\n"
+        b"Content-Type: application/octet-stream\r\n"
+        b"x-image-meta-name: x\r\n")
+
+
+class StreamingRequestTests(SynchronousTestCase):
+    def connect(self, consumer):
+        self.clock = Clock()
+        self.service = StoreLikeService(consumer)
+        api = GlanceAPI(self.service, Config())
+        site = GlanceSite(api, self.clock)
+        self.channel = site.buildProtocol(None)
+        self.transport = StringTransport()
+        self.channel.makeConnection(self.transport)
+        return self.channel
+
+    def test_pendingRequestLine(self):
+        """
+        The private names streaming.py reads at gotLength time still hold
+        the request line on the installed Twisted.
+        """
+        channel = self.connect(RecordingConsumer())
+        seen = []
+
+        class Probe(streaming.StreamingRequest):
+            def gotLength(self, length):
+                seen.append(streaming.pendingRequestLine(self.channel))
+                super().gotLength(length)
+
+        channel.requestFactory = Probe
+        channel.dataReceived(b"PUT /v1/images/abc?x=1 HTTP/1.1\r\nHost: h\r\n"
+                             b"Content-Length: 1\r\n\r\n")
+        self.assertEqual(seen, [(b"PUT", b"/v1/images/abc?x=1", b"HTTP/1.1")])
+
+    def test_bytesReachStoreBeforeBodyEnds(self):
+        consumer = RecordingConsumer()
+        channel = self.connect(consumer)
+        channel.dataReceived(HEAD + b"Content-Length: 10000\r\n\r\n" + b"a" * 3000)
+        self.clock.advance(0)
+        self.assertTrue(self.service.started.called)
+        self.assertEqual(consumer.received(), b"a" * 3000)
+        channel.dataReceived(b"b" * 3000)
+        self.assertEqual(consumer.received(), b"a" * 3000 + b"b" * 3000)
+        # No response yet: the body has not ended.
+        self.assertNotIn(b"HTTP/1.1 201", self.transport.value())
+        channel.dataReceived(b"c" * 4000)
+        self.clock.advance(0)
+        self.assertEqual(len(consumer.received()), 10000)
+        self.assertIn(b"HTTP/1.1 201 Created", self.transport.value())
+
+    def test_chunkedBodyStreams(self):
+        consumer = RecordingConsumer()
+        channel = self.connect(consumer)
+        channel.dataReceived(HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        self.clock.advance(0)
+        body = self.successResultOf(self.service.started)
+        self.assertIs(body.length, UNKNOWN_LENGTH)
+        self.assertEqual(consumer.received(), b"hello")
+        channel.dataReceived(b"6\r\n world\r\n0\r\n\r\n")
+        self.clock.advance(0)
+        self.assertEqual(consumer.received(), b"hello world")
+        self.assertIn(b"201 Created", self.transport.value())
+
+    def test_storePushBackPausesSocket(self):
+        consumer = RecordingConsumer(pauseAfter=1)
+        channel = self.connect(consumer)
+        channel.dataReceived(HEAD + b"Content-Length: 20000000\r\n\r\n" + b"x" * 1000)
+        self.clock.advance(0)
+        body = self.successResultOf(self.service.started)
+        self.assertEqual(self.transport.producerState, "paused")
+        # The channel may resume its transport by itself (its send buffer
+        # drained); bytes past the high mark pause it again.
+        self.transport.producerState = "producing"
+        channel.dataReceived(b"y" * (streaming.HIGH_WATER + 1))
+        self.assertEqual(self.transport.producerState, "paused")
+        self.assertEqual(len(consumer.received()), 1000)
+        body.resumeProducing()
+        self.assertEqual(self.transport.producerState, "producing")
+        self.assertEqual(len(consumer.received()), 1000 + streaming.HIGH_WATER + 1)
+
+    def test_expectContinueOnlyOnceAccepted(self):
+        consumer = RecordingConsumer()
+        channel = self.connect(consumer)
+        channel.dataReceived(HEAD + b"Expect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+        self.assertNotIn(b"100 Continue", self.transport.value())
+        self.clock.advance(0)
+        self.assertIn(b"HTTP/1.1 100 Continue", self.transport.value())
+
+    def test_refusedUploadNeverContinues(self):
+        channel = self.connect(RecordingConsumer())
+        channel.dataReceived(
+            b"POST /v1/images HTTP/1.1\r\nHost: h\r\nContent-Type: text/plain\r\n"
+            b"Expect: 100-continue\r\nContent-Length: 3000000\r\n\r\n")
+        self.clock.advance(0)
+        out = self.transport.value()
+        self.assertNotIn(b"100 Continue", out)
+        self.assertIn(b"400 Bad Request", out)
+        self.assertEqual(self.service.calls, [])
+
+    def test_clientGoneFailsBody(self):
+        consumer = RecordingConsumer()
+        channel = self.connect(consumer)
+        channel.dataReceived(HEAD + b"Content-Length: 100\r\n\r\n" + b"a" * 10)
+        self.clock.advance(0)
+        self.successResultOf(self.service.started)
+        from twisted.python.failure import Failure
+        from twisted.internet.error import ConnectionLost
+        channel.connectionLost(Failure(ConnectionLost()))
+        [failure] = self.service.failures
+        self.assertIsInstance(failure.value, UploadFailed)
+
+    def test_smallBodiesAreCapped(self):
+        channel = self.connect(RecordingConsumer())
+        channel.dataReceived(
+            b"PUT /v1/images/abc/members HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n"
+            % (streaming.SMALL_BODY_MAX + 10,) + b"x" * (streaming.SMALL_BODY_MAX + 10))
+        self.assertIn(b"413", self.transport.value())
+
+
+class PushBody:
+    """
+    A source whose bytes the test pushes by hand.
+    """
+
+    length = UNKNOWN_LENGTH
+
+    def __init__(self):
+        self.stopped = False
+        self.done = Deferred()
+
+    def startProducing(self, consumer):
+        self.consumer = consumer
+        return self.done
+
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+    def stopProducing(self):
+        self.stopped = True
+
+
+class VerifyingBodyTests(SynchronousTestCase):
+    def run_(self, chunks, **kw):
+        source = PushBody()
+        body = VerifyingBody(source, **kw)
+        consumer = RecordingConsumer()
+        d = body.startProducing(consumer)
+        for c in chunks:
+            source.consumer.write(c)
+        if not d.called:
+            source.done.callback(None)
+        return body, source, consumer, d
+
+    def test_countsAndHashes(self):
+        body, _, consumer, d = self.run_([b"ab", b"c"], cap=10)
+        self.successResultOf(d)
+        self.assertEqual((body.size, body.checksum), (3, "900150983cd24fb0d6963f7d28e17f72"))
+        self.assertEqual(consumer.received(), b"abc")
+
+    def test_capFailsAtOnce(self):
+        body, source, consumer, d = self.run_([b"12345", b"67890", b"x"], cap=8)
+        self.assertEqual(self.failureResultOf(d, UploadFailed).value.code, 413)
+        self.assertTrue(source.stopped)
+        self.assertEqual(consumer.received(), b"12345")
+
+    def test_declaredSizePassed(self):
+        body, source, _, d = self.run_([b"12345", b"6"], cap=100, expectedSize=5)
+        self.assertEqual(self.failureResultOf(d, UploadFailed).value.code, 400)
+        self.assertTrue(source.stopped)
+
+    def test_declaredSizeShort(self):
+        _, _, _, d = self.run_([b"123"], cap=100, expectedSize=5)
+        self.assertEqual(self.failureResultOf(d, UploadFailed).value.code, 400)
+
+    def test_checksumMismatch(self):
+        _, _, _, d = self.run_([b"abc"], cap=100, expectedChecksum="0" * 32)
+        self.assertIn("checksum", self.failureResultOf(d, UploadFailed).value.message)
+
+    def test_checksumMatch(self):
+        _, _, _, d = self.run_([b"abc"], cap=100,
+                               expectedChecksum="900150983cd24fb0d6963f7d28e17f72")
+        self.successResultOf(d)
