@@ -147,6 +147,29 @@ class SwiftStoreTests(StoreContractMixin, TestCase):
             self.assertEqual(len(await store.listObjects(store.segmentsContainer)), 2)
         return ensureDeferred(go())
 
+    def test_deleteGlanceDynamicLargeObject(self):
+        """
+        A DLO as Glance writes them (segments C{<obj>-00001}… beside the
+        manifest) is read whole and deleted with its segments.
+        """
+        async def go():
+            store = await self._store()
+            creds = store._configuredCredentials()
+            c = self.containerName
+            await store._ensureContainer(creds, c, True)
+            for name, data in (("img-00001", b"abc"), ("img-00002", b"de")):
+                r = await store._authed(creds, "PUT", "/%s/%s" % (c, name), data=data)
+                self.assertEqual(r.code, 201)
+            r = await store._authed(creds, "PUT", "/%s/img" % (c,), data=b"",
+                                    headers={"X-Object-Manifest": "%s/img-" % (c,)})
+            self.assertEqual(r.code, 201)
+            location = makeLocation(swiftAuthUrl(), USER, KEY, c, "img")
+            self.assertEqual(await store.get_size(location), 5)
+            self.assertEqual(await readAll(reactor, await store.get(location)), b"abcde")
+            await store.delete(location)
+            self.assertEqual(await self._images(), [])
+        return ensureDeferred(go())
+
     def test_emptyUnknownLength(self):
         return ensureDeferred(self._roundTrip(b"", knownLength=False))
 

@@ -83,7 +83,10 @@ def changesFromHeaders(headers: Iterable[Tuple[bytes, Iterable[bytes]]]) -> Imag
             if field in _IGNORED:
                 continue
             if field in _BOOL_FIELDS:
-                fields[field] = parseBool(field, value)
+                # python-glanceclient 2.x sends the literal "None" for a
+                # boolean the user did not give; Glance read that as unset.
+                if value.lower() != "none":
+                    fields[field] = parseBool(field, value)
             elif field in _INT_FIELDS:
                 fields[field] = parseInt(field, value)
             elif field in ("location", "store"):
