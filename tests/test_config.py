@@ -1,0 +1,58 @@
+import os
+
+from twisted.python import usage
+from twisted.trial.unittest import TestCase
+
+from glancetx import config
+from glancetx.errors import ConfigError
+
+
+class ConfigTests(TestCase):
+    def ini(self, text):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_defaults(self):
+        c = config.build(config.DEFAULT_PORT, "data", {})
+        self.assertEqual(c.port, "tcp:9292:interface=127.0.0.1")
+        self.assertEqual(c.default_store, "file")
+        self.assertEqual(c.sql_connection,
+                         "sqlite:///" + os.path.join(os.path.abspath("data"), "glance.sqlite"))
+        self.assertEqual(c.filesystem_store_datadir, os.path.join(os.path.abspath("data"), "images"))
+        self.assertEqual((c.api_limit_max, c.limit_param_default), (1000, 25))
+        self.assertEqual((c.image_member_quota, c.image_property_quota), (128, 128))
+
+    def test_iniSections(self):
+        path = self.ini("[DEFAULT]\nimage_size_cap = 100\napi_limit_max = 50\n"
+                        "[glance_store]\nfilesystem_store_datadir = /srv/images\n"
+                        "[keystone_authtoken]\nwhatever = 1\n")
+        c = config.build("tcp:1", "d", config.readINI(path))
+        self.assertEqual(c.image_size_cap, 100)
+        self.assertEqual(c.api_limit_max, 50)
+        self.assertEqual(c.filesystem_store_datadir, "/srv/images")
+
+    def test_unknownOption(self):
+        e = self.assertRaises(ConfigError, config.build, "tcp:1", "d", {"imgae_size_cap": "1"})
+        self.assertEqual(str(e), "imgae_size_cap: unknown option")
+
+    def test_badValues(self):
+        for name, value in [("image_size_cap", "big"), ("image_size_cap", "0"),
+                            ("default_store", "tape"), ("disk_formats", "raw,floppy"),
+                            ("delayed_delete", "perhaps"), ("disk_formats", ""),
+                            ("limit_param_default", "5000")]:
+            e = self.assertRaises(ConfigError, config.build, "tcp:1", "d", {name: value})
+            self.assertTrue(str(e).startswith(name + ":"), str(e))
+            self.assertNotIn("\n", str(e))
+
+    def test_optionsReportOneLine(self):
+        opts = config.Options()
+        path = self.ini("[DEFAULT]\nbogus = 1\n")
+        e = self.assertRaises(usage.UsageError, opts.parseOptions, ["--config", path])
+        self.assertEqual(str(e), "bogus: unknown option")
+        e = self.assertRaises(usage.UsageError, opts.parseOptions, ["--config", "/nonexistent"])
+        self.assertIn("--config", str(e))
+        e = self.assertRaises(usage.UsageError, opts.parseOptions,
+                              ["--config", self.ini("not an ini")])
+        self.assertIn("not a valid INI", str(e))

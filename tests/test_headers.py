@@ -1,0 +1,110 @@
+import datetime
+
+from twisted.trial.unittest import TestCase
+
+from glancetx import errors
+from glancetx.web import headers as h
+from tests.test_streaming import record
+
+
+def raw(**kw):
+    return [(k.replace("_", "-").encode() if not k.startswith("x") else k.encode(), [v.encode()])
+            for k, v in kw.items()]
+
+
+def hdrs(pairs):
+    return [(k.encode(), [v.encode()]) for k, v in pairs]
+
+
+class ChangesFromHeadersTests(TestCase):
+    def test_fieldsAndProperties(self):
+        c = h.changesFromHeaders(hdrs([
+            ("X-Image-Meta-Name", "My Image"), ("x-image-meta-disk-format", "raw"),
+            ("x-image-meta-is_public", "TRUE"), ("x-image-meta-min-ram", "512"),
+            ("x-image-meta-size", "10"), ("X-Image-Meta-Property-OS_Distro", "Debian"),
+            ("x-image-meta-store", "s3"), ("x-glance-api-copy-from", "http://h/x"),
+            ("x-image-meta-location", "swift://a/b"), ("x-glance-registry-purge-props", "false"),
+            ("Content-Type", "application/octet-stream")]))
+        self.assertEqual(dict(c.fields), {"name": "My Image", "disk_format": "raw",
+                                          "is_public": True, "min_ram": 512, "size": 10})
+        self.assertEqual(dict(c.properties), {"os_distro": "Debian"})
+        self.assertEqual((c.store, c.copy_from, c.location, c.purge_properties),
+                         ("s3", "http://h/x", "swift://a/b", False))
+
+    def test_unknownField(self):
+        self.assertRaises(errors.BadRequest, h.changesFromHeaders,
+                          hdrs([("x-image-meta-colour", "red")]))
+
+    def test_badValues(self):
+        for name, value in [("x-image-meta-size", "-1"), ("x-image-meta-size", "1e3"),
+                            ("x-image-meta-protected", "yes please"),
+                            ("x-image-meta-min_disk", "lots")]:
+            self.assertRaises(errors.BadRequest, h.changesFromHeaders, hdrs([(name, value)]))
+        self.assertRaises(errors.BadRequest, h.changesFromHeaders,
+                          [(b"x-image-meta-name", [b"\xff\xfe"])])
+
+    def test_noneBooleanIsUnset(self):
+        c = h.changesFromHeaders(hdrs([("x-image-meta-is_public", "None")]))
+        self.assertNotIn("is_public", c.fields)
+
+    def test_timestampsIgnored(self):
+        c = h.changesFromHeaders(hdrs([("x-image-meta-created_at", "2020-01-01")]))
+        self.assertEqual(dict(c.fields), {})
+
+
+class RenderTests(TestCase):
+    def test_headersRoundTrip(self):
+        image = record(size=3, checksum="a" * 32, properties={"k": "v"})
+        out = h.imageHeaders(image)
+        self.assertEqual(out[b"x-image-meta-size"], b"3")
+        self.assertEqual(out[b"x-image-meta-is_public"], b"False")
+        self.assertEqual(out[b"x-image-meta-property-k"], b"v")
+        self.assertEqual(out[b"x-image-meta-created_at"], b"2020-01-01T00:00:00.000000")
+        self.assertNotIn(b"x-image-meta-deleted_at", out)
+        self.assertNotIn(b"x-image-meta-location", out)
+        back = h.changesFromHeaders([(k, [v]) for k, v in out.items()])
+        self.assertEqual(back.fields["size"], 3)
+        self.assertEqual(dict(back.properties), {"k": "v"})
+
+    def test_jsonForms(self):
+        image = record(size=3, properties={"k": "v"})
+        d = h.imageDict(image)
+        self.assertEqual(d["properties"], {"k": "v"})
+        self.assertEqual(d["created_at"], "2020-01-01T00:00:00.000000")
+        self.assertNotIn("location", d)
+        self.assertEqual(set(h.briefDict(image)),
+                         {"id", "name", "disk_format", "container_format", "checksum", "size"})
+
+
+class ListQueryTests(TestCase):
+    def parse(self, admin=False, **args):
+        return h.parseListQuery({k.encode(): [v.encode()] for k, v in args.items()},
+                                25, 1000, admin)
+
+    def test_defaultsAndCap(self):
+        self.assertEqual(self.parse()["limit"], 25)
+        self.assertEqual(self.parse(limit="5000")["limit"], 1000)
+
+    def test_filters(self):
+        q = self.parse(**{"name": "x", "size_min": "3", "protected": "true",
+                          "property-os": "linux", "changes-since": "2020-01-02T03:04:05Z"})
+        self.assertEqual(q["filters"], {"name": "x", "size_min": 3, "protected": True})
+        self.assertEqual(q["properties"], {"os": "linux"})
+        self.assertEqual(q["changes_since"], datetime.datetime(2020, 1, 2, 3, 4, 5))
+
+    def test_timezoneNormalised(self):
+        q = self.parse(**{"changes-since": "2020-01-02T05:04:05 02:00"})
+        self.assertEqual(q["changes_since"], datetime.datetime(2020, 1, 2, 3, 4, 5))
+
+    def test_isPublicOnlyForAdmins(self):
+        self.assertNotIn("restrict_to_visible", self.parse(is_public="none"))
+        self.assertEqual(self.parse(admin=True, is_public="none")["restrict_to_visible"], False)
+        q = self.parse(admin=True, is_public="false")
+        self.assertEqual((q["restrict_to_visible"], q["is_public"]), (False, False))
+        self.assertEqual(self.parse(admin=True)["restrict_to_visible"], True)
+
+    def test_bad(self):
+        for args in [{"limit": "x"}, {"limit": "-2"}, {"sort_key": "location"},
+                     {"sort_dir": "sideways"}, {"min_ram": "many"},
+                     {"changes-since": "tuesday"}, {"protected": "2"}]:
+            self.assertRaises(errors.BadRequest, self.parse, **args)
