@@ -198,7 +198,7 @@ class APITests(APITestsMixin, TestCase):
             self.assertEqual(resp.code, code, (path, body))
         resp, body = await self.request("PATCH", "/v1/images")
         self.assertEqual(resp.code, 405)
-        self.assertIn(b"GET", resp.headers.getRawHeaders("allow")[0])
+        self.assertIn("GET", resp.headers.getRawHeaders("allow")[0])
         resp, body = await self.request("PUT", "/v1/images/x/members", {}, b"{not json")
         self.assertEqual(resp.code, 400)
         resp, body = await self.request("GET", "/v1/images", {"Accept": "application/json"})
