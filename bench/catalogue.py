@@ -15,7 +15,8 @@ from typing import List
 START = datetime.datetime(2020, 1, 1)
 
 
-def fill(dbPath: str, count: int, start: int = 0, properties: int = 2) -> List[str]:
+def fill(dbPath: str, count: int, start: int = 0, properties: int = 2,
+         storeDir: str = "/nonexistent") -> List[str]:
     """
     Insert images number C{start} .. C{start+count-1}; returns their ids.
     """
@@ -29,7 +30,7 @@ def fill(dbPath: str, count: int, start: int = 0, properties: int = 2) -> List[s
         t = (START + datetime.timedelta(milliseconds=i)).strftime("%Y-%m-%d %H:%M:%S.%f")
         rows.append((iid, "bench-%07d" % i, "raw", "bare", 1024, None, "active",
                      i % 2, "%032x" % i, 0, 0, "admin", 0,
-                     "file:///nonexistent/%s" % iid, t, t, None, 0))
+                     "file://%s/%s" % (storeDir, iid), t, t, None, 0))
         for p in range(properties):
             props.append((iid, "prop%d" % p, "value-%d-%d" % (p, i), t, t, None, 0))
     with db:

@@ -61,9 +61,9 @@ def shield(d: Deferred) -> Deferred:
                 out.errback(result)
             else:
                 out.callback(result)
-        elif isinstance(result, Failure):
-            return None
-        return result
+        # A failure now belongs to C{out} (or to nobody, if it was
+        # cancelled); leaving it on C{d} too would log it as unhandled.
+        return None if isinstance(result, Failure) else result
 
     d.addBoth(fire)
     return out

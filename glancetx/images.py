@@ -97,17 +97,17 @@ class ImageService:
         more than a missing image would.
         """
         if not _UUID.match(imageId or "") and len(imageId) > 36:
-            raise errors.NotFound("Image %s not found." % (imageId,))
+            raise errors.NotFound("Image not found.")
         try:
             image = await self.registry.get(imageId, includeDeleted=includeDeleted)
         except reg.NotFound:
-            raise errors.NotFound("Image %s not found." % (imageId,))
+            raise errors.NotFound("Image not found.")
         if ctx.is_admin or image.is_public or (
                 ctx.tenant is not None and image.owner == ctx.tenant):
             return image
         if ctx.tenant is not None and await self.registry.isVisible(imageId, ctx.tenant):
             return image
-        raise errors.NotFound("Image %s not found." % (imageId,))
+        raise errors.NotFound("Image not found.")
 
     def _ownerOrAdmin(self, ctx: RequestContext, image: ImageRecord) -> None:
         if not ctx.is_admin and (ctx.tenant is None or image.owner != ctx.tenant):
@@ -135,8 +135,7 @@ class ImageService:
             try:
                 await self._visible(ctx, query.marker)
             except errors.NotFound:
-                raise errors.BadRequest("Invalid marker. Image %s could not be found."
-                                        % (query.marker,))
+                raise errors.BadRequest("Invalid marker: no such image.")
         if ctx.is_admin and query.restrict_to_visible is False:
             query = attr.evolve(query, visible_to=None)
         else:
@@ -145,8 +144,7 @@ class ImageService:
         try:
             images = await self.registry.list(query)
         except reg.NotFound:
-            raise errors.BadRequest("Invalid marker. Image %s could not be found."
-                                    % (query.marker,))
+            raise errors.BadRequest("Invalid marker: no such image.")
         return [self._readableProperties(ctx, i) for i in images]
 
     @fromCoroutine
@@ -372,7 +370,7 @@ class ImageService:
             image = await self.registry.update(imageId, fields, props,
                                                purgeProperties=changes.purge_properties)
         except reg.NotFound:
-            raise errors.NotFound("Image %s not found." % (imageId,))
+            raise errors.NotFound("Image not found.")
         except reg.Conflict:
             raise errors.Conflict("The image changed while it was being updated")
         self.notifier.notify("image.update", payloadFor(image))
@@ -397,7 +395,7 @@ class ImageService:
             raise errors.Conflict("Image %s is not queued: another upload may be in progress"
                                   % (image.id,))
         except reg.NotFound:
-            raise errors.NotFound("Image %s not found." % (image.id,))
+            raise errors.NotFound("Image not found.")
         verifying = VerifyingBody(source, self.config.image_size_cap,
                                   expectedSize=image.size, expectedChecksum=image.checksum)
         try:
@@ -500,7 +498,7 @@ class ImageService:
         try:
             image = await self.registry.delete(imageId, status=status)
         except reg.NotFound:
-            raise errors.NotFound("Image %s not found." % (imageId,))
+            raise errors.NotFound("Image not found.")
         if status == "deleted":
             await self._deleteBytes(location)
         self.notifier.notify("image.delete", payloadFor(image))
@@ -521,7 +519,7 @@ class ImageService:
         try:
             return await self.registry.member(imageId, member)
         except reg.NotFound:
-            raise errors.NotFound("Member %s not found for image %s." % (member, imageId))
+            raise errors.NotFound("Member not found.")
 
     async def _mayShare(self, ctx: RequestContext, image: ImageRecord,
                         ownerOnly: bool) -> None:
@@ -575,7 +573,7 @@ class ImageService:
         try:
             await self.registry.deleteMember(imageId, member)
         except reg.NotFound:
-            raise errors.NotFound("Member %s not found for image %s." % (member, imageId))
+            raise errors.NotFound("Member not found.")
 
     @fromCoroutine
     async def sharedImages(self, ctx: RequestContext, member: str) -> List[MemberRecord]:

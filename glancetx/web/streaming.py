@@ -22,6 +22,7 @@ the body re-pauses it whenever more than C{HIGH_WATER} is held.
 
 import hashlib
 from io import BytesIO
+from urllib.parse import parse_qs, unquote_to_bytes
 from typing import Callable, List, Optional
 
 from twisted.internet.defer import Deferred
@@ -309,7 +310,6 @@ class StreamingRequest(server.Request):
         self.args = {}
         self.path = path.split(b"?", 1)[0]
         if b"?" in path:
-            from urllib.parse import parse_qs
             self.args = parse_qs(path.split(b"?", 1)[1], 1)
         self.process()
 
@@ -322,6 +322,20 @@ class StreamingRequest(server.Request):
         if self.expectsContinue and not self.startedWriting:
             self.expectsContinue = False
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def process(self) -> None:
+        # Refuse a path that is not UTF-8 here, plainly, before the router
+        # logs it as an error.
+        try:
+            unquote_to_bytes(self.path).decode("utf-8")
+        except UnicodeDecodeError:
+            self.setResponseCode(400)
+            self.setHeader(b"content-type", b"text/plain; charset=UTF-8")
+            self.setHeader(b"content-length", b"%d" % (len(_BAD_PATH),))
+            self.write(_BAD_PATH)
+            self.finish()
+            return
+        super().process()
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.body is not None:
@@ -388,6 +402,9 @@ class StreamingRequest(server.Request):
         super().connectionLost(reason)
         if self.body is not None:
             self.body.connectionLost()
+
+
+_BAD_PATH = b"The request path is not valid UTF-8.\n"
 
 
 def _globalReactor():
