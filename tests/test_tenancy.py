@@ -1,0 +1,356 @@
+"""
+Who may see and change which image, through the real server, in the
+C{tokens} and C{keystone} auth modes: three tenants (alice, bob, carol), an
+admin, and a read-only reader in alice's tenant.
+"""
+
+import json
+import os
+import time
+
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from tests.test_api import RAW, APITestsMixin
+
+
+def async_test(f):
+    def wrapper(self):
+        return ensureDeferred(f(self))
+    wrapper.__name__ = f.__name__
+    return wrapper
+
+
+PEOPLE = {
+    # name: (user, tenant, roles)
+    "admin": ("u-admin", "t-admin", "admin"),
+    "alice": ("u-alice", "t-alice", "member"),
+    "bob": ("u-bob", "t-bob", "member"),
+    "carol": ("u-carol", "t-carol", "member"),
+    "reader": ("u-reader", "t-alice", "member,reader"),
+}
+
+
+class TenancyMixin(APITestsMixin):
+    """
+    Every rule, in one auth mode; subclasses say how a person is named in
+    a request.
+    """
+
+    timeout = 120
+    extraOptions: dict = {}
+
+    def who(self, name):
+        raise NotImplementedError()
+
+    async def start(self, **options):
+        opts = dict(self.baseOptions(), read_only_role="reader")
+        opts.update(options)
+        return await self.server(**opts)
+
+    async def as_(self, name, method, path, headers=None, data=None, expect=None):
+        h = dict(self.who(name)) if name else {}
+        h.update(headers or {})
+        return await self.request(method, path, h, data, expect)
+
+    async def image(self, name, data=b"bytes", headers=None, expect=201):
+        h = {"x-image-meta-name": "%s-image" % (name,)}
+        h.update(RAW)
+        h.update(headers or {})
+        resp, body = await self.as_(name, "POST", "/v1/images", h, data, expect)
+        return json.loads(body)["image"] if expect == 201 else body
+
+    async def ids(self, name, query=""):
+        resp, body = await self.as_(name, "GET", "/v1/images/detail" + query, expect=200)
+        return {i["id"] for i in json.loads(body)["images"]}
+
+    # -- visibility -----------------------------------------------------------
+
+    @async_test
+    async def test_strangerSeesNothing(self):
+        """
+        The sweep: bob, on every endpoint, for alice's private image, gets
+        404 (never 200 or 403) and never sees its id.
+        """
+        await self.start()
+        img = await self.image("alice")
+        iid = img["id"]
+        base = "/v1/images/" + iid
+        calls = [
+            ("HEAD", base, None, None), ("GET", base, None, None),
+            ("PUT", base, {"x-image-meta-name": "x"}, None),
+            ("PUT", base, {"Content-Type": "application/octet-stream"}, b"data"),
+            ("DELETE", base, None, None),
+            ("GET", base + "/members", None, None),
+            ("PUT", base + "/members", None, b'{"memberships": []}'),
+            ("GET", base + "/members/t-bob", None, None),
+            ("PUT", base + "/members/t-bob", None, None),
+            ("DELETE", base + "/members/t-alice", None, None),
+        ]
+        for method, path, headers, data in calls:
+            resp, body = await self.as_("bob", method, path, headers, data)
+            self.assertEqual(resp.code, 404, (method, path, body))
+            self.assertNotIn(iid.encode(), body)
+        for path in ("/v1/images", "/v1/images/detail", "/v1/images/detail?is_public=none",
+                     "/v1/images/detail?is_public=false", "/v1/shared-images/t-alice",
+                     "/v1/shared-images/t-bob", "/v1/images/detail?name=alice-image"):
+            resp, body = await self.as_("bob", "GET", path)
+            self.assertEqual(resp.code, 200, path)
+            self.assertNotIn(iid.encode(), body, path)
+        resp, body = await self.as_("bob", "GET", "/v1/images?marker=" + iid)
+        self.assertEqual(resp.code, 400)
+        self.assertNotIn(iid.encode(), body)
+        # Still alice's, untouched.
+        resp, body = await self.as_("alice", "HEAD", base, expect=200)
+        self.assertEqual(self.header(resp, "x-image-meta-name"), "alice-image")
+
+    @async_test
+    async def test_ownerAndAdminSee(self):
+        await self.start()
+        img = await self.image("alice")
+        await self.as_("alice", "GET", "/v1/images/" + img["id"], expect=200)
+        await self.as_("reader", "GET", "/v1/images/" + img["id"], expect=200)
+        await self.as_("admin", "GET", "/v1/images/" + img["id"], expect=200)
+        self.assertIn(img["id"], await self.ids("alice"))
+        self.assertNotIn(img["id"], await self.ids("carol"))
+
+    @async_test
+    async def test_adminListsLikeAUserByDefault(self):
+        await self.start()
+        private = await self.image("alice")
+        public = await self.image("admin", headers={"x-image-meta-is_public": "true"})
+        own = await self.image("admin")
+        self.assertEqual(await self.ids("admin"), {public["id"], own["id"]})
+        self.assertEqual(await self.ids("admin", "?is_public=none"),
+                         {public["id"], own["id"], private["id"]})
+        self.assertEqual(await self.ids("admin", "?is_public=false"),
+                         {own["id"], private["id"]})
+        # Non-admins' is_public is ignored.
+        self.assertEqual(await self.ids("bob", "?is_public=none"), {public["id"]})
+        self.assertEqual(await self.ids("bob", "?is_public=false"), {public["id"]})
+
+    @async_test
+    async def test_publicImages(self):
+        await self.start()
+        body = await self.image("alice", headers={"x-image-meta-is_public": "true"}, expect=403)
+        self.assertIn(b"publicize_image", body)
+        img = await self.image("alice")
+        await self.as_("alice", "PUT", "/v1/images/" + img["id"],
+                       {"x-image-meta-is_public": "true"}, expect=403)
+        await self.as_("admin", "PUT", "/v1/images/" + img["id"],
+                       {"x-image-meta-is_public": "true"}, expect=200)
+        self.assertIn(img["id"], await self.ids("bob"))
+        await self.as_("bob", "GET", "/v1/images/" + img["id"], expect=200)
+        await self.as_("bob", "PUT", "/v1/images/" + img["id"],
+                       {"x-image-meta-name": "mine"}, expect=403)
+        await self.as_("bob", "DELETE", "/v1/images/" + img["id"], expect=403)
+        await self.as_("bob", "PUT", "/v1/images/%s/members/t-bob" % img["id"], expect=403)
+
+    @async_test
+    async def test_ownerIsCallerAndOnlyAdminsSetIt(self):
+        await self.start()
+        img = await self.image("alice")
+        self.assertEqual(img["owner"], "t-alice")
+        await self.image("alice", headers={"x-image-meta-owner": "t-bob"}, expect=403)
+        await self.as_("alice", "PUT", "/v1/images/" + img["id"],
+                       {"x-image-meta-owner": "t-bob"}, expect=403)
+        resp, body = await self.as_("admin", "PUT", "/v1/images/" + img["id"],
+                                    {"x-image-meta-owner": "t-bob"}, expect=200)
+        self.assertEqual(json.loads(body)["image"]["owner"], "t-bob")
+        await self.as_("bob", "PUT", "/v1/images/" + img["id"],
+                       {"x-image-meta-name": "now bob's"}, expect=200)
+        given = await self.image("admin", headers={"x-image-meta-owner": "t-carol"})
+        self.assertEqual(given["owner"], "t-carol")
+
+    # -- sharing ----------------------------------------------------------------
+
+    @async_test
+    async def test_sharing(self):
+        await self.start()
+        img = await self.image("alice")
+        members = "/v1/images/%s/members" % (img["id"],)
+        await self.as_("alice", "PUT", members + "/t-bob", expect=204)
+        await self.as_("bob", "GET", "/v1/images/" + img["id"], expect=200)
+        self.assertIn(img["id"], await self.ids("bob"))
+        resp, body = await self.as_("bob", "GET", "/v1/shared-images/t-bob", expect=200)
+        self.assertEqual(json.loads(body)["shared_images"],
+                         [{"image_id": img["id"], "can_share": False}])
+        # A member may not change or delete the image ...
+        await self.as_("bob", "PUT", "/v1/images/" + img["id"],
+                       {"x-image-meta-name": "x"}, expect=403)
+        await self.as_("bob", "DELETE", "/v1/images/" + img["id"], expect=403)
+        # ... nor reshare without can_share.
+        await self.as_("bob", "PUT", members + "/t-carol", expect=403)
+        await self.as_("bob", "PUT", members, {}, b'{"memberships": []}', expect=403)
+        await self.as_("carol", "GET", "/v1/images/" + img["id"], expect=404)
+        # With can_share, bob may add carol; still not replace or remove.
+        await self.as_("alice", "PUT", members + "/t-bob", {},
+                       b'{"member": {"can_share": true}}', expect=204)
+        await self.as_("bob", "PUT", members + "/t-carol", expect=204)
+        await self.as_("carol", "GET", "/v1/images/" + img["id"], expect=200)
+        await self.as_("bob", "DELETE", members + "/t-carol", expect=403)
+        await self.as_("bob", "PUT", members, {}, b'{"memberships": []}', expect=403)
+        # Carol (no can_share) can see but not share further.
+        await self.as_("carol", "PUT", members + "/t-admin", expect=403)
+        # The owner removes everyone.
+        await self.as_("alice", "PUT", members, {}, b'{"memberships": []}', expect=204)
+        await self.as_("bob", "GET", "/v1/images/" + img["id"], expect=404)
+        await self.as_("carol", "GET", "/v1/images/" + img["id"], expect=404)
+        # A stranger asking about another tenant's shares learns nothing.
+        await self.as_("alice", "PUT", members + "/t-carol", expect=204)
+        resp, body = await self.as_("bob", "GET", "/v1/shared-images/t-carol", expect=200)
+        self.assertEqual(json.loads(body)["shared_images"], [])
+        resp, body = await self.as_("admin", "GET", "/v1/shared-images/t-carol", expect=200)
+        self.assertEqual(len(json.loads(body)["shared_images"]), 1)
+
+    # -- read-only ------------------------------------------------------------
+
+    @async_test
+    async def test_readOnly(self):
+        await self.start()
+        img = await self.image("alice")
+        await self.as_("reader", "GET", "/v1/images/" + img["id"], expect=200)
+        await self.as_("reader", "GET", "/v1/images/detail", expect=200)
+        for method, path, headers, data in [
+                ("POST", "/v1/images", RAW, None),
+                ("PUT", "/v1/images/" + img["id"], {"x-image-meta-name": "x"}, None),
+                ("DELETE", "/v1/images/" + img["id"], None, None),
+                ("PUT", "/v1/images/%s/members/t-bob" % img["id"], None, None),
+                ("PUT", "/v1/images/%s/members" % img["id"], None, b'{"memberships": []}'),
+                ("DELETE", "/v1/images/%s/members/t-bob" % img["id"], None, None)]:
+            resp, body = await self.as_("reader", method, path, headers, data)
+            self.assertEqual(resp.code, 403, (method, path, body))
+
+    # -- policy file ----------------------------------------------------------
+
+    @async_test
+    async def test_policyFileAndReload(self):
+        policy = os.path.abspath(self.mktemp())
+        with open(policy, "w") as f:
+            json.dump({"delete_image": "role:admin", "download_image": "tenant:%(owner)s"
+                       " or role:admin"}, f)
+        await self.start(policy_file=policy)
+        img = await self.image("alice")
+        await self.as_("alice", "PUT", "/v1/images/%s/members/t-bob" % img["id"], expect=204)
+        await self.as_("bob", "GET", "/v1/images/" + img["id"], expect=403)
+        await self.as_("bob", "HEAD", "/v1/images/" + img["id"], expect=200)
+        await self.as_("alice", "DELETE", "/v1/images/" + img["id"], expect=403)
+        # New rules on disk take effect without a restart.
+        with open(policy, "w") as f:
+            json.dump({"delete_image": ""}, f)
+        later = time.time() + 5
+        os.utime(policy, (later, later))
+        await deferLater(reactor, 1.2, lambda: None)
+        await self.as_("bob", "GET", "/v1/images/" + img["id"], expect=200)
+        # A malformed new version is ignored: the previous rules stay.
+        with open(policy, "w") as f:
+            f.write("{ not json")
+        os.utime(policy, (later + 5, later + 5))
+        await deferLater(reactor, 1.2, lambda: None)
+        await self.as_("alice", "DELETE", "/v1/images/" + img["id"], expect=200)
+
+    # -- property protections -------------------------------------------------
+
+    @async_test
+    async def test_propertyProtections(self):
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("[^x_billing_.*]\ncreate = admin\nread = admin,member\n"
+                    "update = admin\ndelete = admin\n"
+                    "[^x_secret$]\ncreate = admin\nread = admin\nupdate = admin\ndelete = admin\n"
+                    "[.*]\ncreate = @\nread = @\nupdate = @\ndelete = @\n")
+        await self.start(property_protection_file=path)
+        await self.image("alice", headers={"x-image-meta-property-x_billing_code": "1"},
+                         expect=403)
+        img = await self.image("alice", headers={"x-image-meta-property-os": "linux"})
+        await self.as_("admin", "PUT", "/v1/images/" + img["id"], {
+            "x-glance-registry-purge-props": "false",
+            "x-image-meta-property-x_billing_code": "42",
+            "x-image-meta-property-x_secret": "s3cr3t"}, expect=200)
+        resp, _ = await self.as_("alice", "HEAD", "/v1/images/" + img["id"], expect=200)
+        self.assertEqual(self.header(resp, "x-image-meta-property-x_billing_code"), "42")
+        self.assertIsNone(self.header(resp, "x-image-meta-property-x_secret"))
+        resp, body = await self.as_("alice", "GET", "/v1/images/detail", expect=200)
+        self.assertNotIn(b"x_secret", body)
+        self.assertNotIn(b"s3cr3t", body)
+        await self.as_("alice", "PUT", "/v1/images/" + img["id"], {
+            "x-glance-registry-purge-props": "false",
+            "x-image-meta-property-x_billing_code": "43"}, expect=403)
+        # Dropping a readable protected property is a delete: refused.
+        await self.as_("alice", "PUT", "/v1/images/" + img["id"],
+                       {"x-image-meta-property-os": "linux"}, expect=403)
+        # Purging keeps what alice cannot see, and her own may go.
+        await self.as_("alice", "PUT", "/v1/images/" + img["id"], {
+            "x-image-meta-property-x_billing_code": "42"}, expect=200)
+        resp, _ = await self.as_("admin", "HEAD", "/v1/images/" + img["id"], expect=200)
+        self.assertEqual(self.header(resp, "x-image-meta-property-x_secret"), "s3cr3t")
+        self.assertIsNone(self.header(resp, "x-image-meta-property-os"))
+
+
+class TokensModeTests(TenancyMixin, TestCase):
+    def baseOptions(self):
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("# token user tenant roles\n")
+            for name, (user, tenant, roles) in PEOPLE.items():
+                f.write("tok-%s %s %s %s\n" % (name, user, tenant, roles))
+        self.tokensFile = path
+        return {"auth_strategy": "tokens", "tokens_file": path}
+
+    def who(self, name):
+        return {"X-Auth-Token": "tok-" + name}
+
+    @async_test
+    async def test_noOrBadToken(self):
+        await self.start()
+        for headers in ({}, {"X-Auth-Token": "nope"}, {"X-Auth-Token": ""},
+                        {"X-Auth-Token": "tok-alicex"}):
+            resp, body = await self.request("GET", "/v1/images", headers)
+            self.assertEqual(resp.code, 401, headers)
+            resp, body = await self.request("POST", "/v1/images", headers)
+            self.assertEqual(resp.code, 401, headers)
+
+    @async_test
+    async def test_tokensFileReloaded(self):
+        await self.start()
+        await self.as_("alice", "GET", "/v1/images", expect=200)
+        with open(self.tokensFile, "a") as f:
+            f.write("tok-dave u-dave t-dave member\n")
+        later = time.time() + 5
+        os.utime(self.tokensFile, (later, later))
+        await deferLater(reactor, 1.2, lambda: None)
+        await self.request("GET", "/v1/images", {"X-Auth-Token": "tok-dave"}, expect=200)
+
+
+class KeystoneModeTests(TenancyMixin, TestCase):
+    def baseOptions(self):
+        return {"auth_strategy": "keystone"}
+
+    def who(self, name):
+        user, tenant, roles = PEOPLE[name]
+        return {"X-Identity-Status": "Confirmed", "X-User-Id": user,
+                "X-Tenant-Id": tenant, "X-Roles": roles, "X-Auth-Token": "t"}
+
+    @async_test
+    async def test_unconfirmedIdentity(self):
+        await self.start()
+        alice = self.who("alice")
+        for status in (None, "Invalid", "confirmed-ish"):
+            h = dict(alice)
+            if status is None:
+                del h["X-Identity-Status"]
+            else:
+                h["X-Identity-Status"] = status
+            resp, body = await self.request("GET", "/v1/images", h)
+            self.assertEqual(resp.code, 401, status)
+
+    @async_test
+    async def test_projectIdHeader(self):
+        await self.start()
+        h = self.who("alice")
+        del h["X-Tenant-Id"]
+        h["X-Project-Id"] = "t-alice"
+        img = await self.image("alice")
+        await self.request("GET", "/v1/images/" + img["id"], h, expect=200)
