@@ -23,6 +23,7 @@ from glancetx.policy import Policy, credsFor
 from glancetx.protections import PropertyProtections
 from glancetx.registry import registry as reg
 from glancetx.registry.registry import ImageRecord, ListQuery, MemberRecord
+from glancetx.store.remote import userMayName
 from glancetx.store.interface import (
     BadLocation,
     LocationNotFound,
@@ -45,6 +46,15 @@ def _target(image: Optional[ImageRecord]) -> Dict[str, Any]:
     t["project_id"] = image.owner
     t["properties"] = dict(image.properties)
     return t
+
+
+def _plain(e: Exception) -> str:
+    """
+    An error's message for a client, with any location in it redacted
+    (drivers already redact; this is the second lock on the door).
+    """
+    text = str(e.args[0]) if e.args else ""
+    return re.sub(r"[a-z0-9+]+://[^\s'\"]+", lambda m: redact(m.group(0)), text)
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -272,8 +282,29 @@ class ImageService:
                                     % (scheme or "no scheme"))
         for name, store in self.stores.items():
             if name != "file" and scheme in store.schemes:
+                if not userMayName(store, location):
+                    raise errors.BadRequest("This %s location does not name the configured"
+                                            " object store." % (name,))
                 return store
         raise errors.BadRequest("External source scheme '%s' is not supported" % (scheme,))
+
+    async def _sourceStore(self, changes: ImageChanges):
+        """
+        The store that reads a location or copy-from source, after checking
+        that the source may be used and answers: a refused address or an
+        unreachable source is the client's 400 now, not a killed image later.
+        """
+        uri = changes.location if changes.location is not None else changes.copy_from
+        if uri is None:
+            return None, None
+        store = self._locationStore(uri)
+        try:
+            size = await store.get_size(uri)
+        except (StoreError, BadLocation, LocationNotFound) as e:
+            raise errors.BadRequest("Cannot use this %s: %s" % (
+                "location" if changes.location is not None else "copy-from source",
+                _plain(e) or "unreachable"))
+        return store, size
 
     # -- create and update -------------------------------------------------
 
@@ -298,11 +329,10 @@ class ImageService:
             store = self._storeNamed(changes.store)
         elif changes.store is not None:
             self._storeNamed(changes.store)
-        sourceStore = None
-        if changes.location is not None:
-            sourceStore = self._locationStore(changes.location)
-        if changes.copy_from is not None:
-            sourceStore = self._locationStore(changes.copy_from)
+        sourceStore, sourceSize = await self._sourceStore(changes)
+        if changes.location is not None and fields.get("size") not in (None, sourceSize):
+            raise errors.BadRequest("Supplied x-image-meta-size (%d) does not match the size"
+                                    " at the location (%d)" % (fields["size"], sourceSize))
         fields.pop("status", None)
         fields.setdefault("id", str(uuid.uuid4()))
         fields["id"] = fields["id"].lower()
@@ -317,7 +347,7 @@ class ImageService:
         if body is not None:
             image = await self._upload(ctx, image, body, store)
         elif changes.location is not None:
-            image = await self._register(image, changes.location, sourceStore)
+            image = await self._register(image, changes.location, sourceSize)
         elif changes.copy_from is not None:
             self._startCopy(image, changes.copy_from, sourceStore, store)
         return self._readableProperties(ctx, image)
@@ -361,11 +391,11 @@ class ImageService:
         store = None
         if body is not None or changes.copy_from is not None:
             store = self._storeNamed(changes.store)
-        sourceStore = None
-        if changes.location is not None:
-            sourceStore = self._locationStore(changes.location)
-        if changes.copy_from is not None:
-            sourceStore = self._locationStore(changes.copy_from)
+        sourceStore, sourceSize = await self._sourceStore(changes)
+        if changes.location is not None and fields.get("size", image.size) not in (
+                None, sourceSize):
+            raise errors.BadRequest("Supplied x-image-meta-size does not match the size"
+                                    " at the location (%d)" % (sourceSize,))
         try:
             image = await self.registry.update(imageId, fields, props,
                                                purgeProperties=changes.purge_properties)
@@ -377,7 +407,7 @@ class ImageService:
         if body is not None:
             image = await self._upload(ctx, image, body, store)
         elif changes.location is not None:
-            image = await self._register(image, changes.location, sourceStore)
+            image = await self._register(image, changes.location, sourceSize)
         elif changes.copy_from is not None:
             self._startCopy(image, changes.copy_from, sourceStore, store)
         return self._readableProperties(ctx, image)
@@ -444,22 +474,12 @@ class ImageService:
             self.log.warn("could not delete image data at {location}: {error}",
                           location=redact(location), error=str(e))
 
-    async def _register(self, image: ImageRecord, location: str, store) -> ImageRecord:
-        try:
-            size = await store.get_size(location)
-        except (StoreError, BadLocation, LocationNotFound) as e:
-            await self.registry.delete(image.id)
-            raise errors.BadRequest("Cannot use this location: %s"
-                                    % (getattr(e, "args", [""])[0] or "unreachable",))
-        if image.size is not None and image.size != size:
-            await self.registry.delete(image.id)
-            raise errors.BadRequest("Supplied x-image-meta-size (%d) does not match the size"
-                                    " at the location (%d)" % (image.size, size))
+    async def _register(self, image: ImageRecord, location: str, size: int) -> ImageRecord:
         try:
             image = await self.registry.update(image.id, {"status": "active", "size": size},
                                                expectStatus=["queued"], location=location)
         except (reg.Conflict, reg.NotFound):
-            raise errors.Conflict("Image %s is not queued." % (image.id,))
+            raise errors.Conflict("Image is not queued.")
         self.notifier.notify("image.activate", payloadFor(image))
         return image
 

@@ -37,3 +37,27 @@ def makeRemoteStores(config, reactor) -> Dict[str, object]:
 
         stores["swift"] = SwiftStore.fromConfig(raw, reactor, trusted)
     return stores
+
+
+def userMayName(store, location: str) -> bool:
+    """
+    Whether a location a user supplies (x-image-meta-location, copy-from)
+    may be read by C{store}.
+
+    http(s) locations go through the address guard when fetched.  s3 and
+    swift locations are read with the operator's trusted client, so they
+    must name the object store the operator configured: otherwise a user
+    could make the server talk to any host on its internal network.
+    """
+    if store.name == "http":
+        return True
+    try:
+        if store.name == "s3":
+            from glancetx.store.s3 import parseLocation
+            return parseLocation(location).host.lower() == store.host.lower()
+        if store.name == "swift":
+            from glancetx.store.swift import _normalAddress, parseLocation
+            return _normalAddress(parseLocation(location).authAddress) == store.authAddress
+    except Exception:
+        return False
+    return False
