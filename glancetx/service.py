@@ -6,6 +6,8 @@ builds is handed the reactor and thread pools it needs.
 """
 
 import os
+import subprocess
+import sys
 
 from twisted.application import service, strports
 from twisted.python.threadpool import ThreadPool
@@ -16,7 +18,7 @@ from glancetx.config import Config
 from glancetx.errors import ConfigError
 from glancetx.images import ImageService
 from glancetx.notifier import LoggingNotifier
-from glancetx.registry import migrate
+from glancetx.registry.schema import HEAD_REVISION
 from glancetx.registry.registry import Registry
 from glancetx.store.filesystem import FilesystemStore
 from glancetx.web.app import GlanceAPI
@@ -73,20 +75,48 @@ def prepareRegistry(url: str) -> None:
     """
     Create or upgrade the schema of the embedded SQLite registry; for a
     shared database, insist it was synced with C{glancetx-manage db sync}.
+
+    Alembic runs in a child process: it is needed for seconds at start-up,
+    and its modules would otherwise stay resident for the server's life.
     """
     if url.startswith("sqlite"):
         path = url[len("sqlite:///"):]
         if path:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        migrate.sync(url)
+        if schemaRevision(url) != HEAD_REVISION:
+            done = subprocess.run(
+                [sys.executable, "-c",
+                 "import sys; from glancetx.registry import migrate; migrate.sync(sys.argv[1])",
+                 url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            if done.returncode != 0:
+                last = done.stdout.decode("utf-8", "replace").strip().splitlines()[-1:]
+                raise ConfigError("sql_connection: migrating the database failed: %s"
+                                  % (last[0] if last else "unknown error",))
         return
     try:
-        current = migrate.currentRevision(url)
+        current = schemaRevision(url)
     except Exception as e:
         raise ConfigError("sql_connection: cannot connect: %s" % (str(e).splitlines()[0],))
-    if current != migrate.headRevision():
+    if current != HEAD_REVISION:
         raise ConfigError("sql_connection: database schema is at %s, not %s; run"
-                          " 'glancetx-manage db sync' first" % (current, migrate.headRevision()))
+                          " 'glancetx-manage db sync' first" % (current, HEAD_REVISION))
+
+
+def schemaRevision(url: str):
+    """
+    The alembic revision the database is at (None when it has no schema),
+    read without importing alembic.
+    """
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not engine.dialect.has_table(conn, "alembic_version"):
+                return None
+            return conn.execute("SELECT version_num FROM alembic_version").scalar()
+    finally:
+        engine.dispose()
 
 
 def makeStores(config: Config, reactor, diskPool: ThreadPool):

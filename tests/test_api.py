@@ -328,3 +328,39 @@ class APITests(APITestsMixin, TestCase):
                 break
         self.assertEqual(images[0]["status"], "killed")
         self.assertEqual(os.listdir(os.path.join(self.glance.dataDir, "images")), [])
+
+
+class SharedDatabaseMixin:
+    """
+    The same API tests with the registry in a shared database, its schema
+    made by the real C{glancetx-manage db sync} command first.
+    """
+
+    def databaseURL(self):
+        raise NotImplementedError()
+
+    async def server(self, **options):
+        from twisted.internet.utils import getProcessOutputAndValue
+        url = self.databaseURL()
+        conf = os.path.abspath(self.mktemp())
+        with open(conf, "w") as f:
+            f.write("[DEFAULT]\nsql_connection = %s\n" % (url,))
+        manage = os.path.join(os.path.dirname(os.path.abspath(__import__("sys").executable)),
+                              "glancetx-manage")
+        out, err, code = await getProcessOutputAndValue(
+            manage, ["--config", conf, "db", "sync"], env=dict(os.environ))
+        self.assertEqual(code, 0, out + err)
+        options["sql_connection"] = url
+        return await APITests.server(self, **options)
+
+
+class PostgreSQLAPITests(SharedDatabaseMixin, APITests):
+    def databaseURL(self):
+        from tests import dbs
+        return dbs.postgresURL(self)
+
+
+class MySQLAPITests(SharedDatabaseMixin, APITests):
+    def databaseURL(self):
+        from tests import dbs
+        return dbs.mysqlURL(self)

@@ -42,6 +42,8 @@ from zope.interface import implementer
 
 from glancetx.asyncutil import firstOf, fromCoroutine
 from glancetx.errors import ConfigError
+# The background retry of clean-up steps is shared with the S3 driver.
+from glancetx.store.s3 import _CleanupRetries
 from glancetx.store.interface import (
     BadLocation,
     IStore,
@@ -812,6 +814,7 @@ class SwiftStore:
     _sessions: Dict[_Credentials, _Session] = attr.ib(factory=dict, init=False)
     _authWaiters: Dict[_Credentials, List[Deferred]] = attr.ib(factory=dict, init=False)
     _segmentsContainerReady: bool = attr.ib(default=False, init=False)
+    _retries: Optional[_CleanupRetries] = attr.ib(default=None, init=False, repr=False)
 
     @classmethod
     def fromConfig(cls, conf: Mapping[str, str], reactor, treqClient) -> "SwiftStore":
@@ -1040,18 +1043,51 @@ class SwiftStore:
 
     async def _deleteQuietly(self, creds: _Credentials, path: str) -> None:
         """
-        Best-effort removal while cleaning up after a failure: the original
-        error is what the caller reports, so this one is only logged.
+        Best-effort removal while cleaning up after a failed upload: the
+        original error is what the caller reports, so this one is only
+        logged.  If Swift could not be reached (or answered 5xx) the removal
+        is retried in the background for a while (see L{_CleanupRetries}).
         """
         try:
-            response = await self._authed(creds, "DELETE", path, timeout=self.requestTimeout)
-            await _discard(response)
-            if not _ok(response) and response.code != 404:
-                raise _statusError(response, "a clean-up DELETE")
+            await self._deleteOnce(creds, path)
         except Exception as e:
             self.log.warn(
                 "Swift store: could not remove {path} after a failed upload: {why}",
                 path=path, why=str(e))
+            if isinstance(e, StoreUnavailable):
+                self._cleanups().add(
+                    "remove %s after a failed upload" % (path,),
+                    lambda: self._deleteOnce(creds, path))
+
+    async def _deleteOnce(self, creds: _Credentials, path: str) -> None:
+        response = await self._authed(creds, "DELETE", path, timeout=self.requestTimeout)
+        await _discard(response)
+        if not _ok(response) and response.code != 404:
+            raise _statusError(response, "a clean-up DELETE")
+
+    def _cleanups(self) -> _CleanupRetries:
+        if self._retries is None:
+            self._retries = _CleanupRetries(self._reactor, self.log)
+        return self._retries
+
+    def pendingCleanups(self) -> int:
+        """
+        How many clean-up steps are waiting to be retried.
+        """
+        return 0 if self._retries is None else self._retries.pending()
+
+    def whenCleanedUp(self) -> Deferred:
+        """
+        Fire once no clean-up step is waiting to be retried (done or given up).
+        """
+        return self._cleanups().whenIdle()
+
+    def cancelCleanups(self) -> None:
+        """
+        Stop retrying clean-up steps (done by itself at reactor shutdown).
+        """
+        if self._retries is not None:
+            self._retries.cancelAll()
 
     async def _ensureContainer(self, creds: _Credentials, container: str, create: bool) -> None:
         path = _containerPath(container)
