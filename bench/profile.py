@@ -5,9 +5,10 @@ runs.  py-spy is not a dependency; install it into a separate venv:
   python3 -m venv /tmp/pyspy-venv && /tmp/pyspy-venv/bin/pip install py-spy
   python -m bench.profile upload|download|head|list|create [--py-spy PATH] [--out DIR]
 
-Writes OUT/WORKLOAD.txt (collapsed stacks, py-spy's raw format) and
-OUT/WORKLOAD.svg (flame graph), and prints the top functions by own time and
-by total time.
+Writes OUT/WORKLOAD.txt (collapsed stacks, py-spy's raw format; feed it to
+any flame-graph tool) and prints the top functions by own time and by total
+time.  py-spy's idle filter does not catch epoll_wait / Condition.wait here:
+read doPoll and Condition.wait as idle time.
 """
 
 import argparse
@@ -15,11 +16,10 @@ import collections
 import os
 import shutil
 import subprocess
-import threading
 import time
 
 from bench import catalogue, load, transfer
-from bench.common import GiB, MiB, benchDir, testFile
+from bench.common import GiB, benchDir, testFile
 from bench.servers import Glance
 
 
@@ -81,7 +81,6 @@ def main():
     try:
         job = _workload(args.workload, g, args.seconds)
         raw = os.path.join(args.out, args.workload + ".txt")
-        svg = os.path.join(args.out, args.workload + ".svg")
         spy = subprocess.Popen([args.py_spy, "record", "--pid", str(g.pid), "--rate",
                                 str(args.rate), "--format", "raw", "--output", raw,
                                 "--nonblocking", "--threads"],
@@ -94,13 +93,11 @@ def main():
         spy.wait(30)
         with open(raw) as f:
             text = f.read()
-        subprocess.run([args.py_spy, "record", "--help"], capture_output=True)
         print("workload %s: %.1fs, result %s" % (args.workload, elapsed,
                                                  {k: v for k, v in (result if isinstance(result, dict) else {}).items()
                                                   if k != "json"}))
         print(summarise(text))
         print("\nraw stacks: %s" % (raw,))
-        _ = svg
     finally:
         g.stop()
 

@@ -75,7 +75,7 @@ def kleinResource():
 
 def main(argv):
     kind, port, logfile = argv[1], int(argv[2]), argv[3]
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(open(logfile, "a"))],
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(open(logfile, "w"))],
                                      redirectStandardIO=False)
     if kind == "bare":
         site = server.Site(Bare())

@@ -31,7 +31,7 @@ from glancetx.store.interface import (
     UploadFailed,
     redact,
 )
-from glancetx.web.streaming import VerifyingBody
+from glancetx.web.streaming import ThreadedMD5, VerifyingBody
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
                    r"[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
@@ -86,6 +86,8 @@ class ImageService:
     reactor: Any = attr.ib()
     policy: Any = attr.ib(factory=Policy.defaults)
     protections: Any = attr.ib(factory=PropertyProtections.allowAll)
+    #: Thread pool for hashing uploads off the reactor thread (None: inline).
+    cpuPool: Any = attr.ib(default=None)
     #: Background copy-from jobs, so shutdown and tests can wait for them.
     background: List = attr.ib(factory=list)
 
@@ -426,8 +428,10 @@ class ImageService:
                                   % (image.id,))
         except reg.NotFound:
             raise errors.NotFound("Image not found.")
+        hasher = ThreadedMD5(self.reactor, self.cpuPool) if self.cpuPool is not None else None
         verifying = VerifyingBody(source, self.config.image_size_cap,
-                                  expectedSize=image.size, expectedChecksum=image.checksum)
+                                  expectedSize=image.size, expectedChecksum=image.checksum,
+                                  hasher=hasher)
         try:
             stored = await store.add(image.id, verifying)
         except UploadFailed as e:

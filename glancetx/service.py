@@ -161,6 +161,8 @@ def buildService(config: Config, reactor=None):
     top = service.MultiService()
     diskPool = ThreadPool(1, config.disk_threads, name="glancetx-disk")
     ThreadPoolService(diskPool).setServiceParent(top)
+    cpuPool = ThreadPool(1, 2, name="glancetx-cpu")
+    ThreadPoolService(cpuPool).setServiceParent(top)
     prepareRegistry(config.sql_connection)
     registry = Registry(config.sql_connection, reactor)
     RegistryService(registry).setServiceParent(top)
@@ -168,7 +170,7 @@ def buildService(config: Config, reactor=None):
     policy, protections, auth = makeAccess(config, reactor)
     images = ImageService(registry=registry, stores=stores, config=config,
                           notifier=LoggingNotifier(), reactor=reactor,
-                          policy=policy, protections=protections)
+                          policy=policy, protections=protections, cpuPool=cpuPool)
     api = GlanceAPI(images, config, auth)
     site = GlanceSite(api, reactor)
     strports.service(config.port, site, reactor=reactor).setServiceParent(top)

@@ -25,7 +25,8 @@ from io import BytesIO
 from urllib.parse import parse_qs, unquote_to_bytes
 from typing import Callable, List, Optional
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThreadPool
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from twisted.web import server
@@ -178,6 +179,83 @@ class RequestBody:
             self._transport.resumeProducing()
 
 
+class InlineMD5:
+    """
+    MD5 on the calling thread: for small bodies and tests.
+    """
+
+    backlog = 0
+
+    def __init__(self) -> None:
+        self._md5 = hashlib.md5()
+
+    def update(self, data: bytes) -> None:
+        self._md5.update(data)
+
+    def hexdigest(self) -> Deferred:
+        return succeed(self._md5.hexdigest())
+
+
+class ThreadedMD5:
+    """
+    MD5 computed on a CPU thread pool while the reactor goes on reading the
+    socket (hashlib releases the GIL on large buffers, and there are two
+    cores).  Chunks are hashed in order, one pool job at a time per body;
+    the reactor only hands over references, no copies.
+    """
+
+    def __init__(self, reactor, pool) -> None:
+        self._reactor = reactor
+        self._pool = pool
+        self._md5 = hashlib.md5()
+        self._pending: List[bytes] = []
+        self.backlog = 0
+        self._running = False
+        self._waiters: List[Deferred] = []
+        self.onDrained: Optional[Callable[[], None]] = None
+
+    def update(self, data: bytes) -> None:
+        self._pending.append(data)
+        self.backlog += len(data)
+        if not self._running:
+            self._run()
+
+    def _run(self) -> None:
+        chunks, self._pending = self._pending, []
+        self._running = True
+        d = deferToThreadPool(self._reactor, self._pool, _hashAll, self._md5, chunks)
+        d.addBoth(self._ran, sum(map(len, chunks)))
+
+    def _ran(self, result, size: int) -> None:
+        self._running = False
+        self.backlog -= size
+        if self._pending:
+            self._run()
+        elif self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for w in waiters:
+                w.callback(self._md5.hexdigest())
+        if self.onDrained is not None:
+            self.onDrained()
+
+    def hexdigest(self) -> Deferred:
+        if not self._running and not self._pending:
+            return succeed(self._md5.hexdigest())
+        d: Deferred = Deferred()
+        self._waiters.append(d)
+        return d
+
+
+def _hashAll(md5, chunks: List[bytes]) -> None:
+    for c in chunks:
+        md5.update(c)
+
+
+#: Bytes a threaded hasher may fall behind before the body is paused.
+HASH_BACKLOG_HIGH = 8 * 1024 * 1024
+HASH_BACKLOG_LOW = 2 * 1024 * 1024
+
+
 @implementer(IBodyProducer, IPushProducer)
 class VerifyingBody:
     """
@@ -189,14 +267,17 @@ class VerifyingBody:
     """
 
     def __init__(self, source, cap: int, expectedSize: Optional[int] = None,
-                 expectedChecksum: Optional[str] = None) -> None:
+                 expectedChecksum: Optional[str] = None, hasher=None) -> None:
         self._source = source
         self._cap = cap
         self._expectedSize = expectedSize
         self._expectedChecksum = expectedChecksum
         self.length = source.length
         self.size = 0
-        self._md5 = hashlib.md5()
+        self._md5 = hasher if hasher is not None else InlineMD5()
+        self._md5.onDrained = self._hasherDrained
+        self._consumerPaused = False
+        self._hashPaused = False
         self._consumer = None
         self._done: Optional[Deferred] = None
         self.checksum: Optional[str] = None
@@ -221,6 +302,17 @@ class VerifyingBody:
             return
         self._md5.update(data)
         self._consumer.write(data)
+        if self._md5.backlog > HASH_BACKLOG_HIGH and not self._hashPaused:
+            self._hashPaused = True
+            self._source.pauseProducing()
+
+    def _hasherDrained(self) -> None:
+        if self._done is None:
+            return
+        if self._hashPaused and self._md5.backlog <= HASH_BACKLOG_LOW:
+            self._hashPaused = False
+            if not self._consumerPaused:
+                self._source.resumeProducing()
 
     def _abort(self, error: UploadFailed) -> None:
         done, self._done = self._done, None
@@ -228,10 +320,15 @@ class VerifyingBody:
         done.errback(Failure(error))
 
     def _sourceDone(self, _) -> None:
+        if self._done is None:
+            return
+        self._md5.hexdigest().addCallback(self._hashed)
+
+    def _hashed(self, checksum: str) -> None:
         done, self._done = self._done, None
         if done is None:
             return
-        self.checksum = self._md5.hexdigest()
+        self.checksum = checksum
         if self._expectedSize is not None and self.size != self._expectedSize:
             done.errback(Failure(UploadFailed(
                 400, "Supplied x-image-meta-size (%d) does not match the size of the"
@@ -251,10 +348,13 @@ class VerifyingBody:
     # IPushProducer: the store's consumer talks to us, we talk to the source.
 
     def pauseProducing(self) -> None:
+        self._consumerPaused = True
         self._source.pauseProducing()
 
     def resumeProducing(self) -> None:
-        self._source.resumeProducing()
+        self._consumerPaused = False
+        if not self._hashPaused:
+            self._source.resumeProducing()
 
     def stopProducing(self) -> None:
         self._done = None

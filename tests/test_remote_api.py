@@ -1,0 +1,801 @@
+"""
+The v1 API end to end on the remote stores: the real twistd glance with
+C{default_store = s3} (on moto and on Swift's S3 API) and C{= swift}, checked
+with each store's own client (boto3; Swift's HTTP API through treq), plus
+copy-from and locations for http, s3 and swift sources, and a store that
+dies in the middle of an upload (through L{tests.tcpproxy.TCPProxy}).
+
+The servers come from the environment, as for the store tests:
+C{GLANCETX_MOTO_URL}, C{GLANCETX_SWIFT_S3_URL} (access C{test:tester},
+secret C{testing}) and C{GLANCETX_SWIFT_AUTH_URL} (user C{test:tester}, key
+C{testing}).  A test whose server is not named is skipped, or fails when
+C{CI=true}.
+"""
+
+import hashlib
+import json
+import os
+import uuid
+from io import BytesIO
+from typing import Any, Dict, List, Optional
+from unittest import SkipTest
+from urllib.parse import quote, urlsplit
+
+from twisted.internet import reactor, task
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
+from twisted.web.iweb import UNKNOWN_LENGTH
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from twisted.web.static import File
+from treq.client import HTTPClient
+from zope.interface import implementer
+
+from glancetx.store.interface import StoreError, StoreUnavailable
+from tests.test_api import RAW, APITestsMixin, async_test
+from tests.tcpproxy import TCPProxy
+
+MiB = 1024 * 1024
+USER = "test:tester"
+KEY = "testing"
+#: Bigger than the 5 MB large-object threshold the servers are given, so
+#: it becomes three S3 parts / Swift segments, the last one short.
+BIG = 12 * MiB + 17
+
+
+def _serverURL(testCase, var: str) -> str:
+    url = os.environ.get(var)
+    if not url:
+        if os.environ.get("CI") == "true":
+            testCase.fail("%s is not set, and CI=true" % (var,))
+        raise SkipTest("%s is not set: no server to test against" % (var,))
+    return url.rstrip("/")
+
+
+def sleep(seconds: float) -> Deferred:
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+async def eventually(check, timeout: float = 60.0, interval: float = 0.25):
+    """
+    Call the async C{check} until it returns something true; return that, or
+    the last (false) result after C{timeout} seconds.
+    """
+    deadline = reactor.seconds() + timeout
+    while True:
+        result = await check()
+        if result or reactor.seconds() > deadline:
+            return result
+        await sleep(interval)
+
+
+def _client(testCase) -> HTTPClient:
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    return HTTPClient(Agent(reactor, pool=pool))
+
+
+def _chunked(data: bytes) -> FileBodyProducer:
+    body = FileBodyProducer(BytesIO(data))
+    body.length = UNKNOWN_LENGTH  # the Agent sends it chunked
+    return body
+
+
+# --- A raw upload that can be left hanging -------------------------------
+
+
+@implementer(IPushProducer)
+class _RawUpload(Protocol):
+    """
+    A chunked POST /v1/images written by hand, pushing a block of bytes per
+    reactor turn (paced by the socket) until stopped, and collecting
+    whatever the server answers.
+    """
+
+    def __init__(self, headers: Dict[str, str], limit: int) -> None:
+        self._headers = headers
+        self._limit = limit
+        self._block = os.urandom(MiB)
+        self.sent = 0
+        self.answer = b""
+        self.ended: Deferred = Deferred()
+        self._paused = False
+        self._stopped = False
+        self._call = None
+
+    def connectionMade(self) -> None:
+        lines = ["POST /v1/images HTTP/1.1", "Host: 127.0.0.1",
+                 "Transfer-Encoding: chunked", "Content-Type: application/octet-stream"]
+        lines += ["%s: %s" % kv for kv in self._headers.items()]
+        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        self.transport.registerProducer(self, True)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._call is None and not self._paused and not self._stopped:
+            self._call = reactor.callLater(0, self._step)
+
+    def _step(self) -> None:
+        self._call = None
+        if self._paused or self._stopped:
+            return
+        if self.sent >= self._limit:
+            self.transport.write(b"0\r\n\r\n")
+            self._stopped = True
+            return
+        self.transport.write(b"%x\r\n%s\r\n" % (len(self._block), self._block))
+        self.sent += len(self._block)
+        self._schedule()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._schedule()
+
+    def stopProducing(self) -> None:
+        self._stopped = True
+
+    def stopSending(self) -> None:
+        self._stopped = True
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.answer:
+            self.firstAnswer = (reactor.seconds(), self.sent)
+        self.answer += data
+        if b"\r\n\r\n" in self.answer:
+            # The answer is in: a client would stop sending now.
+            self.stopSending()
+
+    def connectionLost(self, reason=None) -> None:
+        self.stopSending()
+        if not self.ended.called:
+            self.ended.callback(self.answer)
+
+
+# --- The stores' own clients ----------------------------------------------
+
+
+class _Swift:
+    """
+    Just enough of Swift's API (tempauth v1) for the tests to look behind
+    glancetx's back.
+    """
+
+    def __init__(self, testCase, authUrl: str) -> None:
+        self.authUrl = authUrl
+        self.http = _client(testCase)
+        self.storageUrl: Optional[str] = None
+        self.token: Optional[str] = None
+
+    async def _auth(self) -> None:
+        if self.token is None:
+            r = await self.http.get(self.authUrl, headers={"X-Auth-User": USER,
+                                                           "X-Auth-Key": KEY})
+            await r.content()
+            assert r.code == 200, r.code
+            self.storageUrl = r.headers.getRawHeaders("X-Storage-Url")[0]
+            self.token = r.headers.getRawHeaders("X-Auth-Token")[0]
+
+    async def request(self, method: str, path: str, **kwargs):
+        await self._auth()
+        headers = dict(kwargs.pop("headers", {}) or {})
+        headers["X-Auth-Token"] = self.token
+        r = await self.http.request(method, self.storageUrl + path, headers=headers, **kwargs)
+        body = await r.content()
+        return r, body
+
+    async def list(self, container: str) -> List[str]:
+        r, body = await self.request("GET", "/%s?format=json" % (quote(container),))
+        if r.code in (404, 204):
+            return []
+        assert r.code == 200, (r.code, body)
+        return [o["name"] for o in json.loads(body)]
+
+    async def put(self, container: str, name: str, data: bytes) -> None:
+        r, _ = await self.request("PUT", "/" + quote(container))
+        assert r.code in (201, 202), r.code
+        r, body = await self.request("PUT", "/%s/%s" % (quote(container), quote(name)),
+                                     data=data)
+        assert r.code == 201, (r.code, body)
+
+    async def get(self, container: str, name: str):
+        return await self.request("GET", "/%s/%s" % (quote(container), quote(name)))
+
+    async def removeContainer(self, container: str) -> None:
+        for name in await self.list(container):
+            await self.request("DELETE", "/%s/%s" % (quote(container), quote(name, safe="/")))
+        await self.request("DELETE", "/" + quote(container))
+
+
+def _boto3(url: str, access: str, secret: str):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3", endpoint_url=url, region_name="us-east-1",
+        aws_access_key_id=access, aws_secret_access_key=secret,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+
+
+def _removeBucket(s3, bucket: str) -> None:
+    try:
+        uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    except s3.exceptions.NoSuchBucket:
+        return
+    for u in uploads:
+        s3.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
+    for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+        s3.delete_object(Bucket=bucket, Key=o["Key"])
+    s3.delete_bucket(Bucket=bucket)
+
+
+# --- The same API tests on every remote store --------------------------------
+
+
+class _RemoteStoreAPIMixin(APITestsMixin):
+    """
+    Each store mixin provides:
+
+      - C{setUpStore()}: a fresh bucket or container; C{self.storeAddress}
+        is the store's C{host:port};
+      - C{storeOptions(address)}: the server options for the store at
+        C{address} (the store's own, or a proxy's);
+      - C{storedBytes(imageId)}, C{storedNames()}, C{leftovers()} (open
+        multipart uploads, or segments), C{partsStarted()};
+      - C{putSource(name, data)} and C{sourceLocation(name, host)}.
+    """
+
+    timeout = 300
+    storeName: str
+
+    def setUp(self):
+        self.setUpStore()
+
+    async def storeServer(self, address: Optional[str] = None, **options):
+        opts = self.storeOptions(address or self.storeAddress)
+        opts.update(default_store=self.storeName, stores="file,http," + self.storeName)
+        opts.update(options)
+        return await self.server(**opts)
+
+    async def status(self, imageId: str) -> Optional[str]:
+        resp, _ = await self.request("HEAD", "/v1/images/" + imageId)
+        return self.header(resp, "x-image-meta-status") if resp.code == 200 else None
+
+    async def checkRoundTrip(self, image: Dict[str, Any], data: bytes) -> None:
+        self.assertEqual(image["status"], "active")
+        self.assertEqual(image["size"], len(data))
+        self.assertEqual(image["checksum"], hashlib.md5(data).hexdigest())
+        path = "/v1/images/" + image["id"]
+        resp, _ = await self.request("HEAD", path, expect=200)
+        self.assertEqual(self.header(resp, "x-image-meta-size"), str(len(data)))
+        self.assertEqual(self.header(resp, "x-image-meta-status"), "active")
+        self.assertEqual(self.header(resp, "etag"), image["checksum"])
+        resp, body = await self.request("GET", path, expect=200)
+        self.assertEqual(len(body), len(data))
+        self.assertTrue(body == data, "the bytes served differ from those uploaded")
+        self.assertTrue(await self.storedBytes(image["id"]) == data,
+                        "the bytes in the store differ from those uploaded")
+
+    async def checkDeleted(self, imageId: str) -> None:
+        await self.request("DELETE", "/v1/images/" + imageId, expect=200)
+        self.assertEqual(await self.status(imageId), None)
+        self.assertEqual(await self.storedNames(), [])
+        self.assertEqual(await self.leftovers(), [])
+
+    @async_test
+    async def test_uploadWithContentLength(self):
+        """
+        A big upload (several parts or segments) and a small one, with
+        Content-Length: stored, served, in the store, and gone once deleted.
+        """
+        await self.storeServer()
+        for size in (BIG, 1000):
+            data = os.urandom(size)
+            image = await self.create(data)
+            await self.checkRoundTrip(image, data)
+            await self.checkLargeObject(image["id"], size > 5 * MiB)
+            await self.checkDeleted(image["id"])
+
+    @async_test
+    async def test_uploadChunked(self):
+        """
+        The same with chunked bodies (unknown length), and the reserve-then-
+        PUT way in.
+        """
+        await self.storeServer()
+        data = os.urandom(BIG)
+        image = await self.create(_chunked(data))
+        await self.checkRoundTrip(image, data)
+        await self.checkLargeObject(image["id"], True)
+        await self.checkDeleted(image["id"])
+
+        small = os.urandom(12345)
+        image = await self.create(headers=RAW)
+        resp, body = await self.request("PUT", "/v1/images/" + image["id"], {},
+                                        _chunked(small), expect=200)
+        image = json.loads(body)["image"]
+        await self.checkRoundTrip(image, small)
+        await self.checkDeleted(image["id"])
+
+    @async_test
+    async def test_sizeMismatchKills(self):
+        """
+        A body longer or shorter than x-image-meta-size is a 400; the image
+        is killed and nothing is left in the store (no object, no open
+        multipart upload, no segment).
+        """
+        await self.storeServer()
+        cases = [
+            (BIG, BIG - 1, True),     # too long, multipart/segmented
+            (BIG, BIG + 1, True),     # too short
+            (1000, 999, False),       # too long, one PUT
+            (1000, 1001, True),       # too short, chunked
+        ]
+        for size, declared, chunked in cases:
+            data = os.urandom(size)
+            body = _chunked(data) if chunked else data
+            resp, text = await self.create(body, {"x-image-meta-size": str(declared)},
+                                           expect=400)
+            self.assertIn(b"size", text.lower())
+            r, listing = await self.request("GET", "/v1/images/detail?status=killed",
+                                            expect=200)
+            self.assertIn("killed", [i["status"] for i in json.loads(listing)["images"]])
+            self.assertEqual(await self.storedNames(), [], (size, declared))
+            self.assertEqual(await eventually(self.noLeftovers, 10), True, (size, declared))
+        r, listing = await self.request("GET", "/v1/images/detail", expect=200)
+        self.assertEqual([i for i in json.loads(listing)["images"] if i["status"] == "active"],
+                         [])
+
+    async def noLeftovers(self) -> bool:
+        return await self.leftovers() == []
+
+    @async_test
+    async def test_storeDiesMidUpload(self):
+        """
+        The store goes away (every connection cut, new ones refused) during a
+        big chunked upload: the client gets a 503 (or the connection ends),
+        the image is killed, and once the store is back the driver's
+        background clean-up leaves no open multipart upload and no segment.
+        """
+        host, port = self.storeAddress.rsplit(":", 1)
+        proxy = TCPProxy(reactor, host, int(port))
+        await proxy.start()
+        self.addCleanup(proxy.stop)
+        await self.storeServer(proxy.address)
+        imageId = str(uuid.uuid4())
+        upload = _RawUpload({"x-image-meta-id": imageId, "x-image-meta-name": "cut",
+                             "x-image-meta-disk_format": "raw",
+                             "x-image-meta-container_format": "bare",
+                             "Connection": "close"}, limit=2048 * MiB)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.glance.port)
+        await endpoint.connect(Factory.forProtocol(lambda: upload))
+        self.addCleanup(lambda: upload.transport.abortConnection())
+        started = await eventually(self.partsStarted, 60, 0.1)
+        self.assertTrue(started, "no part or segment reached the store")
+        self.assertEqual(await self.status(imageId), "saving")
+
+        cutAt = (reactor.seconds(), upload.sent)
+        await proxy.cut()
+        timeout = reactor.callLater(60, upload.transport.abortConnection)
+        answer = await upload.ended
+        endedAt = reactor.seconds()
+        if timeout.active():
+            timeout.cancel()
+        self.assertTrue(answer == b"" or answer.startswith(b"HTTP/1.1 503 "), answer[:200])
+        self.assertEqual(await eventually(
+            lambda: self._statusIs(imageId, "killed"), 30), True)
+        # The store could not be reached: the first clean-up failed...
+        self.assertNotEqual(await self.leftovers(), [])
+        # ...and is retried in the background once the store is back.
+        await sleep(1.5)
+        await proxy.restore()
+        self.assertEqual(await eventually(self.noLeftovers, 60, 0.5), True,
+                         await self.leftovers())
+        self.assertEqual(await self.storedNames(), [])
+        self.assertIn("will retry", self.glance.log())
+        self.assertNotIn(KEY + "@", self.glance.log())
+        with open("/tmp/cutdebug.log", "a") as f:
+            f.write("=== %s answer=%r sent=%d cut=%r first=%r ended=%r\n%s\n" % (self.id(), answer[:300], upload.sent, cutAt, getattr(upload, "firstAnswer", None), endedAt, self.glance.log()))
+
+    async def _statusIs(self, imageId: str, status: str) -> bool:
+        return await self.status(imageId) == status
+
+    @async_test
+    async def test_copyFromAndLocation(self):
+        """
+        An object put in the store with the store's own client can be
+        copied into the file store (x-glance-api-copy-from) and registered
+        as a location; a source naming another host is refused.
+        """
+        await self.storeServer(default_store="file")
+        data = os.urandom(2 * MiB + 3)
+        await self.putSource("source-object", data)
+        source = self.sourceLocation("source-object", self.storeAddress)
+
+        image = await self.create(headers=dict(RAW, **{"x-glance-api-copy-from": source}))
+        self.assertEqual(image["status"], "queued")
+        self.assertEqual(await eventually(
+            lambda: self._statusIs(image["id"], "active"), 60), True)
+        resp, body = await self.request("GET", "/v1/images/" + image["id"], expect=200)
+        self.assertTrue(body == data)
+        self.assertEqual(self.header(resp, "etag"), hashlib.md5(data).hexdigest())
+        self.assertEqual(len(os.listdir(os.path.join(self.glance.dataDir, "images"))), 1)
+
+        image = await self.create(headers=dict(RAW, **{"x-image-meta-location": source}))
+        self.assertEqual(image["status"], "active")
+        self.assertEqual(image["size"], len(data))
+        self.assertNotIn("location", image)
+        resp, body = await self.request("GET", "/v1/images/" + image["id"], expect=200)
+        self.assertTrue(body == data)
+        resp, _ = await self.request("HEAD", "/v1/images/" + image["id"], expect=200)
+        self.assertIsNone(self.header(resp, "x-image-meta-location"))
+
+        host, port = self.storeAddress.rsplit(":", 1)
+        for other in ("127.0.0.2:" + port, "localhost:" + port):
+            elsewhere = self.sourceLocation("source-object", other)
+            for header in ("x-glance-api-copy-from", "x-image-meta-location"):
+                resp, body = await self.create(headers=dict(RAW, **{header: elsewhere}),
+                                               expect=400)
+                self.assertNotIn(KEY.encode("ascii") + b"@", body)
+        resp, body = await self.create(
+            headers=dict(RAW, **{"x-image-meta-location":
+                                 self.sourceLocation("no-such-object", self.storeAddress)}),
+            expect=400)
+
+
+class _S3Mixin(_RemoteStoreAPIMixin):
+    storeName = "s3"
+    urlVariable: str
+    access = USER
+    secret = KEY
+
+    def setUpStore(self):
+        self.s3url = _serverURL(self, self.urlVariable)
+        self.storeAddress = urlsplit(self.s3url).netloc
+        self.s3 = _boto3(self.s3url, self.access, self.secret)
+        self.bucket = "glancetx-api-" + uuid.uuid4().hex[:16]
+        self.s3.create_bucket(Bucket=self.bucket)
+        self.addCleanup(_removeBucket, self.s3, self.bucket)
+
+    def storeOptions(self, address: str) -> Dict[str, Any]:
+        return {
+            "s3_store_host": "http://" + address,
+            "s3_store_access_key": self.access,
+            "s3_store_secret_key": self.secret,
+            "s3_store_bucket": self.bucket,
+            "s3_store_large_object_size": 5,
+            "s3_store_large_object_chunk_size": 5,
+        }
+
+    def _s3(self, method, **kwargs):
+        return deferToThread(getattr(self.s3, method), Bucket=self.bucket, **kwargs)
+
+    async def storedBytes(self, imageId: str) -> bytes:
+        def read():
+            return self.s3.get_object(Bucket=self.bucket, Key=imageId)["Body"].read()
+        return await deferToThread(read)
+
+    async def storedNames(self) -> List[str]:
+        listing = await self._s3("list_objects_v2")
+        return sorted(o["Key"] for o in listing.get("Contents", []))
+
+    async def leftovers(self) -> List[str]:
+        listing = await self._s3("list_multipart_uploads")
+        return ["upload %s of %s" % (u["UploadId"], u["Key"]) for u in listing.get("Uploads", [])]
+
+    async def partsStarted(self) -> bool:
+        for u in (await self._s3("list_multipart_uploads")).get("Uploads", []):
+            parts = await self._s3("list_parts", Key=u["Key"], UploadId=u["UploadId"])
+            if parts.get("Parts"):
+                return True
+        return False
+
+    async def checkLargeObject(self, imageId: str, large: bool) -> None:
+        head = await self._s3("head_object", Key=imageId)
+        etag = head["ETag"].strip('"')
+        if large:
+            self.assertRegex(etag, r"-3$", "not a 3-part multipart upload")
+        else:
+            self.assertNotIn("-", etag)
+        self.assertEqual(await self.leftovers(), [])
+
+    async def putSource(self, name: str, data: bytes) -> None:
+        await self._s3("put_object", Key=name, Body=data)
+
+    def sourceLocation(self, name: str, address: str) -> str:
+        return "s3+http://%s:%s@%s/%s/%s" % (
+            quote(self.access, safe=""), quote(self.secret, safe=""), address, self.bucket, name)
+
+
+class _SwiftMixin(_RemoteStoreAPIMixin):
+    storeName = "swift"
+
+    def setUpStore(self):
+        self.authUrl = _serverURL(self, "GLANCETX_SWIFT_AUTH_URL")
+        parts = urlsplit(self.authUrl)
+        self.storeAddress = parts.netloc
+        self.authPath = parts.path
+        self.swift = _Swift(self, self.authUrl)
+        self.container = "glancetx-api-" + uuid.uuid4().hex[:16]
+        self.addCleanup(lambda: ensureDeferred(self.swift.removeContainer(self.container)))
+        self.addCleanup(lambda: ensureDeferred(
+            self.swift.removeContainer(self.container + "_segments")))
+
+    def storeOptions(self, address: str) -> Dict[str, Any]:
+        return {
+            "swift_store_auth_address": "http://%s%s" % (address, self.authPath),
+            "swift_store_user": USER,
+            "swift_store_key": KEY,
+            "swift_store_container": self.container,
+            "swift_store_create_container_on_put": "true",
+            "swift_store_large_object_size": 5,
+            "swift_store_large_object_chunk_size": 5,
+        }
+
+    async def storedBytes(self, imageId: str) -> bytes:
+        r, body = await self.swift.get(self.container, imageId)
+        self.assertEqual(r.code, 200)
+        return body
+
+    async def storedNames(self) -> List[str]:
+        return sorted(await self.swift.list(self.container))
+
+    async def leftovers(self) -> List[str]:
+        return sorted(await self.swift.list(self.container + "_segments"))
+
+    async def partsStarted(self) -> bool:
+        return bool(await self.leftovers())
+
+    async def checkLargeObject(self, imageId: str, large: bool) -> None:
+        r, _ = await self.swift.request("HEAD", "/%s/%s" % (self.container, imageId))
+        self.assertEqual(r.code, 200)
+        slo = (r.headers.getRawHeaders("X-Static-Large-Object") or [""])[0].lower()
+        segments = await self.leftovers()
+        if large:
+            self.assertEqual(slo, "true")
+            self.assertEqual(len(segments), 3, segments)
+            self.assertTrue(all(s.startswith(imageId + "/") for s in segments), segments)
+        else:
+            self.assertEqual(slo, "")
+            self.assertEqual(segments, [])
+
+    async def putSource(self, name: str, data: bytes) -> None:
+        await self.swift.put(self.container, name, data)
+
+    def sourceLocation(self, name: str, address: str) -> str:
+        return "swift+http://%s:%s@%s%s/%s/%s" % (
+            quote(USER, safe=""), quote(KEY, safe=""), address, self.authPath,
+            self.container, name)
+
+
+class MotoS3APITests(_S3Mixin, TestCase):
+    urlVariable = "GLANCETX_MOTO_URL"
+
+
+class SwiftS3APITests(_S3Mixin, TestCase):
+    urlVariable = "GLANCETX_SWIFT_S3_URL"
+
+
+class SwiftAPITests(_SwiftMixin, TestCase):
+    pass
+
+
+# --- http sources ----------------------------------------------------------
+
+
+class HTTPSourceTests(APITestsMixin, TestCase):
+    """
+    copy-from and locations with an http origin on 127.0.0.1 (in this
+    process): refused unless copy_from_allowed_networks lets it in.
+    """
+
+    timeout = 120
+
+    async def origin(self, data: bytes) -> str:
+        path = self.mktemp()
+        os.makedirs(path)
+        with open(os.path.join(path, "img"), "wb") as f:
+            f.write(data)
+        root = Resource()
+        root.putChild(b"img", File(os.path.join(path, "img"),
+                                   defaultType="application/octet-stream"))
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(root))
+        self.addCleanup(port.stopListening)
+        return "http://127.0.0.1:%d/img" % (port.getHost().port,)
+
+    @async_test
+    async def test_loopbackRefusedByDefault(self):
+        url = await self.origin(b"x" * 1000)
+        await self.server()
+        for header in ("x-glance-api-copy-from", "x-image-meta-location"):
+            await self.create(headers=dict(RAW, **{header: url}), expect=400)
+        resp, body = await self.request("GET", "/v1/images/detail", expect=200)
+        self.assertEqual([i["status"] for i in json.loads(body)["images"]
+                          if i["status"] not in ("queued", "killed")], [])
+
+    @async_test
+    async def test_allowedCopyFromAndLocation(self):
+        data = os.urandom(3 * MiB + 11)
+        url = await self.origin(data)
+        await self.server(copy_from_allowed_networks="127.0.0.0/8")
+
+        image = await self.create(headers=dict(RAW, **{"x-glance-api-copy-from": url}))
+        self.assertEqual(image["status"], "queued")
+        for _ in range(200):
+            resp, _ = await self.request("HEAD", "/v1/images/" + image["id"], expect=200)
+            if self.header(resp, "x-image-meta-status") != "queued" and \
+                    self.header(resp, "x-image-meta-status") != "saving":
+                break
+            await sleep(0.1)
+        self.assertEqual(self.header(resp, "x-image-meta-status"), "active")
+        self.assertEqual(self.header(resp, "x-image-meta-checksum"),
+                         hashlib.md5(data).hexdigest())
+        self.assertEqual(self.header(resp, "x-image-meta-size"), str(len(data)))
+        resp, body = await self.request("GET", "/v1/images/" + image["id"], expect=200)
+        self.assertTrue(body == data)
+
+        image = await self.create(headers=dict(RAW, **{"x-image-meta-location": url}))
+        self.assertEqual(image["status"], "active")
+        self.assertEqual(image["size"], len(data))
+        resp, body = await self.request("GET", "/v1/images/" + image["id"], expect=200)
+        self.assertTrue(body == data)
+        self.assertEqual(resp.length, len(data))
+        # A location's origin is missing: a 400 now, not an image later.
+        await self.create(headers=dict(RAW, **{"x-image-meta-location": url + "-missing"}),
+                          expect=400)
+
+
+# --- The drivers' background clean-up ------------------------------------------
+
+
+class _FakeStep:
+    def __init__(self, outcomes):
+        self.outcomes = list(outcomes)
+        self.calls = 0
+
+    async def __call__(self):
+        self.calls += 1
+        outcome = self.outcomes.pop(0) if self.outcomes else None
+        if outcome is not None:
+            raise outcome
+
+
+class CleanupRetriesTests(SynchronousTestCase):
+    """
+    L{glancetx.store.s3._CleanupRetries} on a fake clock.
+    """
+
+    def retries(self):
+        from glancetx.store.s3 import _CleanupRetries
+
+        self.clock = task.Clock()
+        self.logged: List[dict] = []
+        log = Logger(observer=self.logged.append)
+        return _CleanupRetries(self.clock, log, firstDelay=1, maxDelay=8, deadline=30)
+
+    def test_retriesWithBackoffUntilDone(self):
+        r = self.retries()
+        step = _FakeStep([StoreUnavailable("down"), StoreUnavailable("down"), None])
+        r.add("abort upload x", step)
+        idle = r.whenIdle()
+        self.assertEqual(r.pending(), 1)
+        self.clock.advance(1)
+        self.assertEqual(step.calls, 1)
+        self.clock.advance(1.9)
+        self.assertEqual(step.calls, 1)
+        self.clock.advance(0.1)   # 2 s later
+        self.assertEqual(step.calls, 2)
+        self.clock.advance(4)
+        self.assertEqual(step.calls, 3)
+        self.assertEqual(r.pending(), 0)
+        self.successResultOf(idle)
+
+    def test_givesUpAtDeadline(self):
+        r = self.retries()
+        step = _FakeStep([StoreUnavailable("down")] * 100)
+        r.add("abort upload x", step)
+        self.clock.pump([1] * 100)
+        # 1, 2, 4, 8, 8 (=23 s), and the next would pass 30 s.
+        self.assertEqual(step.calls, 5)
+        self.assertEqual(r.pending(), 0)
+        self.assertTrue(any("gave up" in e["log_format"] for e in self.logged))
+
+    def test_refusalNotRetried(self):
+        r = self.retries()
+        step = _FakeStep([StoreError("403"), None])
+        r.add("abort upload x", step)
+        self.clock.advance(1)
+        self.clock.pump([1] * 40)
+        self.assertEqual(step.calls, 1)
+        self.assertEqual(r.pending(), 0)
+
+    def test_cancelAll(self):
+        r = self.retries()
+        step = _FakeStep([StoreUnavailable("down")] * 100)
+        r.add("abort upload x", step)
+        r.add("abort upload y", step)
+        idle = r.whenIdle()
+        r.cancelAll()
+        self.successResultOf(idle)
+        self.clock.pump([1] * 40)
+        self.assertEqual(step.calls, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class DriverCleanupRetryTests(TestCase):
+    """
+    The drivers retry a clean-up that found the store unreachable, through
+    a proxy that is cut and restored.
+    """
+
+    timeout = 120
+
+    async def proxyTo(self, url: str) -> TCPProxy:
+        parts = urlsplit(url)
+        proxy = TCPProxy(reactor, parts.hostname, parts.port)
+        await proxy.start()
+        self.addCleanup(proxy.stop)
+        return proxy
+
+    def client(self) -> HTTPClient:
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        self.addCleanup(pool.closeCachedConnections)
+        return HTTPClient(Agent(reactor, pool=pool))
+
+    @async_test
+    async def test_s3AbortRetried(self):
+        from glancetx.store.s3 import S3Store, S3Location
+
+        url = _serverURL(self, "GLANCETX_MOTO_URL")
+        s3 = _boto3(url, USER, KEY)
+        bucket = "glancetx-retry-" + uuid.uuid4().hex[:12]
+        s3.create_bucket(Bucket=bucket)
+        self.addCleanup(_removeBucket, s3, bucket)
+        upload = s3.create_multipart_upload(Bucket=bucket, Key="img")["UploadId"]
+        proxy = await self.proxyTo(url)
+        store = S3Store.fromConfig({
+            "s3_store_host": "http://" + proxy.address, "s3_store_access_key": USER,
+            "s3_store_secret_key": KEY, "s3_store_bucket": bucket}, reactor, self.client())
+        self.addCleanup(store.cancelCleanups)
+        loc = S3Location(False, proxy.address, USER, KEY, bucket, "img")
+        await proxy.cut()
+        await store._abort(loc, upload)
+        self.assertEqual(store.pendingCleanups(), 1)
+        self.assertEqual(len(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])), 1)
+        await proxy.restore()
+        await store.whenCleanedUp()
+        self.assertEqual(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []), [])
+
+    @async_test
+    async def test_swiftDeleteRetried(self):
+        from glancetx.store.swift import SwiftStore
+
+        authUrl = _serverURL(self, "GLANCETX_SWIFT_AUTH_URL")
+        swift = _Swift(self, authUrl)
+        container = "glancetx-retry-" + uuid.uuid4().hex[:12]
+        self.addCleanup(lambda: ensureDeferred(swift.removeContainer(container)))
+        await swift.put(container, "seg/1", b"x" * 100)
+        proxy = await self.proxyTo(authUrl)
+        parts = urlsplit(authUrl)
+        store = SwiftStore(reactor, self.client(),
+                           authAddress="http://%s%s" % (proxy.address, parts.path),
+                           user=USER, key=KEY, container=container)
+        self.addCleanup(store.cancelCleanups)
+        self.assertEqual(await store.listObjects(container), ["seg/1"])
+        await proxy.cut()
+        await store._deleteQuietly(store._configuredCredentials(), "/%s/seg/1" % (container,))
+        self.assertEqual(store.pendingCleanups(), 1)
+        self.assertEqual(await swift.list(container), ["seg/1"])
+        await proxy.restore()
+        await store.whenCleanedUp()
+        self.assertEqual(await swift.list(container), [])
