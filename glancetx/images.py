@@ -175,7 +175,7 @@ class ImageService:
             producer = await store.get(location)
         except LocationNotFound:
             raise errors.NotFound("Image data for %s was not found in the store." % (imageId,))
-        except StoreError as e:
+        except (StoreError, BadLocation) as e:
             self.log.warn("store {store} failed to serve {image_id}: {error}",
                           store=store.name, image_id=imageId, error=str(e))
             raise errors.Unavailable("The image store is unavailable; try again later.")

@@ -22,6 +22,7 @@ from glancetx.registry.schema import HEAD_REVISION
 from glancetx.registry.registry import Registry
 from glancetx.store.filesystem import FilesystemStore
 from glancetx.web.app import GlanceAPI
+from glancetx.web.sendfile import Sendfile
 from glancetx.web.streaming import StreamingRequest
 
 log = Logger()
@@ -171,7 +172,11 @@ def buildService(config: Config, reactor=None):
     images = ImageService(registry=registry, stores=stores, config=config,
                           notifier=LoggingNotifier(), reactor=reactor,
                           policy=policy, protections=protections, cpuPool=cpuPool)
-    api = GlanceAPI(images, config, auth)
+    sendfilePool = ThreadPool(1, config.disk_threads * 2, name="glancetx-sendfile")
+    ThreadPoolService(sendfilePool).setServiceParent(top)
+    sendfile = Sendfile(reactor, sendfilePool, limit=config.disk_threads * 2)
+    reactor.addSystemEventTrigger("before", "shutdown", sendfile.stop)
+    api = GlanceAPI(images, config, auth, sendfile)
     site = GlanceSite(api, reactor)
     strports.service(config.port, site, reactor=reactor).setServiceParent(top)
     top.api = api

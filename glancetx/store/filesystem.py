@@ -203,6 +203,13 @@ class _FileReader:
     _reading: bool = attr.ib(default=False)
     _stopped: bool = attr.ib(default=False)
 
+    @property
+    def sendfilePath(self) -> str:
+        """
+        The file itself, so a plain-TCP download can go out with sendfile.
+        """
+        return self._path
+
     def startProducing(self, consumer) -> Deferred:
         self._consumer = consumer
         self._remaining = self.length

@@ -42,8 +42,6 @@ from zope.interface import implementer
 
 from glancetx.asyncutil import firstOf, fromCoroutine
 from glancetx.errors import ConfigError
-# The background retry of clean-up steps is shared with the S3 driver.
-from glancetx.store.s3 import _CleanupRetries
 from glancetx.store.interface import (
     BadLocation,
     IStore,
@@ -54,6 +52,8 @@ from glancetx.store.interface import (
     UploadFailed,
     redact,
 )
+# The background retry of clean-up steps is shared with the S3 driver.
+from glancetx.store.s3 import _CleanupRetries
 
 MiB = 1024 * 1024
 #: Swift refuses single objects above 5 GiB (its default max_file_size).

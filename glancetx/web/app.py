@@ -21,6 +21,7 @@ from glancetx.asyncutil import shield
 from glancetx.auth import NoAuth
 from glancetx.registry.registry import ListQuery
 from glancetx.web import headers as hdrs
+from glancetx.web.sendfile import sendfilePath
 
 #: Routes whose request bodies are image bytes, streamed (see streaming.py).
 UPLOAD_ENDPOINTS = frozenset({"createImage", "updateImage"})
@@ -61,10 +62,11 @@ class GlanceAPI:
     app = Klein()
     log = Logger()
 
-    def __init__(self, service, config, auth=None) -> None:
+    def __init__(self, service, config, auth=None, sendfile=None) -> None:
         self.service = service
         self.config = config
         self.auth = auth or NoAuth()
+        self.sendfile = sendfile
 
     def resource(self):
         return self.app.resource()
@@ -178,27 +180,36 @@ class GlanceAPI:
         if request.method == b"HEAD":
             image = await self.service.show(ctx, imageId)
             self._metaHeaders(request, image)
-            request.setHeader(b"content-type", b"text/html; charset=UTF-8")
+            request.setHeader(b"content-type", b"application/octet-stream")
+            request.setHeader(b"content-length", b"%d" % (image.size or 0,))
             return b""
         image, producer = await self.service.download(ctx, imageId)
         self._metaHeaders(request, image)
         request.setHeader(b"content-type", b"application/octet-stream")
         request.setHeader(b"content-length", str(producer.length).encode("ascii"))
-        request.registerProducer(producer, True)
+        sent = None
+        path = sendfilePath(producer)
+        if path is not None and self.sendfile is not None:
+            sent = self.sendfile.send(request, path, producer.length)
         try:
-            await producer.startProducing(request)
+            if sent is not None:
+                await shield(sent)
+            else:
+                request.registerProducer(producer, True)
+                try:
+                    await producer.startProducing(request)
+                finally:
+                    request.unregisterProducer()
         except CancelledError:
             producer.stopProducing()
             raise
         except Exception as e:
             # The store ended early: never pass a short body off as whole.
             self.log.warn("download of {image_id} broke off: {error}",
-                          image_id=imageId, error=str(e))
-            request.unregisterProducer()
+                          image_id=imageId, error=repr(e))
             request.channel.persistent = False
             request.transport.abortConnection()
             raise CancelledError()
-        request.unregisterProducer()
         self.service.sent(ctx, image, producer.length)
         return None
 
