@@ -240,3 +240,13 @@ class PostgreSQLRegistryTests(RegistryTestsMixin, TestCase):
 class MySQLRegistryTests(RegistryTestsMixin, TestCase):
     def makeURL(self):
         return dbs.mysqlURL(self)
+
+
+class AlchimiaPinTests(TestCase):
+    def test_runOnConnectionNeedsThisAlchimia(self):
+        """
+        runOnConnection uses alchimia 0.8.1's connection worker; another
+        version must be checked before the pin moves.
+        """
+        from importlib.metadata import version
+        self.assertEqual(version("alchimia"), "0.8.1")

@@ -9,18 +9,20 @@ conditional UPDATEs, never by state held in this process.
 """
 
 import datetime
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, TypeVar
 
 import attr
 import sqlalchemy
 from alchimia import TWISTED_STRATEGY
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import and_, bindparam, exists, func, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from twisted.internet.defer import DeferredQueue
+from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.logger import Logger
 
 from glancetx.asyncutil import fromCoroutine
 from glancetx.registry.schema import image_members, image_properties, images
+
+T = TypeVar("T")
 
 #: Columns of the images table callers may read and write (not location,
 #: which is read with L{Registry.getLocation} only).
@@ -125,9 +127,10 @@ def _row(row) -> Dict[str, Any]:
 
 class _ConnectionPool:
     """
-    A fixed number of alchimia connections, lent out one unit of work at a
-    time.  A connection that raised a database error is closed and replaced
-    rather than returned, since it may be broken.
+    A fixed number of alchimia connections, each with its own worker thread,
+    lent out one unit of work at a time.  A connection that raised a
+    database error is closed and replaced rather than returned, since it may
+    be broken.
     """
 
     def __init__(self, engine, size: int) -> None:
@@ -166,38 +169,102 @@ class _ConnectionPool:
                 pass
 
 
-class _Unit:
+def runOnConnection(conn, work: Callable[[Any], T]) -> "Deferred[T]":
     """
-    An async context manager: one pooled connection inside one transaction,
-    committed on success and rolled back on any error.
+    Run C{work(sqlalchemyConnection)} on an alchimia connection's own worker
+    thread, as one job.
+
+    alchimia turns every C{execute}, C{fetchall}, C{begin} and C{commit} into
+    its own round trip to that thread; a read of one image would take six.
+    A whole unit of work crossing the thread boundary once, with only plain
+    values coming back, is the pattern buildbot uses for the same reason.
+    alchimia 0.8.1 (pinned exactly) offers no public call for it, so this
+    one function uses its connection's worker; a test holds it to that
+    version.
     """
+    return conn._defer_to_cxn(work, conn._connection)
 
-    def __init__(self, pool: _ConnectionPool) -> None:
-        self._pool = pool
 
-    async def __aenter__(self):
-        self._conn = await self._pool.acquire()
-        try:
-            self._tx = await self._conn.begin()
-        except BaseException:
-            self._pool.release(self._conn, broken=True)
-            raise
-        return self._conn
+def _bindProperties(rows) -> Dict[str, Dict[str, str]]:
+    out: Dict[str, Dict[str, str]] = {}
+    for imageId, name, value in rows:
+        out.setdefault(imageId, {})[name] = value
+    return out
 
-    async def __aexit__(self, excType, exc, tb):
-        broken = False
-        try:
-            if excType is None:
-                await self._tx.commit()
-            else:
-                await self._tx.rollback()
-                broken = isinstance(exc, DBAPIError) and exc.connection_invalidated
-        except BaseException:
-            broken = True
-            raise
-        finally:
-            self._pool.release(self._conn, broken=broken)
-        return False
+
+# Statements built once, so SQLAlchemy's compiled cache can keep them.
+_GET_LIVE = select([images]).where(and_(images.c.id == bindparam("id"),
+                                        images.c.deleted == False))  # noqa: E712
+_GET_ANY = select([images]).where(images.c.id == bindparam("id"))
+_PROPS_OF = select([image_properties.c.image_id, image_properties.c.name,
+                    image_properties.c.value]).where(and_(
+                        image_properties.c.image_id == bindparam("id"),
+                        image_properties.c.deleted == False))  # noqa: E712
+_LOCATION = select([images.c.location]).where(images.c.id == bindparam("id"))
+_MEMBERS = select([image_members.c.member, image_members.c.can_share]).where(and_(
+    image_members.c.image_id == bindparam("id"),
+    image_members.c.deleted == False)).order_by(image_members.c.member)  # noqa: E712
+
+
+def _getImage(sqlconn, imageId: str, includeDeleted: bool = False) -> ImageRecord:
+    row = sqlconn.execute(_GET_ANY if includeDeleted else _GET_LIVE, id=imageId).first()
+    if row is None:
+        raise NotFound(imageId)
+    props = {name: value for _, name, value in sqlconn.execute(_PROPS_OF, id=imageId)}
+    return ImageRecord(properties=props, **_row(row))
+
+
+def _propertiesFor(sqlconn, imageIds: Sequence[str]) -> Dict[str, Dict[str, str]]:
+    if not imageIds:
+        return {}
+    q = select([image_properties.c.image_id, image_properties.c.name,
+                image_properties.c.value]).where(
+        and_(image_properties.c.image_id.in_(list(imageIds)),
+             image_properties.c.deleted == False))  # noqa: E712
+    return _bindProperties(sqlconn.execute(q))
+
+
+def _insertProperties(sqlconn, imageId: str, properties: Mapping[str, str], now) -> None:
+    if properties:
+        sqlconn.execute(image_properties.insert(), [
+            {"image_id": imageId, "name": k, "value": v, "created_at": now,
+             "updated_at": now, "deleted": False}
+            for k, v in properties.items()
+        ])
+
+
+def _members(sqlconn, imageId: str) -> List[MemberRecord]:
+    return [MemberRecord(imageId, m, bool(c)) for m, c in sqlconn.execute(_MEMBERS, id=imageId)]
+
+
+def _purgeDeletedMembers(sqlconn, imageId: str) -> None:
+    sqlconn.execute(image_members.delete().where(and_(
+        image_members.c.image_id == imageId,
+        image_members.c.deleted == True)))  # noqa: E712
+
+
+def _visibility(tenant: Optional[str]):
+    shared = select([image_members.c.image_id]).where(and_(
+        image_members.c.member == tenant,
+        image_members.c.deleted == False))  # noqa: E712
+    clauses = [images.c.is_public == True]  # noqa: E712
+    if tenant is not None:
+        clauses.append(images.c.owner == tenant)
+        clauses.append(images.c.id.in_(shared))
+    return or_(*clauses)
+
+
+def _sqliteTuning(dbapiConnection, record) -> None:
+    """
+    WAL lets readers go on while a writer commits, and synchronous=NORMAL
+    makes a commit one fsync of the log instead of several; a crash of the
+    process loses nothing, a power cut at worst the last commits.
+    """
+    cursor = dbapiConnection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
 
 
 class Registry:
@@ -209,7 +276,8 @@ class Registry:
 
     def __init__(self, url: str, reactor, poolSize: Optional[int] = None) -> None:
         kwargs: Dict[str, Any] = {}
-        if url.startswith("sqlite"):
+        sqlite = url.startswith("sqlite")
+        if sqlite:
             # One connection: SQLite serialises writers anyway, and one
             # worker thread means no "database is locked" retries.
             poolSize = 1
@@ -221,11 +289,35 @@ class Registry:
         self._engine = sqlalchemy.create_engine(
             url, strategy=TWISTED_STRATEGY, reactor=reactor, **kwargs
         )
+        if sqlite:
+            sqlalchemy.event.listen(self._engine._engine, "connect", _sqliteTuning)
         self._pool = _ConnectionPool(self._engine, poolSize or 4)
+        self._compiled: Dict[Any, Any] = {}
         self.url = url
 
-    def _unit(self) -> _Unit:
-        return _Unit(self._pool)
+    async def _run(self, work: Callable[[Any], T], transaction: bool = True) -> T:
+        """
+        One unit of work on a pooled connection, in one transaction (or in
+        autocommit for single reads), in one trip to its thread.
+        """
+        conn = await self._pool.acquire()
+        cache = self._compiled
+
+        def job(sqlconn):
+            sqlconn = sqlconn.execution_options(compiled_cache=cache)
+            if transaction:
+                with sqlconn.begin():
+                    return work(sqlconn)
+            return work(sqlconn)
+
+        broken = False
+        try:
+            return await runOnConnection(conn, job)
+        except DBAPIError as e:
+            broken = bool(e.connection_invalidated)
+            raise
+        finally:
+            self._pool.release(conn, broken=broken)
 
     @fromCoroutine
     async def close(self) -> None:
@@ -243,59 +335,27 @@ class Registry:
         }
         row.update(values)
         row["location"] = location
-        async with self._unit() as conn:
+
+        def work(sqlconn):
             try:
-                await conn.execute(images.insert().values(**row))
+                sqlconn.execute(images.insert().values(**row))
             except IntegrityError:
                 raise Conflict("an image with this id exists")
-            await self._insertProperties(conn, row["id"], properties, now)
-            return await self._get(conn, row["id"])
-
-    async def _insertProperties(self, conn, imageId: str,
-                                properties: Mapping[str, str], now) -> None:
-        if properties:
-            await conn.execute(image_properties.insert(), [
-                {"image_id": imageId, "name": k, "value": v, "created_at": now,
-                 "updated_at": now, "deleted": False}
-                for k, v in properties.items()
-            ])
-
-    async def _get(self, conn, imageId: str, includeDeleted: bool = False) -> ImageRecord:
-        q = select([images]).where(images.c.id == imageId)
-        if not includeDeleted:
-            q = q.where(images.c.deleted == False)  # noqa: E712
-        result = await conn.execute(q)
-        row = await result.first()
-        if row is None:
-            raise NotFound(imageId)
-        props = await self._properties(conn, [imageId])
-        return ImageRecord(properties=props.get(imageId, {}), **_row(row))
-
-    async def _properties(self, conn, imageIds: Sequence[str]) -> Dict[str, Dict[str, str]]:
-        if not imageIds:
-            return {}
-        q = select([image_properties.c.image_id, image_properties.c.name,
-                    image_properties.c.value]).where(
-            and_(image_properties.c.image_id.in_(list(imageIds)),
-                 image_properties.c.deleted == False))  # noqa: E712
-        result = await conn.execute(q)
-        out: Dict[str, Dict[str, str]] = {}
-        for imageId, name, value in await result.fetchall():
-            out.setdefault(imageId, {})[name] = value
-        return out
+            _insertProperties(sqlconn, row["id"], properties, now)
+            return ImageRecord(properties=dict(properties),
+                               **{k: row.get(k) for k in IMAGE_FIELDS})
+        return await self._run(work)
 
     @fromCoroutine
     async def get(self, imageId: str, includeDeleted: bool = False) -> ImageRecord:
-        async with self._unit() as conn:
-            return await self._get(conn, imageId, includeDeleted)
+        return await self._run(lambda c: _getImage(c, imageId, includeDeleted))
 
     @fromCoroutine
     async def getLocation(self, imageId: str) -> Optional[str]:
-        async with self._unit() as conn:
-            result = await conn.execute(
-                select([images.c.location]).where(images.c.id == imageId))
-            row = await result.first()
+        def work(sqlconn):
+            row = sqlconn.execute(_LOCATION, id=imageId).first()
             return None if row is None else row[0]
+        return await self._run(work)
 
     @fromCoroutine
     async def update(self, imageId: str, values: Mapping[str, Any],
@@ -317,40 +377,43 @@ class Registry:
         row["updated_at"] = now
         if location is not attr.NOTHING:
             row["location"] = location
-        async with self._unit() as conn:
+
+        def work(sqlconn):
             cond = and_(images.c.id == imageId, images.c.deleted == False)  # noqa: E712
             if expectStatus is not None:
                 cond = and_(cond, images.c.status.in_(list(expectStatus)))
-            result = await conn.execute(images.update().where(cond).values(**row))
+            result = sqlconn.execute(images.update().where(cond).values(**row))
             if result.rowcount == 0:
                 # Tell a missing image from one in the wrong state.
-                await self._get(conn, imageId)
+                _getImage(sqlconn, imageId)
                 raise Conflict("image is not in a state that allows this")
             if properties is not None:
-                await self._setProperties(conn, imageId, properties, purgeProperties, now)
-            return await self._get(conn, imageId)
+                self._setProperties(sqlconn, imageId, properties, purgeProperties, now)
+            return _getImage(sqlconn, imageId)
+        return await self._run(work)
 
-    async def _setProperties(self, conn, imageId, properties, purge, now) -> None:
-        current = (await self._properties(conn, [imageId])).get(imageId, {})
+    @staticmethod
+    def _setProperties(sqlconn, imageId, properties, purge, now) -> None:
+        current = _propertiesFor(sqlconn, [imageId]).get(imageId, {})
         # Rows soft-deleted with an image never come back, so only live rows
         # matter; a stale deleted row with the same name is cleared first.
-        await conn.execute(image_properties.delete().where(and_(
+        sqlconn.execute(image_properties.delete().where(and_(
             image_properties.c.image_id == imageId,
             image_properties.c.deleted == True)))  # noqa: E712
         if purge:
             gone = [k for k in current if k not in properties]
             if gone:
-                await conn.execute(image_properties.delete().where(and_(
+                sqlconn.execute(image_properties.delete().where(and_(
                     image_properties.c.image_id == imageId,
                     image_properties.c.name.in_(gone))))
         for name, value in properties.items():
             if name in current:
                 if current[name] != value:
-                    await conn.execute(image_properties.update().where(and_(
+                    sqlconn.execute(image_properties.update().where(and_(
                         image_properties.c.image_id == imageId,
                         image_properties.c.name == name)).values(value=value, updated_at=now))
             else:
-                await self._insertProperties(conn, imageId, {name: value}, now)
+                _insertProperties(sqlconn, imageId, {name: value}, now)
 
     @fromCoroutine
     async def delete(self, imageId: str, status: str = "deleted") -> ImageRecord:
@@ -358,39 +421,31 @@ class Registry:
         Soft-delete an image with its properties and members.
         """
         now = _now()
-        async with self._unit() as conn:
-            result = await conn.execute(images.update().where(and_(
+
+        def work(sqlconn):
+            result = sqlconn.execute(images.update().where(and_(
                 images.c.id == imageId, images.c.deleted == False)).values(  # noqa: E712
                 deleted=True, deleted_at=now, updated_at=now, status=status))
             if result.rowcount == 0:
                 raise NotFound(imageId)
             for table in (image_properties, image_members):
-                await conn.execute(table.update().where(and_(
+                sqlconn.execute(table.update().where(and_(
                     table.c.image_id == imageId, table.c.deleted == False)).values(  # noqa: E712
                     deleted=True, deleted_at=now))
-            return await self._get(conn, imageId, includeDeleted=True)
+            return _getImage(sqlconn, imageId, includeDeleted=True)
+        return await self._run(work)
 
     # -- lists ------------------------------------------------------------
-
-    def _visibility(self, tenant: Optional[str]):
-        shared = select([image_members.c.image_id]).where(and_(
-            image_members.c.member == tenant,
-            image_members.c.deleted == False))  # noqa: E712
-        clauses = [images.c.is_public == True]  # noqa: E712
-        if tenant is not None:
-            clauses.append(images.c.owner == tenant)
-            clauses.append(images.c.id.in_(shared))
-        return or_(*clauses)
 
     @fromCoroutine
     async def isVisible(self, imageId: str, tenant: Optional[str]) -> bool:
         """
         Whether a non-admin of C{tenant} may see the image at all.
         """
-        async with self._unit() as conn:
-            result = await conn.execute(select([images.c.id]).where(and_(
-                images.c.id == imageId, self._visibility(tenant))))
-            return (await result.first()) is not None
+        def work(sqlconn):
+            return sqlconn.execute(select([images.c.id]).where(and_(
+                images.c.id == imageId, _visibility(tenant)))).first() is not None
+        return await self._run(work)
 
     @fromCoroutine
     async def list(self, query: ListQuery) -> List[ImageRecord]:
@@ -406,7 +461,7 @@ class Registry:
         else:
             cond.append(images.c.deleted == False)  # noqa: E712
         if query.restrict_to_visible:
-            cond.append(self._visibility(query.visible_to))
+            cond.append(_visibility(query.visible_to))
         if query.is_public is not None:
             cond.append(images.c.is_public == query.is_public)
         for name, value in query.filters.items():
@@ -424,42 +479,35 @@ class Registry:
                 image_properties.c.deleted == False)))  # noqa: E712
         key = SORT_KEYS[query.sort_key]
         desc = query.sort_dir == "desc"
-        async with self._unit() as conn:
+
+        def work(sqlconn):
+            where = list(cond)
             if query.marker is not None:
                 mcond = [images.c.id == query.marker]
                 if query.restrict_to_visible:
-                    mcond.append(self._visibility(query.visible_to))
-                result = await conn.execute(
-                    select([key.label("k"), images.c.id]).where(and_(*mcond)))
-                marker = await result.first()
+                    mcond.append(_visibility(query.visible_to))
+                marker = sqlconn.execute(
+                    select([key.label("k"), images.c.id]).where(and_(*mcond))).first()
                 if marker is None:
                     raise NotFound(query.marker)
                 mkey, mid = marker[0], marker[1]
                 if desc:
-                    cond.append(or_(key < mkey, and_(key == mkey, images.c.id < mid)))
+                    where.append(or_(key < mkey, and_(key == mkey, images.c.id < mid)))
                 else:
-                    cond.append(or_(key > mkey, and_(key == mkey, images.c.id > mid)))
-            order = [key.desc(), images.c.id.desc()] if desc else [key.asc(), images.c.id.asc()]
-            q = select([images]).where(and_(*cond)).order_by(*order).limit(query.limit)
-            result = await conn.execute(q)
-            rows = [_row(r) for r in await result.fetchall()]
-            props = await self._properties(conn, [r["id"] for r in rows])
-        return [ImageRecord(properties=props.get(r["id"], {}), **r) for r in rows]
+                    where.append(or_(key > mkey, and_(key == mkey, images.c.id > mid)))
+            order = ([key.desc(), images.c.id.desc()] if desc
+                     else [key.asc(), images.c.id.asc()])
+            q = select([images]).where(and_(*where)).order_by(*order).limit(query.limit)
+            rows = [_row(r) for r in sqlconn.execute(q)]
+            props = _propertiesFor(sqlconn, [r["id"] for r in rows])
+            return [ImageRecord(properties=props.get(r["id"], {}), **r) for r in rows]
+        return await self._run(work)
 
     # -- members ------------------------------------------------------------
 
     @fromCoroutine
     async def members(self, imageId: str) -> List[MemberRecord]:
-        async with self._unit() as conn:
-            return await self._members(conn, imageId)
-
-    async def _members(self, conn, imageId: str) -> List[MemberRecord]:
-        result = await conn.execute(select([
-            image_members.c.member, image_members.c.can_share]).where(and_(
-                image_members.c.image_id == imageId,
-                image_members.c.deleted == False)).order_by(  # noqa: E712
-                image_members.c.member))
-        return [MemberRecord(imageId, m, bool(c)) for m, c in await result.fetchall()]
+        return await self._run(lambda c: _members(c, imageId))
 
     @fromCoroutine
     async def member(self, imageId: str, member: str) -> MemberRecord:
@@ -475,43 +523,41 @@ class Registry:
         Make the member list exactly C{members} (member → can_share).
         """
         now = _now()
-        async with self._unit() as conn:
-            await self._purgeDeletedMembers(conn, imageId)
-            current = {m.member: m.can_share for m in await self._members(conn, imageId)}
+
+        def work(sqlconn):
+            _purgeDeletedMembers(sqlconn, imageId)
+            current = {m.member: m.can_share for m in _members(sqlconn, imageId)}
             if len(members) > quota:
                 raise QuotaExceeded("too many members")
             gone = [m for m in current if m not in members]
             if gone:
-                await conn.execute(image_members.delete().where(and_(
+                sqlconn.execute(image_members.delete().where(and_(
                     image_members.c.image_id == imageId,
                     image_members.c.member.in_(gone))))
             for member, canShare in members.items():
                 if member in current:
                     if current[member] != canShare:
-                        await conn.execute(image_members.update().where(and_(
+                        sqlconn.execute(image_members.update().where(and_(
                             image_members.c.image_id == imageId,
                             image_members.c.member == member)).values(
                             can_share=canShare, updated_at=now))
                 else:
-                    await conn.execute(image_members.insert().values(
+                    sqlconn.execute(image_members.insert().values(
                         image_id=imageId, member=member, can_share=canShare,
                         status="accepted", created_at=now, updated_at=now, deleted=False))
-
-    async def _purgeDeletedMembers(self, conn, imageId: str) -> None:
-        await conn.execute(image_members.delete().where(and_(
-            image_members.c.image_id == imageId,
-            image_members.c.deleted == True)))  # noqa: E712
+        await self._run(work)
 
     @fromCoroutine
     async def addMember(self, imageId: str, member: str, canShare: Optional[bool],
                         quota: int) -> None:
         now = _now()
-        async with self._unit() as conn:
-            await self._purgeDeletedMembers(conn, imageId)
-            current = {m.member: m.can_share for m in await self._members(conn, imageId)}
+
+        def work(sqlconn):
+            _purgeDeletedMembers(sqlconn, imageId)
+            current = {m.member: m.can_share for m in _members(sqlconn, imageId)}
             if member in current:
                 if canShare is not None:
-                    await conn.execute(image_members.update().where(and_(
+                    sqlconn.execute(image_members.update().where(and_(
                         image_members.c.image_id == imageId,
                         image_members.c.member == member)).values(
                         can_share=canShare, updated_at=now))
@@ -519,32 +565,35 @@ class Registry:
             if len(current) >= quota:
                 raise QuotaExceeded("too many members")
             try:
-                await conn.execute(image_members.insert().values(
+                sqlconn.execute(image_members.insert().values(
                     image_id=imageId, member=member, can_share=bool(canShare),
                     status="accepted", created_at=now, updated_at=now, deleted=False))
             except IntegrityError:
                 raise Conflict("member was added concurrently")
+        await self._run(work)
 
     @fromCoroutine
     async def deleteMember(self, imageId: str, member: str) -> None:
-        async with self._unit() as conn:
-            result = await conn.execute(image_members.delete().where(and_(
+        def work(sqlconn):
+            result = sqlconn.execute(image_members.delete().where(and_(
                 image_members.c.image_id == imageId,
                 image_members.c.member == member,
                 image_members.c.deleted == False)))  # noqa: E712
             if result.rowcount == 0:
                 raise NotFound(member)
+        await self._run(work)
 
     @fromCoroutine
     async def sharedWith(self, member: str) -> List[MemberRecord]:
-        async with self._unit() as conn:
-            result = await conn.execute(select([
+        def work(sqlconn):
+            rows = sqlconn.execute(select([
                 image_members.c.image_id, image_members.c.can_share]).select_from(
                 image_members.join(images, images.c.id == image_members.c.image_id)).where(and_(
                     image_members.c.member == member,
                     image_members.c.deleted == False,  # noqa: E712
                     images.c.deleted == False)).order_by(image_members.c.image_id))  # noqa: E712
-            return [MemberRecord(i, member, bool(c)) for i, c in await result.fetchall()]
+            return [MemberRecord(i, member, bool(c)) for i, c in rows]
+        return await self._run(work)
 
 
 class QuotaExceeded(Exception):
