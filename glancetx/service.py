@@ -152,6 +152,22 @@ def makeAccess(config: Config, reactor):
     return policy, protections, makeAuth(raw, policy, reactor)
 
 
+def capMallocArenas(arenas: int = 2) -> None:
+    """
+    glibc gives each thread that allocates its own malloc arena; chunks of
+    image data allocated on the reactor thread and freed on disk threads
+    then leave every arena holding freed memory.  Two arenas keep the
+    resident size near what is live (what MALLOC_ARENA_MAX=2 does).
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def buildService(config: Config, reactor=None):
     """
     Build the whole service: thread pools, registry, stores, the image
@@ -159,6 +175,7 @@ def buildService(config: Config, reactor=None):
     """
     if reactor is None:
         from twisted.internet import reactor
+    capMallocArenas()
     top = service.MultiService()
     diskPool = ThreadPool(1, config.disk_threads, name="glancetx-disk")
     ThreadPoolService(diskPool).setServiceParent(top)

@@ -752,22 +752,25 @@ class DriverCleanupRetryTests(TestCase):
         self.addCleanup(pool.closeCachedConnections)
         return HTTPClient(Agent(reactor, pool=pool))
 
-    @async_test
-    async def test_s3AbortRetried(self):
-        from glancetx.store.s3 import S3Store, S3Location
+    async def s3Store(self, variable: str):
+        from glancetx.store.s3 import S3Location, S3Store
 
-        url = _serverURL(self, "GLANCETX_MOTO_URL")
+        url = _serverURL(self, variable)
         s3 = _boto3(url, USER, KEY)
         bucket = "glancetx-retry-" + uuid.uuid4().hex[:12]
         s3.create_bucket(Bucket=bucket)
         self.addCleanup(_removeBucket, s3, bucket)
-        upload = s3.create_multipart_upload(Bucket=bucket, Key="img")["UploadId"]
         proxy = await self.proxyTo(url)
         store = S3Store.fromConfig({
             "s3_store_host": "http://" + proxy.address, "s3_store_access_key": USER,
             "s3_store_secret_key": KEY, "s3_store_bucket": bucket}, reactor, self.client())
         self.addCleanup(store.cancelCleanups)
         loc = S3Location(False, proxy.address, USER, KEY, bucket, "img")
+        return s3, bucket, proxy, store, loc
+
+    async def abortRetried(self, variable: str):
+        s3, bucket, proxy, store, loc = await self.s3Store(variable)
+        upload = s3.create_multipart_upload(Bucket=bucket, Key="img")["UploadId"]
         await proxy.cut()
         await store._abort(loc, upload)
         self.assertEqual(store.pendingCleanups(), 1)
@@ -775,6 +778,60 @@ class DriverCleanupRetryTests(TestCase):
         await proxy.restore()
         await store.whenCleanedUp()
         self.assertEqual(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []), [])
+
+    async def unknownUploadAborted(self, variable: str):
+        """
+        A multipart start whose answer was lost: every upload open for the
+        image's key is aborted (once the store is back), and no other.
+        """
+        s3, bucket, proxy, store, loc = await self.s3Store(variable)
+        for key in ("img", "img", "img-other"):
+            s3.create_multipart_upload(Bucket=bucket, Key=key)
+        await proxy.cut()
+        await store._abortUnknown(loc)
+        self.assertEqual(store.pendingCleanups(), 1)
+        await proxy.restore()
+        await store.whenCleanedUp()
+        left = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        self.assertEqual([u["Key"] for u in left], ["img-other"])
+
+    @async_test
+    async def test_s3LostMultipartStartAnswer(self):
+        """
+        S3 began a multipart upload but its answer was lost: the failed add
+        leaves no upload open.
+        """
+        from tests.bodies import BytesBody
+
+        s3, bucket, proxy, store, loc = await self.s3Store("GLANCETX_MOTO_URL")
+        store.largeObjectSize = store.chunkSize = 5 * MiB
+        realInitiate = store._initiate
+
+        async def initiate(loc):
+            await realInitiate(loc)
+            raise StoreUnavailable("S3 multipart start failed: cannot reach the store")
+
+        store._initiate = initiate
+        with self.assertRaises(StoreUnavailable):
+            await store.add("img", BytesBody(reactor, b"x" * (12 * MiB)))
+        await store.whenCleanedUp()
+        self.assertEqual(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []), [])
+
+    @async_test
+    async def test_s3AbortRetriedMoto(self):
+        await self.abortRetried("GLANCETX_MOTO_URL")
+
+    @async_test
+    async def test_s3AbortRetriedSwiftS3(self):
+        await self.abortRetried("GLANCETX_SWIFT_S3_URL")
+
+    @async_test
+    async def test_s3UnknownUploadAbortedMoto(self):
+        await self.unknownUploadAborted("GLANCETX_MOTO_URL")
+
+    @async_test
+    async def test_s3UnknownUploadAbortedSwiftS3(self):
+        await self.unknownUploadAborted("GLANCETX_SWIFT_S3_URL")
 
     @async_test
     async def test_swiftDeleteRetried(self):

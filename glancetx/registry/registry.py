@@ -278,11 +278,12 @@ class Registry:
         kwargs: Dict[str, Any] = {}
         sqlite = url.startswith("sqlite")
         if sqlite:
-            # One connection: SQLite serialises writers anyway, and one
-            # worker thread means no "database is locked" retries.
-            poolSize = 1
+            # In WAL mode readers run beside the one writer; a writer that
+            # finds the database busy waits (timeout) rather than failing.
+            poolSize = poolSize or 3
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-            kwargs["poolclass"] = sqlalchemy.pool.StaticPool
+            kwargs["poolclass"] = sqlalchemy.pool.QueuePool
+            kwargs["pool_size"] = poolSize
         else:
             kwargs["pool_pre_ping"] = True
             kwargs["pool_recycle"] = 3600

@@ -557,6 +557,7 @@ class _PartWriter:
         self._nextNumber = 1
         self.etags: Dict[int, str] = {}
         self.uploadId: Optional[str] = None
+        self.initiateUncertain = False
         self._initiating = False
         self._producer: Any = None
         self._paused = False
@@ -653,6 +654,9 @@ class _PartWriter:
 
     def _initiateFailed(self, reason: Failure) -> None:
         self._initiating = False
+        # The request may have reached S3 and started an upload whose id
+        # never came back (a lost connection, a time-out).
+        self.initiateUncertain = reason.check(StoreUnavailable) is not None
         self._fail(reason)
 
     def _partDone(self, etag: str, number: int, size: int) -> None:
@@ -1167,6 +1171,8 @@ class S3Store:
             await writer.whenIdle()
             if writer.uploadId is not None:
                 await self._abort(loc, writer.uploadId)
+            elif writer.initiateUncertain:
+                await self._abortUnknown(loc)
             raise
         return writer.total
 
@@ -1260,6 +1266,55 @@ class S3Store:
                     "abort the multipart upload to %s" % (loc.forLog(),),
                     lambda: self._abortOnce(loc, uploadId),
                 )
+
+    async def _abortUnknown(self, loc: S3Location) -> None:
+        """
+        A multipart start failed in a way that leaves unsaid whether S3
+        began the upload: abort whatever uploads are open for the key (the
+        image id, which no other upload uses), retrying in the background
+        while the store cannot be reached.
+        """
+        try:
+            await self._abortAllFor(loc)
+        except Exception as e:
+            self.log.warn(
+                "could not look for a multipart upload left at {location}: {why}",
+                location=loc.forLog(),
+                why=str(e),
+            )
+            if isinstance(e, StoreUnavailable):
+                self._cleanups().add(
+                    "abort any multipart upload left at %s" % (loc.forLog(),),
+                    lambda: self._abortAllFor(loc),
+                )
+
+    async def _abortAllFor(self, loc: S3Location) -> None:
+        what = "multipart listing"
+        response = await self._send(
+            "GET",
+            loc,
+            what,
+            query="prefix=%s&uploads=" % (quote(loc.key, safe="-_.~"),),
+            bucketOnly=True,
+        )
+        await self._expect(response, what, 200)
+        document = await self._document(response, what)
+        try:
+            root = ElementTree.fromstring(document)
+        except ElementTree.ParseError:
+            raise StoreError("S3 %s failed: the answer is not XML" % (what,))
+        for upload in root.iter():
+            if upload.tag.rpartition("}")[2] != "Upload":
+                continue
+            key = uploadId = None
+            for child in upload:
+                name = child.tag.rpartition("}")[2]
+                if name == "Key":
+                    key = (child.text or "").strip()
+                elif name == "UploadId":
+                    uploadId = (child.text or "").strip()
+            if key == loc.key and uploadId:
+                await self._abortOnce(loc, uploadId)
 
     async def _abortOnce(self, loc: S3Location, uploadId: str) -> None:
         response = await self._send(
