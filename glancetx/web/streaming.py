@@ -39,6 +39,8 @@ from glancetx.store.interface import UploadFailed
 #: attached, before the socket is paused; and the level at which it resumes.
 HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
+#: Socket read size while an upload streams in.
+UPLOAD_READ_SIZE = 256 * 1024
 #: Bodies of requests that are not uploads (member lists) are read whole,
 #: but no more than this.
 SMALL_BODY_MAX = 1024 * 1024
@@ -390,6 +392,11 @@ class StreamingRequest(server.Request):
         if isUpload is None or not isUpload(command, path.split(b"?", 1)[0]):
             return
         self.body = RequestBody(self.transport, length)
+        # Fewer, larger reads while an image streams in: a quarter of the
+        # Python work per gigabyte of Twisted's default 64 KiB (measured:
+        # 1 GiB uploads ~10-30% faster, no change in peak memory).
+        if getattr(self.transport, "bufferSize", UPLOAD_READ_SIZE) < UPLOAD_READ_SIZE:
+            self.transport.bufferSize = UPLOAD_READ_SIZE
         # We answer "Expect: 100-continue" ourselves, once the upload is
         # accepted, so a refused upload is never sent at all.
         expect = self.requestHeaders.getRawHeaders(b"expect")
