@@ -193,9 +193,13 @@ class Options(usage.Options):
         ["config", "c", None, "Glance-style INI file ([DEFAULT] and [glance_store])."],
     ]
 
+    #: A bad configuration, reported by makeService as one line (a
+    #: UsageError here would make twistd print its whole usage text first).
+    configError = None
+
     def postOptions(self) -> None:
         try:
             options = readINI(self["config"]) if self["config"] else {}
             self.config = build(self["port"], self["data-dir"], options)
         except ConfigError as e:
-            raise usage.UsageError(str(e))
+            self.configError = e

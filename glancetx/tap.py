@@ -12,6 +12,8 @@ def makeService(options):
     from glancetx.service import buildService
 
     try:
+        if options.configError is not None:
+            raise options.configError
         return buildService(options.config)
     except ConfigError as e:
         sys.stderr.write("twistd glance: %s\n" % (e,))

@@ -46,13 +46,14 @@ class ConfigTests(TestCase):
             self.assertTrue(str(e).startswith(name + ":"), str(e))
             self.assertNotIn("\n", str(e))
 
-    def test_optionsReportOneLine(self):
+    def test_optionsKeepTheError(self):
         opts = config.Options()
-        path = self.ini("[DEFAULT]\nbogus = 1\n")
-        e = self.assertRaises(usage.UsageError, opts.parseOptions, ["--config", path])
-        self.assertEqual(str(e), "bogus: unknown option")
-        e = self.assertRaises(usage.UsageError, opts.parseOptions, ["--config", "/nonexistent"])
-        self.assertIn("--config", str(e))
-        e = self.assertRaises(usage.UsageError, opts.parseOptions,
-                              ["--config", self.ini("not an ini")])
-        self.assertIn("not a valid INI", str(e))
+        opts.parseOptions(["--config", self.ini("[DEFAULT]\nbogus = 1\n")])
+        self.assertEqual(str(opts.configError), "bogus: unknown option")
+        opts = config.Options()
+        opts.parseOptions(["--config", "/nonexistent"])
+        self.assertIn("--config", str(opts.configError))
+        opts = config.Options()
+        opts.parseOptions(["--config", self.ini("not an ini")])
+        self.assertIn("not a valid INI", str(opts.configError))
+        self.assertRaises(usage.UsageError, config.Options().parseOptions, ["--bogus"])

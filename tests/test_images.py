@@ -1,0 +1,199 @@
+"""
+The image lifecycle in the service, with a real registry (SQLite), a real
+filesystem store and a collecting notifier.
+"""
+
+import hashlib
+import os
+
+import attr
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.python.threadpool import ThreadPool
+from twisted.trial.unittest import TestCase
+
+from glancetx import errors
+from glancetx.config import Config
+from glancetx.context import RequestContext, noauthContext
+from glancetx.images import ImageChanges, ImageService
+from glancetx.notifier import CollectingNotifier
+from glancetx.registry import migrate
+from glancetx.registry.registry import Registry
+from glancetx.store.filesystem import FilesystemStore
+from tests import dbs
+from tests.bodies import BytesBody, readAll
+
+RAW = {"disk_format": "raw", "container_format": "bare"}
+
+
+def async_test(f):
+    def wrapper(self):
+        return ensureDeferred(f(self))
+    wrapper.__name__ = f.__name__
+    return wrapper
+
+
+class HeldBody:
+    """
+    Writes its bytes, then holds the body open until released.
+    """
+
+    length = 13
+
+    def __init__(self, data):
+        self.data = data
+        self.started = Deferred()
+        self._done = Deferred()
+
+    def startProducing(self, consumer):
+        consumer.write(self.data)
+        self.started.callback(None)
+        return self._done
+
+    def release(self):
+        self._done.callback(None)
+
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+    def stopProducing(self):
+        pass
+
+
+class LifecycleTests(TestCase):
+    def setUp(self):
+        url = dbs.sqliteURL(self)
+        migrate.sync(url)
+        self.registry = Registry(url, reactor)
+        self.addCleanup(self.registry.close)
+        pool = ThreadPool(1, 2, name="test-disk")
+        pool.start()
+        self.addCleanup(pool.stop)
+        self.dir = os.path.abspath(self.mktemp())
+        self.store = FilesystemStore(self.dir, reactor, pool)
+        self.store.prepare()
+        self.notifier = CollectingNotifier()
+        self.config = Config(image_size_cap=10 * 1024 * 1024)
+        self.service = ImageService(registry=self.registry, stores={"file": self.store},
+                                    config=self.config, notifier=self.notifier,
+                                    reactor=reactor, cpuPool=pool)
+        self.ctx = noauthContext()
+
+    def files(self):
+        return sorted(os.listdir(self.dir))
+
+    def events(self):
+        return [e for e, _ in self.notifier.events]
+
+    async def upload(self, data, **fields):
+        changes = ImageChanges(fields=dict(RAW, **fields))
+        return await self.service.create(self.ctx, changes, BytesBody(reactor, data))
+
+    @async_test
+    async def test_reserveThenUpload(self):
+        image = await self.service.create(self.ctx, ImageChanges(fields=dict(RAW)))
+        self.assertEqual(image.status, "queued")
+        self.assertEqual(image.owner, "admin")
+        data = os.urandom(200000)
+        image = await self.service.update(self.ctx, image.id, ImageChanges(),
+                                          BytesBody(reactor, data))
+        self.assertEqual((image.status, image.size), ("active", len(data)))
+        self.assertEqual(image.checksum, hashlib.md5(data).hexdigest())
+        got, producer = await self.service.download(self.ctx, image.id)
+        self.assertEqual(await readAll(reactor, producer), data)
+        self.assertEqual(self.events(), ["image.create", "image.update", "image.upload",
+                                         "image.activate"])
+
+    @async_test
+    async def test_notificationsNeverCarryTheLocation(self):
+        image = await self.upload(b"x" * 1000)
+        await self.service.delete(self.ctx, image.id)
+        location = "file://" + os.path.join(self.dir, image.id)
+        for event, payload in self.notifier.events:
+            self.assertNotIn("location", payload)
+            self.assertNotIn(location, repr(payload))
+            self.assertNotIn(self.dir, repr(payload))
+        self.assertIn("image.delete", self.events())
+
+    @async_test
+    async def test_failedUploadKills(self):
+        changes = ImageChanges(fields=dict(RAW))
+        body = BytesBody(reactor, os.urandom(300000), failAfter=100000)
+        with self.assertRaises(errors.BadRequest):
+            await self.service.create(self.ctx, changes, body)
+        [image] = await self.registry.list(__import__(
+            "glancetx.registry.registry", fromlist=["ListQuery"]).ListQuery())
+        self.assertEqual(image.status, "killed")
+        self.assertEqual(self.files(), [])
+        self.assertNotIn("image.upload", self.events())
+
+    @async_test
+    async def test_capAndDeclaredSize(self):
+        with self.assertRaises(errors.TooLarge):
+            await self.upload(b"x" * (10 * 1024 * 1024 + 1))
+        with self.assertRaises(errors.BadRequest):
+            await self.upload(b"x" * 10, size=11)
+        with self.assertRaises(errors.BadRequest):
+            await self.upload(b"x" * 10, checksum="0" * 32)
+        self.assertEqual(self.files(), [])
+
+    @async_test
+    async def test_onlyQueuedTakesBytes(self):
+        image = await self.upload(b"abc")
+        with self.assertRaises(errors.Conflict):
+            await self.service.update(self.ctx, image.id, ImageChanges(),
+                                      BytesBody(reactor, b"def"))
+
+    @async_test
+    async def test_racingUploadsOneWins(self):
+        image = await self.service.create(self.ctx, ImageChanges(fields=dict(RAW)))
+        results = await DeferredList([
+            self.service.update(self.ctx, image.id, ImageChanges(),
+                                BytesBody(reactor, os.urandom(100000)))
+            for _ in range(3)], consumeErrors=True)
+        ok = [r for s, r in results if s]
+        failed = [r for s, r in results if not s]
+        self.assertEqual(len(ok), 1)
+        for f in failed:
+            f.trap(errors.Conflict)
+        self.assertEqual(self.files(), [image.id])
+
+    @async_test
+    async def test_deletedDuringUploadKeepsNothing(self):
+        image = await self.service.create(self.ctx, ImageChanges(fields=dict(RAW)))
+        body = HeldBody(b"partial bytes")
+        d = self.service.update(self.ctx, image.id, ImageChanges(), body)
+        await body.started
+        # Delete the image while its bytes are still arriving.
+        await self.service.delete(self.ctx, image.id)
+        body.release()
+        with self.assertRaises(errors.Conflict):
+            await d
+        self.assertEqual(self.files(), [])
+
+    @async_test
+    async def test_deleteRemovesBytes(self):
+        image = await self.upload(b"abc")
+        self.assertEqual(self.files(), [image.id])
+        deleted = await self.service.delete(self.ctx, image.id)
+        self.assertEqual(deleted.status, "deleted")
+        self.assertEqual(self.files(), [])
+        with self.assertRaises(errors.NotFound):
+            await self.service.show(self.ctx, image.id)
+
+    @async_test
+    async def test_delayedDeleteKeepsBytes(self):
+        self.service.config = attr.evolve(self.config, delayed_delete=True)
+        image = await self.upload(b"abc")
+        deleted = await self.service.delete(self.ctx, image.id)
+        self.assertEqual(deleted.status, "pending_delete")
+        self.assertEqual(self.files(), [image.id])
+
+    @async_test
+    async def test_readOnlyContext(self):
+        ro = RequestContext(user="u", tenant="t", roles={"reader"}, read_only=True)
+        with self.assertRaises(errors.Forbidden):
+            await self.service.create(ro, ImageChanges(fields=dict(RAW)))

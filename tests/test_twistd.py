@@ -1,0 +1,86 @@
+"""
+The real twistd command line: start-up errors and the daemonized mode.
+"""
+
+import os
+import signal
+
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import deferLater
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import TestCase
+from treq.client import HTTPClient
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from tests.server import TWISTD
+
+
+class TwistdTests(TestCase):
+    timeout = 60
+
+    def conf(self, text):
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_badOptionIsOneLine(self):
+        async def go():
+            for text, name in [("[DEFAULT]\nimgae_size_cap = 5\n", "imgae_size_cap"),
+                               ("[DEFAULT]\nimage_size_cap = lots\n", "image_size_cap"),
+                               ("[DEFAULT]\nauth_strategy = magic\n", "auth_strategy"),
+                               ("[DEFAULT]\nsql_connection = postgresql://x@127.0.0.1:1/x\n",
+                                "sql_connection"),
+                               ("[DEFAULT]\npolicy_file = /nonexistent.json\n", "policy_file")]:
+                out, err, code = await getProcessOutputAndValue(
+                    TWISTD, ["-n", "--pidfile=", "glance", "--port", "tcp:0",
+                             "--data-dir", os.path.abspath(self.mktemp()),
+                             "--config", self.conf(text)], env=dict(os.environ))
+                self.assertNotEqual(code, 0)
+                text = (out + err).decode()
+                self.assertNotIn("Traceback", text)
+                lines = [l for l in text.splitlines() if name in l]
+                self.assertEqual(len(lines), 1, text)
+                self.assertNotIn("Usage:", text)
+        return ensureDeferred(go())
+
+    def test_daemonized(self):
+        async def go():
+            base = os.path.abspath(self.mktemp())
+            os.makedirs(base)
+            pidfile, logfile = os.path.join(base, "g.pid"), os.path.join(base, "g.log")
+            import socket
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            s.close()
+            out, err, code = await getProcessOutputAndValue(
+                TWISTD, ["--pidfile", pidfile, "--logfile", logfile, "glance",
+                         "--port", "tcp:%d:interface=127.0.0.1" % port,
+                         "--data-dir", os.path.join(base, "data")],
+                env=dict(os.environ), path=base)
+            self.assertEqual(code, 0, out + err)
+            for _ in range(100):
+                if os.path.exists(pidfile):
+                    break
+                await deferLater(reactor, 0.1, lambda: None)
+            pid = int(open(pidfile).read())
+            self.addCleanup(lambda: os.path.exists(pidfile) and os.kill(pid, signal.SIGTERM))
+            http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+            for _ in range(100):
+                try:
+                    resp = await http.get("http://127.0.0.1:%d/versions" % port)
+                    break
+                except Exception:
+                    await deferLater(reactor, 0.1, lambda: None)
+            self.assertEqual(resp.code, 200)
+            await resp.content()
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                if not os.path.exists(pidfile):
+                    break
+                await deferLater(reactor, 0.1, lambda: None)
+            self.assertFalse(os.path.exists(pidfile))
+            self.assertIn("GlanceSite starting", open(logfile).read())
+        return ensureDeferred(go())
