@@ -264,3 +264,55 @@ class VerifyingBodyTests(SynchronousTestCase):
         _, _, _, d = self.run_([b"abc"], cap=100,
                                expectedChecksum="900150983cd24fb0d6963f7d28e17f72")
         self.successResultOf(d)
+
+
+class ThreadedMD5Tests(SynchronousTestCase):
+    """
+    Hashing on a pool: in order, and the body is held back while the hash
+    lags behind.
+    """
+
+    pool = object()
+
+    def test_orderAndBacklog(self):
+        import hashlib
+
+        calls = []
+
+        def fakeDefer(reactor, pool, f, *args):
+            d = Deferred()
+            calls.append((f, args, d))
+            return d
+
+        self.patch(streaming, "deferToThreadPool", fakeDefer)
+        hasher = streaming.ThreadedMD5(None, self.pool)
+        source = PushBody()
+        body = VerifyingBody(source, cap=10 ** 9, hasher=hasher)
+        paused = []
+        source.pauseProducing = lambda: paused.append(True)
+        resumed = []
+        source.resumeProducing = lambda: resumed.append(True)
+        consumer = RecordingConsumer()
+        d = body.startProducing(consumer)
+        chunk = b"a" * (1024 * 1024)
+        for _ in range(4):
+            source.consumer.write(chunk)
+        # One job in flight (the first chunk), the rest waiting; the backlog
+        # passed the high mark, so the body is paused.
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(paused, [True])
+        f, args, job = calls.pop(0)
+        self.assertEqual(args[1], [chunk])
+        f(*args)
+        job.callback(None)
+        # The other three go as one job; still too far behind to resume.
+        f, args, job = calls.pop(0)
+        self.assertEqual(len(args[1]), 3)
+        self.assertEqual(resumed, [])
+        source.done.callback(None)
+        self.assertNoResult(d)  # the checksum waits for the hash to finish
+        f(*args)
+        job.callback(None)
+        self.assertEqual(calls, [])
+        self.successResultOf(d)
+        self.assertEqual(body.checksum, hashlib.md5(chunk * 4).hexdigest())
