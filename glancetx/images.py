@@ -57,6 +57,17 @@ def _plain(e: Exception) -> str:
     return re.sub(r"[a-z0-9+]+://[^\s'\"]+", lambda m: redact(m.group(0)), text)
 
 
+@attr.s(auto_attribs=True)
+class _DataPlan:
+    """
+    Where an image's bytes will come from and go to.
+    """
+
+    store: Any = None
+    source: Any = None
+    sourceSize: Optional[int] = None
+
+
 @attr.s(frozen=True, auto_attribs=True)
 class ImageChanges:
     """
@@ -290,23 +301,49 @@ class ImageService:
                 return store
         raise errors.BadRequest("External source scheme '%s' is not supported" % (scheme,))
 
-    async def _sourceStore(self, changes: ImageChanges):
+    async def _planData(self, changes: ImageChanges, body, diskFormat, containerFormat,
+                        size) -> "_DataPlan":
         """
-        The store that reads a location or copy-from source, after checking
-        that the source may be used and answers: a refused address or an
-        unreachable source is the client's 400 now, not a killed image later.
+        Check how the request supplies image data (a body, a location or a
+        copy-from source: at most one) before anything is written.  A
+        location or source must be usable and must answer now: a refused
+        address or an unreachable source is the client's 400, not a killed
+        image later.
         """
+        sources = [x for x in (body, changes.location, changes.copy_from) if x is not None]
+        if len(sources) > 1:
+            raise errors.BadRequest("Provide image data in only one way: a body, a location"
+                                    " or x-glance-api-copy-from.")
+        if sources and not (diskFormat and containerFormat):
+            missing = "disk_format" if not diskFormat else "container_format"
+            raise errors.BadRequest("%s is required when image data is supplied" % (missing,))
+        plan = _DataPlan()
+        if body is not None or changes.copy_from is not None or changes.store is not None:
+            plan.store = self._storeNamed(changes.store)
         uri = changes.location if changes.location is not None else changes.copy_from
         if uri is None:
-            return None, None
-        store = self._locationStore(uri)
+            return plan
+        plan.source = self._locationStore(uri)
         try:
-            size = await store.get_size(uri)
+            plan.sourceSize = await plan.source.get_size(uri)
         except (StoreError, BadLocation, LocationNotFound) as e:
             raise errors.BadRequest("Cannot use this %s: %s" % (
                 "location" if changes.location is not None else "copy-from source",
                 _plain(e) or "unreachable"))
-        return store, size
+        if changes.location is not None and size not in (None, plan.sourceSize):
+            raise errors.BadRequest("Supplied x-image-meta-size (%d) does not match the size"
+                                    " at the location (%d)" % (size, plan.sourceSize))
+        return plan
+
+    async def _supplyData(self, image: ImageRecord, changes: ImageChanges, body,
+                          plan: "_DataPlan") -> ImageRecord:
+        if body is not None:
+            return await self._store(image, body, plan.store)
+        if changes.location is not None:
+            return await self._register(image, changes.location, plan.sourceSize)
+        if changes.copy_from is not None:
+            self._startCopy(image, changes.copy_from, plan.source, plan.store)
+        return image
 
     # -- create and update -------------------------------------------------
 
@@ -319,22 +356,8 @@ class ImageService:
         self._checkFields(ctx, fields, None)
         self._checkPropertyQuota(len(changes.properties))
         self._checkProtections(ctx, {}, changes.properties, purge=False)
-        sources = [x for x in (body, changes.location, changes.copy_from) if x is not None]
-        if len(sources) > 1:
-            raise errors.BadRequest("Provide image data in only one way: a body, a location"
-                                    " or x-glance-api-copy-from.")
-        if sources and not (fields.get("disk_format") and fields.get("container_format")):
-            missing = "disk_format" if not fields.get("disk_format") else "container_format"
-            raise errors.BadRequest("%s is required when image data is supplied" % (missing,))
-        store = None
-        if body is not None or changes.copy_from is not None:
-            store = self._storeNamed(changes.store)
-        elif changes.store is not None:
-            self._storeNamed(changes.store)
-        sourceStore, sourceSize = await self._sourceStore(changes)
-        if changes.location is not None and fields.get("size") not in (None, sourceSize):
-            raise errors.BadRequest("Supplied x-image-meta-size (%d) does not match the size"
-                                    " at the location (%d)" % (fields["size"], sourceSize))
+        plan = await self._planData(changes, body, fields.get("disk_format"),
+                                    fields.get("container_format"), fields.get("size"))
         fields.pop("status", None)
         fields.setdefault("id", str(uuid.uuid4()))
         fields["id"] = fields["id"].lower()
@@ -346,12 +369,7 @@ class ImageService:
         except reg.Conflict:
             raise errors.Conflict("An image with identifier %s already exists" % (fields["id"],))
         self.notifier.notify("image.create", payloadFor(image))
-        if body is not None:
-            image = await self._upload(ctx, image, body, store)
-        elif changes.location is not None:
-            image = await self._register(image, changes.location, sourceSize)
-        elif changes.copy_from is not None:
-            self._startCopy(image, changes.copy_from, sourceStore, store)
+        image = await self._supplyData(image, changes, body, plan)
         return self._readableProperties(ctx, image)
 
     @fromCoroutine
@@ -376,28 +394,14 @@ class ImageService:
             raise errors.BadRequest("A location can be set only on a queued image")
         if (body is not None or changes.copy_from is not None) and image.status != "queued":
             raise errors.Conflict("Cannot upload to an image with status %s" % (image.status,))
-        sources = [x for x in (body, changes.location, changes.copy_from) if x is not None]
-        if len(sources) > 1:
-            raise errors.BadRequest("Provide image data in only one way: a body, a location"
-                                    " or x-glance-api-copy-from.")
         props = self._checkProtections(ctx, image.properties, changes.properties,
                                        changes.purge_properties)
         total = props if changes.purge_properties else {**image.properties, **props}
         self._checkPropertyQuota(len(total))
-        if sources:
-            disk = fields.get("disk_format", image.disk_format)
-            cont = fields.get("container_format", image.container_format)
-            if not (disk and cont):
-                missing = "disk_format" if not disk else "container_format"
-                raise errors.BadRequest("%s is required when image data is supplied" % (missing,))
-        store = None
-        if body is not None or changes.copy_from is not None:
-            store = self._storeNamed(changes.store)
-        sourceStore, sourceSize = await self._sourceStore(changes)
-        if changes.location is not None and fields.get("size", image.size) not in (
-                None, sourceSize):
-            raise errors.BadRequest("Supplied x-image-meta-size does not match the size"
-                                    " at the location (%d)" % (sourceSize,))
+        plan = await self._planData(changes, body,
+                                    fields.get("disk_format", image.disk_format),
+                                    fields.get("container_format", image.container_format),
+                                    fields.get("size", image.size))
         try:
             image = await self.registry.update(imageId, fields, props,
                                                purgeProperties=changes.purge_properties)
@@ -406,12 +410,7 @@ class ImageService:
         except reg.Conflict:
             raise errors.Conflict("The image changed while it was being updated")
         self.notifier.notify("image.update", payloadFor(image))
-        if body is not None:
-            image = await self._upload(ctx, image, body, store)
-        elif changes.location is not None:
-            image = await self._register(image, changes.location, sourceSize)
-        elif changes.copy_from is not None:
-            self._startCopy(image, changes.copy_from, sourceStore, store)
+        image = await self._supplyData(image, changes, body, plan)
         return self._readableProperties(ctx, image)
 
     # -- bytes in -------------------------------------------------------------
@@ -455,9 +454,6 @@ class ImageService:
         self.notifier.notify("image.upload", payloadFor(image))
         self.notifier.notify("image.activate", payloadFor(image))
         return image
-
-    async def _upload(self, ctx, image: ImageRecord, body, store) -> ImageRecord:
-        return await self._store(image, body, store)
 
     async def _kill(self, imageId: str, why: str) -> None:
         self.log.info("image {image_id} killed: {why}", image_id=imageId, why=why)
