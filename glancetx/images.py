@@ -190,6 +190,11 @@ class ImageService:
             self.log.warn("store {store} failed to serve {image_id}: {error}",
                           store=store.name, image_id=imageId, error=str(e))
             raise errors.Unavailable("The image store is unavailable; try again later.")
+        if image.size is not None and producer.length != image.size:
+            producer.stopProducing()
+            self.log.error("stored data of {image_id} is {length} bytes, not {size}",
+                           image_id=imageId, length=producer.length, size=image.size)
+            raise errors.Unavailable("The stored image data is damaged; it is not served.")
         return self._readableProperties(ctx, image), producer
 
     def sent(self, ctx: RequestContext, image: ImageRecord, sent: int) -> None:

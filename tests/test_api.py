@@ -304,6 +304,40 @@ class APITests(APITestsMixin, TestCase):
             "x-image-meta-property-b": "2", "x-image-meta-property-c": "3"}, expect=413)
 
     @async_test
+    async def test_truncatedStoreFileIsNotPassedOffAsWhole(self):
+        """
+        If the stored file is shorter than the image's size, the download
+        breaks off: the client never gets a complete-looking short body.
+        """
+        await self.server()
+        data = os.urandom(4 * 1024 * 1024)
+        image = await self.create(data)
+        path = os.path.join(self.glance.dataDir, "images", image["id"])
+        with open(path, "r+b") as f:
+            f.truncate(1024 * 1024)
+        resp, body = await self.request("GET", "/v1/images/" + image["id"], expect=503)
+        self.assertNotIn(b"\x00" * 16, body)
+        self.assertLess(len(body), 200)
+        # The server goes on serving.
+        await self.request("GET", "/versions", expect=200)
+
+    @async_test
+    async def test_clientGoneMidDownload(self):
+        await self.server()
+        image = await self.create(os.urandom(8 * 1024 * 1024))
+        from twisted.internet.protocol import ClientCreator, Protocol
+        from twisted.internet.task import deferLater
+        proto = await ClientCreator(reactor, Protocol).connectTCP("127.0.0.1", self.glance.port)
+        proto.transport.write(b"GET /v1/images/%s HTTP/1.1\r\nHost: x\r\n\r\n"
+                              % (image["id"].encode(),))
+        await deferLater(reactor, 0.2, lambda: None)
+        proto.transport.abortConnection()
+        await deferLater(reactor, 0.5, lambda: None)
+        resp, body = await self.request("GET", "/v1/images/" + image["id"], expect=200)
+        self.assertEqual(len(body), 8 * 1024 * 1024)
+        self.assertNotIn("Traceback", self.glance.log())
+
+    @async_test
     async def test_clientGoneMidUploadKills(self):
         """
         A client that disconnects part way leaves a killed image and no

@@ -26,6 +26,17 @@ class Collect(Protocol):
         self.lost.callback(b"".join(self.data))
 
 
+class NullProducer:
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+    def stopProducing(self):
+        pass
+
+
 class FakeRequest:
     """
     What Sendfile.send touches on a twisted.web request.
@@ -84,6 +95,8 @@ class SendfileTests(TestCase):
             data = os.urandom(5 * 1024 * 1024 + 3)
             with open(path, "wb") as f:
                 f.write(data)
+            # An HTTPChannel registers itself as its transport's producer.
+            server.transport.registerProducer(NullProducer(), True)
             s = sendfile.Sendfile(reactor, self.pool(), limit=1)
             request = FakeRequest(server.transport)
             d = s.send(request, path, len(data))

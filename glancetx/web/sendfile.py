@@ -12,7 +12,6 @@ the bytes in user space, and takes the producer path instead.
 """
 
 import os
-import select
 import threading
 from typing import Optional
 
@@ -47,9 +46,7 @@ def transportIsIdle(transport) -> bool:
     installed Twisted; setup.py bounds its version).
     """
     try:
-        return (not transport._tempDataLen
-                and transport.offset == len(transport.dataBuffer)
-                and transport.producer is None)
+        return not transport._tempDataLen and transport.offset == len(transport.dataBuffer)
     except AttributeError:
         return False
 
@@ -62,12 +59,21 @@ def canSendfile(transport) -> bool:
 def _sendAll(sockfd: int, path: str, size: int, stop: threading.Event) -> int:
     """
     Send C{size} bytes of the file at C{path} to the socket; a thread job.
+
+    The descriptor is made blocking for the transfer (the reactor neither
+    reads nor writes this connection meanwhile), with a send timeout so a
+    stalled client still lets the loop notice a stop request; the kernel
+    then paces sendfile itself, with no poll round trips.
     """
+    import socket
+    import struct
+
+    sock = socket.socket(fileno=sockfd)
     try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 1, 0))
+        os.set_blocking(sockfd, True)
         with open(path, "rb", buffering=0) as f:
             infd = f.fileno()
-            poller = select.poll()
-            poller.register(sockfd, select.POLLOUT)
             offset = 0
             while offset < size:
                 if stop.is_set():
@@ -75,14 +81,18 @@ def _sendAll(sockfd: int, path: str, size: int, stop: threading.Event) -> int:
                 try:
                     n = os.sendfile(sockfd, infd, offset, min(size - offset, SEND_SIZE))
                 except BlockingIOError:
-                    poller.poll(500)
-                    continue
+                    continue  # the send timeout passed: look at the stop flag
                 if n == 0:
                     raise ShortFile()
                 offset += n
             return offset
     finally:
-        os.close(sockfd)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 0, 0))
+            os.set_blocking(sockfd, False)
+        except OSError:
+            pass
+        sock.close()
 
 
 class Sendfile:

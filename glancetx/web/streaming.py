@@ -106,6 +106,13 @@ class RequestBody:
         self._ended = True
         self._maybeFinish()
 
+    @property
+    def ended(self) -> bool:
+        """
+        Whether the whole body has arrived.
+        """
+        return self._ended
+
     def connectionLost(self) -> None:
         if not self._ended:
             self._fail(UploadFailed(400, "the client went away before the upload finished"))
@@ -381,6 +388,7 @@ class StreamingRequest(server.Request):
     _early = False
     _finishPending = False
     _drained = 0
+    _smallSize = 0
 
     def gotLength(self, length) -> None:
         self.content = BytesIO()
@@ -456,7 +464,8 @@ class StreamingRequest(server.Request):
         if self.smallBodyTooLarge:
             return
         self._smallParts.append(data)
-        if sum(map(len, self._smallParts)) > SMALL_BODY_MAX:
+        self._smallSize += len(data)
+        if self._smallSize > SMALL_BODY_MAX:
             self.smallBodyTooLarge = True
             self._smallParts = []
 
@@ -477,7 +486,7 @@ class StreamingRequest(server.Request):
         reads the answer instead of a reset; then close the connection,
         since the body was never read to its end.
         """
-        if self._early and self.body is not None and not self.body._ended \
+        if self._early and self.body is not None and not self.body.ended \
                 and not self._disconnected:
             if self._finishPending:
                 return
