@@ -32,8 +32,8 @@ from glancetx.store.interface import (
 
 #: Bytes buffered for the disk before the producer is paused, and the level
 #: the buffer must drain to before it is resumed.
-HIGH_WATER = 2 * 1024 * 1024
-LOW_WATER = 512 * 1024
+HIGH_WATER = 1024 * 1024
+LOW_WATER = 256 * 1024
 #: Size of one read for downloads.
 READ_SIZE = 1024 * 1024
 #: Linux's IOV_MAX; os.writev refuses longer lists.

@@ -37,8 +37,8 @@ from glancetx.store.interface import UploadFailed
 
 #: Bytes a request body may hold back while its consumer is paused or not yet
 #: attached, before the socket is paused; and the level at which it resumes.
-HIGH_WATER = 1024 * 1024
-LOW_WATER = 256 * 1024
+HIGH_WATER = 512 * 1024
+LOW_WATER = 128 * 1024
 #: Socket read size while an upload streams in.
 UPLOAD_READ_SIZE = 256 * 1024
 #: Bodies of requests that are not uploads (member lists) are read whole,
@@ -261,8 +261,8 @@ def _hashAll(md5, chunks: List[bytes]) -> None:
 
 
 #: Bytes a threaded hasher may fall behind before the body is paused.
-HASH_BACKLOG_HIGH = 2 * 1024 * 1024
-HASH_BACKLOG_LOW = 512 * 1024
+HASH_BACKLOG_HIGH = 1024 * 1024
+HASH_BACKLOG_LOW = 256 * 1024
 
 
 @implementer(IBodyProducer, IPushProducer)
