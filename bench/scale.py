@@ -44,6 +44,7 @@ def run(results, runs: int, sizes=(1000, 10000, 100000), n: int = 300,
             servers[size] = g
             log("scale: registering %d images" % size)
             catalogue.fill(g.dbPath, size)
+            g.restart()
         paths = {}
         for size, g in servers.items():
             paths[size] = {q: (p if p else _page2(g.port)) for q, p in QUERIES}

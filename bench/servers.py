@@ -68,11 +68,23 @@ class Glance(Process):
             args += ["--config", conf]
         self.logPath = os.path.join(self.dataDir, "twistd.log")
         self._logFile = open(self.logPath, "wb")
-        self.proc = subprocess.Popen(args, cwd=self.dataDir, stdout=self._logFile,
+        self._args = args
+        self._spawn()
+
+    def _spawn(self) -> None:
+        self.proc = subprocess.Popen(self._args, cwd=self.dataDir, stdout=self._logFile,
                                      stderr=subprocess.STDOUT)
         waitForPort(self.port, 60, self.proc)
         self._waitReady()
         self.startupPeak = procStatus(self.pid, "VmHWM")
+
+    def restart(self) -> None:
+        """
+        Stop and start again on the same data dir (after a bulk load, so the
+        server's database connections read the new planner statistics).
+        """
+        Process.stop(self)
+        self._spawn()
 
     def _waitReady(self) -> None:
         import http.client

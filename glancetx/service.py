@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 from twisted.application import service, strports
+from twisted.application.internet import TimerService
 from twisted.python.threadpool import ThreadPool
 from twisted.web import server
 from twisted.logger import Logger
@@ -43,6 +44,12 @@ class ThreadPoolService(service.Service):
     def stopService(self) -> None:
         super().stopService()
         self.pool.stop()
+
+
+def _logFailure(f):
+    def run():
+        return f().addErrback(lambda failure: log.failure("periodic task failed", failure))
+    return run
 
 
 class RegistryService(service.Service):
@@ -184,6 +191,9 @@ def buildService(config: Config, reactor=None):
     prepareRegistry(config.sql_connection)
     registry = Registry(config.sql_connection, reactor)
     RegistryService(registry).setServiceParent(top)
+    stats = TimerService(600, _logFailure(registry.optimize))
+    stats.clock = reactor
+    stats.setServiceParent(top)
     stores = makeStores(config, reactor, diskPool)
     policy, protections, auth = makeAccess(config, reactor)
     images = ImageService(registry=registry, stores=stores, config=config,

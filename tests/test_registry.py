@@ -250,3 +250,34 @@ class AlchimiaPinTests(TestCase):
         """
         from importlib.metadata import version
         self.assertEqual(version("alchimia"), "0.8.1")
+
+
+class OptimizeTests(TestCase):
+    def test_sqliteStatisticsMakeTheNameIndexWin(self):
+        """
+        After optimize, a name filter searches the name index instead of
+        walking every image in created_at order.
+        """
+        async def go():
+            import sqlite3
+            url = dbs.sqliteURL(self)
+            migrate.sync(url)
+            path = url[len("sqlite:///"):]
+            db = sqlite3.connect(path)
+            db.executemany(
+                "INSERT INTO images (id, name, status, is_public, min_disk, min_ram,"
+                " protected, created_at, deleted) VALUES (?, ?, 'active', 1, 0, 0, 0,"
+                " '2020-01-01 00:00:00', 0)", [(uid(i), "n%d" % i) for i in range(2000)])
+            db.commit()
+            plan = lambda: " ".join(str(r) for r in db.execute(
+                "EXPLAIN QUERY PLAN SELECT * FROM images WHERE deleted = 0 AND name = 'n5'"
+                " ORDER BY created_at DESC, id DESC LIMIT 25"))
+            self.assertNotIn("ix_images_name", plan())
+            db.close()
+            registry = Registry(url, reactor)
+            self.addCleanup(registry.close)
+            await registry.optimize()
+            db = sqlite3.connect(path)
+            self.assertIn("ix_images_name", plan())
+            db.close()
+        return ensureDeferred(go())

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import attr
 import sqlalchemy
 from alchimia import TWISTED_STRATEGY
-from sqlalchemy import and_, bindparam, exists, func, or_, select
+from sqlalchemy import and_, bindparam, exists, func, literal_column, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.logger import Logger
@@ -37,7 +37,9 @@ IMAGE_FIELDS = (
 #: on every database.
 SORT_KEYS = {
     "id": images.c.id,
-    "name": func.coalesce(images.c.name, ""),
+    # A literal '' (not a bound parameter), so the expression matches the
+    # ix_images_sort_name index of migration 0002.
+    "name": func.coalesce(images.c.name, literal_column("''")),
     "status": images.c.status,
     "disk_format": func.coalesce(images.c.disk_format, ""),
     "container_format": func.coalesce(images.c.container_format, ""),
@@ -294,6 +296,10 @@ class Registry:
             sqlalchemy.event.listen(self._engine._engine, "connect", _sqliteTuning)
         self._pool = _ConnectionPool(self._engine, poolSize or 4)
         self._compiled: Dict[Any, Any] = {}
+        self._sqlite = sqlite
+        # SQLite only: other databases keep their planner statistics fresh.
+        self._statsGeneration = 0
+        self._statsSeen: Dict[int, int] = {}
         self.url = url
 
     async def _run(self, work: Callable[[Any], T], transaction: bool = True) -> T:
@@ -303,8 +309,13 @@ class Registry:
         """
         conn = await self._pool.acquire()
         cache = self._compiled
+        reloadStats = (self._sqlite
+                       and self._statsSeen.get(id(conn), 0) != self._statsGeneration)
+        self._statsSeen[id(conn)] = self._statsGeneration
 
         def job(sqlconn):
+            if reloadStats:
+                sqlconn.execute("ANALYZE sqlite_schema")
             sqlconn = sqlconn.execution_options(compiled_cache=cache)
             if transaction:
                 with sqlconn.begin():
@@ -319,6 +330,26 @@ class Registry:
             raise
         finally:
             self._pool.release(conn, broken=broken)
+
+    @fromCoroutine
+    async def optimize(self) -> None:
+        """
+        Refresh SQLite's query-planner statistics.  Without them SQLite
+        walks the created_at index for every list, even where the name
+        index would find a page at once; PostgreSQL and MySQL keep their own
+        statistics.  A full ANALYZE (an approximate one, with analysis_limit,
+        misjudges the deleted column and picks the wrong index); on the
+        database thread, ~0.1 s per 100,000 images.
+        """
+        if not self._sqlite:
+            return
+
+        def work(sqlconn):
+            sqlconn.execute("ANALYZE")
+        await self._run(work, transaction=False)
+        # Other open connections keep the statistics they loaded; each
+        # reloads them before its next unit of work.
+        self._statsGeneration += 1
 
     @fromCoroutine
     async def close(self) -> None:

@@ -29,7 +29,7 @@ DateTime = _DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
 
 #: The newest migration; the server compares the database with it without
 #: loading alembic (a test keeps it equal to alembic's head).
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 metadata = MetaData()
 
@@ -60,6 +60,7 @@ images = Table(
     Index("ix_images_status", "status"),
     Index("ix_images_checksum", "checksum"),
     Index("ix_images_updated_at", "updated_at"),
+    Index("ix_images_name", "name"),
 )
 
 image_properties = Table(
