@@ -352,15 +352,25 @@ class APITests(APITestsMixin, TestCase):
             b"Content-Type: application/octet-stream\r\nx-image-meta-name: gone\r\n"
             b"x-image-meta-disk_format: raw\r\nx-image-meta-container_format: bare\r\n\r\n"
             + b"z" * 100000)
-        await deferLater(reactor, 0.5, lambda: None)
+        async def statusOfGone():
+            resp, body = await self.request("GET", "/v1/images/detail?name=gone", expect=200)
+            images = json.loads(body)["images"]
+            return images[0]["status"] if images else None
+
+        # Wait until the bytes are flowing into the store, then vanish.
+        for _ in range(200):
+            if await statusOfGone() == "saving":
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(await statusOfGone(), "saving", self.glance.log())
         proto.transport.abortConnection()
-        for _ in range(50):
+        for _ in range(100):
             await deferLater(reactor, 0.1, lambda: None)
             resp, body = await self.request("GET", "/v1/images/detail?name=gone", expect=200)
             images = json.loads(body)["images"]
             if images and images[0]["status"] == "killed":
                 break
-        self.assertEqual(images[0]["status"], "killed")
+        self.assertEqual(images[0]["status"], "killed", self.glance.log())
         self.assertEqual(os.listdir(os.path.join(self.glance.dataDir, "images")), [])
 
 
