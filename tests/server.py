@@ -4,12 +4,10 @@ The real C{twistd glance}, started for a test on a free loopback port.
 
 import os
 import re
-import signal
 import sys
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 
 TWISTD = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "twistd")

@@ -4,7 +4,6 @@ marker paging (with ties), conditional status changes, members.
 """
 
 import datetime
-import uuid
 
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
