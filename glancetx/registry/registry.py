@@ -195,13 +195,17 @@ def _bindProperties(rows) -> Dict[str, Dict[str, str]]:
 
 
 # Statements built once, so SQLAlchemy's compiled cache can keep them.
-_GET_LIVE = select([images]).where(and_(images.c.id == bindparam("id"),
-                                        images.c.deleted == False))  # noqa: E712
-_GET_ANY = select([images]).where(images.c.id == bindparam("id"))
-_PROPS_OF = select([image_properties.c.image_id, image_properties.c.name,
-                    image_properties.c.value]).where(and_(
-                        image_properties.c.image_id == bindparam("id"),
-                        image_properties.c.deleted == False))  # noqa: E712
+# An image and its properties come back from one statement: a row per
+# property (or one row with no property), the image's columns repeated.
+_WITH_PROPS = images.outerjoin(image_properties, and_(
+    image_properties.c.image_id == images.c.id,
+    image_properties.c.deleted == False))  # noqa: E712
+_IMAGE_AND_PROPS = [images, image_properties.c.name.label("prop_name"),
+                    image_properties.c.value.label("prop_value")]
+_GET_LIVE = select(_IMAGE_AND_PROPS).select_from(_WITH_PROPS).where(and_(
+    images.c.id == bindparam("id"), images.c.deleted == False))  # noqa: E712
+_GET_ANY = select(_IMAGE_AND_PROPS).select_from(_WITH_PROPS).where(
+    images.c.id == bindparam("id"))
 _LOCATION = select([images.c.location]).where(images.c.id == bindparam("id"))
 _MEMBERS = select([image_members.c.member, image_members.c.can_share]).where(and_(
     image_members.c.image_id == bindparam("id"),
@@ -209,11 +213,11 @@ _MEMBERS = select([image_members.c.member, image_members.c.can_share]).where(and
 
 
 def _getImage(sqlconn, imageId: str, includeDeleted: bool = False) -> ImageRecord:
-    row = sqlconn.execute(_GET_ANY if includeDeleted else _GET_LIVE, id=imageId).first()
-    if row is None:
+    rows = sqlconn.execute(_GET_ANY if includeDeleted else _GET_LIVE, id=imageId).fetchall()
+    if not rows:
         raise NotFound(imageId)
-    props = {name: value for _, name, value in sqlconn.execute(_PROPS_OF, id=imageId)}
-    return ImageRecord(properties=props, **_row(row))
+    props = {r["prop_name"]: r["prop_value"] for r in rows if r["prop_name"] is not None}
+    return ImageRecord(properties=props, **_row(rows[0]))
 
 
 def _propertiesFor(sqlconn, imageIds: Sequence[str]) -> Dict[str, Dict[str, str]]:
