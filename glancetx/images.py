@@ -28,6 +28,7 @@ from glancetx.store.interface import (
     BadLocation,
     LocationNotFound,
     StoreError,
+    StoreUnavailable,
     UploadFailed,
     redact,
 )
@@ -471,6 +472,7 @@ class ImageService:
     async def _deleteBytes(self, location: Optional[str]) -> None:
         if not location:
             return
+        store = None
         try:
             store = self._storeFor(location)
             if store.writable:
@@ -478,6 +480,8 @@ class ImageService:
         except Exception as e:
             self.log.warn("could not delete image data at {location}: {error}",
                           location=redact(location), error=str(e))
+            if isinstance(e, StoreUnavailable) and hasattr(store, "deleteLater"):
+                store.deleteLater(location)
 
     async def _register(self, image: ImageRecord, location: str, size: int) -> ImageRecord:
         try:

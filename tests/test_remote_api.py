@@ -407,6 +407,32 @@ class _RemoteStoreAPIMixin(APITestsMixin):
         self.assertIn("will retry", self.glance.log())
         self.assertNotIn(KEY + "@", self.glance.log())
 
+    @async_test
+    async def test_deleteWhileStoreIsDown(self):
+        """
+        Deleting an image while the store cannot be reached still deletes
+        the image, and its object goes once the store is back.
+        """
+        host, port = self.storeAddress.rsplit(":", 1)
+        proxy = TCPProxy(reactor, host, int(port))
+        await proxy.start()
+        self.addCleanup(proxy.stop)
+        await self.storeServer(proxy.address)
+        image = await self.create(os.urandom(1024 * 1024), RAW)
+        self.assertEqual(await self.storedNames(), [image["id"]])
+        await proxy.cut()
+        await self.request("DELETE", "/v1/images/" + image["id"], expect=200)
+        await self.request("HEAD", "/v1/images/" + image["id"], expect=404)
+        self.assertEqual(await self.storedNames(), [image["id"]])
+        await sleep(1.5)
+        await proxy.restore()
+        self.assertEqual(await eventually(self._storeIsEmpty, 60, 0.5), True,
+                         self.glance.log()[-3000:])
+        self.assertNotIn(KEY + "@", self.glance.log())
+
+    async def _storeIsEmpty(self) -> bool:
+        return await self.storedNames() == []
+
     async def _statusIs(self, imageId: str, status: str) -> bool:
         return await self.status(imageId) == status
 

@@ -1388,6 +1388,17 @@ class S3Store:
         except ValueError:
             raise StoreError("S3 size lookup failed: no Content-Length in the answer")
 
+    def deleteLater(self, location: str) -> None:
+        """
+        Keep trying to delete an image's bytes that could not be deleted now
+        because the store is unreachable (bounded background retries), so a
+        deleted image does not leave its object behind.
+        """
+        async def attempt() -> None:
+            await self.delete(location)
+
+        self._cleanups().add("delete %s" % (redact(location),), attempt)
+
     @fromCoroutine
     async def delete(self, location: str) -> None:
         await self._delete(parseLocation(location))

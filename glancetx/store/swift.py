@@ -1328,6 +1328,17 @@ class SwiftStore:
             raise _statusError(response, "a HEAD")
         return response
 
+    def deleteLater(self, location: str) -> None:
+        """
+        Keep trying to delete an image's bytes that could not be deleted now
+        because the store is unreachable (bounded background retries), so a
+        deleted image does not leave its object behind.
+        """
+        async def attempt() -> None:
+            await self.delete(location)
+
+        self._cleanups().add("delete %s" % (redact(location),), attempt)
+
     @fromCoroutine
     async def delete(self, location: str) -> None:
         creds, parsed = self._locate(location)
