@@ -698,11 +698,11 @@ class _FakeStep:
 
 class CleanupRetriesTests(SynchronousTestCase):
     """
-    L{glancetx.store.s3._CleanupRetries} on a fake clock.
+    L{glancetx.store.cleanup.CleanupRetries} on a fake clock.
     """
 
     def retries(self):
-        from glancetx.store.s3 import _CleanupRetries
+        from glancetx.store.cleanup import CleanupRetries as _CleanupRetries
 
         self.clock = task.Clock()
         self.logged: List[dict] = []

@@ -29,7 +29,7 @@ import ipaddress
 import math
 import re
 from collections import deque
-from typing import Any, Awaitable, Callable, Deque, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import quote, unquote, urlsplit
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
@@ -50,6 +50,7 @@ from zope.interface import implementer
 
 from glancetx.asyncutil import firstOf, fromCoroutine
 from glancetx.errors import ConfigError
+from glancetx.store.cleanup import CleanupRetries, RetriedCleanups
 from glancetx.store.interface import (
     BadLocation,
     IStore,
@@ -85,137 +86,6 @@ _FALSE = {"false", "no", "off", "0"}
 
 _BUCKET = re.compile(r"^[A-Za-z0-9._-]{3,255}$")
 _DNS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
-
-
-#: Clean-up that fails because the store cannot be reached (or answers
-#: 5xx) -- aborting a multipart upload, removing a partial object -- is
-#: retried in the background: first after CLEANUP_FIRST_DELAY seconds, the
-#: wait doubling up to CLEANUP_MAX_DELAY, given up CLEANUP_DEADLINE seconds
-#: after the first failure, and abandoned (logged) at reactor shutdown.
-CLEANUP_FIRST_DELAY = 1.0
-CLEANUP_MAX_DELAY = 15.0
-CLEANUP_DEADLINE = 120.0
-
-
-class _CleanupJob:
-    def __init__(self, what: str, attempt: Callable[[], Awaitable[Any]],
-                 deadline: float, delay: float) -> None:
-        self.what = what
-        self.attempt = attempt
-        self.deadline = deadline
-        self.delay = delay
-        self.tries = 1
-        self.call: Any = None
-        self.running: Optional[Deferred] = None
-        self.cancelled = False
-
-
-class _CleanupRetries:
-    """
-    Bounded background retries of clean-up steps.  C{what} names a step in
-    log lines; it must hold no credentials (use L{redact}ed locations).
-    Only L{StoreUnavailable} is retried: a refusal (403, a bad request)
-    will not get better by waiting.
-    """
-
-    def __init__(self, reactor: Any, log: Logger, firstDelay: float = CLEANUP_FIRST_DELAY,
-                 maxDelay: float = CLEANUP_MAX_DELAY, deadline: float = CLEANUP_DEADLINE) -> None:
-        self._reactor = reactor
-        self._log = log
-        self._firstDelay = firstDelay
-        self._maxDelay = maxDelay
-        self._deadline = deadline
-        self._jobs: List[_CleanupJob] = []
-        self._trigger: Any = None
-        self._idleWaiters: List[Deferred] = []
-
-    def pending(self) -> int:
-        return len(self._jobs)
-
-    def add(self, what: str, attempt: Callable[[], Awaitable[Any]]) -> None:
-        """
-        Retry C{attempt} (an async callable that raises if the step failed),
-        whose first try has just failed with L{StoreUnavailable}.
-        """
-        job = _CleanupJob(what, attempt, self._reactor.seconds() + self._deadline,
-                          self._firstDelay)
-        self._jobs.append(job)
-        if self._trigger is None and hasattr(self._reactor, "addSystemEventTrigger"):
-            self._trigger = self._reactor.addSystemEventTrigger(
-                "before", "shutdown", self.cancelAll)
-        self._log.info("will retry to {what} in the background", what=what)
-        job.call = self._reactor.callLater(job.delay, self._run, job)
-
-    def _run(self, job: _CleanupJob) -> None:
-        job.call = None
-        job.tries += 1
-        job.running = Deferred.fromCoroutine(job.attempt())
-        job.running.addCallbacks(self._succeeded, self._failed,
-                                 callbackArgs=(job,), errbackArgs=(job,))
-
-    def _succeeded(self, _: Any, job: _CleanupJob) -> None:
-        job.running = None
-        self._log.info("retry {tries} succeeded: {what}", tries=job.tries, what=job.what)
-        self._done(job)
-
-    def _failed(self, reason: Failure, job: _CleanupJob) -> None:
-        job.running = None
-        if job.cancelled:
-            return
-        job.delay = min(job.delay * 2, self._maxDelay)
-        retryable = reason.check(StoreUnavailable) is not None
-        if not retryable or self._reactor.seconds() + job.delay > job.deadline:
-            self._log.warn(
-                "gave up after {tries} tries: could not {what}: {why}",
-                tries=job.tries, what=job.what,
-                why=str(reason.value) if isinstance(reason.value, StoreError)
-                else type(reason.value).__name__)
-            self._done(job)
-            return
-        job.call = self._reactor.callLater(job.delay, self._run, job)
-
-    def _done(self, job: _CleanupJob) -> None:
-        if job in self._jobs:
-            self._jobs.remove(job)
-        if not self._jobs:
-            if self._trigger is not None:
-                try:
-                    self._reactor.removeSystemEventTrigger(self._trigger)
-                except (ValueError, KeyError):
-                    pass
-                self._trigger = None
-            waiters, self._idleWaiters = self._idleWaiters, []
-            for w in waiters:
-                w.callback(None)
-
-    def whenIdle(self) -> Deferred:
-        """
-        Fire once no clean-up is waiting to be retried.
-        """
-        d: Deferred = Deferred()
-        if self._jobs:
-            self._idleWaiters.append(d)
-        else:
-            d.callback(None)
-        return d
-
-    def cancelAll(self) -> None:
-        """
-        Stop retrying (at shutdown): every step still pending is logged as
-        abandoned.
-        """
-        self._trigger = None
-        for job in list(self._jobs):
-            job.cancelled = True
-            if job.call is not None and job.call.active():
-                job.call.cancel()
-            job.call = None
-            running, job.running = job.running, None
-            if running is not None:
-                running.addErrback(lambda f: None)
-                running.cancel()
-            self._log.warn("abandoned at shutdown: could not {what}", what=job.what)
-            self._done(job)
 
 
 class _UnsignedPayloadAuth(S3SigV4Auth):
@@ -854,7 +724,7 @@ def _required(conf: Mapping[str, str], name: str) -> str:
 
 @implementer(IStore)
 @attr.s(eq=False)
-class S3Store:
+class S3Store(RetriedCleanups):
     """
     Images as objects named by image id in C{bucket}.  Sizes are in bytes
     here; L{fromConfig} reads Glance's options (sizes in MB).
@@ -879,7 +749,7 @@ class S3Store:
     chunkSize: int = attr.ib(default=10 * MiB)
     maxPartsInFlight: int = attr.ib(default=2)
     _bucketReady: bool = attr.ib(default=False, init=False)
-    _retries: Optional[_CleanupRetries] = attr.ib(default=None, init=False, repr=False)
+    _retries: Optional[CleanupRetries] = attr.ib(default=None, init=False, repr=False)
 
     @classmethod
     def fromConfig(cls, conf: Mapping[str, str], reactor: Any, treqClient: Any) -> "S3Store":
@@ -1251,7 +1121,7 @@ class S3Store:
         Best effort: give the parts back.  A failure is logged, not raised,
         so the caller sees why the upload failed rather than why the
         clean-up did; if the store could not be reached, the abort is
-        retried in the background for a while (L{_CleanupRetries}).
+        retried in the background for a while (L{CleanupRetries}).
         """
         try:
             await self._abortOnce(loc, uploadId)
@@ -1341,30 +1211,6 @@ class S3Store:
                     lambda: self._delete(loc),
                 )
 
-    def _cleanups(self) -> _CleanupRetries:
-        if self._retries is None:
-            self._retries = _CleanupRetries(self._reactor, self.log)
-        return self._retries
-
-    def pendingCleanups(self) -> int:
-        """
-        How many clean-up steps are waiting to be retried.
-        """
-        return 0 if self._retries is None else self._retries.pending()
-
-    def whenCleanedUp(self) -> Deferred:
-        """
-        Fire once no clean-up step is waiting to be retried (done or given up).
-        """
-        return self._cleanups().whenIdle()
-
-    def cancelCleanups(self) -> None:
-        """
-        Stop retrying clean-up steps (done by itself at reactor shutdown).
-        """
-        if self._retries is not None:
-            self._retries.cancelAll()
-
     @fromCoroutine
     async def get(self, location: str) -> IBodyProducer:
         loc = parseLocation(location)
@@ -1387,17 +1233,6 @@ class S3Store:
             return int(raw)
         except ValueError:
             raise StoreError("S3 size lookup failed: no Content-Length in the answer")
-
-    def deleteLater(self, location: str) -> None:
-        """
-        Keep trying to delete an image's bytes that could not be deleted now
-        because the store is unreachable (bounded background retries), so a
-        deleted image does not leave its object behind.
-        """
-        async def attempt() -> None:
-            await self.delete(location)
-
-        self._cleanups().add("delete %s" % (redact(location),), attempt)
 
     @fromCoroutine
     async def delete(self, location: str) -> None:

@@ -53,7 +53,7 @@ from glancetx.store.interface import (
     redact,
 )
 # The background retry of clean-up steps is shared with the S3 driver.
-from glancetx.store.s3 import _CleanupRetries
+from glancetx.store.cleanup import CleanupRetries, RetriedCleanups
 
 MiB = 1024 * 1024
 #: Swift refuses single objects above 5 GiB (its default max_file_size).
@@ -781,7 +781,7 @@ class _Download(Protocol):
 
 @implementer(IStore)
 @attr.s(eq=False)
-class SwiftStore:
+class SwiftStore(RetriedCleanups):
     """
     Images in container C{container} of the Swift account that C{user} and
     C{key} authenticate at C{authAddress}.  Sizes are in bytes.
@@ -814,7 +814,7 @@ class SwiftStore:
     _sessions: Dict[_Credentials, _Session] = attr.ib(factory=dict, init=False)
     _authWaiters: Dict[_Credentials, List[Deferred]] = attr.ib(factory=dict, init=False)
     _segmentsContainerReady: bool = attr.ib(default=False, init=False)
-    _retries: Optional[_CleanupRetries] = attr.ib(default=None, init=False, repr=False)
+    _retries: Optional[CleanupRetries] = attr.ib(default=None, init=False, repr=False)
 
     @classmethod
     def fromConfig(cls, conf: Mapping[str, str], reactor, treqClient) -> "SwiftStore":
@@ -1046,7 +1046,7 @@ class SwiftStore:
         Best-effort removal while cleaning up after a failed upload: the
         original error is what the caller reports, so this one is only
         logged.  If Swift could not be reached (or answered 5xx) the removal
-        is retried in the background for a while (see L{_CleanupRetries}).
+        is retried in the background for a while (see L{CleanupRetries}).
         """
         try:
             await self._deleteOnce(creds, path)
@@ -1064,30 +1064,6 @@ class SwiftStore:
         await _discard(response)
         if not _ok(response) and response.code != 404:
             raise _statusError(response, "a clean-up DELETE")
-
-    def _cleanups(self) -> _CleanupRetries:
-        if self._retries is None:
-            self._retries = _CleanupRetries(self._reactor, self.log)
-        return self._retries
-
-    def pendingCleanups(self) -> int:
-        """
-        How many clean-up steps are waiting to be retried.
-        """
-        return 0 if self._retries is None else self._retries.pending()
-
-    def whenCleanedUp(self) -> Deferred:
-        """
-        Fire once no clean-up step is waiting to be retried (done or given up).
-        """
-        return self._cleanups().whenIdle()
-
-    def cancelCleanups(self) -> None:
-        """
-        Stop retrying clean-up steps (done by itself at reactor shutdown).
-        """
-        if self._retries is not None:
-            self._retries.cancelAll()
 
     async def _ensureContainer(self, creds: _Credentials, container: str, create: bool) -> None:
         path = _containerPath(container)
@@ -1327,17 +1303,6 @@ class SwiftStore:
         if not _ok(response):
             raise _statusError(response, "a HEAD")
         return response
-
-    def deleteLater(self, location: str) -> None:
-        """
-        Keep trying to delete an image's bytes that could not be deleted now
-        because the store is unreachable (bounded background retries), so a
-        deleted image does not leave its object behind.
-        """
-        async def attempt() -> None:
-            await self.delete(location)
-
-        self._cleanups().add("delete %s" % (redact(location),), attempt)
 
     @fromCoroutine
     async def delete(self, location: str) -> None:
