@@ -79,6 +79,8 @@ _CORE: Dict[str, Tuple[Callable[[str, str], Any], Any]] = {
     "container_formats": (_list, CONTAINER_FORMATS),
     "disk_threads": (_int(1, 64), 8),
     "delayed_delete": (_bool, False),
+    "scrub_time": (_int(0), 43200),
+    "wakeup_time": (_int(1), 300),
     "owner_is_tenant": (_bool, True),
 }
 
@@ -120,6 +122,8 @@ class Config:
     container_formats: Tuple[str, ...] = CONTAINER_FORMATS
     disk_threads: int = 8
     delayed_delete: bool = False
+    scrub_time: int = 43200
+    wakeup_time: int = 300
     owner_is_tenant: bool = True
     #: Every option from the file, as raw strings, for the modules that
     #: check their own (stores, auth, policy).

@@ -8,6 +8,7 @@ saving → active) are conditional updates in the registry, so two processes
 sharing a database cannot both upload one image.
 """
 
+import datetime
 import re
 import uuid
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -532,6 +533,26 @@ class ImageService:
             await self._deleteBytes(location)
         self.notifier.notify("image.delete", payloadFor(image))
         return image
+
+    @fromCoroutine
+    async def scrub(self) -> int:
+        """
+        Remove the bytes of images deleted (with C{delayed_delete}) more
+        than C{scrub_time} seconds ago; Glance's scrubber, run in-process.
+        Returns how many images were scrubbed.
+        """
+        before = datetime.datetime.utcnow() - datetime.timedelta(
+            seconds=self.config.scrub_time)
+        done = 0
+        for imageId in await self.registry.pendingDeletes(before):
+            location = await self.registry.claimPendingDelete(imageId)
+            if location is None:
+                continue
+            await self._deleteBytes(location)
+            done += 1
+        if done:
+            self.log.info("scrubbed {count} deleted images", count=done)
+        return done
 
     # -- members -------------------------------------------------------------
 

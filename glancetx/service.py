@@ -203,6 +203,10 @@ def buildService(config: Config, reactor=None):
     ThreadPoolService(sendfilePool).setServiceParent(top)
     sendfile = Sendfile(reactor, sendfilePool, limit=config.disk_threads * 2)
     reactor.addSystemEventTrigger("before", "shutdown", sendfile.stop)
+    if config.delayed_delete:
+        scrubber = TimerService(config.wakeup_time, _logFailure(images.scrub))
+        scrubber.clock = reactor
+        scrubber.setServiceParent(top)
     api = GlanceAPI(images, config, auth, sendfile)
     site = GlanceSite(api, reactor)
     strports.service(config.port, site, reactor=reactor).setServiceParent(top)

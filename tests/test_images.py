@@ -193,6 +193,27 @@ class LifecycleTests(TestCase):
         self.assertEqual(self.files(), [image.id])
 
     @async_test
+    async def test_scrubberRemovesDelayedBytes(self):
+        self.service.config = attr.evolve(self.config, delayed_delete=True, scrub_time=0)
+        image = await self.upload(b"abc")
+        await self.service.delete(self.ctx, image.id)
+        self.assertEqual(self.files(), [image.id])
+        self.assertEqual(await self.service.scrub(), 1)
+        self.assertEqual(self.files(), [])
+        gone = await self.registry.get(image.id, includeDeleted=True)
+        self.assertEqual(gone.status, "deleted")
+        # Nothing left to do, and a second scrubber finds nothing to claim.
+        self.assertEqual(await self.service.scrub(), 0)
+
+    @async_test
+    async def test_scrubberWaitsForScrubTime(self):
+        self.service.config = attr.evolve(self.config, delayed_delete=True, scrub_time=3600)
+        image = await self.upload(b"abc")
+        await self.service.delete(self.ctx, image.id)
+        self.assertEqual(await self.service.scrub(), 0)
+        self.assertEqual(self.files(), [image.id])
+
+    @async_test
     async def test_readOnlyContext(self):
         ro = RequestContext(user="u", tenant="t", roles={"reader"}, read_only=True)
         with self.assertRaises(errors.Forbidden):

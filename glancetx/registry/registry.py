@@ -471,6 +471,36 @@ class Registry:
             return _getImage(sqlconn, imageId, includeDeleted=True)
         return await self._run(work)
 
+    @fromCoroutine
+    async def pendingDeletes(self, deletedBefore: datetime.datetime,
+                             limit: int = 100) -> List[str]:
+        """
+        Ids of images in C{pending_delete} deleted before a time: the
+        scrubber's work list.
+        """
+        def work(sqlconn):
+            rows = sqlconn.execute(select([images.c.id]).where(and_(
+                images.c.status == "pending_delete",
+                images.c.deleted_at < deletedBefore)).order_by(
+                images.c.deleted_at).limit(limit))
+            return [r[0] for r in rows]
+        return await self._run(work)
+
+    @fromCoroutine
+    async def claimPendingDelete(self, imageId: str) -> Optional[str]:
+        """
+        Move a C{pending_delete} image to C{deleted} and return its location,
+        or None if another process claimed it first (a conditional UPDATE:
+        several scrubbing processes never delete one image's bytes twice).
+        """
+        def work(sqlconn):
+            location = sqlconn.execute(_LOCATION, id=imageId).scalar()
+            result = sqlconn.execute(images.update().where(and_(
+                images.c.id == imageId, images.c.status == "pending_delete")).values(
+                status="deleted", updated_at=_now()))
+            return location if result.rowcount == 1 else None
+        return await self._run(work)
+
     # -- lists ------------------------------------------------------------
 
     @fromCoroutine
