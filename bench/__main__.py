@@ -37,7 +37,7 @@ def parseArgs(argv):
     p.add_argument("--keep-files", action="store_true", help="keep the big test files")
     args = p.parse_args(argv)
     for b in args.benchmarks:
-        if b not in ALL:
+        if b not in ALL + ("peer",):  # peer: real Glance side by side, opt-in (installs it)
             p.error("unknown benchmark %r (choose from %s)" % (b, ", ".join(ALL)))
     return args
 
@@ -97,6 +97,9 @@ def main(argv=None) -> int:
                                              queries=["detail"]))
                 else:
                     summary.update(scale.run(results, runs))
+            elif name == "peer":
+                from bench import glance_peer
+                summary.update(glance_peer.run(results, runs))
             log("%s took %.0fs" % (name, time.time() - t0))
     finally:
         if not args.keep_files:

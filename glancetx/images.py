@@ -456,7 +456,7 @@ class ImageService:
                 expectStatus=["saving"], location=stored.location)
         except (reg.Conflict, reg.NotFound):
             # Deleted (or killed) while its bytes arrived: keep nothing.
-            await self._deleteBytes(stored.location)
+            await self._deleteBytes(stored.location, image.id)
             raise errors.Conflict("Image %s was deleted during the upload." % (image.id,))
         self.notifier.notify("image.upload", payloadFor(image))
         self.notifier.notify("image.activate", payloadFor(image))
@@ -470,7 +470,7 @@ class ImageService:
         except (reg.Conflict, reg.NotFound):
             pass
 
-    async def _deleteBytes(self, location: Optional[str]) -> None:
+    async def _deleteBytes(self, location: Optional[str], imageId: str = "") -> None:
         if not location:
             return
         store = None
@@ -479,8 +479,9 @@ class ImageService:
             if store.writable:
                 await store.delete(location)
         except Exception as e:
-            self.log.warn("could not delete image data at {location}: {error}",
-                          location=redact(location), error=str(e))
+            self.log.warn("could not delete the data of image {image_id} from the"
+                          " {store} store: {error}", image_id=imageId,
+                          store=getattr(store, "name", "?"), error=_plain(e))
             if isinstance(e, StoreUnavailable) and hasattr(store, "deleteLater"):
                 store.deleteLater(location)
 
@@ -530,7 +531,7 @@ class ImageService:
         except reg.NotFound:
             raise errors.NotFound("Image not found.")
         if status == "deleted":
-            await self._deleteBytes(location)
+            await self._deleteBytes(location, imageId)
         self.notifier.notify("image.delete", payloadFor(image))
         return image
 
@@ -548,7 +549,7 @@ class ImageService:
             location = await self.registry.claimPendingDelete(imageId)
             if location is None:
                 continue
-            await self._deleteBytes(location)
+            await self._deleteBytes(location, imageId)
             done += 1
         if done:
             self.log.info("scrubbed {count} deleted images", count=done)

@@ -309,6 +309,10 @@ class _RemoteStoreAPIMixin(APITestsMixin):
             await self.checkRoundTrip(image, data)
             await self.checkLargeObject(image["id"], size > 5 * MiB)
             await self.checkDeleted(image["id"])
+        # No location, not even without its credentials, reaches the log.
+        log = self.glance.log()
+        self.assertNotIn("://" + self.storeAddress, log)
+        self.assertNotIn(KEY, log)
 
     @async_test
     async def test_uploadChunked(self):

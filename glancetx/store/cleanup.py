@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from glancetx.store.interface import StoreError, StoreUnavailable, redact
+from glancetx.store.interface import StoreError, StoreUnavailable
 
 
 #: Clean-up that fails because the store cannot be reached (or answers
@@ -188,4 +188,5 @@ class RetriedCleanups:
         async def attempt() -> None:
             await self.delete(location)
 
-        self._cleanups().add("delete %s" % (redact(location),), attempt)
+        name = location.rstrip("/").rsplit("/", 1)[-1]
+        self._cleanups().add("delete the stored object %s" % (name,), attempt)

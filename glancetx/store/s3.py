@@ -59,7 +59,6 @@ from glancetx.store.interface import (
     StoreError,
     StoreUnavailable,
     UploadFailed,
-    redact,
 )
 
 MiB = 1024 * 1024
@@ -124,7 +123,10 @@ class S3Location:
         )
 
     def forLog(self) -> str:
-        return redact(self.uri())
+        """
+        The object's name for log lines: no host, no credentials.
+        """
+        return "s3 object %s/%s" % (self.bucket, self.key)
 
 
 def parseLocation(location: str) -> S3Location:

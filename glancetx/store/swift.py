@@ -50,7 +50,6 @@ from glancetx.store.interface import (
     StoreError,
     StoreUnavailable,
     UploadFailed,
-    redact,
 )
 # The background retry of clean-up steps is shared with the S3 driver.
 from glancetx.store.cleanup import CleanupRetries, RetriedCleanups
@@ -1130,8 +1129,8 @@ class SwiftStore(RetriedCleanups):
         else:
             size = await self._putSegmented(creds, image_id, body)
         location = makeLocation(self.authAddress, self.user, self._key, self.container, image_id)
-        self.log.info("Swift store: stored {size} bytes at {location}",
-                      size=size, location=redact(location))
+        self.log.info("Swift store: stored {size} bytes as {container}/{name}",
+                      size=size, container=self.container, name=image_id)
         return StoredImage(location=location, size=size)
 
     async def _putEmpty(self, creds: _Credentials, image_id: str, body) -> int:
