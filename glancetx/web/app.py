@@ -90,10 +90,7 @@ class GlanceAPI:
 
     @app.handle_errors(errors.APIError)
     def apiError(self, request, failure):
-        e = failure.value
-        if e.code == 405 and getattr(e, "allowed", None):
-            request.setHeader(b"allow", ", ".join(e.allowed).encode("ascii"))
-        return self._error(request, e.code, e.message)
+        return self._error(request, failure.value.code, failure.value.message)
 
     @app.handle_errors(MethodNotAllowed)
     def methodNotAllowed(self, request, failure):
