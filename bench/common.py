@@ -126,6 +126,15 @@ def dropDirty() -> None:
     os.sync()
 
 
+def alternating(items, run: int):
+    """
+    The items in order on even runs and reversed on odd ones, so that no side
+    of an A/B comparison always goes first.
+    """
+    items = list(items)
+    return items if run % 2 == 0 else items[::-1]
+
+
 def log(msg: str) -> None:
     sys.stderr.write("[bench %s] %s\n" % (time.strftime("%H:%M:%S"), msg))
     sys.stderr.flush()

@@ -12,7 +12,7 @@ import time
 from typing import Dict, List
 
 from bench import transfer
-from bench.common import MiB, dropDirty, log, median, procStatus, resetPeak, testFile
+from bench.common import alternating, MiB, dropDirty, log, median, procStatus, resetPeak, testFile
 from bench.servers import Glance, Nginx
 
 
@@ -82,7 +82,7 @@ def oneRun(i: int, count: int, size: int, nginx: Nginx) -> Dict:
             nginx.cleanDav()
             dropDirty()
 
-        for job in ((nginxBurst, glanceBurst) if i % 2 == 0 else (glanceBurst, nginxBurst)):
+        for job in alternating((nginxBurst, glanceBurst), i):
             job()
         s["glance_hwm"] = max(s["glance_datapath_hwm"] or 0, g.startupPeak or 0)
     finally:

@@ -7,7 +7,7 @@ Klein JSON route (GET) measured in the same run, alternating.
 from typing import Dict, List
 
 from bench import load
-from bench.common import log, median
+from bench.common import alternating, log, median
 from bench.servers import Glance, Tiny
 
 HEADERS = {
@@ -30,7 +30,7 @@ def run(results, runs: int, n: int = 500) -> Dict:
         for i in range(runs):
             log("create run %d/%d" % (i + 1, runs))
             s = {"run": i}
-            for key, job in (jobs if i % 2 == 0 else list(reversed(jobs))):
+            for key, job in alternating(jobs, i):
                 s[key] = job()
             samples.append(s)
     finally:

@@ -16,7 +16,7 @@ Each run measures every server once, in reversed order on odd runs.
 from typing import Dict, List
 
 from bench import catalogue, load
-from bench.common import log, median
+from bench.common import alternating, log, median
 from bench.servers import Glance, Tiny
 
 IMAGES = 1000
@@ -45,7 +45,7 @@ def run(results, runs: int, seconds: float = 5.0, latencyN: int = 500) -> Dict:
         for i in range(runs):
             log("meta run %d/%d" % (i + 1, runs))
             s = {"run": i}
-            for key, job in (jobs if i % 2 == 0 else list(reversed(jobs))):
+            for key, job in alternating(jobs, i):
                 s[key] = job()
             samples.append(s)
     finally:

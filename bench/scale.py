@@ -11,7 +11,7 @@ the default detailed list; the other queries are reported for information.
 from typing import Dict, List
 
 from bench import catalogue, load
-from bench.common import log, median
+from bench.common import alternating, log, median
 from bench.servers import Glance
 
 QUERIES = [
@@ -50,7 +50,7 @@ def run(results, runs: int, sizes=(1000, 10000, 100000), n: int = 300,
             paths[size] = {q: (p if p else _page2(g.port)) for q, p in QUERIES}
         for i in range(runs):
             log("scale run %d/%d" % (i + 1, runs))
-            order = list(sizes) if i % 2 == 0 else list(reversed(sizes))
+            order = alternating(sizes, i)
             s = {"run": i}
             for q in queries:
                 for size in order:

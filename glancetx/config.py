@@ -81,7 +81,6 @@ _CORE: Dict[str, Tuple[Callable[[str, str], Any], Any]] = {
     "delayed_delete": (_bool, False),
     "scrub_time": (_int(0), 43200),
     "wakeup_time": (_int(1), 300),
-    "owner_is_tenant": (_bool, True),
 }
 
 #: Options other modules check (stores, auth, policy): known names, whose
@@ -124,7 +123,6 @@ class Config:
     delayed_delete: bool = False
     scrub_time: int = 43200
     wakeup_time: int = 300
-    owner_is_tenant: bool = True
     #: Every option from the file, as raw strings, for the modules that
     #: check their own (stores, auth, policy).
     raw: Mapping[str, str] = attr.ib(factory=dict)

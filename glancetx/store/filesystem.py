@@ -62,13 +62,12 @@ _syncFileRange = _loadSyncFileRange()
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def _writeAll(fd: int, chunks: List[bytes], offset: int = 0) -> None:
+def _writeAll(fd: int, chunks: List[bytes], offset: int, total: int) -> None:
     """
     Write every chunk, in order, with as few system calls as possible, then
     start (not wait for) their writeback.  Runs in a disk thread; no copy is
     made of the chunks.
     """
-    total = sum(map(len, chunks))
     _writeChunks(fd, chunks)
     if _syncFileRange is not None and total:
         _syncFileRange(fd, offset, total, _SYNC_FILE_RANGE_WRITE)
@@ -76,17 +75,17 @@ def _writeAll(fd: int, chunks: List[bytes], offset: int = 0) -> None:
 
 def _writeChunks(fd: int, chunks: List[bytes]) -> None:
     views = [memoryview(c) for c in chunks]
-    while views:
-        batch = views[:_IOV_MAX]
-        written = os.writev(fd, batch)
-        # Drop what was written, keep the unwritten tail of a partial batch.
+    first = 0
+    while first < len(views):
+        written = os.writev(fd, views[first:first + _IOV_MAX])
+        # Skip what was written; keep the unwritten tail of a partial write.
         while written:
-            first = len(views[0])
-            if written >= first:
-                written -= first
-                views.pop(0)
+            size = len(views[first])
+            if written >= size:
+                written -= size
+                first += 1
             else:
-                views[0] = views[0][written:]
+                views[first] = views[first][written:]
                 written = 0
 
 
@@ -138,7 +137,7 @@ class _FileWriter:
         self._pending, self._pendingSize = [], 0
         self._inFlight = True
         d = deferToThreadPool(self._reactor, self._pool, _writeAll, self._fd, chunks,
-                              self.written)
+                              self.written, size)
         d.addCallbacks(self._flushed, self._flushFailed, callbackArgs=(size,))
 
     def _flushed(self, _: None, size: int) -> None:

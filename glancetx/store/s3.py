@@ -768,7 +768,7 @@ class S3Store(RetriedCleanups):
                 raise ConfigError("s3_store_host: scheme must be http or https")
         else:
             scheme, netloc = "https", rawHost
-        netloc, slash, path = netloc.partition("/")
+        netloc, _, path = netloc.partition("/")
         if path.strip("/"):
             raise ConfigError("s3_store_host: a path is not supported, give host[:port]")
         _checkNetloc(netloc, lambda m: ConfigError("s3_store_host: " + m))

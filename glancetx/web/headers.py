@@ -99,9 +99,6 @@ def changesFromHeaders(headers: Iterable[Tuple[bytes, Iterable[bytes]]]) -> Imag
             extra["copy_from"] = value
         elif name == "x-glance-registry-purge-props":
             purge = parseBool(name, value)
-    for key in ("name", "disk_format", "container_format", "owner", "checksum"):
-        if key in fields and fields[key] == "" and key != "name":
-            fields[key] = None
     return ImageChanges(fields=fields, properties=properties, store=extra.get("store"),
                         location=extra.get("location") or None,
                         copy_from=extra.get("copy_from") or None,
