@@ -416,7 +416,8 @@ class StreamingRequest(server.Request):
         self._reactor().callLater(0, self._dispatch, command, path, version)
 
     def _reactor(self):
-        return getattr(self.channel.site, "reactor", None) or _globalReactor()
+        # The site carries the reactor it was built with (no global import).
+        return self.channel.site.reactor
 
     def _dispatch(self, command: bytes, path: bytes, version: bytes) -> None:
         if self.channel is None or self._disconnected:
@@ -521,8 +522,3 @@ class StreamingRequest(server.Request):
 
 
 _BAD_PATH = b"The request path is not valid UTF-8.\n"
-
-
-def _globalReactor():
-    from twisted.internet import reactor
-    return reactor
