@@ -9,26 +9,17 @@ drops every address that is not allowed, connects to an allowed IP literal,
 and checks C{transport.getPeer()} once more before the HTTP (or TLS)
 protocol sees the connection.  Every connection the agent opens, redirect
 hops included, goes through it.  TLS still verifies the certificate against
-the hostname from the URL, not the address.
-
-Refused unless inside C{copy_from_allowed_networks}: loopback, link-local,
-private (RFC 1918, fc00::/7), unspecified, multicast, reserved and otherwise
-non-global addresses, and IPv6 forms that carry such an IPv4 address
-(IPv4-mapped, NAT64, 6to4).
+the hostname from the URL, not the address.  Which addresses are allowed
+is L{glancetx.addresses}.
 """
 
-import ipaddress
 from typing import Callable, Iterable, List, Optional, Sequence, Union
 
 import attr
 from treq.client import HTTPClient
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import (
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-    wrapClientTLS,
-)
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import (
     IHostnameResolver,
@@ -42,8 +33,9 @@ from twisted.web.error import SchemeNotSupported
 from twisted.web.iweb import IAgentEndpointFactory, IPolicyForHTTPS
 from zope.interface import implementer
 
+from glancetx.addresses import Network, isPermitted, parseAddress, parseNetworks
 from glancetx.asyncutil import fromCoroutine
-from glancetx.errors import ConfigError
+from glancetx.lazytls import clientTLS
 from glancetx.store.interface import BadLocation
 
 __all__ = [
@@ -56,13 +48,8 @@ __all__ = [
     "parseNetworks",
 ]
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-
 #: Seconds one TCP connection attempt may take.
 CONNECT_TIMEOUT = 30
-
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 class ForbiddenAddress(BadLocation):
@@ -70,91 +57,6 @@ class ForbiddenAddress(BadLocation):
     The URL's host is, or resolves to, an address the server may not fetch
     from.
     """
-
-
-def parseNetworks(text: Optional[str]) -> List[Network]:
-    """
-    Parse C{copy_from_allowed_networks}: comma-separated CIDRs (a bare
-    address means just that address).
-
-    @raise ConfigError: naming the option, for anything that is not a
-        network or has host bits set.
-    """
-    networks: List[Network] = []
-    for item in (text or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(item, strict=True))
-        except ValueError as e:
-            raise ConfigError("copy_from_allowed_networks: %s" % (e,))
-    return networks
-
-
-def _parse(address: Union[str, Address]) -> Optional[Address]:
-    if isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-        return address
-    try:
-        return ipaddress.ip_address(address)
-    except ValueError:
-        return None
-
-
-def _embedded(address: Address) -> Optional[ipaddress.IPv4Address]:
-    """
-    The IPv4 address an IPv6 address stands for, where connecting to it may
-    reach that IPv4 host: IPv4-mapped, NAT64 well-known prefix, 6to4.
-    """
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return address.ipv4_mapped
-        if address in _NAT64:
-            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-        if address.sixtofour is not None:
-            return address.sixtofour
-    return None
-
-
-def _forbidden(address: Address) -> bool:
-    if (
-        address.is_loopback
-        or address.is_link_local
-        or address.is_private
-        or address.is_unspecified
-        or address.is_multicast
-        or address.is_reserved
-        or not address.is_global
-    ):
-        return True
-    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
-        return True
-    return False
-
-
-def isPermitted(address: Union[str, Address], allowedNetworks: Sequence[Network]) -> bool:
-    """
-    May the server connect to C{address}?  Anything that is not an IP
-    address (a name, garbage) is not.
-    """
-    parsed = _parse(address)
-    if parsed is None:
-        return False
-    if isinstance(parsed, ipaddress.IPv6Address) and parsed.scope_id:
-        parsed = ipaddress.IPv6Address(parsed.compressed.split("%", 1)[0])
-    inner = _embedded(parsed)
-    candidates = [parsed] if inner is None else [parsed, inner]
-    for candidate in candidates:
-        for network in allowedNetworks:
-            if candidate.version == network.version and candidate in network:
-                return True
-    if inner is not None:
-        if _forbidden(inner):
-            return False
-        if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
-            # ::ffff:a.b.c.d is a.b.c.d on a dual-stack socket, nothing more.
-            return True
-    return not _forbidden(parsed)
 
 
 def _refusal(host: str) -> ForbiddenAddress:
@@ -287,7 +189,7 @@ class GuardedEndpoint:
 
     @fromCoroutine
     async def connect(self, protocolFactory):
-        if _parse(self._host) is not None:
+        if parseAddress(self._host) is not None:
             addresses = [self._host]
         else:
             addresses = await resolve(self._resolver, self._host, self._port)
@@ -359,7 +261,7 @@ class GuardedEndpointFactory:
         )
         if uri.scheme == b"https":
             creator = self._tlsPolicy.creatorForNetloc(hostBytes, uri.port)
-            endpoint = wrapClientTLS(creator, endpoint)
+            endpoint = clientTLS(creator, endpoint)
         return endpoint
 
 

@@ -56,7 +56,6 @@ from typing import (
 )
 
 import attr
-import yaml
 from twisted.logger import Logger
 
 from glancetx.errors import ConfigError
@@ -498,6 +497,8 @@ def parsePolicyText(text: str) -> Dict[str, _Check]:
         data = json.loads(text)
     except ValueError:
         try:
+            import yaml  # only YAML policy files pay for the parser
+
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise ValueError(f"neither JSON nor YAML: {_oneLine(str(e))}") from None

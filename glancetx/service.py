@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from twisted.application import service, strports
+from twisted.application import service
 from twisted.application.internet import TimerService
 from twisted.python.threadpool import ThreadPool
 from twisted.web import server
@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from glancetx.config import Config
 from glancetx.errors import ConfigError
 from glancetx.images import ImageService
+from glancetx.lazytls import listeningService
 from glancetx.notifier import LoggingNotifier
 from glancetx.registry.schema import HEAD_REVISION
 from glancetx.registry.registry import Registry
@@ -209,6 +210,6 @@ def buildService(config: Config, reactor=None):
         scrubber.setServiceParent(top)
     api = GlanceAPI(images, config, auth, sendfile)
     site = GlanceSite(api, reactor)
-    strports.service(config.port, site, reactor=reactor).setServiceParent(top)
+    listeningService(config.port, site, reactor).setServiceParent(top)
     top.api = api
     return top

@@ -9,11 +9,15 @@ from glancetx.errors import ConfigError
 
 
 def makeService(options):
-    from glancetx.service import buildService
-
     try:
         if options.configError is not None:
             raise options.configError
+        from glancetx.lazytls import importReactorWithoutTLS, plainTCP
+
+        if plainTCP(options.config.port) is not None:
+            importReactorWithoutTLS()
+        from glancetx.service import buildService
+
         return buildService(options.config)
     except ConfigError as e:
         sys.stderr.write("twistd glance: %s\n" % (e,))

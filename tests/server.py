@@ -40,8 +40,9 @@ class GlanceServer:
     One twistd process with its own data directory (and config file).
     """
 
-    def __init__(self, testCase, options=None, dataDir=None):
+    def __init__(self, testCase, options=None, dataDir=None, env=None):
         self.testCase = testCase
+        self.env = dict(env or {})
         self.dataDir = dataDir or os.path.abspath(testCase.mktemp())
         os.makedirs(self.dataDir, exist_ok=True)
         self.options = dict(options or {})
@@ -60,6 +61,7 @@ class GlanceServer:
                 "--config", self.writeConfig()]
         self.watcher = _Watcher()
         env = dict(os.environ)
+        env.update(self.env)
         self.process = reactor.spawnProcess(self.watcher, TWISTD, args, env=env,
                                             path=self.dataDir)
         self.testCase.addCleanup(self.stop)

@@ -27,10 +27,10 @@ RAW = {"x-image-meta-disk_format": "raw", "x-image-meta-container_format": "bare
 class APITestsMixin:
     options: dict = {}
 
-    async def server(self, **options):
+    async def server(self, env=None, **options):
         opts = dict(self.options)
         opts.update(options)
-        self.glance = await GlanceServer(self, opts).start()
+        self.glance = await GlanceServer(self, opts, env=env).start()
         return self.glance
 
     def http(self):

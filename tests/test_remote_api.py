@@ -40,6 +40,7 @@ from zope.interface import implementer
 from glancetx.store.interface import StoreError, StoreUnavailable
 from tests.test_api import RAW, APITestsMixin, async_test
 from tests.tcpproxy import TCPProxy
+from tests.tlscerts import makeCertificates
 
 MiB = 1024 * 1024
 USER = "test:tester"
@@ -683,6 +684,68 @@ class HTTPSourceTests(APITestsMixin, TestCase):
         # A location's origin is missing: a 400 now, not an image later.
         await self.create(headers=dict(RAW, **{"x-image-meta-location": url + "-missing"}),
                           expect=400)
+
+
+class HTTPSSourceTests(APITestsMixin, TestCase):
+    """
+    copy-from an https origin whose certificate a test CA signed: the
+    server, started without pyOpenSSL loaded (L{glancetx.lazytls}), loads
+    it for this first TLS connection and verifies the origin with it.
+    """
+
+    timeout = 120
+
+    def _mapped(self) -> str:
+        with open("/proc/%d/maps" % (self.glance.pid(),)) as f:
+            return f.read()
+
+    async def origin(self, data: bytes) -> str:
+        from twisted.internet.ssl import PrivateCertificate
+
+        path = os.path.abspath(self.mktemp())
+        caPath, serverPEM = makeCertificates(path)
+        with open(os.path.join(path, "img"), "wb") as f:
+            f.write(data)
+        root = Resource()
+        root.putChild(b"img", File(os.path.join(path, "img"),
+                                   defaultType="application/octet-stream"))
+        options = PrivateCertificate.loadPEM(serverPEM).options()
+        port = reactor.listenSSL(0, Site(root), options, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return caPath, "https://localhost:%d/img" % (port.getHost().port,)
+
+    async def settled(self, imageId: str):
+        for _ in range(200):
+            resp, _ = await self.request("HEAD", "/v1/images/" + imageId, expect=200)
+            if self.header(resp, "x-image-meta-status") not in ("queued", "saving"):
+                break
+            await sleep(0.1)
+        return resp
+
+    @async_test
+    async def test_copyFromHTTPSLoadsTLSOnFirstUse(self):
+        data = os.urandom(MiB + 7)
+        caPath, url = await self.origin(data)
+        await self.server(env={"SSL_CERT_FILE": caPath},
+                          copy_from_allowed_networks="127.0.0.0/8")
+        self.assertNotIn("/cryptography/", self._mapped())
+
+        image = await self.create(headers=dict(RAW, **{"x-glance-api-copy-from": url}))
+        resp = await self.settled(image["id"])
+        self.assertEqual(self.header(resp, "x-image-meta-status"), "active", self.glance.log())
+        self.assertEqual(self.header(resp, "x-image-meta-checksum"),
+                         hashlib.md5(data).hexdigest())
+        self.assertIn("/cryptography/", self._mapped())
+
+    @async_test
+    async def test_untrustedOriginRefused(self):
+        """
+        Without the test CA in the trust store, the origin's certificate
+        fails verification and the location is refused.
+        """
+        _, url = await self.origin(b"x" * 1000)
+        await self.server(copy_from_allowed_networks="127.0.0.0/8")
+        await self.create(headers=dict(RAW, **{"x-image-meta-location": url}), expect=400)
 
 
 # --- The drivers' background clean-up ------------------------------------------

@@ -5,29 +5,49 @@ Two kinds of HTTP client: the S3 and Swift drivers talk to the object
 store the operator configured (trusted, often on a private network), over
 one persistent connection pool; the http store fetches URLs that users
 name, so it goes through the address guard of L{glancetx.netguard}.
+
+The HTTP client (twisted.web.client, and through its endpoints pyOpenSSL)
+is imported only when a store needs it: the http store, which every
+default configuration lists, builds its client on first use, so a server
+that never fetches a URL never loads TLS (see L{glancetx.lazytls}).
 """
 
-from typing import Dict
+from typing import Callable, Dict
 
-from treq.client import HTTPClient
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from glancetx.addresses import parseNetworks
+from glancetx.store.interface import IStore
 
 
 def makeRemoteStores(config, reactor) -> Dict[str, object]:
     stores: Dict[str, object] = {}
     raw = config.raw
     if "http" in config.stores:
-        from glancetx.netguard import guardedHTTPClient, parseNetworks
-        from glancetx.store.http import HTTPStore
-
         allowed = parseNetworks(raw.get("copy_from_allowed_networks", ""))
-        pool = HTTPConnectionPool(reactor, persistent=True)
-        stores["http"] = HTTPStore(guardedHTTPClient(reactor, allowed, pool=pool), reactor)
+
+        def buildHTTPStore():
+            from twisted.web.client import HTTPConnectionPool
+
+            from glancetx.netguard import guardedHTTPClient
+            from glancetx.store.http import HTTPStore
+
+            pool = HTTPConnectionPool(reactor, persistent=True)
+            return HTTPStore(guardedHTTPClient(reactor, allowed, pool=pool), reactor)
+
+        stores["http"] = HTTPStoreOnFirstUse(buildHTTPStore)
     trusted = None
     if "s3" in config.stores or "swift" in config.stores:
+        from treq.client import HTTPClient
+        from twisted.web.client import Agent, HTTPConnectionPool
+
+        from glancetx.lazytls import HTTPEndpoints
+
         pool = HTTPConnectionPool(reactor, persistent=True)
         pool.maxPersistentPerHost = 8
-        trusted = HTTPClient(Agent(reactor, pool=pool))
+        trusted = HTTPClient(
+            Agent.usingEndpointFactory(reactor, HTTPEndpoints(reactor), pool=pool))
     if "s3" in config.stores:
         from glancetx.store.s3 import S3Store
 
@@ -37,6 +57,39 @@ def makeRemoteStores(config, reactor) -> Dict[str, object]:
 
         stores["swift"] = SwiftStore.fromConfig(raw, reactor, trusted)
     return stores
+
+
+@implementer(IStore)
+class HTTPStoreOnFirstUse:
+    """
+    The http store, built the first time an image is read from or sized on
+    a web server.  Its name, schemes and writability are known without it.
+    """
+
+    name = "http"
+    schemes = ("http", "https")
+    writable = False
+
+    def __init__(self, build: Callable[[], object]) -> None:
+        self._build = build
+        self._store = None
+
+    def _built(self):
+        if self._store is None:
+            self._store = self._build()
+        return self._store
+
+    def add(self, image_id: str, body) -> Deferred:
+        return self._built().add(image_id, body)
+
+    def get(self, location: str) -> Deferred:
+        return self._built().get(location)
+
+    def get_size(self, location: str) -> Deferred:
+        return self._built().get_size(location)
+
+    def delete(self, location: str) -> Deferred:
+        return self._built().delete(location)
 
 
 def userMayName(store, location: str) -> bool:

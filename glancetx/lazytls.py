@@ -1,0 +1,154 @@
+"""
+Keep pyOpenSSL out of the process until a TLS connection needs it.
+
+The reactor's modules import pyOpenSSL, and with it cryptography's Rust
+extension (about 13 MiB resident, a fifth of the server's memory budget),
+the moment they are imported: C{twisted.internet.posixbase} for
+C{listenSSL} and C{connectSSL}, C{twisted.internet.tcp} for C{startTLS},
+and C{twisted.internet.endpoints} for TLS endpoints.  glancetx uses none of
+the first two.  Its HTTPS clients (S3, Swift, the http store) wrap TCP
+endpoints in TLS with C{wrapClientTLS}, and the endpoints module is first
+imported when one of those clients is built, so that is when pyOpenSSL
+loads, fully, for them.
+
+So twistd glance imports those three modules with pyOpenSSL hidden, and
+listens on a plain TCP port with C{listenTCP} rather than through the
+endpoints parser.  glancetx's HTTP clients then wrap their connections in
+TLS with L{clientTLS}, which imports the TLS protocol (and pyOpenSSL) when
+the first TLS connection is made; C{wrapClientTLS} itself would find its
+TLS factory missing.  A port description that needs more than plain TCP
+(ssl:, unix:, systemd:) is handed to strports, and nothing is hidden then,
+so that everything those endpoints need is there.
+"""
+
+import importlib
+import sys
+from typing import Optional, Tuple
+
+from twisted.application import internet, service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
+
+_HIDDEN = ("OpenSSL",)
+_IMPORTED_WITHOUT_TLS = (
+    "twisted.internet.posixbase",
+    "twisted.internet.tcp",
+    "twisted.internet.endpoints",
+)
+
+
+def plainTCP(description: str) -> Optional[Tuple[int, str, int]]:
+    """
+    The port, interface and backlog of a description that means a plain
+    TCP listener (C{9292}, C{tcp:9292:interface=127.0.0.1}), or None for
+    anything else, escaped colons included, which strports then parses.
+    """
+    parts = description.strip().split(":")
+    if parts[0] == "tcp":
+        parts = parts[1:]
+    if not parts:
+        return None
+    port = parts[0][len("port="):] if parts[0].startswith("port=") else parts[0]
+    options = {"interface": "", "backlog": "50"}
+    for part in parts[1:]:
+        key, sep, value = part.partition("=")
+        if not sep or key not in options or "\\" in value:
+            return None
+        options[key] = value
+    if not (port.isdigit() and int(port) <= 65535 and options["backlog"].isdigit()):
+        return None
+    return int(port), options["interface"], int(options["backlog"])
+
+
+def importReactorWithoutTLS() -> bool:
+    """
+    Import the reactor's core modules and the endpoints module with
+    pyOpenSSL hidden, unless any of them is already imported (by a reactor
+    installed earlier, as trial does).
+
+    @return: whether they were imported here.
+    """
+    if any(name in sys.modules for name in _IMPORTED_WITHOUT_TLS + _HIDDEN):
+        return False
+    # None in sys.modules makes an import raise ImportError, which these
+    # modules catch to leave out their TLS support.
+    for name in _HIDDEN:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        for name in _IMPORTED_WITHOUT_TLS:
+            importlib.import_module(name)
+    finally:
+        for name in _HIDDEN:
+            del sys.modules[name]
+    return True
+
+
+@implementer(IStreamClientEndpoint)
+class _ClientTLSEndpoint:
+    def __init__(self, creator, wrapped: IStreamClientEndpoint) -> None:
+        self._creator = creator
+        self._wrappedEndpoint = wrapped
+
+    def connect(self, protocolFactory) -> Deferred:
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        connecting = self._wrappedEndpoint.connect(
+            TLSMemoryBIOFactory(self._creator, True, protocolFactory))
+        return connecting.addCallback(lambda tls: tls.wrappedProtocol)
+
+
+def clientTLS(creator, wrapped: IStreamClientEndpoint) -> IStreamClientEndpoint:
+    """
+    C{wrapClientTLS}, with the TLS protocol imported on the first connect.
+
+    @param creator: the L{IOpenSSLClientConnectionCreator}, from an
+        L{IPolicyForHTTPS} or C{optionsForClientTLS}.
+    """
+    return _ClientTLSEndpoint(creator, wrapped)
+
+
+@implementer(IAgentEndpointFactory)
+class HTTPEndpoints:
+    """
+    Endpoints for L{Agent.usingEndpointFactory}, as the Agent's own factory
+    makes them (C{HostnameEndpoint}, TLS checked by C{policy} for https),
+    with TLS through L{clientTLS}.
+    """
+
+    def __init__(self, reactor, policy=None, connectTimeout: Optional[float] = None) -> None:
+        self._reactor = reactor
+        self._policy = policy
+        self._connectTimeout = connectTimeout
+
+    def endpointForURI(self, uri) -> IStreamClientEndpoint:
+        from twisted.internet.endpoints import HostnameEndpoint
+        from twisted.web.error import SchemeNotSupported
+
+        if uri.scheme not in (b"http", b"https"):
+            raise SchemeNotSupported("unsupported scheme: %r" % (uri.scheme,))
+        kwargs = {} if self._connectTimeout is None else {"timeout": self._connectTimeout}
+        endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port, **kwargs)
+        if uri.scheme == b"https":
+            if self._policy is None:
+                from twisted.web.client import BrowserLikePolicyForHTTPS
+
+                self._policy = BrowserLikePolicyForHTTPS()
+            endpoint = clientTLS(self._policy.creatorForNetloc(uri.host, uri.port), endpoint)
+        return endpoint
+
+
+def listeningService(description: str, factory, reactor) -> service.IService:
+    """
+    The service that listens on C{description} for C{factory}: plain TCP
+    through C{listenTCP}, anything else through strports.
+    """
+    tcp = plainTCP(description)
+    if tcp is None:
+        from twisted.application import strports
+
+        return strports.service(description, factory, reactor=reactor)
+    port, interface, backlog = tcp
+    return internet.TCPServer(port, factory, backlog=backlog, interface=interface,
+                              reactor=reactor)
