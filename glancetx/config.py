@@ -81,6 +81,7 @@ _CORE: Dict[str, Tuple[Callable[[str, str], Any], Any]] = {
     "delayed_delete": (_bool, False),
     "scrub_time": (_int(0), 43200),
     "wakeup_time": (_int(1), 300),
+    "access_log": (_str, ""),
 }
 
 #: Options other modules check (stores, auth, policy): known names, whose
@@ -123,6 +124,8 @@ class Config:
     delayed_delete: bool = False
     scrub_time: int = 43200
     wakeup_time: int = 300
+    #: A file for the access log; empty for the twistd log.
+    access_log: str = ""
     #: Every option from the file, as raw strings, for the modules that
     #: check their own (stores, auth, policy).
     raw: Mapping[str, str] = attr.ib(factory=dict)
@@ -164,6 +167,11 @@ def build(port: str, dataDir: str, options: Mapping[str, str]) -> Config:
     values.setdefault("filesystem_store_datadir", os.path.join(dataDir, "images"))
     values.setdefault("sql_connection",
                       "sqlite:///" + os.path.join(dataDir, "glance.sqlite"))
+    if values.get("access_log"):
+        values["access_log"] = os.path.join(dataDir, values["access_log"])
+        parent = os.path.dirname(values["access_log"])
+        if parent != dataDir and not os.path.isdir(parent):
+            raise ConfigError("access_log: no directory %s" % (parent,))
     stores = set(values.get("stores", _CORE["stores"][1]))
     default = values.get("default_store", "file")
     stores.add(default)

@@ -24,6 +24,7 @@ from glancetx.registry.schema import HEAD_REVISION
 from glancetx.registry.registry import Registry
 from glancetx.store.filesystem import FilesystemStore
 from glancetx.web.app import GlanceAPI
+from glancetx.web.channel import GlanceChannel
 from glancetx.web.sendfile import Sendfile
 from glancetx.web.streaming import StreamingRequest
 
@@ -66,13 +67,19 @@ class GlanceSite(server.Site):
     """
     A Site whose requests stream upload bodies; it answers the streaming
     request's question of which requests are uploads.
+
+    The access log (combined log format) goes to the twistd log, as
+    twistd web's does, unless C{accessLog} names a file of its own: a line
+    through the log observers costs about as much again as a HEAD
+    request's own work, a line written to a file a few microseconds.
     """
 
+    protocol = GlanceChannel
     requestFactory = StreamingRequest
     displayTracebacks = False
 
-    def __init__(self, api: GlanceAPI, reactor) -> None:
-        super().__init__(api.resource())
+    def __init__(self, api: GlanceAPI, reactor, accessLog: str = "") -> None:
+        super().__init__(api.resource(), logPath=accessLog or None)
         self.api = api
         self.reactor = reactor
 
@@ -209,7 +216,9 @@ def buildService(config: Config, reactor=None):
         scrubber.clock = reactor
         scrubber.setServiceParent(top)
     api = GlanceAPI(images, config, auth, sendfile)
-    site = GlanceSite(api, reactor)
+    if config.access_log:
+        os.makedirs(os.path.dirname(config.access_log), exist_ok=True)
+    site = GlanceSite(api, reactor, config.access_log)
     listeningService(config.port, site, reactor).setServiceParent(top)
     top.api = api
     return top

@@ -33,6 +33,16 @@ class ConfigTests(TestCase):
         self.assertEqual(c.api_limit_max, 50)
         self.assertEqual(c.filesystem_store_datadir, "/srv/images")
 
+    def test_accessLog(self):
+        self.assertEqual(config.build("tcp:1", "d", {}).access_log, "")
+        c = config.build("tcp:1", "d", {"access_log": "access.log"})
+        self.assertEqual(c.access_log, os.path.join(os.path.abspath("d"), "access.log"))
+        c = config.build("tcp:1", "d", {"access_log": "/tmp/glance-access.log"})
+        self.assertEqual(c.access_log, "/tmp/glance-access.log")
+        e = self.assertRaises(ConfigError, config.build, "tcp:1", "d",
+                              {"access_log": "/nonexistent/dir/access.log"})
+        self.assertTrue(str(e).startswith("access_log: no directory"), str(e))
+
     def test_unknownOption(self):
         e = self.assertRaises(ConfigError, config.build, "tcp:1", "d", {"imgae_size_cap": "1"})
         self.assertEqual(str(e), "imgae_size_cap: unknown option")

@@ -13,7 +13,7 @@ from twisted.trial.unittest import TestCase
 from treq.client import HTTPClient
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from tests.server import TWISTD
+from tests.server import TWISTD, GlanceServer
 
 
 class TwistdTests(TestCase):
@@ -43,6 +43,28 @@ class TwistdTests(TestCase):
                 lines = [l for l in text.splitlines() if name in l]
                 self.assertEqual(len(lines), 1, text)
                 self.assertNotIn("Usage:", text)
+        return ensureDeferred(go())
+
+    def test_accessLogFile(self):
+        """
+        With access_log set, request lines go to that file (combined log
+        format), not to the twistd log.
+        """
+        async def go():
+            glance = await GlanceServer(self, {"access_log": "access.log"}).start()
+            http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+            resp = await http.get(glance.url + "/versions?probe=1")
+            await resp.content()
+            path = os.path.join(glance.dataDir, "access.log")
+            for _ in range(50):
+                if os.path.exists(path) and os.path.getsize(path):
+                    break
+                await deferLater(reactor, 0.1, lambda: None)
+            with open(path) as f:
+                lines = f.read().splitlines()
+            self.assertEqual(len(lines), 1, lines)
+            self.assertIn('"GET /versions?probe=1 HTTP/1.1" 200', lines[0])
+            self.assertNotIn("/versions?probe=1", glance.log())
         return ensureDeferred(go())
 
     def test_daemonized(self):

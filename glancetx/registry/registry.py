@@ -384,14 +384,15 @@ class Registry:
 
     @fromCoroutine
     async def get(self, imageId: str, includeDeleted: bool = False) -> ImageRecord:
-        return await self._run(lambda c: _getImage(c, imageId, includeDeleted))
+        return await self._run(lambda c: _getImage(c, imageId, includeDeleted),
+                               transaction=False)
 
     @fromCoroutine
     async def getLocation(self, imageId: str) -> Optional[str]:
         def work(sqlconn):
             row = sqlconn.execute(_LOCATION, id=imageId).first()
             return None if row is None else row[0]
-        return await self._run(work)
+        return await self._run(work, transaction=False)
 
     @fromCoroutine
     async def update(self, imageId: str, values: Mapping[str, Any],

@@ -124,16 +124,19 @@ def briefDict(image: ImageRecord) -> Dict[str, Any]:
     return {name: getattr(image, name) for name in BRIEF_FIELDS}
 
 
+_FIELD_HEADERS = [(name, (META + name).encode("ascii")) for name in IMAGE_FIELDS]
+
+
 def imageHeaders(image: ImageRecord) -> Dict[bytes, bytes]:
     """
     Every field as an C{x-image-meta-*} header, as HEAD and GET answer.
     """
     out: Dict[bytes, bytes] = {}
-    for name in IMAGE_FIELDS:
+    for name, header in _FIELD_HEADERS:
         value = getattr(image, name)
         if value is None:
             continue
-        out[(META + name).encode("ascii")] = _headerValue(_render(value))
+        out[header] = _headerValue(_render(value))
     for key, value in image.properties.items():
         if value is None:
             continue
