@@ -10,7 +10,7 @@ glancetx first on even runs and Glance first on odd ones:
   upload 1 GiB    glancetx POST /v1/images (headers + body)
                   vs Glance POST /v2/images (JSON) + PUT /v2/images/{id}/file
   download 1 GiB  GET /v1/images/{id} vs GET /v2/images/{id}/file
-  metadata        HEAD /v1/images/{id} (Python generator, as in meta)
+  metadata        HEAD /v1/images/{id} (httpload, as in meta)
                   vs GET /v2/images/{id} (wrk; Glance closes every connection)
                   at 16 connections
   peak RSS        twistd's VmHWM vs the sum of the uWSGI workers' VmHWM,
@@ -29,7 +29,7 @@ import subprocess
 import time
 from typing import Dict, List, Optional
 
-from bench import load, transfer
+from bench import cload, load, transfer
 from bench.common import (GiB, MiB, benchDir, dropDirty, freePort, log, median,
                           procStatus, testFile)
 from bench.servers import Glance
@@ -222,8 +222,8 @@ def oneRun(i: int, path: str, md5: str) -> Dict:
             return r["download_mib_s"]
 
         def txMeta():
-            return load.throughput(g.url("/v1/images/%s" % ids.get("tx")), "HEAD",
-                                   CONNECTIONS, SECONDS, tool="python", procs=1)
+            return cload.throughput(g.url("/v1/images/%s" % ids.get("tx")), "HEAD",
+                                    CONNECTIONS, SECONDS)
 
         def peerMeta():
             return load.throughput(peer.url("/v2/images/%s" % ids.get("peer")), "GET",
@@ -305,7 +305,7 @@ def report(results, samples) -> Dict:
               for s in samples for k in ("meta_tx", "meta_peer") if s.get(k))
     tool = next((s["meta_peer"].get("tool") for s in samples if s.get("meta_peer")), "")
     r = results.add("peer", "HEAD /v1/images/{id} vs GET /v2/images/{id}, 16c", m, "req/s", mP,
-                    G, note="glancetx: python gen 1 proc; Glance: %s, Connection: close%s" % (
+                    G, note="glancetx: httpload; Glance: %s, Connection: close%s" % (
                         tool, ", %d errors/non-2xx" % bad if bad else ""))
     out["peer_meta_ratio"] = r["ratio"]
     st = _med(samples, "glance_peer_start_s")

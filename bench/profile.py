@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import time
 
-from bench import catalogue, load, transfer
+from bench import catalogue, cload, load, transfer
 from bench.common import GiB, benchDir, testFile
 from bench.servers import Glance
 
@@ -34,8 +34,7 @@ def _workload(name: str, g: Glance, seconds: float):
         iid = transfer.imageOf(r)["id"]
         return lambda: [transfer.download(g.url("/v1/images/" + iid)) for _ in range(3)]
     if name == "head":
-        return lambda: load.throughput(g.url("/v1/images/" + ids[7]), "HEAD", 16, seconds,
-                                       tool="python", procs=1)
+        return lambda: cload.throughput(g.url("/v1/images/" + ids[7]), "HEAD", 16, seconds)
     if name == "list":
         return lambda: load.throughput(g.url("/v1/images/detail?limit=25"), "GET", 16, seconds)
     if name == "create":
