@@ -198,6 +198,18 @@ class StreamingRequestTests(SynchronousTestCase):
         self.assertIn(b"413", self.transport.value())
 
 
+class IsUploadTests(SynchronousTestCase):
+    def test_uploadRoutes(self):
+        api = GlanceAPI(StoreLikeService(RecordingConsumer()), Config())
+        for method, path, upload in [
+                (b"POST", b"/v1/images", True), (b"PUT", b"/v1/images/abc", True),
+                (b"GET", b"/v1/images", False), (b"HEAD", b"/v1/images/abc", False),
+                (b"PUT", b"/v1/images/abc/members", False),
+                (b"POST", b"/v1/images/abc", False), (b"DELETE", b"/v1/images/abc", False),
+                (b"PUT", b"/v1/images/\xff", False)]:
+            self.assertIs(api.isUpload(method, path), upload, (method, path))
+
+
 class PushBody:
     """
     A source whose bytes the test pushes by hand.

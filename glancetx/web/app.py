@@ -25,6 +25,7 @@ from glancetx.web.sendfile import sendfilePath
 
 #: Routes whose request bodies are image bytes, streamed (see streaming.py).
 UPLOAD_ENDPOINTS = frozenset({"createImage", "updateImage"})
+_UPLOAD_METHODS = frozenset({b"POST", b"PUT"})
 
 
 def _json(request, status: int, body: Any) -> bytes:
@@ -74,8 +75,11 @@ class GlanceAPI:
     def isUpload(self, method: bytes, path: bytes) -> bool:
         """
         Whether a request with a body should stream it to an upload handler
-        (asked by the streaming request at header time).
+        (asked by the streaming request at header time).  Only POST and
+        PUT routes take uploads; other methods skip the URL map.
         """
+        if method not in _UPLOAD_METHODS:
+            return False
         try:
             adapter = self.app.url_map.bind("localhost")
             endpoint, _ = adapter.match(path.decode("utf-8"), method=method.decode("ascii"))
