@@ -1,24 +1,20 @@
 """
 Keep pyOpenSSL out of the process until a TLS connection needs it.
 
-The reactor's modules import pyOpenSSL, and with it cryptography's Rust
-extension (about 13 MiB resident, a fifth of the server's memory budget),
-the moment they are imported: C{twisted.internet.posixbase} for
-C{listenSSL} and C{connectSSL}, C{twisted.internet.tcp} for C{startTLS},
-and C{twisted.internet.endpoints} for TLS endpoints.  glancetx uses none of
-the first two.  Its HTTPS clients (S3, Swift, the http store) wrap TCP
-endpoints in TLS with C{wrapClientTLS}, and the endpoints module is first
-imported when one of those clients is built, so that is when pyOpenSSL
-loads, fully, for them.
+Three modules every twistd glance imports also import pyOpenSSL, and with
+it cryptography's Rust extension (about 13 MiB resident, a fifth of the
+server's memory budget): C{twisted.internet.posixbase} for C{listenSSL}
+and C{connectSSL}, C{twisted.internet.tcp} for C{startTLS}, and
+C{twisted.internet.endpoints} (which Klein imports) for TLS endpoints.
+glancetx uses none of these.
 
-So twistd glance imports those three modules with pyOpenSSL hidden, and
-listens on a plain TCP port with C{listenTCP} rather than through the
-endpoints parser.  glancetx's HTTP clients then wrap their connections in
-TLS with L{clientTLS}, which imports the TLS protocol (and pyOpenSSL) when
-the first TLS connection is made; C{wrapClientTLS} itself would find its
-TLS factory missing.  A port description that needs more than plain TCP
-(ssl:, unix:, systemd:) is handed to strports, and nothing is hidden then,
-so that everything those endpoints need is there.
+So twistd glance imports the three with pyOpenSSL hidden, and listens on a
+plain TCP port with C{listenTCP} rather than through strports.  Its HTTPS
+clients (S3, Swift, the http store) wrap their connections in TLS with
+L{clientTLS}, which imports the TLS protocol, and pyOpenSSL with it, when
+the first TLS connection is made; C{wrapClientTLS} would find its TLS
+factory missing.  A port description that needs more than plain TCP (ssl:,
+unix:, systemd:) goes to strports, and then nothing is hidden.
 """
 
 import importlib
@@ -117,10 +113,9 @@ class HTTPEndpoints:
     with TLS through L{clientTLS}.
     """
 
-    def __init__(self, reactor, policy=None, connectTimeout: Optional[float] = None) -> None:
+    def __init__(self, reactor, policy=None) -> None:
         self._reactor = reactor
         self._policy = policy
-        self._connectTimeout = connectTimeout
 
     def endpointForURI(self, uri) -> IStreamClientEndpoint:
         from twisted.internet.endpoints import HostnameEndpoint
@@ -128,8 +123,7 @@ class HTTPEndpoints:
 
         if uri.scheme not in (b"http", b"https"):
             raise SchemeNotSupported("unsupported scheme: %r" % (uri.scheme,))
-        kwargs = {} if self._connectTimeout is None else {"timeout": self._connectTimeout}
-        endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port, **kwargs)
+        endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port)
         if uri.scheme == b"https":
             if self._policy is None:
                 from twisted.web.client import BrowserLikePolicyForHTTPS

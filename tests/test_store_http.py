@@ -609,3 +609,35 @@ class HTTPSTests(TestCase):
             with self.assertRaises(StoreUnavailable):
                 await self.store().get(url)
         return ensureDeferred(go())
+
+
+class HTTPStoreOnFirstUseTests(SynchronousTestCase):
+    """
+    The http store every default configuration lists is built (with its
+    HTTP client, and TLS) only when an image is first read from the web.
+    """
+
+    def test_builtOnceOnFirstUse(self):
+        from twisted.internet.defer import succeed
+
+        from glancetx.store.interface import IStore
+        from glancetx.store.remote import HTTPStoreOnFirstUse
+
+        built = []
+
+        class Store:
+            def get_size(self, location):
+                return succeed(len(location))
+
+        def build():
+            built.append(Store())
+            return built[-1]
+
+        lazy = HTTPStoreOnFirstUse(build)
+        self.assertTrue(IStore.providedBy(lazy))
+        self.assertEqual((lazy.name, lazy.schemes, lazy.writable),
+                         ("http", ("http", "https"), False))
+        self.assertEqual(built, [])
+        self.assertEqual(self.successResultOf(lazy.get_size("http://a/b")), 10)
+        self.assertEqual(self.successResultOf(lazy.get_size("http://a/bc")), 11)
+        self.assertEqual(len(built), 1)
