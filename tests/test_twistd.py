@@ -67,6 +67,49 @@ class TwistdTests(TestCase):
             self.assertNotIn("/versions?probe=1", glance.log())
         return ensureDeferred(go())
 
+    def test_unixSocketPort(self):
+        """
+        A port that is not plain TCP goes through strports (with TLS
+        support loaded as usual): here a UNIX socket.
+        """
+        async def go():
+            from twisted.internet.endpoints import UNIXClientEndpoint
+            from twisted.web.iweb import IAgentEndpointFactory
+            from zope.interface import implementer
+
+            base = os.path.abspath(self.mktemp())
+            os.makedirs(base)
+            pidfile, sock = os.path.join(base, "g.pid"), os.path.join(base, "g.sock")
+            out, err, code = await getProcessOutputAndValue(
+                TWISTD, ["--pidfile", pidfile, "--logfile", os.path.join(base, "g.log"),
+                         "glance", "--port", "unix:" + sock,
+                         "--data-dir", os.path.join(base, "data")],
+                env=dict(os.environ), path=base)
+            self.assertEqual(code, 0, out + err)
+            for _ in range(100):
+                if os.path.exists(pidfile) and os.path.exists(sock):
+                    break
+                await deferLater(reactor, 0.1, lambda: None)
+            pid = int(open(pidfile).read())
+            self.addCleanup(lambda: os.path.exists(pidfile) and os.kill(pid, signal.SIGTERM))
+
+            @implementer(IAgentEndpointFactory)
+            class ToSocket:
+                def endpointForURI(self, uri):
+                    return UNIXClientEndpoint(reactor, sock)
+
+            http = HTTPClient(Agent.usingEndpointFactory(
+                reactor, ToSocket(), pool=HTTPConnectionPool(reactor, persistent=False)))
+            resp = await http.get("http://glance/versions")
+            self.assertEqual(resp.code, 200)
+            self.assertIn(b"v1.1", await resp.content())
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                if not os.path.exists(pidfile):
+                    break
+                await deferLater(reactor, 0.1, lambda: None)
+        return ensureDeferred(go())
+
     def test_daemonized(self):
         async def go():
             base = os.path.abspath(self.mktemp())
