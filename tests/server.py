@@ -22,7 +22,7 @@ class _Watcher(ProcessProtocol):
     def outReceived(self, data: bytes) -> None:
         self.output.append(data)
         if not self.port.called:
-            m = re.search(rb"GlanceSite starting on (\d+)", b"".join(self.output))
+            m = re.search(rb"GlanceSite (?:\(TLS\) )?starting on (\d+)", b"".join(self.output))
             if m:
                 self.port.callback(int(m.group(1)))
 
@@ -40,9 +40,12 @@ class GlanceServer:
     One twistd process with its own data directory (and config file).
     """
 
-    def __init__(self, testCase, options=None, dataDir=None, env=None):
+    def __init__(self, testCase, options=None, dataDir=None, env=None,
+                 port="tcp:0:interface=127.0.0.1", scheme="http"):
         self.testCase = testCase
         self.env = dict(env or {})
+        self.portDescription = port
+        self.scheme = scheme
         self.dataDir = dataDir or os.path.abspath(testCase.mktemp())
         os.makedirs(self.dataDir, exist_ok=True)
         self.options = dict(options or {})
@@ -57,7 +60,7 @@ class GlanceServer:
 
     async def start(self) -> "GlanceServer":
         args = [TWISTD, "-n", "--pidfile=", "--logfile=-", "glance",
-                "--port", "tcp:0:interface=127.0.0.1", "--data-dir", self.dataDir,
+                "--port", self.portDescription, "--data-dir", self.dataDir,
                 "--config", self.writeConfig()]
         self.watcher = _Watcher()
         env = dict(os.environ)
@@ -66,7 +69,7 @@ class GlanceServer:
                                             path=self.dataDir)
         self.testCase.addCleanup(self.stop)
         self.port = await self.watcher.port
-        self.url = "http://127.0.0.1:%d" % (self.port,)
+        self.url = "%s://127.0.0.1:%d" % (self.scheme, self.port)
         return self
 
     def log(self) -> str:

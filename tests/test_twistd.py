@@ -110,6 +110,36 @@ class TwistdTests(TestCase):
                 await deferLater(reactor, 0.1, lambda: None)
         return ensureDeferred(go())
 
+    def test_tlsPort(self):
+        """
+        An ssl: port is served over TLS: with a port that is not plain TCP
+        nothing is hidden from the reactor.
+        """
+        async def go():
+            from twisted.internet.ssl import Certificate
+            from twisted.web.client import BrowserLikePolicyForHTTPS
+
+            from glancetx.lazytls import HTTPEndpoints
+            from tests.tlscerts import makeCertificates
+
+            certDir = os.path.abspath(self.mktemp())
+            caPath, serverPEM = makeCertificates(certDir)
+            keyPath = os.path.join(certDir, "server.pem")
+            with open(keyPath, "wb") as f:
+                f.write(serverPEM)
+            glance = await GlanceServer(
+                self, port="ssl:0:interface=127.0.0.1:privateKey=" + keyPath,
+                scheme="https").start()
+            with open(caPath, "rb") as f:
+                policy = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(f.read()))
+            http = HTTPClient(Agent.usingEndpointFactory(
+                reactor, HTTPEndpoints(reactor, policy),
+                pool=HTTPConnectionPool(reactor, persistent=False)))
+            resp = await http.get("https://localhost:%d/versions" % (glance.port,))
+            self.assertEqual(resp.code, 200)
+            self.assertIn(b"https://localhost:%d/v1/" % (glance.port,), await resp.content())
+        return ensureDeferred(go())
+
     def test_daemonized(self):
         async def go():
             base = os.path.abspath(self.mktemp())
