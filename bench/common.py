@@ -135,6 +135,21 @@ def alternating(items, run: int):
     return items if run % 2 == 0 else items[::-1]
 
 
+def runJobs(name: str, jobs, runs: int) -> List[Dict]:
+    """
+    Every C{(key, job)} once per run, in L{alternating} order: a sample per
+    run, mapping each key to what its job returned.
+    """
+    samples = []
+    for i in range(runs):
+        log("%s run %d/%d" % (name, i + 1, runs))
+        sample = {"run": i}
+        for key, job in alternating(jobs, i):
+            sample[key] = job()
+        samples.append(sample)
+    return samples
+
+
 def log(msg: str) -> None:
     sys.stderr.write("[bench %s] %s\n" % (time.strftime("%H:%M:%S"), msg))
     sys.stderr.flush()

@@ -4,10 +4,10 @@ a sequential loop over one keep-alive connection, against the latency of a
 Klein JSON route (GET) measured in the same run, alternating.
 """
 
-from typing import Dict, List
+from typing import Dict
 
 from bench import load
-from bench.common import alternating, log, median
+from bench.common import median, runJobs
 from bench.servers import Glance, Tiny
 
 HEADERS = {
@@ -20,19 +20,13 @@ HEADERS = {
 def run(results, runs: int, n: int = 500) -> Dict:
     g = Glance(label="create")
     klein = Tiny("klein")
-    samples: List[Dict] = []
     try:
         jobs = [
             ("klein", lambda: load.latency(klein.port, "GET", "/json", n)),
             ("create", lambda: load.latency(g.port, "POST", "/v1/images", n,
                                             headers=HEADERS, expect=201)),
         ]
-        for i in range(runs):
-            log("create run %d/%d" % (i + 1, runs))
-            s = {"run": i}
-            for key, job in alternating(jobs, i):
-                s[key] = job()
-            samples.append(s)
+        samples = runJobs("create", jobs, runs)
     finally:
         g.stop()
         klein.stop()

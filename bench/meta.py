@@ -14,10 +14,10 @@ meta: metadata requests with 1,000 images registered.
 Each run measures every server once, in reversed order on odd runs.
 """
 
-from typing import Dict, List
+from typing import Dict
 
 from bench import catalogue, cload, load
-from bench.common import alternating, log, median
+from bench.common import median, runJobs
 from bench.servers import Glance, Tiny
 
 IMAGES = 1000
@@ -28,7 +28,6 @@ def run(results, runs: int, seconds: float = 5.0, latencyN: int = 500) -> Dict:
     g = Glance(label="meta")
     gFile = Glance({"access_log": "access.log"}, label="meta-accesslog")
     klein, bare = Tiny("klein"), Tiny("bare")
-    samples: List[Dict] = []
     try:
         ids = catalogue.fill(g.dbPath, IMAGES)
         idsFile = catalogue.fill(gFile.dbPath, IMAGES)
@@ -47,12 +46,7 @@ def run(results, runs: int, seconds: float = 5.0, latencyN: int = 500) -> Dict:
             ("lat_bare", lambda: load.latency(bare.port, "GET", "/", latencyN)),
             ("lat_list", lambda: load.latency(g.port, "GET", listPath, latencyN)),
         ]
-        for i in range(runs):
-            log("meta run %d/%d" % (i + 1, runs))
-            s = {"run": i}
-            for key, job in alternating(jobs, i):
-                s[key] = job()
-            samples.append(s)
+        samples = runJobs("meta", jobs, runs)
     finally:
         g.stop()
         gFile.stop()
