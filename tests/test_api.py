@@ -50,7 +50,10 @@ class APITestsMixin:
         resp = await self.http().request(method, self.url(path), headers=h, data=data)
         body = await resp.content()
         if expect is not None:
-            self.assertEqual(resp.code, expect, body)
+            why = body
+            if resp.code >= 500 and getattr(self, "glance", None) is not None:
+                why = body + b"\nserver log:\n" + self.glance.log()[-6000:].encode()
+            self.assertEqual(resp.code, expect, why)
         return resp, body
 
     async def create(self, data=None, headers=None, expect=201):
