@@ -108,6 +108,8 @@ def prepareRegistry(url: str) -> None:
                 last = done.stdout.decode("utf-8", "replace").strip().splitlines()[-1:]
                 raise ConfigError("sql_connection: migrating the database failed: %s"
                                   % (last[0] if last else "unknown error",))
+        if path:
+            useWAL(path)
         return
     try:
         current = schemaRevision(url)
@@ -116,6 +118,21 @@ def prepareRegistry(url: str) -> None:
     if current != HEAD_REVISION:
         raise ConfigError("sql_connection: database schema is at %s, not %s; run"
                           " 'glancetx-manage db sync' first" % (current, HEAD_REVISION))
+
+
+def useWAL(path: str) -> None:
+    """
+    Put the SQLite file in WAL mode once, at start, while nothing else has
+    it open: the switch needs an exclusive lock, and the registry's pooled
+    connections (the statistics refresh among them) open side by side.
+    """
+    import sqlite3
+
+    db = sqlite3.connect(path, timeout=30)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+    finally:
+        db.close()
 
 
 def schemaRevision(url: str):

@@ -18,6 +18,19 @@ class MigrationTests(TestCase):
         self.assertEqual(schemaRevision(url), HEAD_REVISION)
         prepareRegistry(url)  # idempotent
 
+    def test_sqliteInWALModeAtStart(self):
+        """
+        The embedded database is switched to WAL before the server's pooled
+        connections open: switching needs an exclusive lock, which failed
+        ("database is locked") when two of them opened side by side.
+        """
+        import sqlite3
+        url = dbs.sqliteURL(self)
+        prepareRegistry(url)
+        db = sqlite3.connect(url[len("sqlite:///"):])
+        self.addCleanup(db.close)
+        self.assertEqual(db.execute("PRAGMA journal_mode").fetchone()[0], "wal")
+
     def test_sharedDatabaseMustBeSynced(self):
         url = dbs.postgresURL(self)
         e = self.assertRaises(ConfigError, prepareRegistry, url)

@@ -267,7 +267,12 @@ def _sqliteTuning(dbapiConnection, record) -> None:
     process loses nothing, a power cut at worst the last commits.
     """
     cursor = dbapiConnection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # Switching to WAL takes an exclusive lock and fails at once ("database
+    # is locked") beside another connection; the mode is kept in the file,
+    # so switch only a database not in it yet (the server's is switched by
+    # prepareRegistry before any pooled connection opens).
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
