@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from glancetx import errors
 from glancetx.asyncutil import fromCoroutine
+from glancetx.budget import SharedBudget
 from glancetx.context import RequestContext
 from glancetx.notifier import INotifier, payloadFor
 from glancetx.policy import Policy, credsFor
@@ -103,6 +104,8 @@ class ImageService:
     cpuPool: Any = attr.ib(default=None)
     #: Background copy-from jobs, so shutdown and tests can wait for them.
     background: List = attr.ib(factory=list)
+    #: Upload memory: how far the hasher may fall behind (see budget.py).
+    budget: SharedBudget = attr.ib(factory=lambda: SharedBudget(total=0))
 
     # -- access -----------------------------------------------------------
 
@@ -435,9 +438,10 @@ class ImageService:
         except reg.NotFound:
             raise errors.NotFound("Image not found.")
         hasher = ThreadedMD5(self.reactor, self.cpuPool) if self.cpuPool is not None else None
+        share = self.budget.join()
         verifying = VerifyingBody(source, self.config.image_size_cap,
                                   expectedSize=image.size, expectedChecksum=image.checksum,
-                                  hasher=hasher)
+                                  hasher=hasher, share=share)
         try:
             stored = await store.add(image.id, verifying)
         except UploadFailed as e:
@@ -449,6 +453,8 @@ class ImageService:
         except BaseException as e:
             await self._kill(image.id, "unexpected error: %r" % (e,))
             raise
+        finally:
+            share.leave()
         try:
             image = await self.registry.update(
                 image.id, {"status": "active", "size": stored.size,

@@ -8,6 +8,7 @@ builds is handed the reactor and thread pools it needs.
 import os
 import subprocess
 import sys
+from typing import Optional
 
 from twisted.application import service
 from twisted.application.internet import TimerService
@@ -15,6 +16,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web import server
 from twisted.logger import Logger
 
+from glancetx.budget import SharedBudget
 from glancetx.config import Config
 from glancetx.errors import ConfigError
 from glancetx.images import ImageService
@@ -152,9 +154,11 @@ def schemaRevision(url: str):
         engine.dispose()
 
 
-def makeStores(config: Config, reactor, diskPool: ThreadPool):
+def makeStores(config: Config, reactor, diskPool: ThreadPool,
+               budget: Optional[SharedBudget] = None):
     stores = {}
-    fs = FilesystemStore(config.filesystem_store_datadir, reactor, diskPool)
+    fs = FilesystemStore(config.filesystem_store_datadir, reactor, diskPool,
+                         budget or SharedBudget(total=0))
     fs.prepare()
     stores["file"] = fs
     if "http" in config.stores or "s3" in config.stores or "swift" in config.stores:
@@ -219,11 +223,14 @@ def buildService(config: Config, reactor=None):
     stats = TimerService(600, _logFailure(registry.optimize))
     stats.clock = reactor
     stats.setServiceParent(top)
-    stores = makeStores(config, reactor, diskPool)
+    # One upload memory budget for the hashers and the disk writers.
+    budget = SharedBudget()
+    stores = makeStores(config, reactor, diskPool, budget)
     policy, protections, auth = makeAccess(config, reactor)
     images = ImageService(registry=registry, stores=stores, config=config,
                           notifier=LoggingNotifier(), reactor=reactor,
-                          policy=policy, protections=protections, cpuPool=cpuPool)
+                          policy=policy, protections=protections, cpuPool=cpuPool,
+                          budget=budget)
     sendfilePool = ThreadPool(1, config.disk_threads * 2, name="glancetx-sendfile")
     ThreadPoolService(sendfilePool).setServiceParent(top)
     sendfile = Sendfile(reactor, sendfilePool, limit=config.disk_threads * 2)

@@ -131,6 +131,29 @@ class LifecycleTests(TestCase):
         self.assertNotIn("image.upload", self.events())
 
     @async_test
+    async def test_uploadBudgetGivenBack(self):
+        """
+        The hasher's share of the upload budget is held only while bytes
+        arrive, whether the upload succeeds or fails.
+        """
+        from glancetx.budget import SharedBudget
+
+        self.service.budget = SharedBudget()
+        body = BytesBody(reactor, b"x" * 1000)
+        start = body.startProducing
+
+        def held(consumer):
+            self.assertEqual(self.service.budget.holders, 1)
+            return start(consumer)
+        body.startProducing = held
+        await self.service.create(self.ctx, ImageChanges(fields=dict(RAW)), body)
+        self.assertEqual(self.service.budget.holders, 0)
+        body = BytesBody(reactor, b"x" * 1000, failAfter=10)
+        with self.assertRaises(errors.BadRequest):
+            await self.service.create(self.ctx, ImageChanges(fields=dict(RAW)), body)
+        self.assertEqual(self.service.budget.holders, 0)
+
+    @async_test
     async def test_capAndDeclaredSize(self):
         with self.assertRaises(errors.TooLarge):
             await self.upload(b"x" * (10 * 1024 * 1024 + 1))

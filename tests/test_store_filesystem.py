@@ -1,21 +1,25 @@
 import os
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
 
+from glancetx.budget import SharedBudget
+from glancetx.store import filesystem
 from glancetx.store.filesystem import FilesystemStore
-from glancetx.store.interface import BadLocation
+from glancetx.store.interface import BadLocation, UploadFailed
+from tests.bodies import BytesBody
 from tests.store_contract import StoreContractMixin
 
 
 class FilesystemStoreTests(StoreContractMixin, TestCase):
-    def makeStore(self):
+    def makeStore(self, budget=None):
         self.dir = self.mktemp()
         pool = ThreadPool(1, 2, name="test-disk")
         pool.start()
         self.addCleanup(pool.stop)
-        store = FilesystemStore(self.dir, reactor, pool)
+        store = FilesystemStore(self.dir, reactor, pool, budget or SharedBudget(total=0))
         store.prepare()
         return store
 
@@ -33,3 +37,52 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
             f.write("x")
         store.prepare()
         self.assertEqual(self.leftovers(), [])
+
+    async def _addHolding(self, budget, body):
+        """
+        Add C{body} and report how many held the budget while it was written.
+        """
+        store = self.makeStore(budget)
+        seen = []
+        write = filesystem._writeAll
+
+        def spy(*args):
+            seen.append(budget.holders)
+            return write(*args)
+        self.patch(filesystem, "_writeAll", spy)
+        try:
+            await store.add(os.urandom(16).hex(), body)
+        finally:
+            self.assertEqual(budget.holders, 0)
+        return seen
+
+    def test_shareHeldWhileWritingOnly(self):
+        """
+        The writer holds a share of the upload budget while it writes, and
+        gives it back when the image is stored, or when the upload fails.
+        """
+        async def go():
+            budget = SharedBudget()
+            seen = await self._addHolding(budget, BytesBody(reactor, b"x" * 300000))
+            self.assertEqual(set(seen), {1})
+            body = BytesBody(reactor, b"x" * 300000, failAfter=200000)
+            with self.assertRaises(UploadFailed):
+                await self._addHolding(budget, body)
+        return ensureDeferred(go())
+
+    def test_pausesAtShare(self):
+        """
+        The producer is paused once the writer holds its share, not before.
+        """
+        self.patch(filesystem, "deferToThreadPool", lambda *a: Deferred())
+        share = SharedBudget(total=4 * 1024 * 1024).join()
+        writer = filesystem._FileWriter(-1, reactor, None, share)
+        body = BytesBody(reactor, b"")
+        writer.registerProducer(body, True)
+        chunk = b"y" * (1024 * 1024)
+        writer.write(chunk)  # goes to the disk thread at once
+        for _ in range(3):
+            writer.write(chunk)
+        self.assertEqual(body.pauses, 0)
+        writer.write(chunk)
+        self.assertEqual(body.pauses, 1)

@@ -328,3 +328,24 @@ class ThreadedMD5Tests(SynchronousTestCase):
         self.assertEqual(calls, [])
         self.successResultOf(d)
         self.assertEqual(body.checksum, hashlib.md5(chunk * 4).hexdigest())
+
+    def test_backlogFollowsShare(self):
+        """
+        The hasher may fall as far behind as the body's share of the upload
+        budget allows: with a 4 MiB share, four 1 MiB chunks do not pause.
+        """
+        from glancetx.budget import SharedBudget
+
+        self.patch(streaming, "deferToThreadPool", lambda *a: Deferred())
+        hasher = streaming.ThreadedMD5(None, self.pool)
+        source = PushBody()
+        share = SharedBudget(total=4 * 1024 * 1024).join()
+        body = VerifyingBody(source, cap=10 ** 9, hasher=hasher, share=share)
+        paused = []
+        source.pauseProducing = lambda: paused.append(True)
+        body.startProducing(RecordingConsumer())
+        for _ in range(4):
+            source.consumer.write(b"a" * (1024 * 1024))
+        self.assertEqual(paused, [])
+        source.consumer.write(b"a")
+        self.assertEqual(paused, [True])

@@ -22,6 +22,7 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from glancetx.asyncutil import firstOf, fromCoroutine
+from glancetx.budget import BudgetShare, SharedBudget, fixedShare
 from glancetx.store.interface import (
     BadLocation,
     IStore,
@@ -30,10 +31,6 @@ from glancetx.store.interface import (
     StoreError,
 )
 
-#: Bytes buffered for the disk before the producer is paused, and the level
-#: the buffer must drain to before it is resumed.
-HIGH_WATER = 1024 * 1024
-LOW_WATER = 256 * 1024
 #: Size of one read for downloads.
 READ_SIZE = 1024 * 1024
 #: Linux's IOV_MAX; os.writev refuses longer lists.
@@ -94,11 +91,12 @@ class _FileWriter:
     """
     A consumer that hands buffered chunks to one disk thread job at a time
     (so writes stay in order) and pushes back on its producer with high and
-    low watermarks.
+    low watermarks, those of its share of the upload memory budget.
     """
 
-    def __init__(self, fd: int, reactor, pool) -> None:
+    def __init__(self, fd: int, reactor, pool, share: Optional[BudgetShare] = None) -> None:
         self._fd = fd
+        self._share = share if share is not None else fixedShare()
         self._reactor = reactor
         self._pool = pool
         self._pending: List[bytes] = []
@@ -125,7 +123,7 @@ class _FileWriter:
         if not self._inFlight:
             self._flush()
         if (
-            self._pendingSize >= HIGH_WATER
+            self._pendingSize >= self._share.high()
             and not self._paused
             and self._producer is not None
         ):
@@ -145,7 +143,7 @@ class _FileWriter:
         self.written += size
         if self._pending:
             self._flush()
-        if self._paused and self._pendingSize <= LOW_WATER and self._producer:
+        if self._paused and self._pendingSize <= self._share.low() and self._producer:
             self._paused = False
             self._producer.resumeProducing()
         if not self._inFlight:
@@ -291,6 +289,8 @@ class FilesystemStore:
     directory: str = attr.ib(converter=os.path.abspath)
     _reactor = attr.ib()
     _pool = attr.ib()
+    #: Upload memory shared with the other stages of every upload in flight.
+    _budget: SharedBudget = attr.ib(factory=lambda: SharedBudget(total=0))
 
     def _run(self, f, *args) -> Deferred:
         return deferToThreadPool(self._reactor, self._pool, f, *args)
@@ -326,7 +326,8 @@ class FilesystemStore:
             )
         except OSError as e:
             raise StoreError("cannot create image file: %s" % (e.strerror,))
-        writer = _FileWriter(fd, self._reactor, self._pool)
+        share = self._budget.join()
+        writer = _FileWriter(fd, self._reactor, self._pool, share)
         writer.registerProducer(body, True)
         try:
             await firstOf(body.startProducing(writer), writer.failed)
@@ -339,6 +340,8 @@ class FilesystemStore:
         except BaseException:
             await self._run(_discard, fd, temp)
             raise
+        finally:
+            share.leave()
         return StoredImage(location="file://" + final, size=writer.written)
 
     @fromCoroutine

@@ -33,6 +33,7 @@ from twisted.web import server
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
+from glancetx.budget import BudgetShare, fixedShare
 from glancetx.store.interface import UploadFailed
 
 #: Bytes a request body may hold back while its consumer is paused or not yet
@@ -260,11 +261,6 @@ def _hashAll(md5, chunks: List[bytes]) -> None:
         md5.update(c)
 
 
-#: Bytes a threaded hasher may fall behind before the body is paused.
-HASH_BACKLOG_HIGH = 1024 * 1024
-HASH_BACKLOG_LOW = 256 * 1024
-
-
 @implementer(IBodyProducer, IPushProducer)
 class VerifyingBody:
     """
@@ -276,8 +272,11 @@ class VerifyingBody:
     """
 
     def __init__(self, source, cap: int, expectedSize: Optional[int] = None,
-                 expectedChecksum: Optional[str] = None, hasher=None) -> None:
+                 expectedChecksum: Optional[str] = None, hasher=None,
+                 share: Optional[BudgetShare] = None) -> None:
         self._source = source
+        #: How far a threaded hasher may fall behind before the body is paused.
+        self._share = share if share is not None else fixedShare()
         self._cap = cap
         self._expectedSize = expectedSize
         self._expectedChecksum = expectedChecksum
@@ -311,14 +310,14 @@ class VerifyingBody:
             return
         self._md5.update(data)
         self._consumer.write(data)
-        if self._md5.backlog > HASH_BACKLOG_HIGH and not self._hashPaused:
+        if self._md5.backlog > self._share.high() and not self._hashPaused:
             self._hashPaused = True
             self._source.pauseProducing()
 
     def _hasherDrained(self) -> None:
         if self._done is None:
             return
-        if self._hashPaused and self._md5.backlog <= HASH_BACKLOG_LOW:
+        if self._hashPaused and self._md5.backlog <= self._share.low():
             self._hashPaused = False
             if not self._consumerPaused:
                 self._source.resumeProducing()
