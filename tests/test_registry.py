@@ -121,6 +121,24 @@ class RegistryTestsMixin:
         self.assertEqual(await ids(filters={"name": "img2"}), [uid(2)])
         self.assertEqual(await ids(properties={"os": "linux"}), [uid(1)])
         self.assertEqual(await ids(properties={"os": "linux", "x": "y"}), [])
+        # The same shape with other values: one statement, values bound anew.
+        self.assertEqual(await ids(filters={"disk_format": "qcow2"}), [uid(2)])
+        self.assertEqual(await ids(properties={"os": "bsd"}), [uid(2)])
+
+    @async_test
+    async def test_listsOfOneShapeCompileOnce(self):
+        """
+        A list statement is built once per shape, so SQLAlchemy's compiled
+        cache gains nothing from the same query with other values.
+        """
+        for n in range(1, 4):
+            await self.make(n, properties={"os": "linux"})
+        await self.registry.list(ListQuery(filters={"name": "img1"}, marker=uid(3)))
+        before = len(self.registry._compiled)
+        for n in range(30):
+            await self.registry.list(ListQuery(filters={"name": "img%d" % n}, marker=uid(3),
+                                               limit=n + 1))
+        self.assertEqual(len(self.registry._compiled), before)
 
     @async_test
     async def test_pagesOfTiesAreStable(self):

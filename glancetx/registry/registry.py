@@ -9,12 +9,14 @@ conditional UPDATEs, never by state held in this process.
 """
 
 import datetime
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, TypeVar
+import functools
+from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple,
+                    TypeVar)
 
 import attr
 import sqlalchemy
 from alchimia import TWISTED_STRATEGY
-from sqlalchemy import and_, bindparam, exists, func, literal_column, or_, select
+from sqlalchemy import Integer, and_, bindparam, exists, func, literal_column, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.logger import Logger
@@ -220,14 +222,16 @@ def _getImage(sqlconn, imageId: str, includeDeleted: bool = False) -> ImageRecor
     return ImageRecord(properties=props, **_row(rows[0]))
 
 
+_PROPERTIES_OF = select([image_properties.c.image_id, image_properties.c.name,
+                         image_properties.c.value]).where(and_(
+    image_properties.c.image_id.in_(bindparam("ids", expanding=True)),
+    image_properties.c.deleted == False))  # noqa: E712
+
+
 def _propertiesFor(sqlconn, imageIds: Sequence[str]) -> Dict[str, Dict[str, str]]:
     if not imageIds:
         return {}
-    q = select([image_properties.c.image_id, image_properties.c.name,
-                image_properties.c.value]).where(
-        and_(image_properties.c.image_id.in_(list(imageIds)),
-             image_properties.c.deleted == False))  # noqa: E712
-    return _bindProperties(sqlconn.execute(q))
+    return _bindProperties(sqlconn.execute(_PROPERTIES_OF, ids=list(imageIds)))
 
 
 def _insertProperties(sqlconn, imageId: str, properties: Mapping[str, str], now) -> None:
@@ -249,15 +253,121 @@ def _purgeDeletedMembers(sqlconn, imageId: str) -> None:
         image_members.c.deleted == True)))  # noqa: E712
 
 
-def _visibility(tenant: Optional[str]):
-    shared = select([image_members.c.image_id]).where(and_(
-        image_members.c.member == tenant,
-        image_members.c.deleted == False))  # noqa: E712
+def _visibility(withTenant: bool):
+    """
+    Public images, and with a tenant (bound as C{tenant}) those it owns or
+    that are shared with it.
+    """
     clauses = [images.c.is_public == True]  # noqa: E712
-    if tenant is not None:
+    if withTenant:
+        tenant = bindparam("tenant", type_=image_members.c.member.type)
+        shared = select([image_members.c.image_id]).where(and_(
+            image_members.c.member == tenant,
+            image_members.c.deleted == False))  # noqa: E712
         clauses.append(images.c.owner == tenant)
         clauses.append(images.c.id.in_(shared))
     return or_(*clauses)
+
+
+_IS_VISIBLE = select([images.c.id]).where(and_(
+    images.c.id == bindparam("id"), _visibility(True)))
+
+#: A list's columns: the image fields, in IMAGE_FIELDS order (never location).
+_LIST_COLUMNS = [images.c[name] for name in IMAGE_FIELDS]
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class _ListShape:
+    """
+    Everything about a list query but its values: lists of one shape share
+    one statement, with every value a bound parameter, so SQLAlchemy
+    compiles each shape once (a fresh statement per request cost more than
+    running it, and filled the compiled cache without end).
+    """
+
+    sort_key: str
+    desc: bool
+    changes_since: bool
+    #: None: no restriction; False: public only; True: a tenant's view.
+    visibility: Optional[bool]
+    is_public: bool
+    filters: Tuple[str, ...]
+    properties: int
+    marker: bool
+
+    @classmethod
+    def of(cls, query: "ListQuery") -> "_ListShape":
+        return cls(
+            sort_key=query.sort_key, desc=query.sort_dir == "desc",
+            changes_since=query.changes_since is not None,
+            visibility=(query.visible_to is not None) if query.restrict_to_visible else None,
+            is_public=query.is_public is not None,
+            filters=tuple(sorted(query.filters)), properties=len(query.properties),
+            marker=query.marker is not None)
+
+    def params(self, query: "ListQuery") -> Dict[str, Any]:
+        p: Dict[str, Any] = {"limit": query.limit}
+        if self.changes_since:
+            p["changes_since"] = query.changes_since
+        if self.visibility:
+            p["tenant"] = query.visible_to
+        if self.is_public:
+            p["is_public"] = query.is_public
+        for name in self.filters:
+            p["f_" + name] = query.filters[name]
+        for i, (name, value) in enumerate(sorted(query.properties.items())):
+            p["pn%d" % i], p["pv%d" % i] = name, value
+        return p
+
+
+@functools.lru_cache(maxsize=256)
+def _markerStatement(sortKey: str, visibility: Optional[bool]):
+    cond = [images.c.id == bindparam("marker")]
+    if visibility is not None:
+        cond.append(_visibility(visibility))
+    return select([SORT_KEYS[sortKey].label("k"), images.c.id]).where(and_(*cond))
+
+
+@functools.lru_cache(maxsize=256)
+def _listStatement(shape: _ListShape):
+    cond = []
+    if shape.changes_since:
+        cond.append(images.c.updated_at >= bindparam("changes_since",
+                                                     type_=images.c.updated_at.type))
+    else:
+        cond.append(images.c.deleted == False)  # noqa: E712
+    if shape.visibility is not None:
+        cond.append(_visibility(shape.visibility))
+    if shape.is_public:
+        cond.append(images.c.is_public == bindparam("is_public", type_=images.c.is_public.type))
+    for name in shape.filters:
+        column = images.c.size if name in ("size_min", "size_max") else images.c[name]
+        value = bindparam("f_" + name, type_=column.type)
+        if name == "size_min":
+            cond.append(column >= value)
+        elif name == "size_max":
+            cond.append(column <= value)
+        else:
+            cond.append(column == value)
+    for i in range(shape.properties):
+        cond.append(exists().where(and_(
+            image_properties.c.image_id == images.c.id,
+            image_properties.c.name == bindparam("pn%d" % i, type_=image_properties.c.name.type),
+            image_properties.c.value == bindparam("pv%d" % i,
+                                                  type_=image_properties.c.value.type),
+            image_properties.c.deleted == False)))  # noqa: E712
+    key = SORT_KEYS[shape.sort_key]
+    if shape.marker:
+        mkey = bindparam("mkey", type_=key.type)
+        mid = bindparam("mid", type_=images.c.id.type)
+        if shape.desc:
+            cond.append(or_(key < mkey, and_(key == mkey, images.c.id < mid)))
+        else:
+            cond.append(or_(key > mkey, and_(key == mkey, images.c.id > mid)))
+    order = ([key.desc(), images.c.id.desc()] if shape.desc
+             else [key.asc(), images.c.id.asc()])
+    return select(_LIST_COLUMNS).where(and_(*cond)).order_by(*order).limit(
+        bindparam("limit", type_=Integer))
 
 
 def _sqliteTuning(dbapiConnection, record) -> None:
@@ -304,7 +414,9 @@ class Registry:
         if sqlite:
             sqlalchemy.event.listen(self._engine._engine, "connect", _sqliteTuning)
         self._pool = _ConnectionPool(self._engine, poolSize or 4)
-        self._compiled: Dict[Any, Any] = {}
+        # Bounded: statements built per call (updates) would otherwise each
+        # stay in it for good.
+        self._compiled = sqlalchemy.util.LRUCache(500)
         self._sqlite = sqlite
         # SQLite only: other databases keep their planner statistics fresh.
         self._statsGeneration = 0
@@ -514,10 +626,12 @@ class Registry:
         """
         Whether a non-admin of C{tenant} may see the image at all.
         """
+        if tenant is None:
+            raise ValueError("isVisible needs a tenant")
+
         def work(sqlconn):
-            return sqlconn.execute(select([images.c.id]).where(and_(
-                images.c.id == imageId, _visibility(tenant)))).first() is not None
-        return await self._run(work)
+            return sqlconn.execute(_IS_VISIBLE, id=imageId, tenant=tenant).first() is not None
+        return await self._run(work, transaction=False)
 
     @fromCoroutine
     async def list(self, query: ListQuery) -> List[ImageRecord]:
@@ -527,50 +641,21 @@ class Registry:
 
         @raise NotFound: the marker is not an image this caller can see.
         """
-        cond = []
-        if query.changes_since is not None:
-            cond.append(images.c.updated_at >= query.changes_since)
-        else:
-            cond.append(images.c.deleted == False)  # noqa: E712
-        if query.restrict_to_visible:
-            cond.append(_visibility(query.visible_to))
-        if query.is_public is not None:
-            cond.append(images.c.is_public == query.is_public)
-        for name, value in query.filters.items():
-            if name == "size_min":
-                cond.append(images.c.size >= value)
-            elif name == "size_max":
-                cond.append(images.c.size <= value)
-            else:
-                cond.append(images.c[name] == value)
-        for name, value in query.properties.items():
-            cond.append(exists().where(and_(
-                image_properties.c.image_id == images.c.id,
-                image_properties.c.name == name,
-                image_properties.c.value == value,
-                image_properties.c.deleted == False)))  # noqa: E712
-        key = SORT_KEYS[query.sort_key]
-        desc = query.sort_dir == "desc"
+        shape = _ListShape.of(query)
+        statement = _listStatement(shape)
+        params = shape.params(query)
 
         def work(sqlconn):
-            where = list(cond)
             if query.marker is not None:
-                mcond = [images.c.id == query.marker]
-                if query.restrict_to_visible:
-                    mcond.append(_visibility(query.visible_to))
+                markerParams = {"marker": query.marker}
+                if shape.visibility:
+                    markerParams["tenant"] = query.visible_to
                 marker = sqlconn.execute(
-                    select([key.label("k"), images.c.id]).where(and_(*mcond))).first()
+                    _markerStatement(shape.sort_key, shape.visibility), markerParams).first()
                 if marker is None:
                     raise NotFound(query.marker)
-                mkey, mid = marker[0], marker[1]
-                if desc:
-                    where.append(or_(key < mkey, and_(key == mkey, images.c.id < mid)))
-                else:
-                    where.append(or_(key > mkey, and_(key == mkey, images.c.id > mid)))
-            order = ([key.desc(), images.c.id.desc()] if desc
-                     else [key.asc(), images.c.id.asc()])
-            q = select([images]).where(and_(*where)).order_by(*order).limit(query.limit)
-            rows = [_row(r) for r in sqlconn.execute(q)]
+                params["mkey"], params["mid"] = marker[0], marker[1]
+            rows = [dict(zip(IMAGE_FIELDS, r)) for r in sqlconn.execute(statement, params)]
             props = _propertiesFor(sqlconn, [r["id"] for r in rows])
             return [ImageRecord(properties=props.get(r["id"], {}), **r) for r in rows]
         return await self._run(work)
