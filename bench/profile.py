@@ -3,7 +3,7 @@ Where the server's CPU goes: py-spy on the twistd process while one workload
 runs.  py-spy is not a dependency; install it into a separate venv:
 
   python3 -m venv /tmp/pyspy-venv && /tmp/pyspy-venv/bin/pip install py-spy
-  python -m bench.profile upload|download|head|list|create [--py-spy PATH] [--out DIR]
+  python -m bench.profile upload|download|head|list|list1|create [--py-spy PATH] [--out DIR]
 
 Writes OUT/WORKLOAD.txt (collapsed stacks, py-spy's raw format; feed it to
 any flame-graph tool) and prints the top functions by own time and by total
@@ -35,8 +35,12 @@ def _workload(name: str, g: Glance, seconds: float):
         return lambda: [transfer.download(g.url("/v1/images/" + iid)) for _ in range(3)]
     if name == "head":
         return lambda: cload.throughput(g.url("/v1/images/" + ids[7]), "HEAD", 16, seconds)
-    if name == "list":
-        return lambda: load.throughput(g.url("/v1/images/detail?limit=25"), "GET", 16, seconds)
+    if name in ("list", "list1"):
+        # list1: one connection, so the profile is of one request's latency
+        # (the target) rather than of contention between 16.
+        conns = 1 if name == "list1" else 16
+        return lambda: load.throughput(g.url("/v1/images/detail?limit=25"), "GET", conns,
+                                       seconds)
     if name == "create":
         from bench.create import HEADERS
         return lambda: load.latency(g.port, "POST", "/v1/images", 3000, headers=HEADERS,

@@ -298,3 +298,17 @@ class OptimizeTests(TestCase):
             self.assertIn("ix_images_name", plan())
             db.close()
         return ensureDeferred(go())
+
+
+class ImageRecordOrderTests(TestCase):
+    def test_fieldsInColumnOrder(self):
+        """
+        Lists build records from rows by position: ImageRecord's fields
+        must be IMAGE_FIELDS in order, then properties.
+        """
+        import attr
+
+        from glancetx.registry.registry import IMAGE_FIELDS, ImageRecord, _LIST_COLUMNS
+        names = [a.name for a in attr.fields(ImageRecord)]
+        self.assertEqual(names, list(IMAGE_FIELDS) + ["properties"])
+        self.assertEqual([c.name for c in _LIST_COLUMNS], list(IMAGE_FIELDS))

@@ -272,7 +272,8 @@ def _visibility(withTenant: bool):
 _IS_VISIBLE = select([images.c.id]).where(and_(
     images.c.id == bindparam("id"), _visibility(True)))
 
-#: A list's columns: the image fields, in IMAGE_FIELDS order (never location).
+#: A list's columns: the image fields, in IMAGE_FIELDS order (never location),
+#: which is also the order of ImageRecord's fields.
 _LIST_COLUMNS = [images.c[name] for name in IMAGE_FIELDS]
 
 
@@ -655,9 +656,10 @@ class Registry:
                 if marker is None:
                     raise NotFound(query.marker)
                 params["mkey"], params["mid"] = marker[0], marker[1]
-            rows = [dict(zip(IMAGE_FIELDS, r)) for r in sqlconn.execute(statement, params)]
-            props = _propertiesFor(sqlconn, [r["id"] for r in rows])
-            return [ImageRecord(properties=props.get(r["id"], {}), **r) for r in rows]
+            # The columns are ImageRecord's fields, in order.
+            rows = sqlconn.execute(statement, params).fetchall()
+            props = _propertiesFor(sqlconn, [r[0] for r in rows])
+            return [ImageRecord(*r, properties=props.get(r[0], {})) for r in rows]
         return await self._run(work)
 
     # -- members ------------------------------------------------------------

@@ -107,7 +107,8 @@ def changesFromHeaders(headers: Iterable[Tuple[bytes, Iterable[bytes]]]) -> Imag
 
 def _render(value: Any) -> Any:
     if isinstance(value, datetime.datetime):
-        return value.strftime(TIME_FORMAT)
+        # TIME_FORMAT, at less than half strftime's cost (75 per list page).
+        return value.isoformat(timespec="microseconds")
     return value
 
 
