@@ -108,3 +108,17 @@ class ListQueryTests(TestCase):
                      {"sort_dir": "sideways"}, {"min_ram": "many"},
                      {"changes-since": "tuesday"}, {"protected": "2"}]:
             self.assertRaises(errors.BadRequest, self.parse, **args)
+
+
+class ImageDictTimeFieldsTests(TestCase):
+    def test_onlyTimeFieldsAreDatetimes(self):
+        """
+        imageDict renders only _TIME_FIELDS: every datetime field of a
+        record must be one of them.
+        """
+        import attr
+
+        from glancetx.registry.registry import ImageRecord
+        hints = {a.name: a.type for a in attr.fields(ImageRecord)}
+        datetimes = sorted(n for n in h.IMAGE_FIELDS if "datetime" in str(hints[n]))
+        self.assertEqual(datetimes, sorted(h._TIME_FIELDS))

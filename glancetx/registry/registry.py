@@ -231,7 +231,7 @@ _PROPERTIES_OF = select([image_properties.c.image_id, image_properties.c.name,
 def _propertiesFor(sqlconn, imageIds: Sequence[str]) -> Dict[str, Dict[str, str]]:
     if not imageIds:
         return {}
-    return _bindProperties(sqlconn.execute(_PROPERTIES_OF, ids=list(imageIds)))
+    return _bindProperties(sqlconn.execute(_PROPERTIES_OF, ids=list(imageIds)).fetchall())
 
 
 def _insertProperties(sqlconn, imageId: str, properties: Mapping[str, str], now) -> None:

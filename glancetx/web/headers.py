@@ -3,6 +3,7 @@ Image metadata ⇄ C{x-image-meta-*} headers and JSON, as Glance v1 spoke it.
 """
 
 import datetime
+import operator
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from glancetx import errors
@@ -112,11 +113,21 @@ def _render(value: Any) -> Any:
     return value
 
 
+_imageFields = operator.attrgetter(*IMAGE_FIELDS)
+#: The fields that hold datetimes (the rest go to JSON as they are).
+_TIME_FIELDS = ("created_at", "updated_at", "deleted_at")
+
+
 def imageDict(image: ImageRecord) -> Dict[str, Any]:
     """
-    The detailed JSON form (never the location).
+    The detailed JSON form (never the location).  Built for a whole list
+    page at a time, so it reads the fields in one call and renders only
+    the timestamps.
     """
-    out = {name: _render(getattr(image, name)) for name in IMAGE_FIELDS}
+    out = dict(zip(IMAGE_FIELDS, _imageFields(image)))
+    for name in _TIME_FIELDS:
+        if out[name] is not None:
+            out[name] = _render(out[name])
     out["properties"] = dict(image.properties)
     return out
 
