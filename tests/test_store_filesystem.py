@@ -86,3 +86,44 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
         self.assertEqual(body.pauses, 0)
         writer.write(chunk)
         self.assertEqual(body.pauses, 1)
+
+    def test_batchesAtLeastAMegabyte(self):
+        """
+        Short writes wait for a megabyte before a disk job takes them; the
+        short tail goes when the writer is drained.
+        """
+        jobs = []
+
+        def fakeDefer(reactor, pool, f, *args):
+            d = Deferred()
+            jobs.append((args, d))
+            return d
+        self.patch(filesystem, "deferToThreadPool", fakeDefer)
+        writer = filesystem._FileWriter(-1, reactor, None, SharedBudget(total=0).join())
+        piece = b"z" * (256 * 1024)
+        for _ in range(3):
+            writer.write(piece)
+        self.assertEqual(jobs, [])
+        writer.write(piece)
+        [(args, d)] = jobs
+        self.assertEqual(args[1], [piece] * 4)
+        writer.write(b"tail")
+        drained = writer.drain()
+        self.assertEqual(len(jobs), 1)  # the tail waits for the job in flight
+        jobs.pop()[1].callback(None)
+        [(args, d)] = jobs
+        self.assertEqual(args[1], [b"tail"])
+        self.assertNoResult(drained)
+        d.callback(None)
+        self.successResultOf(drained)
+        self.assertEqual(writer.written, 4 * len(piece) + 4)
+
+    def test_drainFlushesShortBatch(self):
+        jobs = []
+        self.patch(filesystem, "deferToThreadPool",
+                   lambda reactor, pool, f, *args: jobs.append(args) or Deferred())
+        writer = filesystem._FileWriter(-1, reactor, None, SharedBudget(total=0).join())
+        writer.write(b"short")
+        self.assertEqual(jobs, [])
+        writer.drain()
+        self.assertEqual([a[1] for a in jobs], [[b"short"]])

@@ -349,3 +349,36 @@ class ThreadedMD5Tests(SynchronousTestCase):
         self.assertEqual(paused, [])
         source.consumer.write(b"a")
         self.assertEqual(paused, [True])
+
+    def test_hashJobsTakeAMegabyte(self):
+        """
+        Short reads are hashed in jobs of at least a megabyte; the digest
+        takes the short rest.
+        """
+        import hashlib
+
+        calls = []
+
+        def fakeDefer(reactor, pool, f, *args):
+            d = Deferred()
+            calls.append((f, args, d))
+            return d
+        self.patch(streaming, "deferToThreadPool", fakeDefer)
+        hasher = streaming.ThreadedMD5(None, self.pool)
+        piece = b"q" * (256 * 1024)
+        for _ in range(3):
+            hasher.update(piece)
+        self.assertEqual(calls, [])
+        hasher.update(piece)
+        f, args, job = calls.pop()
+        self.assertEqual(len(args[1]), 4)
+        f(*args)
+        job.callback(None)
+        hasher.update(b"end")
+        self.assertEqual(calls, [])
+        digest = hasher.hexdigest()
+        f, args, job = calls.pop()
+        f(*args)
+        job.callback(None)
+        self.assertEqual(self.successResultOf(digest),
+                         hashlib.md5(piece * 4 + b"end").hexdigest())

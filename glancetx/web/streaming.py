@@ -42,6 +42,9 @@ HIGH_WATER = 512 * 1024
 LOW_WATER = 128 * 1024
 #: Socket read size while an upload streams in.
 UPLOAD_READ_SIZE = 256 * 1024
+#: The least a hashing job takes while more of the body is coming; at most
+#: the budget's floor, so a body paused for its hasher has a job running.
+HASH_MIN_BATCH = 1024 * 1024
 #: Bodies of requests that are not uploads (member lists) are read whole,
 #: but no more than this.
 SMALL_BODY_MAX = 1024 * 1024
@@ -219,6 +222,7 @@ class ThreadedMD5:
         self._pool = pool
         self._md5 = hashlib.md5()
         self._pending: List[bytes] = []
+        self._pendingSize = 0
         self.backlog = 0
         self._running = False
         self._waiters: List[Deferred] = []
@@ -227,11 +231,17 @@ class ThreadedMD5:
     def update(self, data: bytes) -> None:
         self._pending.append(data)
         self.backlog += len(data)
-        if not self._running:
+        self._pendingSize += len(data)
+        # A hop to the pool and back per 256 KiB read costs more than it
+        # saves; jobs take at least HASH_MIN_BATCH while more is coming
+        # (hexdigest takes the rest).  Below any body's pause level, so a
+        # paused body always has a job running for it.
+        if not self._running and self._pendingSize >= HASH_MIN_BATCH:
             self._run()
 
     def _run(self) -> None:
         chunks, self._pending = self._pending, []
+        self._pendingSize = 0
         self._running = True
         d = deferToThreadPool(self._reactor, self._pool, _hashAll, self._md5, chunks)
         d.addBoth(self._ran, sum(map(len, chunks)))
@@ -251,6 +261,8 @@ class ThreadedMD5:
     def hexdigest(self) -> Deferred:
         if not self._running and not self._pending:
             return succeed(self._md5.hexdigest())
+        if not self._running:
+            self._run()  # the last, short batch
         d: Deferred = Deferred()
         self._waiters.append(d)
         return d
