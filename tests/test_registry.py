@@ -126,6 +126,17 @@ class RegistryTestsMixin:
         self.assertEqual(await ids(properties={"os": "bsd"}), [uid(2)])
 
     @async_test
+    async def test_createsCompileOnce(self):
+        """
+        Creating images reuses one compiled INSERT per set of columns.
+        """
+        await self.make(1, properties={"os": "linux"})
+        before = len(self.registry._compiled)
+        for n in range(2, 12):
+            await self.make(n, properties={"os": "linux"})
+        self.assertEqual(len(self.registry._compiled), before)
+
+    @async_test
     async def test_listsOfOneShapeCompileOnce(self):
         """
         A list statement is built once per shape, so SQLAlchemy's compiled

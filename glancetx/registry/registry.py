@@ -208,6 +208,9 @@ _GET_LIVE = select(_IMAGE_AND_PROPS).select_from(_WITH_PROPS).where(and_(
     images.c.id == bindparam("id"), images.c.deleted == False))  # noqa: E712
 _GET_ANY = select(_IMAGE_AND_PROPS).select_from(_WITH_PROPS).where(
     images.c.id == bindparam("id"))
+_INSERT_IMAGE = images.insert()
+_INSERT_PROPERTY = image_properties.insert()
+_INSERT_MEMBER = image_members.insert()
 _LOCATION = select([images.c.location]).where(images.c.id == bindparam("id"))
 _MEMBERS = select([image_members.c.member, image_members.c.can_share]).where(and_(
     image_members.c.image_id == bindparam("id"),
@@ -236,7 +239,7 @@ def _propertiesFor(sqlconn, imageIds: Sequence[str]) -> Dict[str, Dict[str, str]
 
 def _insertProperties(sqlconn, imageId: str, properties: Mapping[str, str], now) -> None:
     if properties:
-        sqlconn.execute(image_properties.insert(), [
+        sqlconn.execute(_INSERT_PROPERTY, [
             {"image_id": imageId, "name": k, "value": v, "created_at": now,
              "updated_at": now, "deleted": False}
             for k, v in properties.items()
@@ -492,7 +495,7 @@ class Registry:
 
         def work(sqlconn):
             try:
-                sqlconn.execute(images.insert().values(**row))
+                sqlconn.execute(_INSERT_IMAGE, row)
             except IntegrityError:
                 raise Conflict("an image with this id exists")
             _insertProperties(sqlconn, row["id"], properties, now)
@@ -701,9 +704,9 @@ class Registry:
                             image_members.c.member == member)).values(
                             can_share=canShare, updated_at=now))
                 else:
-                    sqlconn.execute(image_members.insert().values(
-                        image_id=imageId, member=member, can_share=canShare,
-                        status="accepted", created_at=now, updated_at=now, deleted=False))
+                    sqlconn.execute(_INSERT_MEMBER, image_id=imageId, member=member,
+                                    can_share=canShare, status="accepted", created_at=now,
+                                    updated_at=now, deleted=False)
         await self._run(work)
 
     @fromCoroutine
@@ -724,9 +727,9 @@ class Registry:
             if len(current) >= quota:
                 raise QuotaExceeded("too many members")
             try:
-                sqlconn.execute(image_members.insert().values(
-                    image_id=imageId, member=member, can_share=bool(canShare),
-                    status="accepted", created_at=now, updated_at=now, deleted=False))
+                sqlconn.execute(_INSERT_MEMBER, image_id=imageId, member=member,
+                                can_share=bool(canShare), status="accepted", created_at=now,
+                                updated_at=now, deleted=False)
             except IntegrityError:
                 raise Conflict("member was added concurrently")
         await self._run(work)
