@@ -437,8 +437,9 @@ class ImageService:
                                   % (image.id,))
         except reg.NotFound:
             raise errors.NotFound("Image not found.")
-        hasher = ThreadedMD5(self.reactor, self.cpuPool) if self.cpuPool is not None else None
         share = self.budget.join()
+        hasher = (ThreadedMD5(self.reactor, self.cpuPool, share)
+                  if self.cpuPool is not None else None)
         verifying = VerifyingBody(source, self.config.image_size_cap,
                                   expectedSize=image.size, expectedChecksum=image.checksum,
                                   hasher=hasher, share=share)

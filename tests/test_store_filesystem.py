@@ -89,8 +89,9 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
 
     def test_batchesAtLeastAMegabyte(self):
         """
-        Short writes wait for a megabyte before a disk job takes them; the
-        short tail goes when the writer is drained.
+        Short writes wait for the share's low mark (a megabyte of a 4 MiB
+        share) before a disk job takes them; the short tail goes when the
+        writer is drained.
         """
         jobs = []
 
@@ -99,7 +100,7 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
             jobs.append((args, d))
             return d
         self.patch(filesystem, "deferToThreadPool", fakeDefer)
-        writer = filesystem._FileWriter(-1, reactor, None, SharedBudget(total=0).join())
+        writer = filesystem._FileWriter(-1, reactor, None, SharedBudget(4 << 20).join())
         piece = b"z" * (256 * 1024)
         for _ in range(3):
             writer.write(piece)
@@ -122,7 +123,7 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
         jobs = []
         self.patch(filesystem, "deferToThreadPool",
                    lambda reactor, pool, f, *args: jobs.append(args) or Deferred())
-        writer = filesystem._FileWriter(-1, reactor, None, SharedBudget(total=0).join())
+        writer = filesystem._FileWriter(-1, reactor, None, SharedBudget(4 << 20).join())
         writer.write(b"short")
         self.assertEqual(jobs, [])
         writer.drain()

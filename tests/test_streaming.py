@@ -352,10 +352,12 @@ class ThreadedMD5Tests(SynchronousTestCase):
 
     def test_hashJobsTakeAMegabyte(self):
         """
-        Short reads are hashed in jobs of at least a megabyte; the digest
-        takes the short rest.
+        Short reads are hashed in jobs of at least the share's low mark (a
+        megabyte of 4 MiB); the digest takes the short rest.
         """
         import hashlib
+
+        from glancetx.budget import SharedBudget
 
         calls = []
 
@@ -364,7 +366,7 @@ class ThreadedMD5Tests(SynchronousTestCase):
             calls.append((f, args, d))
             return d
         self.patch(streaming, "deferToThreadPool", fakeDefer)
-        hasher = streaming.ThreadedMD5(None, self.pool)
+        hasher = streaming.ThreadedMD5(None, self.pool, SharedBudget(4 << 20).join())
         piece = b"q" * (256 * 1024)
         for _ in range(3):
             hasher.update(piece)

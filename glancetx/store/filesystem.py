@@ -31,10 +31,6 @@ from glancetx.store.interface import (
     StoreError,
 )
 
-#: The least a disk job takes while more is coming: a thread hop each way
-#: costs tens of microseconds here, so one per 256 KiB socket read was a
-#: fifth of the upload's kernel time.  Whatever is left goes at drain().
-MIN_BATCH = 1024 * 1024
 #: Size of one read for downloads.
 READ_SIZE = 1024 * 1024
 #: Linux's IOV_MAX; os.writev refuses longer lists.
@@ -124,7 +120,11 @@ class _FileWriter:
             return
         self._pending.append(data)
         self._pendingSize += len(data)
-        if not self._inFlight and self._pendingSize >= min(MIN_BATCH, self._share.high()):
+        # A thread hop each way per 256 KiB socket read cost a fifth of the
+        # upload's kernel time; a job takes at least the share's low mark
+        # while more is coming (drain() sends the short tail).  Many uploads
+        # at once have small shares, and batch less, so as to hold less.
+        if not self._inFlight and self._pendingSize >= self._share.low():
             self._flush()
         if (
             self._pendingSize >= self._share.high()

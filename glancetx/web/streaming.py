@@ -42,9 +42,6 @@ HIGH_WATER = 512 * 1024
 LOW_WATER = 128 * 1024
 #: Socket read size while an upload streams in.
 UPLOAD_READ_SIZE = 256 * 1024
-#: The least a hashing job takes while more of the body is coming; at most
-#: the budget's floor, so a body paused for its hasher has a job running.
-HASH_MIN_BATCH = 1024 * 1024
 #: Bodies of requests that are not uploads (member lists) are read whole,
 #: but no more than this.
 SMALL_BODY_MAX = 1024 * 1024
@@ -217,9 +214,10 @@ class ThreadedMD5:
     the reactor only hands over references, no copies.
     """
 
-    def __init__(self, reactor, pool) -> None:
+    def __init__(self, reactor, pool, share: Optional[BudgetShare] = None) -> None:
         self._reactor = reactor
         self._pool = pool
+        self._share = share if share is not None else fixedShare()
         self._md5 = hashlib.md5()
         self._pending: List[bytes] = []
         self._pendingSize = 0
@@ -233,10 +231,10 @@ class ThreadedMD5:
         self.backlog += len(data)
         self._pendingSize += len(data)
         # A hop to the pool and back per 256 KiB read costs more than it
-        # saves; jobs take at least HASH_MIN_BATCH while more is coming
-        # (hexdigest takes the rest).  Below any body's pause level, so a
-        # paused body always has a job running for it.
-        if not self._running and self._pendingSize >= HASH_MIN_BATCH:
+        # saves; jobs take at least the share's low mark while more is
+        # coming (hexdigest takes the rest).  That is below the body's pause
+        # level, so a body paused for its hasher always has a job running.
+        if not self._running and self._pendingSize >= self._share.low():
             self._run()
 
     def _run(self) -> None:
