@@ -91,3 +91,47 @@ class GlanceChannelTests(SynchronousTestCase):
         self.assertEqual(transport.value().count(b"200 OK"), 2)
         self.assertEqual(transport.value().count(b"\r\n\r\n9292"), 2)
         self.assertEqual(transport.hostAsked, 1)
+
+
+class SendNowTests(SynchronousTestCase):
+    """
+    Small writes go straight to an idle TCP socket, and never ahead of
+    anything already queued.
+    """
+
+    def connected(self):
+        import socket
+
+        from twisted.internet import tcp
+        from twisted.internet.testing import MemoryReactor
+
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        theirs.setblocking(False)
+        reactor = MemoryReactor()
+        transport = tcp.Connection(ours, None, reactor=reactor)
+        transport.connected = True
+        channel = GlanceChannel()
+        channel.transport = transport
+        return channel, transport, reactor, theirs
+
+    def test_idleSocketAtOnce(self):
+        channel, transport, reactor, peer = self.connected()
+        channel.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        self.assertEqual(peer.recv(100), b"HTTP/1.1 200 OK\r\n\r\n")
+        self.assertFalse(reactor.writers)  # no epoll registration
+
+    def test_neverOvertakesQueued(self):
+        channel, transport, reactor, peer = self.connected()
+        transport.write(b"first ")
+        channel.write(b"second")
+        self.assertRaises(BlockingIOError, peer.recv, 100)
+        self.assertIn(transport, reactor.writers)
+        transport.doWrite()
+        self.assertEqual(peer.recv(100), b"first second")
+
+    def test_largeWritesQueued(self):
+        channel, transport, reactor, peer = self.connected()
+        channel.writeSequence([b"x" * 40000, b"y" * 40000])
+        self.assertIn(transport, reactor.writers)
