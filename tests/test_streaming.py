@@ -286,17 +286,23 @@ class ThreadedMD5Tests(SynchronousTestCase):
 
     pool = object()
 
-    def test_orderAndBacklog(self):
-        import hashlib
-
+    def recordJobs(self):
+        """
+        Pool jobs, recorded as (function, args, Deferred) and run by hand.
+        """
         calls = []
 
         def fakeDefer(reactor, pool, f, *args):
             d = Deferred()
             calls.append((f, args, d))
             return d
-
         self.patch(streaming, "deferToThreadPool", fakeDefer)
+        return calls
+
+    def test_orderAndBacklog(self):
+        import hashlib
+
+        calls = self.recordJobs()
         hasher = streaming.ThreadedMD5(None, self.pool)
         source = PushBody()
         body = VerifyingBody(source, cap=10 ** 9, hasher=hasher)
@@ -359,13 +365,7 @@ class ThreadedMD5Tests(SynchronousTestCase):
 
         from glancetx.budget import SharedBudget
 
-        calls = []
-
-        def fakeDefer(reactor, pool, f, *args):
-            d = Deferred()
-            calls.append((f, args, d))
-            return d
-        self.patch(streaming, "deferToThreadPool", fakeDefer)
+        calls = self.recordJobs()
         hasher = streaming.ThreadedMD5(None, self.pool, SharedBudget(4 << 20).join())
         piece = b"q" * (256 * 1024)
         for _ in range(3):
