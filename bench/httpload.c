@@ -468,6 +468,17 @@ static size_t find_head_end(struct conn *c)
     return 0;
 }
 
+/* Up to avail bytes of the body still owed, skipped; returns what is
+ * still owed after them. */
+static uint64_t skip_body(struct conn *c, uint64_t avail)
+{
+    uint64_t k = avail < c->remaining ? avail : c->remaining;
+    c->rpos += (size_t)k;
+    c->remaining -= k;
+    c->resp_bytes += k;
+    return c->remaining;
+}
+
 /* One line at rpos (without its CRLF) into line and llen; consumes it.
  * Returns 1 when found, 0 when incomplete, -1 when too long. */
 static int take_line(struct conn *c, const char **line, size_t *llen)
@@ -554,11 +565,7 @@ static int process(struct conn *c)
             break;
         }
         case P_BODY_LENGTH: {
-            uint64_t k = avail < c->remaining ? avail : c->remaining;
-            c->rpos += (size_t)k;
-            c->remaining -= k;
-            c->resp_bytes += k;
-            if (c->remaining > 0)
+            if (skip_body(c, avail) > 0)
                 goto more;
             if (complete(c) == R_DROPPED)
                 return R_DROPPED;
@@ -605,11 +612,7 @@ static int process(struct conn *c)
             break;
         }
         case P_CHUNK_DATA: {
-            uint64_t k = avail < c->remaining ? avail : c->remaining;
-            c->rpos += (size_t)k;
-            c->remaining -= k;
-            c->resp_bytes += k;
-            if (c->remaining > 0)
+            if (skip_body(c, avail) > 0)
                 goto more;
             c->pstate = P_CHUNK_END;
             break;
