@@ -69,6 +69,7 @@ _CORE: Dict[str, Tuple[Callable[[str, str], Any], Any]] = {
     "default_store": (_choice("file", "s3", "swift"), "file"),
     "stores": (_list, ("file", "http")),
     "filesystem_store_datadir": (_str, None),
+    "filesystem_store_direct_io": (_bool, True),
     "sql_connection": (_str, None),
     "image_size_cap": (_int(1), 1099511627776),
     "api_limit_max": (_int(1), 1000),
@@ -112,6 +113,8 @@ class Config:
     default_store: str = "file"
     stores: Tuple[str, ...] = ("file", "http")
     filesystem_store_datadir: str = ""
+    #: Write image files around the page cache (O_DIRECT) where possible.
+    filesystem_store_direct_io: bool = True
     sql_connection: str = ""
     image_size_cap: int = 1099511627776
     api_limit_max: int = 1000

@@ -158,7 +158,8 @@ def makeStores(config: Config, reactor, diskPool: ThreadPool,
                budget: Optional[SharedBudget] = None):
     stores = {}
     fs = FilesystemStore(config.filesystem_store_datadir, reactor, diskPool,
-                         budget or SharedBudget(total=0))
+                         budget or SharedBudget(total=0),
+                         directIO=config.filesystem_store_direct_io)
     fs.prepare()
     stores["file"] = fs
     if "http" in config.stores or "s3" in config.stores or "swift" in config.stores:

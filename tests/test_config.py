@@ -23,6 +23,15 @@ class ConfigTests(TestCase):
         self.assertEqual(c.filesystem_store_datadir, os.path.join(os.path.abspath("data"), "images"))
         self.assertEqual((c.api_limit_max, c.limit_param_default), (1000, 25))
         self.assertEqual((c.image_member_quota, c.image_property_quota), (128, 128))
+        self.assertTrue(c.filesystem_store_direct_io)
+
+    def test_directIOReachesTheStore(self):
+        from twisted.internet.testing import MemoryReactor
+        from glancetx.service import makeStores
+        for value, expected in (("false", False), ("true", True)):
+            c = config.build("tcp:1", self.mktemp(), {"filesystem_store_direct_io": value,
+                                                     "stores": "file"})
+            self.assertIs(makeStores(c, MemoryReactor(), None)["file"].directIO, expected)
 
     def test_iniSections(self):
         path = self.ini("[DEFAULT]\nimage_size_cap = 100\napi_limit_max = 50\n"

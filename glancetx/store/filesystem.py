@@ -5,7 +5,8 @@ Every disk call runs on a dedicated, bounded thread pool so a slow disk never
 stalls the reactor.  An upload is written to a temporary name in the same
 directory and renamed into place only after the body producer has vouched
 for every byte (size, checksum, cap) and the data is fsynced, so a reader can
-never see a partial file under an image's name.
+never see a partial file under an image's name.  How the bytes reach the disk
+(around the page cache where possible) is L{glancetx.store.appendfile}'s.
 """
 
 import os
@@ -23,6 +24,7 @@ from zope.interface import implementer
 
 from glancetx.asyncutil import firstOf, fromCoroutine
 from glancetx.budget import BudgetShare, SharedBudget, fixedShare
+from glancetx.store.appendfile import AppendFile, discard
 from glancetx.store.interface import (
     BadLocation,
     IStore,
@@ -33,57 +35,13 @@ from glancetx.store.interface import (
 
 #: Size of one read for downloads.
 READ_SIZE = 1024 * 1024
-#: Linux's IOV_MAX; os.writev refuses longer lists.
-_IOV_MAX = 1024
 
 
-def _loadSyncFileRange():
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        f = libc.sync_file_range
-    except (OSError, AttributeError):
-        return None
-    f.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    f.restype = ctypes.c_int
-    return f
-
-
-#: Linux's sync_file_range(2), to start writeback of what was just written
-#: without waiting for it: the disk then works while the rest of the image
-#: arrives, and the fsync before the rename finds little left to do (the
-#: kernel would otherwise hold gigabytes dirty and flush them all at the
-#: end, serially after the upload).
-_syncFileRange = _loadSyncFileRange()
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def _writeAll(fd: int, chunks: List[bytes], offset: int, total: int) -> None:
+def _writeAll(file: AppendFile, chunks: List[bytes]) -> None:
     """
-    Write every chunk, in order, with as few system calls as possible, then
-    start (not wait for) their writeback.  Runs in a disk thread; no copy is
-    made of the chunks.
+    One disk job: append C{chunks} to the image file.
     """
-    _writeChunks(fd, chunks)
-    if _syncFileRange is not None and total:
-        _syncFileRange(fd, offset, total, _SYNC_FILE_RANGE_WRITE)
-
-
-def _writeChunks(fd: int, chunks: List[bytes]) -> None:
-    views = [memoryview(c) for c in chunks]
-    first = 0
-    while first < len(views):
-        written = os.writev(fd, views[first:first + _IOV_MAX])
-        # Skip what was written; keep the unwritten tail of a partial write.
-        while written:
-            size = len(views[first])
-            if written >= size:
-                written -= size
-                first += 1
-            else:
-                views[first] = views[first][written:]
-                written = 0
+    file.append(chunks)
 
 
 @implementer(IConsumer)
@@ -94,8 +52,9 @@ class _FileWriter:
     low watermarks, those of its share of the upload memory budget.
     """
 
-    def __init__(self, fd: int, reactor, pool, share: Optional[BudgetShare] = None) -> None:
-        self._fd = fd
+    def __init__(self, file: AppendFile, reactor, pool,
+                 share: Optional[BudgetShare] = None) -> None:
+        self._file = file
         self._share = share if share is not None else fixedShare()
         self._reactor = reactor
         self._pool = pool
@@ -138,8 +97,7 @@ class _FileWriter:
         chunks, size = self._pending, self._pendingSize
         self._pending, self._pendingSize = [], 0
         self._inFlight = True
-        d = deferToThreadPool(self._reactor, self._pool, _writeAll, self._fd, chunks,
-                              self.written, size)
+        d = deferToThreadPool(self._reactor, self._pool, _writeAll, self._file, chunks)
         d.addCallbacks(self._flushed, self._flushFailed, callbackArgs=(size,))
 
     def _flushed(self, _: None, size: int) -> None:
@@ -297,6 +255,9 @@ class FilesystemStore:
     _pool = attr.ib()
     #: Upload memory shared with the other stages of every upload in flight.
     _budget: SharedBudget = attr.ib(factory=lambda: SharedBudget(total=0))
+    #: Write around the page cache where the filesystem allows (see
+    #: L{glancetx.store.appendfile}).
+    directIO: bool = attr.ib(default=True)
 
     def _run(self, f, *args) -> Deferred:
         return deferToThreadPool(self._reactor, self._pool, f, *args)
@@ -327,24 +288,22 @@ class FilesystemStore:
             raise BadLocation("bad image id")
         temp = "%s.part-%s" % (final, uuid.uuid4().hex)
         try:
-            fd = await self._run(
-                os.open, temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640
-            )
+            file = await self._run(AppendFile.create, temp, self.directIO)
         except OSError as e:
             raise StoreError("cannot create image file: %s" % (e.strerror,))
         share = self._budget.join()
-        writer = _FileWriter(fd, self._reactor, self._pool, share)
+        writer = _FileWriter(file, self._reactor, self._pool, share)
         writer.registerProducer(body, True)
         try:
             await firstOf(body.startProducing(writer), writer.failed)
             writer.unregisterProducer()
             await writer.drain()
-            await self._run(_commit, fd, temp, final)
+            await self._run(_commit, file, temp, final)
         except OSError as e:
-            await self._run(_discard, fd, temp)
+            await self._run(discard, file, temp)
             raise StoreError("writing the image failed: %s" % (e.strerror,))
         except BaseException:
-            await self._run(_discard, fd, temp)
+            await self._run(discard, file, temp)
             raise
         finally:
             share.leave()
@@ -371,28 +330,17 @@ class FilesystemStore:
         await self._run(_unlinkQuietly, path)
 
 
-def _commit(fd: int, temp: str, final: str) -> None:
+def _commit(file: AppendFile, temp: str, final: str) -> None:
     """
     Make the written file durable, then give it its real name.
     """
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    file.commit()
     os.rename(temp, final)
     dirfd = os.open(os.path.dirname(final), os.O_RDONLY)
     try:
         os.fsync(dirfd)
     finally:
         os.close(dirfd)
-
-
-def _discard(fd: int, temp: str) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-    _unlinkQuietly(temp)
 
 
 def _unlinkQuietly(path: str) -> None:

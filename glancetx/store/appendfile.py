@@ -1,0 +1,234 @@
+"""
+An image file being written: appended to by disk-thread jobs, then made
+durable.  Only disk threads call in here, one job of a file at a time.
+
+Where the filesystem takes it, the file is written around the page cache
+(C{O_DIRECT}).  On this project's two-core machines, writing 1 GiB through
+the page cache, with the early writeback and the fsync that make it
+durable before the image turns active, cost 0.4-2.5 s of kernel CPU (the
+copy into the cache, then the writeback, both on the cores that also hash
+and read the socket); written with C{O_DIRECT} from an aligned buffer the
+same gigabyte cost about 0.15 s, and the fsync found nothing left to
+write.  An image of many gigabytes also no longer pushes every other file
+out of the page cache (Swift drops large objects from it for the same
+reason).
+
+C{O_DIRECT} wants the buffer's address, the file offset and the length
+aligned to the device's block.  Bytes read off a socket are not, so each job
+copies its chunks into an aligned staging buffer (a memcpy: a few
+hundredths of a second per GiB) and writes whole blocks; the last part-block
+of the image is written without C{O_DIRECT} when it is committed.  A
+filesystem that refuses C{O_DIRECT} (tmpfs, some network filesystems) gets
+buffered writes with early writeback instead.
+"""
+
+import errno
+import fcntl
+import mmap
+import os
+from typing import List, Optional, Sequence
+
+#: The alignment C{O_DIRECT} needs: a multiple of any device's logical
+#: block (512 bytes or 4 KiB) and the size of a memory page.
+ALIGN = 4096
+#: One direct write.  Measured here: 256 KiB writes ran at ~1.3 GB/s, 1 MiB
+#: ones at 1.6-2.0 GB/s, several times what an upload needs.
+STAGING_SIZE = 1024 * 1024
+#: Linux's IOV_MAX; os.writev refuses longer lists.
+_IOV_MAX = 1024
+#: Absent from Python builds for systems without it.
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+
+
+def _loadSyncFileRange():
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        f = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    f.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    f.restype = ctypes.c_int
+    return f
+
+
+#: Linux's sync_file_range(2), for buffered writes: it starts writeback of
+#: what was just written without waiting for it, so the disk works while
+#: the rest of the image arrives and the fsync before the rename finds
+#: little left to do.
+_syncFileRange = _loadSyncFileRange()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+class StagingBuffers:
+    """
+    Aligned buffers lent to one job at a time.  A job returns its buffer
+    when it ends, so there are never more than the disk jobs running at
+    once (one for a lone upload, at most the disk pool's size however many
+    uploads there are) and their memory does not grow with the uploads.
+    """
+
+    def __init__(self, size: int = STAGING_SIZE) -> None:
+        self.size = size
+        self._free: List[mmap.mmap] = []
+        self.made = 0
+
+    def take(self) -> mmap.mmap:
+        try:
+            return self._free.pop()  # atomic: jobs on other threads share the list
+        except IndexError:
+            self.made += 1
+            return mmap.mmap(-1, self.size)  # anonymous, so page-aligned
+
+    def give(self, buf: mmap.mmap) -> None:
+        self._free.append(buf)
+
+
+_staging = StagingBuffers()
+
+
+class AppendFile:
+    """
+    One new file, appended to in order by disk jobs and committed (or
+    discarded) at the end.
+    """
+
+    def __init__(self, fd: int, direct: bool, staging: StagingBuffers = _staging) -> None:
+        self.fd = fd
+        self.direct = direct
+        self._staging = staging
+        #: Written so far (the file's length).
+        self.offset = 0
+        #: The part-block a direct file has not written yet.
+        self._carry = b""
+
+    @classmethod
+    def create(cls, path: str, direct: bool = True,
+               staging: StagingBuffers = _staging) -> "AppendFile":
+        """
+        Create C{path}, which must not exist, for writing: with C{O_DIRECT}
+        when C{direct} is asked for and the filesystem takes it.
+        """
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        if direct and _O_DIRECT:
+            try:
+                return cls(os.open(path, flags | _O_DIRECT, 0o640), True, staging)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+        return cls(os.open(path, flags, 0o640), False, staging)
+
+    def append(self, chunks: Sequence[bytes]) -> None:
+        """
+        Write C{chunks} after what is already written.
+        """
+        if self.direct:
+            try:
+                self._appendDirect(chunks)
+                return
+            except OSError as e:
+                # Some filesystems accept the flag at open and refuse the
+                # write; nothing has been written when the first one does.
+                if e.errno != errno.EINVAL or self.offset:
+                    raise
+                self._stopDirect()
+        self._appendBuffered(chunks)
+
+    def commit(self) -> None:
+        """
+        Write what is left and make the whole file durable, then close it.
+        """
+        try:
+            if self._carry:
+                self._stopDirect()
+                self._appendBuffered([])
+            os.fsync(self.fd)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def _stopDirect(self) -> None:
+        flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
+        self.direct = False
+
+    def _appendBuffered(self, chunks: Sequence[bytes]) -> None:
+        carry, self._carry = self._carry, b""
+        pieces = [carry, *chunks] if carry else list(chunks)
+        total = _writeChunks(self.fd, pieces)
+        if _syncFileRange is not None and total:
+            _syncFileRange(self.fd, self.offset, total, _SYNC_FILE_RANGE_WRITE)
+        self.offset += total
+
+    def _appendDirect(self, chunks: Sequence[bytes]) -> None:
+        buf = self._staging.take()
+        staged = memoryview(buf)
+        try:
+            fill = len(self._carry)
+            staged[:fill] = self._carry
+            size = len(staged)
+            for chunk in chunks:
+                piece = memoryview(chunk)
+                while piece:
+                    n = min(len(piece), size - fill)
+                    staged[fill:fill + n] = piece[:n]
+                    fill += n
+                    piece = piece[n:]
+                    if fill == size:
+                        self._writeStaged(staged)
+                        fill = 0
+            whole = fill - fill % ALIGN
+            if whole:
+                self._writeStaged(staged[:whole])
+            self._carry = bytes(staged[whole:fill])
+        finally:
+            staged.release()
+            self._staging.give(buf)
+
+    def _writeStaged(self, view: memoryview) -> None:
+        while view:
+            n = os.write(self.fd, view)
+            self.offset += n
+            view = view[n:]
+
+
+def _writeChunks(fd: int, chunks: List[bytes]) -> int:
+    """
+    Write every chunk, in order, with as few system calls as possible and
+    no copy; return how many bytes that was.
+    """
+    views = [memoryview(c) for c in chunks]
+    total = sum(len(v) for v in views)
+    first = 0
+    while first < len(views):
+        written = os.writev(fd, views[first:first + _IOV_MAX])
+        # Skip what was written; keep the unwritten tail of a partial write.
+        while written:
+            size = len(views[first])
+            if written >= size:
+                written -= size
+                first += 1
+            else:
+                views[first] = views[first][written:]
+                written = 0
+    return total
+
+
+def discard(file: Optional[AppendFile], path: str) -> None:
+    """
+    Close and remove a file that will not be committed.
+    """
+    if file is not None:
+        try:
+            file.close()
+        except OSError:
+            pass
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

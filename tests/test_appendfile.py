@@ -1,0 +1,185 @@
+import errno
+import fcntl
+import os
+import random
+
+from twisted.trial.unittest import SkipTest, TestCase
+
+from glancetx.store import appendfile
+from glancetx.store.appendfile import ALIGN, AppendFile, StagingBuffers, discard
+
+
+def _unevenChunks(seed: int, total: int):
+    """
+    Chunks of awkward sizes, as a socket hands them over.
+    """
+    rnd = random.Random(seed)
+    chunks = []
+    while total > 0:
+        n = min(total, rnd.choice([1, 7, 511, 4095, 4097, 65536, 262144 + 3, 300001]))
+        chunks.append(rnd.randbytes(n))
+        total -= n
+    return chunks
+
+
+class AppendFileTests(TestCase):
+    def setUp(self):
+        self.dir = self.mktemp()
+        os.makedirs(self.dir)
+        self.path = os.path.join(self.dir, "image.part")
+        # Small buffers, so a few hundred KiB crosses many of them.
+        self.staging = StagingBuffers(64 * 1024)
+
+    def create(self, direct=True):
+        if direct:
+            self.requireDirectIO()
+        f = AppendFile.create(self.path, direct, self.staging)
+        self.addCleanup(f.close)
+        return f
+
+    def requireDirectIO(self):
+        """
+        Skip unless this filesystem takes O_DIRECT, asked without the code
+        under test.
+        """
+        probe = os.path.join(self.dir, "probe")
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT))
+        except OSError:
+            raise SkipTest("this filesystem refuses O_DIRECT")
+        finally:
+            if os.path.exists(probe):
+                os.unlink(probe)
+
+    def contents(self):
+        with open(self.path, "rb") as f:
+            return f.read()
+
+    def writeJobs(self, f, chunks, jobs):
+        """
+        Append C{chunks} in C{jobs} disk jobs of uneven size.
+        """
+        step = max(1, len(chunks) // jobs)
+        for i in range(0, len(chunks), step):
+            f.append(chunks[i:i + step])
+
+    def test_directWritesAroundThePageCache(self):
+        """
+        The file is open with O_DIRECT while it is written, and the bytes,
+        unaligned chunks carried across jobs and buffers, come out exact.
+        """
+        chunks = _unevenChunks(1, 700001)
+        f = self.create()
+        self.assertTrue(fcntl.fcntl(f.fd, fcntl.F_GETFL) & os.O_DIRECT)
+        self.writeJobs(f, chunks, 9)
+        self.assertEqual(f.offset % ALIGN, 0)
+        self.assertTrue(f.direct)
+        f.commit()
+        self.assertEqual(self.contents(), b"".join(chunks))
+
+    def test_exactMultipleNeedsNoTail(self):
+        f = self.create()
+        data = os.urandom(3 * 64 * 1024)
+        f.append([data])
+        f.commit()
+        self.assertEqual(self.contents(), data)
+
+    def test_onlyATail(self):
+        f = self.create()
+        f.append([b"abc"])
+        f.append([b"", b"de"])
+        self.assertEqual(f.offset, 0)
+        f.commit()
+        self.assertEqual(self.contents(), b"abcde")
+
+    def test_oneStagingBufferForSequentialJobs(self):
+        """
+        Jobs give their buffer back, so one upload's many jobs use one.
+        """
+        f = self.create()
+        self.writeJobs(f, _unevenChunks(2, 400000), 20)
+        f.commit()
+        self.assertEqual(self.staging.made, 1)
+
+    def test_buffered(self):
+        chunks = _unevenChunks(3, 300000)
+        f = AppendFile.create(self.path, False, self.staging)
+        self.assertFalse(fcntl.fcntl(f.fd, fcntl.F_GETFL) & os.O_DIRECT)
+        self.writeJobs(f, chunks, 5)
+        self.assertEqual(f.offset, 300000)
+        f.commit()
+        self.assertEqual(self.contents(), b"".join(chunks))
+        self.assertEqual(self.staging.made, 0)
+
+    def test_openRefused(self):
+        """
+        A filesystem that refuses O_DIRECT at open gets buffered writes.
+        """
+        realOpen = os.open
+
+        def refuseDirect(path, flags, *a):
+            if flags & os.O_DIRECT:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return realOpen(path, flags, *a)
+        self.patch(os, "open", refuseDirect)
+        f = AppendFile.create(self.path, True, self.staging)
+        self.addCleanup(f.close)
+        self.assertFalse(f.direct)
+        f.append([b"x" * 5000])
+        f.commit()
+        self.assertEqual(self.contents(), b"x" * 5000)
+
+    def test_firstWriteRefused(self):
+        """
+        A filesystem that takes the flag but refuses the first direct write
+        gets the same bytes written buffered.
+        """
+        f = self.create()
+        realWrite = os.write
+        refused = []
+
+        def refuseOnce(fd, data):
+            if not refused:
+                refused.append(len(data))
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return realWrite(fd, data)
+        self.patch(os, "write", refuseOnce)
+        f.append([b"a" * 10, b"b" * 70000])
+        f.append([b"c" * 100])
+        self.assertFalse(f.direct)
+        self.assertFalse(fcntl.fcntl(f.fd, fcntl.F_GETFL) & os.O_DIRECT)
+        f.commit()
+        self.assertEqual(refused, [64 * 1024])
+        self.assertEqual(self.contents(), b"a" * 10 + b"b" * 70000 + b"c" * 100)
+
+    def test_laterErrorsRaise(self):
+        """
+        Only a refusal before anything is written falls back: a later
+        error (a full disk, say) fails the upload.
+        """
+        f = self.create()
+        f.append([b"a" * 70000])
+        self.patch(os, "write", lambda fd, data: (_ for _ in ()).throw(
+            OSError(errno.ENOSPC, "No space left on device")))
+        e = self.assertRaises(OSError, f.append, [b"b" * 70000])
+        self.assertEqual(e.errno, errno.ENOSPC)
+        self.assertEqual(self.staging.made, 1)  # the buffer came back
+
+    def test_commitFsyncs(self):
+        synced = []
+        realFsync = os.fsync
+        self.patch(appendfile.os, "fsync", lambda fd: synced.append(fd) or realFsync(fd))
+        f = self.create()
+        fd = f.fd
+        f.append([b"q" * 5000])
+        f.commit()
+        self.assertEqual(synced, [fd])
+        self.assertEqual(f.fd, -1)
+
+    def test_discard(self):
+        f = self.create()
+        f.append([b"q" * 5000])
+        discard(f, self.path)
+        self.assertFalse(os.path.exists(self.path))
+        self.assertEqual(f.fd, -1)
+        discard(None, self.path)  # nothing there: no error
