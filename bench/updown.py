@@ -7,7 +7,8 @@ Per run and size: a fresh glancetx (fresh data dir), then pairs measured
 A/B on even runs and B/A on odd ones:
   upload CL       nginx DAV PUT (written to disk)   vs glancetx POST
   upload chunked  nginx DAV PUT chunked             vs glancetx POST chunked
-  download        nginx sendfile                    vs glancetx GET
+  download        nginx sendfile                    vs glancetx GET (both files cached)
+  download cold   the same, neither file cached
 plus, once per run, the other ceilings: nginx upload discarded, twisted.web
 MD5-as-it-arrives, nginx download without sendfile, and the fsync that nginx
 does not do (glancetx fsyncs before it answers; reported, not a target).
@@ -18,7 +19,9 @@ import time
 from typing import Dict, List
 
 from bench import transfer
-from bench.common import GiB, MiB, dropDirty, log, median, procStatus, resetPeak, testFile
+from bench.common import (
+    GiB, MiB, dropDirty, log, median, procStatus, resetPeak, setCached, testFile,
+)
 from bench.servers import Glance, Nginx, Tiny
 
 
@@ -74,6 +77,11 @@ def oneRun(i: int, size: int, nginx: Nginx, md5sink: Tiny, extras: bool = True) 
             dropDirty()
             return r["upload_mib_s"]
 
+        def cached(yes):
+            dropDirty()
+            setCached(path, yes)
+            setCached(os.path.join(g.dataDir, "images", images.get(False)), yes)
+
         def nginxDown():
             r = transfer.download(nginx.url("/files/" + name))
             if r["status"] != 200 or r["size_download"] != size:
@@ -99,9 +107,14 @@ def oneRun(i: int, size: int, nginx: Nginx, md5sink: Tiny, extras: bool = True) 
         pair("up_chunked", lambda: nginxUp(True), lambda: glanceUp(True))
         phasePeaks["upload"] = procStatus(g.pid, "VmHWM")
         resetPeak(g.pid)
-        # make sure the image is cold-ish for neither side: both files were just
-        # written or read, so both are in the page cache.
+        # Warm: both files wholly in the page cache, so the pair compares
+        # the two servers' sending paths.  Cold: neither is, as for the first
+        # download of an image glancetx has just written (it writes around
+        # the page cache).
+        cached(True)
         pair("down", nginxDown, glanceDown)
+        cached(False)
+        pair("down_cold", nginxDown, glanceDown)
         phasePeaks["download"] = procStatus(g.pid, "VmHWM")
         s["glance_phase_hwm"] = phasePeaks
         s["glance_datapath_hwm"] = max(v for v in phasePeaks.values() if v)
@@ -177,6 +190,10 @@ def report(results, samples, sizes) -> Dict:
         r = results.add("updown", "download %s" % label, down, "MiB/s", downN, "nginx sendfile",
                         ">= 0.90" if isBig else "", (down / downN >= 0.90) if isBig and down and downN else None)
         out["download_ratio_%d" % size] = r["ratio"]
+        downC = _med(samples, size, "down_cold_glance")
+        downCN = _med(samples, size, "down_cold_nginx")
+        results.add("updown", "download %s, not cached" % label, downC, "MiB/s", downCN,
+                    "nginx sendfile, not cached")
         c = _med(samples, size, "down_nginx_nosendfile")
         if c:
             results.add("updown", "download %s vs nginx no sendfile" % label, down, "MiB/s", c,
