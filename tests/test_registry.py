@@ -51,6 +51,28 @@ class RegistryTestsMixin:
         self.assertIsInstance(got.created_at, datetime.datetime)
 
     @async_test
+    async def test_readsOfOneTurnShareATrip(self):
+        """
+        Reads by id asked for in the same reactor turn go to a database
+        thread together, and each still gets its own answer.
+        """
+        from glancetx.registry import registry as module
+        await self.registry.create({"id": uid(1), "status": "active", "name": "img1"}, {},
+                                   location="file:///x/1")
+        await self.make(2, is_public=False, owner="t2")
+        trips = []
+        real = module.runOnConnection
+        self.patch(module, "runOnConnection", lambda conn, work: trips.append(1) or real(conn, work))
+        gets = [self.registry.get(uid(1)), self.registry.get(uid(9)),
+                self.registry.getLocation(uid(1)), self.registry.isVisible(uid(2), "t1")]
+        one = await gets[0]
+        with self.assertRaises(NotFound):
+            await gets[1]
+        self.assertEqual((one.name, await gets[2], await gets[3]),
+                         ("img1", "file:///x/1", False))
+        self.assertEqual(len(trips), 1)
+
+    @async_test
     async def test_duplicateIdConflicts(self):
         await self.make(1)
         with self.assertRaises(Conflict):

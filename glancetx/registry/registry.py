@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.logger import Logger
 
 from glancetx.asyncutil import fromCoroutine
+from glancetx.registry.batch import ReadBatcher
 from glancetx.registry.schema import image_members, image_properties, images
 
 T = TypeVar("T")
@@ -426,6 +427,8 @@ class Registry:
         self._statsGeneration = 0
         self._statsSeen: Dict[int, int] = {}
         self.url = url
+        #: Single-statement reads by id, batched per reactor turn.
+        self._reads = ReadBatcher(reactor, self._runRead, (NotFound,))
 
     async def _run(self, work: Callable[[Any], T], transaction: bool = True) -> T:
         """
@@ -503,17 +506,17 @@ class Registry:
                                **{k: row.get(k) for k in IMAGE_FIELDS})
         return await self._run(work)
 
-    @fromCoroutine
-    async def get(self, imageId: str, includeDeleted: bool = False) -> ImageRecord:
-        return await self._run(lambda c: _getImage(c, imageId, includeDeleted),
-                               transaction=False)
+    def _runRead(self, work: Callable[[Any], T]) -> "Deferred[T]":
+        return Deferred.fromCoroutine(self._run(work, transaction=False))
 
-    @fromCoroutine
-    async def getLocation(self, imageId: str) -> Optional[str]:
+    def get(self, imageId: str, includeDeleted: bool = False) -> "Deferred[ImageRecord]":
+        return self._reads.submit(lambda c: _getImage(c, imageId, includeDeleted))
+
+    def getLocation(self, imageId: str) -> "Deferred[Optional[str]]":
         def work(sqlconn):
             row = sqlconn.execute(_LOCATION, id=imageId).first()
             return None if row is None else row[0]
-        return await self._run(work, transaction=False)
+        return self._reads.submit(work)
 
     @fromCoroutine
     async def update(self, imageId: str, values: Mapping[str, Any],
@@ -625,8 +628,7 @@ class Registry:
 
     # -- lists ------------------------------------------------------------
 
-    @fromCoroutine
-    async def isVisible(self, imageId: str, tenant: Optional[str]) -> bool:
+    def isVisible(self, imageId: str, tenant: Optional[str]) -> "Deferred[bool]":
         """
         Whether a non-admin of C{tenant} may see the image at all.
         """
@@ -635,7 +637,7 @@ class Registry:
 
         def work(sqlconn):
             return sqlconn.execute(_IS_VISIBLE, id=imageId, tenant=tenant).first() is not None
-        return await self._run(work, transaction=False)
+        return self._reads.submit(work)
 
     @fromCoroutine
     async def list(self, query: ListQuery) -> List[ImageRecord]:
