@@ -1,7 +1,7 @@
 import os
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import ensureDeferred
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
 
@@ -11,6 +11,7 @@ from glancetx.store.filesystem import FilesystemStore
 from glancetx.store.interface import BadLocation, UploadFailed
 from tests.bodies import BytesBody
 from tests.store_contract import StoreContractMixin
+from tests.test_drain import FakeReactor, recordJobs, runJob
 
 
 class FilesystemStoreTests(StoreContractMixin, TestCase):
@@ -70,61 +71,92 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
                 await self._addHolding(budget, body)
         return ensureDeferred(go())
 
-    def test_pausesAtShare(self):
+    def makeWriter(self):
         """
-        The producer is paused once the writer holds its share, not before.
+        A writer on a recording file, its disk jobs run by hand, with a
+        4 MiB share (high 4 MiB, low 1 MiB) and a producer that records.
         """
-        self.patch(filesystem, "deferToThreadPool", lambda *a: Deferred())
-        share = SharedBudget(total=4 * 1024 * 1024).join()
-        writer = filesystem._FileWriter(-1, reactor, None, share)
-        body = BytesBody(reactor, b"")
-        writer.registerProducer(body, True)
+        jobs = recordJobs(self)
+        file = RecordingFile()
+        writer = filesystem._FileWriter(file, FakeReactor(), None,
+                                        SharedBudget(total=4 * 1024 * 1024).join())
+        producer = RecordingProducer()
+        writer.registerProducer(producer, True)
+        return jobs, file, writer, producer
+
+    def test_pausesAtShareAndResumes(self):
+        """
+        The producer is paused once the writer holds its share, not before,
+        and resumed once the disk has caught up.
+        """
+        jobs, file, writer, producer = self.makeWriter()
         chunk = b"y" * (1024 * 1024)
-        writer.write(chunk)  # goes to the disk thread at once
         for _ in range(3):
             writer.write(chunk)
-        self.assertEqual(body.pauses, 0)
+        self.assertEqual(len(jobs), 1)  # started at the low mark
+        self.assertEqual(producer.events, [])
         writer.write(chunk)
-        self.assertEqual(body.pauses, 1)
+        self.assertEqual(producer.events, ["pause"])
+        runJob(jobs)
+        self.assertEqual(producer.events, ["pause", "resume"])
+        self.assertEqual(file.appended, [[chunk]] * 4)
+        self.assertEqual(writer.written, 4 * len(chunk))
 
-    def test_batchesAtLeastAMegabyte(self):
+    def test_shortWritesWaitForLowMark(self):
         """
-        Short writes wait for the share's low mark (a megabyte of a 4 MiB
-        share) before a disk job takes them; the short tail goes when the
-        writer is drained.
+        Short writes wait for the share's low mark (a megabyte) before a
+        disk job takes them; the short tail goes when the writer is drained.
         """
-        jobs = []
-
-        def fakeDefer(reactor, pool, f, *args):
-            d = Deferred()
-            jobs.append((args, d))
-            return d
-        self.patch(filesystem, "deferToThreadPool", fakeDefer)
-        writer = filesystem._FileWriter(-1, reactor, None, SharedBudget(4 << 20).join())
+        jobs, file, writer, producer = self.makeWriter()
         piece = b"z" * (256 * 1024)
         for _ in range(3):
             writer.write(piece)
         self.assertEqual(jobs, [])
         writer.write(piece)
-        [(args, d)] = jobs
-        self.assertEqual(args[1], [piece] * 4)
+        self.assertEqual(len(jobs), 1)
+        runJob(jobs)
+        self.assertEqual(file.appended, [[piece] * 4])
         writer.write(b"tail")
+        self.assertEqual(jobs, [])
         drained = writer.drain()
-        self.assertEqual(len(jobs), 1)  # the tail waits for the job in flight
-        jobs.pop()[1].callback(None)
-        [(args, d)] = jobs
-        self.assertEqual(args[1], [b"tail"])
         self.assertNoResult(drained)
-        d.callback(None)
+        runJob(jobs)
         self.successResultOf(drained)
+        self.assertEqual(file.appended[-1], [b"tail"])
         self.assertEqual(writer.written, 4 * len(piece) + 4)
 
-    def test_drainFlushesShortBatch(self):
-        jobs = []
-        self.patch(filesystem, "deferToThreadPool",
-                   lambda reactor, pool, f, *args: jobs.append(args) or Deferred())
-        writer = filesystem._FileWriter(-1, reactor, None, SharedBudget(4 << 20).join())
-        writer.write(b"short")
+    def test_diskErrorStopsTheProducer(self):
+        jobs, file, writer, producer = self.makeWriter()
+        file.error = OSError(28, "No space left on device")
+        writer.write(b"w" * (2 * 1024 * 1024))
+        runJob(jobs)
+        self.assertEqual(producer.events, ["stop"])
+        self.failureResultOf(writer.failed, OSError)
+        self.failureResultOf(writer.drain(), OSError)
+        writer.write(b"more")  # ignored
         self.assertEqual(jobs, [])
-        writer.drain()
-        self.assertEqual([a[1] for a in jobs], [[b"short"]])
+
+
+class RecordingFile:
+    def __init__(self):
+        self.appended = []
+        self.error = None
+
+    def append(self, chunks):
+        if self.error is not None:
+            raise self.error
+        self.appended.append(list(chunks))
+
+
+class RecordingProducer:
+    def __init__(self):
+        self.events = []
+
+    def pauseProducing(self):
+        self.events.append("pause")
+
+    def resumeProducing(self):
+        self.events.append("resume")
+
+    def stopProducing(self):
+        self.events.append("stop")

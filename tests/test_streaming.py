@@ -19,6 +19,7 @@ from glancetx.store.interface import UploadFailed
 from glancetx.web import streaming
 from glancetx.web.app import GlanceAPI
 from glancetx.web.streaming import VerifyingBody
+from tests.test_drain import FakeReactor, recordJobs, runJob
 
 
 def record(**kw):
@@ -284,26 +285,11 @@ class ThreadedMD5Tests(SynchronousTestCase):
     lags behind.
     """
 
-    pool = object()
-
-    def recordJobs(self):
-        """
-        Pool jobs, recorded as (function, args, Deferred) and run by hand.
-        """
-        calls = []
-
-        def fakeDefer(reactor, pool, f, *args):
-            d = Deferred()
-            calls.append((f, args, d))
-            return d
-        self.patch(streaming, "deferToThreadPool", fakeDefer)
-        return calls
-
     def test_orderAndBacklog(self):
         import hashlib
 
-        calls = self.recordJobs()
-        hasher = streaming.ThreadedMD5(None, self.pool)
+        jobs = recordJobs(self)
+        hasher = streaming.ThreadedMD5(FakeReactor(), None)
         source = PushBody()
         body = VerifyingBody(source, cap=10 ** 9, hasher=hasher)
         paused = []
@@ -315,23 +301,18 @@ class ThreadedMD5Tests(SynchronousTestCase):
         chunk = b"a" * (1024 * 1024)
         for _ in range(4):
             source.consumer.write(chunk)
-        # One job in flight (the first chunk), the rest waiting; the backlog
-        # passed the high mark, so the body is paused.
-        self.assertEqual(len(calls), 1)
+        # One job started with the first chunk; the backlog passed the high
+        # mark (a 1 MiB share), so the body is paused.
+        self.assertEqual(len(jobs), 1)
         self.assertEqual(paused, [True])
-        f, args, job = calls.pop(0)
-        self.assertEqual(args[1], [chunk])
-        f(*args)
-        job.callback(None)
-        # The other three go as one job; still too far behind to resume.
-        f, args, job = calls.pop(0)
-        self.assertEqual(len(args[1]), 3)
-        self.assertEqual(resumed, [])
+        self.assertEqual(hasher.backlog, 4 * len(chunk))
         source.done.callback(None)
         self.assertNoResult(d)  # the checksum waits for the hash to finish
-        f(*args)
-        job.callback(None)
-        self.assertEqual(calls, [])
+        # The job hashes all four, and the body resumes once it is back
+        # at the low mark.
+        runJob(jobs)
+        self.assertEqual(resumed, [True])
+        self.assertEqual(jobs, [])
         self.successResultOf(d)
         self.assertEqual(body.checksum, hashlib.md5(chunk * 4).hexdigest())
 
@@ -342,8 +323,8 @@ class ThreadedMD5Tests(SynchronousTestCase):
         """
         from glancetx.budget import SharedBudget
 
-        self.patch(streaming, "deferToThreadPool", lambda *a: Deferred())
-        hasher = streaming.ThreadedMD5(None, self.pool)
+        recordJobs(self)
+        hasher = streaming.ThreadedMD5(FakeReactor(), None)
         source = PushBody()
         share = SharedBudget(total=4 * 1024 * 1024).join()
         body = VerifyingBody(source, cap=10 ** 9, hasher=hasher, share=share)
@@ -356,31 +337,26 @@ class ThreadedMD5Tests(SynchronousTestCase):
         source.consumer.write(b"a")
         self.assertEqual(paused, [True])
 
-    def test_hashJobsTakeAMegabyte(self):
+    def test_shortReadsWaitForTheLowMark(self):
         """
-        Short reads are hashed in jobs of at least the share's low mark (a
+        Short reads are hashed once they reach the share's low mark (a
         megabyte of 4 MiB); the digest takes the short rest.
         """
         import hashlib
 
         from glancetx.budget import SharedBudget
 
-        calls = self.recordJobs()
-        hasher = streaming.ThreadedMD5(None, self.pool, SharedBudget(4 << 20).join())
+        jobs = recordJobs(self)
+        hasher = streaming.ThreadedMD5(FakeReactor(), None, SharedBudget(4 << 20).join())
         piece = b"q" * (256 * 1024)
         for _ in range(3):
             hasher.update(piece)
-        self.assertEqual(calls, [])
+        self.assertEqual(jobs, [])
         hasher.update(piece)
-        f, args, job = calls.pop()
-        self.assertEqual(len(args[1]), 4)
-        f(*args)
-        job.callback(None)
+        runJob(jobs)
         hasher.update(b"end")
-        self.assertEqual(calls, [])
+        self.assertEqual(jobs, [])
         digest = hasher.hexdigest()
-        f, args, job = calls.pop()
-        f(*args)
-        job.callback(None)
+        runJob(jobs)
         self.assertEqual(self.successResultOf(digest),
                          hashlib.md5(piece * 4 + b"end").hexdigest())

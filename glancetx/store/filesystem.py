@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from glancetx.asyncutil import firstOf, fromCoroutine
 from glancetx.budget import BudgetShare, SharedBudget, fixedShare
+from glancetx.drain import Drain
 from glancetx.store.appendfile import AppendFile, discard
 from glancetx.store.interface import (
     BadLocation,
@@ -47,25 +48,22 @@ def _writeAll(file: AppendFile, chunks: List[bytes]) -> None:
 @implementer(IConsumer)
 class _FileWriter:
     """
-    A consumer that hands buffered chunks to one disk thread job at a time
-    (so writes stay in order) and pushes back on its producer with high and
-    low watermarks, those of its share of the upload memory budget.
+    A consumer whose chunks a L{Drain} appends to the file on the disk pool
+    (one job at a time, so writes stay in order), pushing back on its
+    producer with the high and low marks of its share of the upload memory
+    budget.
     """
 
     def __init__(self, file: AppendFile, reactor, pool,
                  share: Optional[BudgetShare] = None) -> None:
-        self._file = file
         self._share = share if share is not None else fixedShare()
-        self._reactor = reactor
-        self._pool = pool
-        self._pending: List[bytes] = []
-        self._pendingSize = 0
-        self._inFlight = False
+        self._drain = Drain(reactor, pool, lambda chunks: _writeAll(file, chunks), self._share)
+        self._drain.onDrained = self._drained
+        self._drain.onFailed = self._writeFailed
         self._producer: Optional[IPushProducer] = None
         self._paused = False
-        self._drainWaiters: List[Deferred] = []
         self.failed: Deferred = Deferred()
-        self._error: Optional[Failure] = None
+        #: Bytes given to the writer (all written, once L{drain} has fired).
         self.written = 0
 
     def registerProducer(self, producer, streaming: bool) -> None:
@@ -75,72 +73,33 @@ class _FileWriter:
         self._producer = None
 
     def write(self, data: bytes) -> None:
-        if self._error is not None:
+        if self._drain.error is not None:
             return
-        self._pending.append(data)
-        self._pendingSize += len(data)
-        # A thread hop each way per 256 KiB socket read cost a fifth of the
-        # upload's kernel time; a job takes at least the share's low mark
-        # while more is coming (drain() sends the short tail).  Many uploads
-        # at once have small shares, and batch less, so as to hold less.
-        if not self._inFlight and self._pendingSize >= self._share.low():
-            self._flush()
+        self._drain.put(data)
+        self.written += len(data)
         if (
-            self._pendingSize >= self._share.high()
+            self._drain.backlog >= self._share.high()
             and not self._paused
             and self._producer is not None
         ):
             self._paused = True
             self._producer.pauseProducing()
 
-    def _flush(self) -> None:
-        chunks, size = self._pending, self._pendingSize
-        self._pending, self._pendingSize = [], 0
-        self._inFlight = True
-        d = deferToThreadPool(self._reactor, self._pool, _writeAll, self._file, chunks)
-        d.addCallbacks(self._flushed, self._flushFailed, callbackArgs=(size,))
-
-    def _flushed(self, _: None, size: int) -> None:
-        self._inFlight = False
-        self.written += size
-        if self._pending:
-            self._flush()
-        if self._paused and self._pendingSize <= self._share.low() and self._producer:
+    def _drained(self) -> None:
+        if self._paused and self._drain.backlog <= self._share.low() and self._producer:
             self._paused = False
             self._producer.resumeProducing()
-        if not self._inFlight:
-            waiters, self._drainWaiters = self._drainWaiters, []
-            for w in waiters:
-                w.callback(None)
 
-    def _flushFailed(self, reason: Failure) -> None:
-        self._inFlight = False
-        self._error = reason
-        self._pending = []
+    def _writeFailed(self, reason: Failure) -> None:
         if self._producer is not None:
             self._producer.stopProducing()
-        waiters, self._drainWaiters = self._drainWaiters, []
-        for w in waiters:
-            w.errback(reason)
         self.failed.errback(reason)
 
     def drain(self) -> Deferred:
         """
-        Fire when every byte written so far is on its way to the disk.
+        Fire when every byte written so far is in the file.
         """
-        if self._error is not None:
-            return Deferred.fromFailure(self._error)
-        if not self._inFlight and not self._pending:
-            return Deferred.fromCoroutine(_noop())
-        if not self._inFlight:
-            self._flush()  # the last, short batch
-        d: Deferred = Deferred()
-        self._drainWaiters.append(d)
-        return d
-
-
-async def _noop() -> None:
-    return None
+        return self._drain.flush()
 
 
 @implementer(IBodyProducer, IPushProducer)

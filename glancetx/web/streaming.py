@@ -26,7 +26,6 @@ from urllib.parse import parse_qs, unquote_to_bytes
 from typing import Callable, List, Optional
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.threads import deferToThreadPool
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from twisted.web import server
@@ -34,6 +33,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from glancetx.budget import BudgetShare, fixedShare
+from glancetx.drain import Drain
 from glancetx.store.interface import UploadFailed
 
 #: Bytes a request body may hold back while its consumer is paused or not yet
@@ -210,65 +210,36 @@ class ThreadedMD5:
     """
     MD5 computed on a CPU thread pool while the reactor goes on reading the
     socket (hashlib releases the GIL on large buffers, and there are two
-    cores).  Chunks are hashed in order, one pool job at a time per body;
-    the reactor only hands over references, no copies.
+    cores).  Chunks are hashed in order by one L{Drain} job at a time per
+    body; the reactor only hands over references, no copies.
     """
 
     def __init__(self, reactor, pool, share: Optional[BudgetShare] = None) -> None:
-        self._reactor = reactor
-        self._pool = pool
-        self._share = share if share is not None else fixedShare()
         self._md5 = hashlib.md5()
-        self._pending: List[bytes] = []
-        self._pendingSize = 0
-        self.backlog = 0
-        self._running = False
-        self._waiters: List[Deferred] = []
-        self.onDrained: Optional[Callable[[], None]] = None
+        self._drain = Drain(reactor, pool, self._hash, share)
+
+    def _hash(self, chunks: List[bytes]) -> None:
+        update = self._md5.update
+        for c in chunks:
+            update(c)
+
+    @property
+    def backlog(self) -> int:
+        return self._drain.backlog
+
+    @property
+    def onDrained(self) -> Optional[Callable[[], None]]:
+        return self._drain.onDrained
+
+    @onDrained.setter
+    def onDrained(self, f: Optional[Callable[[], None]]) -> None:
+        self._drain.onDrained = f
 
     def update(self, data: bytes) -> None:
-        self._pending.append(data)
-        self.backlog += len(data)
-        self._pendingSize += len(data)
-        # A hop to the pool and back per 256 KiB read costs more than it
-        # saves; jobs take at least the share's low mark while more is
-        # coming (hexdigest takes the rest).  That is below the body's pause
-        # level, so a body paused for its hasher always has a job running.
-        if not self._running and self._pendingSize >= self._share.low():
-            self._run()
-
-    def _run(self) -> None:
-        chunks, self._pending = self._pending, []
-        self._pendingSize = 0
-        self._running = True
-        d = deferToThreadPool(self._reactor, self._pool, _hashAll, self._md5, chunks)
-        d.addBoth(self._ran, sum(map(len, chunks)))
-
-    def _ran(self, result, size: int) -> None:
-        self._running = False
-        self.backlog -= size
-        if self._pending:
-            self._run()
-        elif self._waiters:
-            waiters, self._waiters = self._waiters, []
-            for w in waiters:
-                w.callback(self._md5.hexdigest())
-        if self.onDrained is not None:
-            self.onDrained()
+        self._drain.put(data)
 
     def hexdigest(self) -> Deferred:
-        if not self._running and not self._pending:
-            return succeed(self._md5.hexdigest())
-        if not self._running:
-            self._run()  # the last, short batch
-        d: Deferred = Deferred()
-        self._waiters.append(d)
-        return d
-
-
-def _hashAll(md5, chunks: List[bytes]) -> None:
-    for c in chunks:
-        md5.update(c)
+        return self._drain.flush().addCallback(lambda _: self._md5.hexdigest())
 
 
 @implementer(IBodyProducer, IPushProducer)
