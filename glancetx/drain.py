@@ -37,7 +37,7 @@ class Drain:
     about C{batch} bytes, on C{pool}.
 
     C{backlog} is what was put and not yet processed.  The holder pauses its
-    producer when that passes the share's high mark; L{onDrained} is then
+    producer when that reaches the share's high mark; L{onDrained} is then
     called once it is back at the low mark, and whenever a job ends.
     """
 
@@ -65,7 +65,7 @@ class Drain:
         with self._lock:
             self._queue.append(data)
             self.backlog += len(data)
-            if self.backlog > high:
+            if self.backlog >= high:
                 self._watching = True
             # Below the low mark the consumer is ahead: wait for more
             # rather than pay a trip per read (flush takes a short tail).
