@@ -6,7 +6,7 @@ the socket stops being read when the store pushes back.
 
 import datetime
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -277,6 +277,22 @@ class VerifyingBodyTests(SynchronousTestCase):
         _, _, _, d = self.run_([b"abc"], cap=100,
                                expectedChecksum="900150983cd24fb0d6963f7d28e17f72")
         self.successResultOf(d)
+
+    def test_hashFailureFailsTheBody(self):
+        """
+        If the hash cannot be finished, the body fails rather than hangs.
+        """
+        class BrokenHasher:
+            backlog = 0
+            onDrained = None
+
+            def update(self, data):
+                pass
+
+            def hexdigest(self):
+                return fail(MemoryError())
+        _, _, _, d = self.run_([b"abc"], cap=100, hasher=BrokenHasher())
+        self.failureResultOf(d, MemoryError)
 
 
 class ThreadedMD5Tests(SynchronousTestCase):

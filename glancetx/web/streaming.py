@@ -311,7 +311,7 @@ class VerifyingBody:
     def _sourceDone(self, _) -> None:
         if self._done is None:
             return
-        self._md5.hexdigest().addCallback(self._hashed)
+        self._md5.hexdigest().addCallbacks(self._hashed, self._sourceFailed)
 
     def _hashed(self, checksum: str) -> None:
         done, self._done = self._done, None
