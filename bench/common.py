@@ -130,8 +130,12 @@ def setCached(path: str, cached: bool) -> None:
     """
     Put a whole file in the page cache, or take it out (it must be clean:
     call L{dropDirty} first), so that both sides of a download pair start
-    from the same place.  Needs no privileges, unlike drop_caches.
+    from the same place.  Needs no privileges, unlike drop_caches.  A path
+    that is not a file (an upload that failed) is left alone; the failure
+    is reported where it happened.
     """
+    if not os.path.isfile(path):
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         if cached:

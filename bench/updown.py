@@ -96,7 +96,7 @@ def oneRun(i: int, size: int, nginx: Nginx, md5sink: Tiny, extras: bool = True) 
         def cached(yes):
             dropDirty()
             setCached(path, yes)
-            setCached(os.path.join(g.dataDir, "images", images.get(False)), yes)
+            setCached(os.path.join(g.dataDir, "images", images.get(False) or ""), yes)
 
         def nginxDown():
             r = transfer.download(nginx.url("/files/" + name))
