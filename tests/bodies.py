@@ -103,6 +103,24 @@ class CollectingConsumer:
         return b"".join(self.chunks)
 
 
+class RecordingProducer:
+    """
+    A producer that records what its consumer asked of it, in order.
+    """
+
+    def __init__(self):
+        self.calls = []
+
+    def pauseProducing(self):
+        self.calls.append("pause")
+
+    def resumeProducing(self):
+        self.calls.append("resume")
+
+    def stopProducing(self):
+        self.calls.append("stop")
+
+
 def readAll(reactor, producer) -> Deferred:
     """
     Run a store's download producer into memory (test-sized images only).

@@ -9,7 +9,7 @@ from glancetx.budget import SharedBudget
 from glancetx.store import filesystem
 from glancetx.store.filesystem import FilesystemStore
 from glancetx.store.interface import BadLocation, UploadFailed
-from tests.bodies import BytesBody
+from tests.bodies import BytesBody, RecordingProducer
 from tests.store_contract import StoreContractMixin
 from tests.test_drain import FakeReactor, recordJobs, runJob
 
@@ -94,11 +94,11 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
         for _ in range(3):
             writer.write(chunk)
         self.assertEqual(len(jobs), 1)  # started at the low mark
-        self.assertEqual(producer.events, [])
+        self.assertEqual(producer.calls, [])
         writer.write(chunk)
-        self.assertEqual(producer.events, ["pause"])
+        self.assertEqual(producer.calls, ["pause"])
         runJob(jobs)
-        self.assertEqual(producer.events, ["pause", "resume"])
+        self.assertEqual(producer.calls, ["pause", "resume"])
         self.assertEqual(file.appended, [[chunk]] * 4)
         self.assertEqual(writer.written, 4 * len(chunk))
 
@@ -130,7 +130,7 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
         file.error = OSError(28, "No space left on device")
         writer.write(b"w" * (2 * 1024 * 1024))
         runJob(jobs)
-        self.assertEqual(producer.events, ["stop"])
+        self.assertEqual(producer.calls, ["stop"])
         self.failureResultOf(writer.failed, OSError)
         self.failureResultOf(writer.drain(), OSError)
         writer.write(b"more")  # ignored
@@ -146,17 +146,3 @@ class RecordingFile:
         if self.error is not None:
             raise self.error
         self.appended.append(list(chunks))
-
-
-class RecordingProducer:
-    def __init__(self):
-        self.events = []
-
-    def pauseProducing(self):
-        self.events.append("pause")
-
-    def resumeProducing(self):
-        self.events.append("resume")
-
-    def stopProducing(self):
-        self.events.append("stop")

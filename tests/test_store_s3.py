@@ -45,7 +45,7 @@ from glancetx.store.s3 import (
     _signedHeaders,
     parseLocation,
 )
-from tests.bodies import BytesBody, CollectingConsumer, readAll
+from tests.bodies import BytesBody, CollectingConsumer, RecordingProducer, readAll
 from tests.store_contract import StoreContractMixin
 
 SECRET = "se/cr+et:with@odd=chars"
@@ -230,24 +230,10 @@ class UnreachableTests(TestCase):
         return ensureDeferred(go())
 
 
-class FakeTransport:
-    def __init__(self):
-        self.calls = []
-
-    def pauseProducing(self):
-        self.calls.append("pause")
-
-    def resumeProducing(self):
-        self.calls.append("resume")
-
-    def stopProducing(self):
-        self.calls.append("stop")
-
-
 class FakeResponse:
     def __init__(self, length):
         self.length = length
-        self.transport = FakeTransport()
+        self.transport = RecordingProducer()
         self.protocol = None
 
     def deliverBody(self, protocol):
