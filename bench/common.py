@@ -4,6 +4,7 @@ result rows and their printing.
 """
 
 import hashlib
+import mmap
 import os
 import shutil
 import socket
@@ -77,6 +78,44 @@ def testFile(size: int) -> (str, str):
 
 def cleanBigFiles() -> None:
     shutil.rmtree(os.path.join(BENCH_DIR, "files"), ignore_errors=True)
+
+
+def fsyncSeconds(path: str) -> float:
+    """
+    Seconds an fsync of C{path} takes: what a server that answers before
+    its bytes are durable (nginx, Glance) leaves for later.
+    """
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return time.perf_counter() - t0
+
+
+def diskAlone(size: int) -> float:
+    """
+    MiB/s of writing C{size} bytes to a new file in the bench dir, from
+    memory, the way glancetx's filesystem store writes an image (1 MiB
+    direct writes from an aligned buffer, then fsync), with nothing else
+    to do: no durable upload can be faster.  On a virtual disk this swings
+    by run, so it is measured beside the uploads it explains.
+    """
+    path = os.path.join(benchDir("data"), "disk-alone")
+    buf = mmap.mmap(-1, MiB)
+    buf.write(os.urandom(MiB))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_DIRECT", 0)
+    t0 = time.perf_counter()
+    fd = os.open(path, flags, 0o600)
+    try:
+        for _ in range(size // MiB):
+            os.write(fd, buf)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return size / MiB / (time.perf_counter() - t0)
 
 
 def median(xs: List[float]) -> Optional[float]:

@@ -17,26 +17,16 @@ nginx download without sendfile, and the fsync that nginx does not do
 """
 
 import hashlib
-import mmap
 import os
 import time
 from typing import Dict, List
 
 from bench import transfer
 from bench.common import (
-    GiB, MiB, benchDir, dropDirty, log, median, procStatus, resetPeak, setCached, testFile,
+    GiB, MiB, diskAlone, dropDirty, fsyncSeconds, log, median, procStatus, resetPeak,
+    setCached, testFile,
 )
 from bench.servers import Glance, Nginx, Tiny
-
-
-def _fsyncSeconds(path: str) -> float:
-    t0 = time.perf_counter()
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return time.perf_counter() - t0
 
 
 def _md5Alone(size: int) -> float:
@@ -50,30 +40,6 @@ def _md5Alone(size: int) -> float:
     t0 = time.perf_counter()
     for _ in range(size // MiB):
         h.update(block)
-    return size / MiB / (time.perf_counter() - t0)
-
-
-def _diskAlone(size: int) -> float:
-    """
-    MiB/s of writing C{size} bytes to a new file in the bench dir, from
-    memory, the way glancetx's filesystem store writes an image (1 MiB
-    direct writes from an aligned buffer, then fsync), with nothing else
-    to do: no durable upload can be faster.  On a virtual disk this swings
-    by run, so it is measured beside the uploads it explains.
-    """
-    path = os.path.join(benchDir("data"), "disk-alone")
-    buf = mmap.mmap(-1, MiB)
-    buf.write(os.urandom(MiB))
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_DIRECT", 0)
-    t0 = time.perf_counter()
-    fd = os.open(path, flags, 0o600)
-    try:
-        for _ in range(size // MiB):
-            os.write(fd, buf)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-        os.unlink(path)
     return size / MiB / (time.perf_counter() - t0)
 
 
@@ -107,7 +73,7 @@ def oneRun(i: int, size: int, nginx: Nginx, md5sink: Tiny, extras: bool = True) 
             if r["status"] not in (201, 204):
                 errors.append("nginx dav PUT: HTTP %s" % r["status"])
             if os.path.exists(nginx.davPath("up")):
-                s.setdefault("nginx_fsync_s", []).append(_fsyncSeconds(nginx.davPath("up")))
+                s.setdefault("nginx_fsync_s", []).append(fsyncSeconds(nginx.davPath("up")))
             nginx.cleanDav()
             dropDirty()
             return r["upload_mib_s"]
@@ -148,7 +114,7 @@ def oneRun(i: int, size: int, nginx: Nginx, md5sink: Tiny, extras: bool = True) 
         pair("up_cl", lambda: nginxUp(False), lambda: glanceUp(False))
         pair("up_chunked", lambda: nginxUp(True), lambda: glanceUp(True))
         if extras:
-            s["disk_alone"] = _diskAlone(size)
+            s["disk_alone"] = diskAlone(size)
         phasePeaks["upload"] = procStatus(g.pid, "VmHWM")
         resetPeak(g.pid)
         # Warm: both files wholly in the page cache, so the pair compares
