@@ -183,3 +183,84 @@ class AppendFileTests(TestCase):
         self.assertFalse(os.path.exists(self.path))
         self.assertEqual(f.fd, -1)
         discard(None, self.path)  # nothing there: no error
+
+
+def _address(view: memoryview) -> int:
+    import ctypes
+    return ctypes.addressof(ctypes.c_char.from_buffer(view))
+
+
+def _hugePagesOffered() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            setting = f.read()
+    except OSError:
+        return False
+    return "[never]" not in setting
+
+
+def _anonHugeKiB(address: int) -> int:
+    """
+    The AnonHugePages of the mapping that holds C{address}, from
+    /proc/self/smaps.
+    """
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                start, end = (int(x, 16) for x in head.split("-"))
+                inside = start <= address < end
+            elif inside and head == "AnonHugePages:":
+                return int(line.split()[1])
+    return 0
+
+
+class StagingBuffersTests(TestCase):
+    def test_alignedAndDistinct(self):
+        """
+        Buffers are the asked size, start on an O_DIRECT boundary, and no
+        two lent at once share a byte.
+        """
+        staging = StagingBuffers(1024 * 1024)
+        bufs = [staging.take() for _ in range(5)]
+        spans = sorted((_address(b), _address(b) + len(b)) for b in bufs)
+        for b in bufs:
+            self.assertEqual(len(b), 1024 * 1024)
+            self.assertEqual(_address(b) % ALIGN, 0)
+        for (_, end), (start, _) in zip(spans, spans[1:]):
+            self.assertLessEqual(end, start)
+        self.assertEqual(staging.made, 5)
+
+    def test_givenBackIsReused(self):
+        staging = StagingBuffers(1024 * 1024)
+        first = staging.take()
+        staging.give(first)
+        self.assertIs(staging.take(), first)
+        self.assertEqual(staging.made, 1)
+
+    def test_sizeMustBeAligned(self):
+        self.assertRaises(ValueError, StagingBuffers, ALIGN + 1)
+
+    def test_adviceRefused(self):
+        """
+        Where the kernel refuses the huge-page advice, buffers are ordinary
+        memory and work the same.
+        """
+        self.patch(appendfile, "_MADV_HUGEPAGE", 0x7FFF)  # no such advice: EINVAL
+        buf = StagingBuffers(64 * 1024).take()
+        buf[:5] = b"hello"
+        self.assertEqual(bytes(buf[:5]), b"hello")
+        self.assertEqual(_address(buf) % ALIGN, 0)
+
+    def test_hugePageBacked(self):
+        """
+        Where transparent huge pages are on, a buffer is one huge page: one
+        segment per direct write instead of one per 4 KiB page.
+        """
+        if not _hugePagesOffered() or appendfile._MADV_HUGEPAGE is None:
+            raise SkipTest("no transparent huge pages on this kernel")
+        buf = StagingBuffers(1024 * 1024).take()
+        self.assertEqual(_address(buf) % appendfile.HUGE_PAGE, 0)
+        buf[:] = b"x" * len(buf)  # the first touch faults the page in
+        self.assertGreaterEqual(_anonHugeKiB(_address(buf)), 2048)

@@ -20,8 +20,19 @@ hundredths of a second per GiB) and writes whole blocks; the last part-block
 of the image is written without C{O_DIRECT} when it is committed.  A
 filesystem that refuses C{O_DIRECT} (tmpfs, some network filesystems) gets
 buffered writes with early writeback instead.
+
+The staging buffers are cut from transparent huge pages where the kernel
+gives them.  A direct write hands the device one segment per physically
+contiguous run of the buffer; an ordinary 1 MiB buffer is 128 to 256
+scattered pages.  On this project's virtual disks (virtio, at most 254
+segments a request) the cost of a write grew with its segments: 1 MiB
+direct writes ran at ~450 MiB/s from a buffer of 256 separate pages, ~950
+from one whose pages came in pairs, and ~3,000 from a huge page, which is
+one segment.  Which kind a process got was luck, fixed for its life, so
+identical servers wrote at 400 or 1,000 MiB/s for as long as they ran.
 """
 
+import ctypes
 import errno
 import fcntl
 import mmap
@@ -61,27 +72,75 @@ _syncFileRange = _loadSyncFileRange()
 _SYNC_FILE_RANGE_WRITE = 2
 
 
+#: The huge page size the staging memory is laid out for (x86-64, arm64
+#: with 4 KiB pages).  Elsewhere the advice is merely not taken.
+HUGE_PAGE = 2 * 1024 * 1024
+_MADV_HUGEPAGE = getattr(mmap, "MADV_HUGEPAGE", None)
+
+
+def _hugePageRegion(size: int) -> memoryview:
+    """
+    At least C{size} bytes of private anonymous memory, starting on a huge
+    page boundary and advised to be backed by huge pages.  (Python's
+    C{mmap(-1, n)} is shared memory, which the kernel backs with huge pages
+    only when shmem is configured to; private memory follows the usual
+    C{transparent_hugepage} setting, C{madvise} or C{always} on most
+    distributions.)
+    """
+    length = -(-size // HUGE_PAGE) * HUGE_PAGE
+    region = mmap.mmap(-1, length + HUGE_PAGE,
+                       flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    start = (-ctypes.addressof(ctypes.c_char.from_buffer(region))) % HUGE_PAGE
+    if _MADV_HUGEPAGE is not None:
+        try:
+            region.madvise(_MADV_HUGEPAGE, start, length)
+        except OSError:
+            pass  # no transparent huge pages here: ordinary pages
+    # The pages before C{start} and after the end are never touched, so
+    # they cost address space, not memory.
+    return memoryview(region)[start:start + length]
+
+
 class StagingBuffers:
     """
     Aligned buffers lent to one job at a time.  A job returns its buffer
-    when it ends, so there are never more than the disk jobs running at
-    once (one for a lone upload, at most the disk pool's size however many
-    uploads there are) and their memory does not grow with the uploads.
+    when it ends, so there are never more lent than the disk jobs running
+    at once (one for a lone upload, at most the disk pool's size however
+    many uploads there are) and their memory does not grow with the
+    uploads.  Buffers are cut from huge-page regions, two 1 MiB buffers to
+    a region, and a huge page is resident whole once touched: a lone
+    upload holds 2 MiB, as many uploads as the disk pool has threads hold
+    what their buffers add up to.
     """
 
     def __init__(self, size: int = STAGING_SIZE) -> None:
+        if size % ALIGN:
+            raise ValueError("staging buffers must be a multiple of %d bytes" % (ALIGN,))
         self.size = size
-        self._free: List[mmap.mmap] = []
+        self._free: List[memoryview] = []
+        self._unused: List[memoryview] = []
+        #: Buffers lent for the first time so far.
         self.made = 0
 
-    def take(self) -> mmap.mmap:
+    def take(self) -> memoryview:
+        # list.pop and list.extend are atomic: jobs on other threads share
+        # the lists, and two that find both empty each cut a region.
         try:
-            return self._free.pop()  # atomic: jobs on other threads share the list
+            return self._free.pop()
         except IndexError:
-            self.made += 1
-            return mmap.mmap(-1, self.size)  # anonymous, so page-aligned
+            pass
+        try:
+            buf = self._unused.pop()
+        except IndexError:
+            region = _hugePageRegion(self.size)
+            pieces = [region[i:i + self.size]
+                      for i in range(0, len(region) - self.size + 1, self.size)]
+            buf = pieces.pop(0)
+            self._unused.extend(reversed(pieces))
+        self.made += 1
+        return buf
 
-    def give(self, buf: mmap.mmap) -> None:
+    def give(self, buf: memoryview) -> None:
         self._free.append(buf)
 
 
@@ -166,8 +225,7 @@ class AppendFile:
         self.offset += total
 
     def _appendDirect(self, chunks: Sequence[bytes]) -> None:
-        buf = self._staging.take()
-        staged = memoryview(buf)
+        staged = self._staging.take()
         try:
             fill = len(self._carry)
             staged[:fill] = self._carry
@@ -187,8 +245,7 @@ class AppendFile:
                 self._writeStaged(staged[:whole])
             self._carry = bytes(staged[whole:fill])
         finally:
-            staged.release()
-            self._staging.give(buf)
+            self._staging.give(staged)
 
     def _writeStaged(self, view: memoryview) -> None:
         while view:
