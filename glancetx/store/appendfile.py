@@ -78,7 +78,7 @@ HUGE_PAGE = 2 * 1024 * 1024
 _MADV_HUGEPAGE = getattr(mmap, "MADV_HUGEPAGE", None)
 
 
-def _hugePageRegion(size: int) -> memoryview:
+def hugePageRegion(size: int) -> memoryview:
     """
     At least C{size} bytes of private anonymous memory, starting on a huge
     page boundary and advised to be backed by huge pages.  (Python's
@@ -132,7 +132,7 @@ class StagingBuffers:
         try:
             buf = self._unused.pop()
         except IndexError:
-            region = _hugePageRegion(self.size)
+            region = hugePageRegion(self.size)
             pieces = [region[i:i + self.size]
                       for i in range(0, len(region) - self.size + 1, self.size)]
             buf = pieces.pop(0)
