@@ -280,20 +280,6 @@ class ReaderTests(SynchronousTestCase):
         self.assertEqual(response.transport.calls, ["stop"])
 
 
-class FakeProducer:
-    def __init__(self):
-        self.calls = []
-
-    def pauseProducing(self):
-        self.calls.append("pause")
-
-    def resumeProducing(self):
-        self.calls.append("resume")
-
-    def stopProducing(self):
-        self.calls.append("stop")
-
-
 class FakeMultipartStore:
     """
     Stands in for the S3 calls a L{_PartWriter} makes; each part waits for
@@ -321,7 +307,7 @@ class PartWriterTests(SynchronousTestCase):
         """
         store = FakeMultipartStore()
         writer = _PartWriter(store, None, partSize=10, maxInFlight=2)
-        body = FakeProducer()
+        body = RecordingProducer()
         writer.registerProducer(body, True)
         writer.write(b"a" * 7)
         self.assertEqual(store.parts, {})
@@ -352,7 +338,7 @@ class PartWriterTests(SynchronousTestCase):
     def test_partFailure(self):
         store = FakeMultipartStore()
         writer = _PartWriter(store, None, partSize=10, maxInFlight=2)
-        writer.registerProducer(FakeProducer(), True)
+        writer.registerProducer(RecordingProducer(), True)
         writer.write(b"x" * 25)
         store.parts[1].errback(StoreUnavailable("down"))
         self.failureResultOf(writer.failed, StoreUnavailable)
