@@ -1,3 +1,4 @@
+import ctypes
 import errno
 import fcntl
 import os
@@ -186,7 +187,6 @@ class AppendFileTests(TestCase):
 
 
 def _address(view: memoryview) -> int:
-    import ctypes
     return ctypes.addressof(ctypes.c_char.from_buffer(view))
 
 

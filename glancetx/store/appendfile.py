@@ -108,9 +108,8 @@ class StagingBuffers:
     at once (one for a lone upload, at most the disk pool's size however
     many uploads there are) and their memory does not grow with the
     uploads.  Buffers are cut from huge-page regions, two 1 MiB buffers to
-    a region, and a huge page is resident whole once touched: a lone
-    upload holds 2 MiB, as many uploads as the disk pool has threads hold
-    what their buffers add up to.
+    a region, and a huge page is resident whole once touched, so a lone
+    upload makes 2 MiB resident, not 1.
     """
 
     def __init__(self, size: int = STAGING_SIZE) -> None:
