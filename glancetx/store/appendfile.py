@@ -53,8 +53,6 @@ _O_DIRECT = getattr(os, "O_DIRECT", 0)
 
 def _loadSyncFileRange():
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         f = libc.sync_file_range
     except (OSError, AttributeError):
