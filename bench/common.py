@@ -93,13 +93,21 @@ def fsyncSeconds(path: str) -> float:
     return time.perf_counter() - t0
 
 
+def withFsync(rate: float, size: int, fsync: float) -> float:
+    """
+    The MiB/s of a server that moved C{size} bytes at C{rate} MiB/s, had it
+    also waited C{fsync} seconds for them to be durable, as glancetx does.
+    """
+    return size / MiB / (size / MiB / rate + fsync)
+
+
 def diskAlone(size: int) -> float:
     """
     MiB/s of writing C{size} bytes to a new file in the bench dir, from
     memory, the way glancetx's filesystem store writes an image (1 MiB
     direct writes from an aligned buffer on a huge page, then fsync), with
-    nothing else to do: no durable upload can be faster.  On a virtual disk this swings
-    by run, so it is measured beside the uploads it explains.
+    nothing else to do: no durable upload can be faster.  On a virtual disk
+    this swings by run, so it is measured beside the uploads it explains.
     """
     from glancetx.store.appendfile import hugePageRegion
     path = os.path.join(benchDir("data"), "disk-alone")

@@ -35,7 +35,7 @@ from typing import Dict, List, Optional
 
 from bench import cload, load, transfer
 from bench.common import (GiB, MiB, benchDir, diskAlone, dropDirty, freePort, fsyncSeconds,
-                          log, median, procStatus, setCached, testFile)
+                          log, median, procStatus, setCached, testFile, withFsync)
 from bench.servers import Glance
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -309,7 +309,7 @@ def report(results, samples) -> Dict:
     out["peer_upload_ratio"] = r["ratio"]
     fs = _med(samples, "peer_fsync_s")
     if fs is not None and upP:
-        withSync = SIZE / MiB / (SIZE / MiB / upP + fs)
+        withSync = withFsync(upP, SIZE, fs)
         results.add("peer", "upload 1 GiB vs Glance + fsync", up, "MiB/s", withSync,
                     "Glance 33 + the fsync it skips", note="fsync %.2fs" % fs)
     disk = _med(samples, "disk_alone")

@@ -24,7 +24,7 @@ from typing import Dict, List
 from bench import transfer
 from bench.common import (
     GiB, MiB, diskAlone, dropDirty, fsyncSeconds, log, median, procStatus, resetPeak,
-    setCached, testFile,
+    setCached, testFile, withFsync,
 )
 from bench.servers import Glance, Nginx, Tiny
 
@@ -195,7 +195,7 @@ def report(results, samples, sizes) -> Dict:
         fs = _med(samples, size, "nginx_fsync_s")
         if fs is not None and upN:
             # nginx's time plus the fsync glancetx does and nginx does not
-            withSync = size / MiB / (size / MiB / upN + fs)
+            withSync = withFsync(upN, size, fs)
             results.add("updown", "upload %s CL vs nginx + fsync" % label, up, "MiB/s", withSync,
                         "nginx written+fsync", note="fsync %.2fs" % fs)
         down = _med(samples, size, "down_glance")
