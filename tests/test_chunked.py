@@ -1,0 +1,128 @@
+"""
+Tests for L{glancetx.web.chunked.ChunkedDecoder}: the same decoding and
+the same errors as twisted.web's decoder, with chunk data passed on
+without copies through a buffer.
+"""
+
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web import http
+
+from glancetx.web.channel import GlanceChannel
+from glancetx.web.chunked import ChunkedDecoder
+
+#: Three chunks, one with an extension, trailers, then the next request.
+ENCODED = (b"5\r\nhello\r\n"
+           b"1;name=value\r\n \r\n"
+           b"A\r\n0123456789\r\n"
+           b"0\r\nX-Trailer: t\r\n\r\n"
+           b"GET / HTTP/1.1\r\n")
+DECODED = b"hello 0123456789"
+REST = b"GET / HTTP/1.1\r\n"
+
+
+def decode(cls, reads):
+    """
+    Feed C{reads} to a new C{cls} as a channel does (reads after the end
+    go to the channel, not the decoder); return the data pieces, what came
+    after the body (or None if it did not end) and the decoder.
+    """
+    pieces, rest = [], []
+    decoder = cls(pieces.append, rest.append)
+    for data in reads:
+        if rest:
+            rest.append(data)
+        else:
+            decoder.dataReceived(data)
+    return pieces, (b"".join(rest) if rest else None), decoder
+
+
+class ChunkedDecoderTests(SynchronousTestCase):
+    def test_everySplit(self):
+        """
+        However the encoded body is split into two or three reads, the data
+        and the rest are twisted.web's.
+        """
+        n = len(ENCODED)
+        for i in range(n + 1):
+            for j in range(i, n + 1):
+                reads = [ENCODED[:i], ENCODED[i:j], ENCODED[j:]]
+                pieces, rest, _ = decode(ChunkedDecoder, reads)
+                self.assertEqual((b"".join(pieces), rest), (DECODED, REST), (i, j))
+        self.assertEqual(b"".join(decode(http._ChunkedTransferDecoder, [ENCODED])[0]),
+                         DECODED)
+
+    def test_byteByByte(self):
+        pieces, rest, decoder = decode(ChunkedDecoder, [bytes([b]) for b in ENCODED])
+        self.assertEqual((b"".join(pieces), rest, decoder.state),
+                         (DECODED, REST, "FINISHED"))
+
+    def test_wholeReadPassedOnAsItIs(self):
+        """
+        A read that is all chunk data is handed on as the same object, and
+        a chunk inside a read as one piece: no copy through the buffer.
+        """
+        data = b"x" * 1000
+        pieces, _, _ = decode(ChunkedDecoder, [b"1388\r\n", data, data])
+        self.assertEqual(len(pieces), 2)
+        self.assertIs(pieces[0], data)
+        self.assertIs(pieces[1], data)
+
+        pieces, _, _ = decode(ChunkedDecoder, [b"3\r\nabc\r\n4\r\ndefg\r\n"])
+        self.assertEqual(pieces, [b"abc", b"defg"])
+
+    def test_malformed(self):
+        """
+        Each kind of bad framing raises the error twisted.web's channel turns
+        into a 400, as twisted.web's decoder does.
+        """
+        bad = [
+            b"x\r\n",                       # not hex
+            b"-5\r\nhello\r\n",             # a sign
+            b"0x5\r\nhello\r\n",            # a prefix
+            b"5\r\nhelloXX",                # no CRLF after the data
+            b"5\r\nhello\r\r\n",
+            b"5;\x00\r\nhello\r\n",         # a control character in an extension
+            b"1" * 2000,                    # a size line too long
+            b"5\nhello\r\n",                # LF alone ends no line
+        ]
+        for encoded in bad:
+            for cls in (http._ChunkedTransferDecoder, ChunkedDecoder):
+                self.assertRaises(http._MalformedChunkedDataError,
+                                  decode, cls, [encoded, b"\r\n" * 600])
+
+    def test_dataAfterTheEnd(self):
+        decoder = ChunkedDecoder(lambda d: None, lambda rest: None)
+        decoder.dataReceived(b"0\r\n\r\n")
+        self.assertRaises(RuntimeError, decoder.dataReceived, b"more")
+
+    def test_endedEarly(self):
+        _, rest, decoder = decode(ChunkedDecoder, [b"5\r\nhel"])
+        self.assertIsNone(rest)
+        self.assertRaises(http._DataLoss, decoder.noMoreData)
+
+
+class ChannelUsesItTests(SynchronousTestCase):
+    def test_chosenForChunkedRequests(self):
+        """
+        A chunked request on a L{GlanceChannel} is decoded by
+        L{ChunkedDecoder}; a Content-Length one keeps twisted.web's decoder.
+        """
+        channel = GlanceChannel()
+        channel.makeConnection(StringTransport())
+        channel.dataReceived(b"PUT /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nX: y\r\n")
+        self.assertIsInstance(channel._transferDecoder, ChunkedDecoder)
+
+        channel = GlanceChannel()
+        channel.makeConnection(StringTransport())
+        channel.dataReceived(b"PUT /x HTTP/1.1\r\nContent-Length: 3\r\nX: y\r\n")
+        self.assertIsInstance(channel._transferDecoder, http._IdentityTransferDecoder)
+
+    def test_malformedBodyIs400(self):
+        channel = GlanceChannel()
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"PUT /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"zz\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 Bad Request"))
+        self.assertTrue(transport.disconnecting)
