@@ -59,8 +59,9 @@ class ChunkedDecoderTests(SynchronousTestCase):
 
     def test_wholeReadPassedOnAsItIs(self):
         """
-        A read that is all chunk data is handed on as the same object, and
-        a chunk inside a read as one piece: no copy through the buffer.
+        A read that is all chunk data is handed on as the same object (no
+        copy through the buffer), and the data of several chunks in one
+        read as one piece.
         """
         data = b"x" * 1000
         pieces, _, _ = decode(ChunkedDecoder, [b"1388\r\n", data, data])
@@ -69,7 +70,20 @@ class ChunkedDecoderTests(SynchronousTestCase):
         self.assertIs(pieces[1], data)
 
         pieces, _, _ = decode(ChunkedDecoder, [b"3\r\nabc\r\n4\r\ndefg\r\n"])
-        self.assertEqual(pieces, [b"abc", b"defg"])
+        self.assertEqual(pieces, [b"abcdefg"])
+        pieces, _, _ = decode(ChunkedDecoder, [b"3\r\nabc\r\n4\r\nde", b"fg\r\n0\r\n"])
+        self.assertEqual(pieces, [b"abcde", b"fg"])
+
+    def test_dataBeforeTheEnd(self):
+        """
+        The data of the read that ends the body is handed on before the
+        end is announced.
+        """
+        events = []
+        decoder = ChunkedDecoder(lambda d: events.append(("data", d)),
+                                 lambda rest: events.append(("end", rest)))
+        decoder.dataReceived(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nnext")
+        self.assertEqual(events, [("data", b"abcde"), ("end", b"next")])
 
     def test_malformed(self):
         """
