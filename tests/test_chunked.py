@@ -4,6 +4,8 @@ the same errors as twisted.web's decoder, with chunk data passed on
 without copies through a buffer.
 """
 
+import random
+
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
@@ -114,6 +116,53 @@ class ChunkedDecoderTests(SynchronousTestCase):
         _, rest, decoder = decode(ChunkedDecoder, [b"5\r\nhel"])
         self.assertIsNone(rest)
         self.assertRaises(http._DataLoss, decoder.noMoreData)
+
+
+def outcome(cls, reads):
+    """
+    What a decoder makes of C{reads}: the data and the rest, or the class
+    of the error it raised.
+    """
+    try:
+        pieces, rest, _ = decode(cls, reads)
+    except Exception as e:
+        return type(e)
+    return b"".join(pieces), rest
+
+
+def randomBody(rng):
+    """
+    A chunked body: chunks of random sizes, some with extensions, a
+    terminal chunk, perhaps trailers, then the start of a next request.
+    """
+    out = []
+    for _ in range(rng.randrange(0, 6)):
+        data = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300)))
+        ext = rng.choice([b"", b";a=b", b";x", b' ;q="v"'])
+        out.append(b"%x%s\r\n%s\r\n" % (len(data), ext, data))
+    out.append(b"0\r\n")
+    out.extend(rng.choice([[], [b"X-T: 1\r\n"], [b"A: b\r\n", b"C: d\r\n"]]))
+    out.append(b"\r\nGET / HTTP/1.1\r\n")
+    return b"".join(out)
+
+
+class DifferentialTests(SynchronousTestCase):
+    def test_sameAsTwisted(self):
+        """
+        On random bodies, whole or with a byte changed, split at random
+        points, this decoder's data and rest, or its error, are
+        twisted.web's.
+        """
+        rng = random.Random(5)
+        for _ in range(3000):
+            body = bytearray(randomBody(rng))
+            if rng.random() < 0.5:
+                body[rng.randrange(len(body))] = rng.choice(b"0123456789abcdefxyz;\r\n \x00")
+            body = bytes(body)
+            cuts = sorted(rng.randrange(len(body) + 1) for _ in range(rng.randrange(0, 5)))
+            reads = [body[a:b] for a, b in zip([0] + cuts, cuts + [len(body)])]
+            self.assertEqual(outcome(ChunkedDecoder, reads),
+                             outcome(http._ChunkedTransferDecoder, reads), (body, cuts))
 
 
 class ChannelUsesItTests(SynchronousTestCase):
