@@ -12,7 +12,7 @@ connection lives.
 
 Chunked request bodies (every python-glanceclient upload) are decoded by
 L{glancetx.web.chunked.ChunkedDecoder}, which passes image bytes on
-without twisted.web's two copies.
+with at most one copy where twisted.web's decoder makes two.
 """
 
 from twisted.internet import tcp
