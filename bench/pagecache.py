@@ -33,7 +33,7 @@ import mmap
 import os
 import time
 
-from bench.common import GiB, MiB, benchDir
+from bench.common import GiB, MiB, benchDir, setCached
 
 _BALLOON = 0x0005
 _F_REPORTING = 5
@@ -89,17 +89,10 @@ def _readAll(path: str, size: int) -> float:
         os.close(fd)
 
 
-def _evict(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
 def _writeAround(path: str, size: int) -> None:
-    block = mmap.mmap(-1, 4 * MiB)
-    block.write(os.urandom(4 * MiB))
+    from glancetx.store.appendfile import hugePageRegion
+    block = hugePageRegion(4 * MiB)[:4 * MiB]
+    block[:] = os.urandom(4 * MiB)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o600)
     try:
         for _ in range(size // (4 * MiB)):
@@ -111,10 +104,10 @@ def _writeAround(path: str, size: int) -> None:
 
 def measure(gib: int, size: int) -> dict:
     """
-    Fault in C{gib} GiB and hold it, so that the pages the kernel freed
-    last (the ones the host still backs) are ours; read a new file into
-    the cache meanwhile; then free our memory and read the file again into
-    the pages just freed.
+    Fault in up to C{gib} GiB and hold it, so that the pages the kernel
+    freed last (the ones the host still backs) are ours; read a new file
+    into the cache meanwhile; then free our memory and read the file again
+    into the pages just freed.
     """
     path = os.path.join(benchDir("data"), "pagecache-%d" % (os.getpid(),))
     _writeAround(path, size)
@@ -127,7 +120,7 @@ def measure(gib: int, size: int) -> dict:
             held.close()
         again = []
         for _ in range(2):
-            _evict(path)
+            setCached(path, False)
             again.append(_readAll(path, size))
     finally:
         os.unlink(path)
