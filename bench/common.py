@@ -101,20 +101,16 @@ def withFsync(rate: float, size: int, fsync: float) -> float:
     return size / MiB / (size / MiB / rate + fsync)
 
 
-def diskAlone(size: int) -> float:
+def writeDirect(path: str, size: int) -> None:
     """
-    MiB/s of writing C{size} bytes to a new file in the bench dir, from
-    memory, the way glancetx's filesystem store writes an image (1 MiB
-    direct writes from an aligned buffer on a huge page, then fsync), with
-    nothing else to do: no durable upload can be faster.  On a virtual disk
-    this swings by run, so it is measured beside the uploads it explains.
+    Write C{size} bytes of random data to a new file at C{path} the way
+    glancetx's filesystem store writes an image: 1 MiB direct writes from
+    an aligned buffer on a huge page, then fsync.
     """
     from glancetx.store.appendfile import hugePageRegion
-    path = os.path.join(benchDir("data"), "disk-alone")
     buf = hugePageRegion(MiB)[:MiB]
     buf[:] = os.urandom(MiB)
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_DIRECT", 0)
-    t0 = time.perf_counter()
     fd = os.open(path, flags, 0o600)
     try:
         for _ in range(size // MiB):
@@ -122,7 +118,22 @@ def diskAlone(size: int) -> float:
         os.fsync(fd)
     finally:
         os.close(fd)
-        os.unlink(path)
+
+
+def diskAlone(size: int) -> float:
+    """
+    MiB/s of L{writeDirect} to a new file in the bench dir, from memory,
+    with nothing else to do: no durable upload can be faster.  On a virtual
+    disk this swings by run, so it is measured beside the uploads it
+    explains.
+    """
+    path = os.path.join(benchDir("data"), "disk-alone")
+    t0 = time.perf_counter()
+    try:
+        writeDirect(path, size)
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
     return size / MiB / (time.perf_counter() - t0)
 
 

@@ -33,7 +33,7 @@ import mmap
 import os
 import time
 
-from bench.common import GiB, MiB, benchDir, setCached
+from bench.common import GiB, MiB, benchDir, setCached, writeDirect
 
 _BALLOON = 0x0005
 _F_REPORTING = 5
@@ -89,19 +89,6 @@ def _readAll(path: str, size: int) -> float:
         os.close(fd)
 
 
-def _writeAround(path: str, size: int) -> None:
-    from glancetx.store.appendfile import hugePageRegion
-    block = hugePageRegion(4 * MiB)[:4 * MiB]
-    block[:] = os.urandom(4 * MiB)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o600)
-    try:
-        for _ in range(size // (4 * MiB)):
-            os.write(fd, block)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def measure(gib: int, size: int) -> dict:
     """
     Fault in up to C{gib} GiB and hold it, so that the pages the kernel
@@ -110,7 +97,7 @@ def measure(gib: int, size: int) -> dict:
     into the pages just freed.
     """
     path = os.path.join(benchDir("data"), "pagecache-%d" % (os.getpid(),))
-    _writeAround(path, size)
+    writeDirect(path, size)
     try:
         held, rates = faultIn(gib)
         try:
