@@ -22,13 +22,14 @@ the body re-pauses it whenever more than C{HIGH_WATER} is held.
 
 import hashlib
 from io import BytesIO
-from urllib.parse import parse_qs, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 from typing import Callable, List, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from twisted.web import server
+from twisted.web.http import parse_qs
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
@@ -406,6 +407,8 @@ class StreamingRequest(server.Request):
         self.args = {}
         self.path = path.split(b"?", 1)[0]
         if b"?" in path:
+            # twisted.web's parser, as for every other request: bytes in,
+            # bytes out, so no escaped byte can make it raise.
             self.args = parse_qs(path.split(b"?", 1)[1], 1)
         self.process()
 
