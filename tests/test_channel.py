@@ -135,3 +135,108 @@ class SendNowTests(SynchronousTestCase):
         channel, transport, reactor, peer = self.connected()
         channel.writeSequence([b"x" * 40000, b"y" * 40000])
         self.assertIn(transport, reactor.writers)
+
+
+class MalformedRequestTests(SynchronousTestCase):
+    """
+    A request twisted.web cannot parse gets a status that says why, a
+    plain message and C{Connection: close}; twisted.web's own answer is a
+    bare C{400} with no body, or for a line over its limit no answer at all.
+    """
+
+    def connect(self):
+        from twisted.internet.task import Clock
+
+        from glancetx.config import Config
+        from glancetx.service import GlanceSite
+        from glancetx.web.app import GlanceAPI
+
+        site = GlanceSite(GlanceAPI(None, Config()), Clock())
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        return channel, transport
+
+    def assertRefused(self, transport, status, message):
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        self.assertEqual(lines[0], b"HTTP/1.1 " + status)
+        self.assertIn(b"Connection: close", lines)
+        self.assertIn(b"Content-Type: text/plain; charset=UTF-8", lines)
+        self.assertIn(b"Content-Length: %d" % (len(body),), lines)
+        self.assertEqual(body, message)
+        self.assertTrue(transport.disconnecting)
+
+    def test_headerLineTooLong(self):
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /v1/images HTTP/1.1\r\nHost: h\r\n"
+                             b"x-image-meta-name: " + b"a" * 17000 + b"\r\n\r\n")
+        self.assertRefused(transport, b"431 Request Header Fields Too Large",
+                           b"A request header line is longer than 16384 bytes.\n")
+
+    def test_headersTooLarge(self):
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /v1/images HTTP/1.1\r\nHost: h\r\n"
+                             + b"".join(b"x-image-meta-property-p%d: %s\r\n" % (i, b"v" * 1000)
+                                        for i in range(20)) + b"\r\n")
+        self.assertRefused(transport, b"431 Request Header Fields Too Large",
+                           b"The request headers are larger than 16384 bytes in all.\n")
+
+    def test_requestLineTooLong(self):
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /v1/images?name=" + b"a" * 17000 + b" HTTP/1.1\r\n")
+        self.assertRefused(transport, b"414 URI Too Long",
+                           b"The request line is longer than 16384 bytes.\n")
+
+    def test_requestLineTooLongAfterARequest(self):
+        """
+        The request line of the next request on a kept-alive connection is
+        told apart from a header line too.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 300 "))
+        transport.clear()
+        channel.dataReceived(b"GET /v1/images?name=" + b"a" * 17000 + b" HTTP/1.1\r\n")
+        self.assertRefused(transport, b"414 URI Too Long",
+                           b"The request line is longer than 16384 bytes.\n")
+
+    def test_malformedHeader(self):
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /v1/images HTTP/1.1\r\nHost: h\r\nno colon here\r\n\r\n")
+        self.assertRefused(transport, b"400 Bad Request", b"Malformed HTTP request.\n")
+
+    def test_malformedRequestLine(self):
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET\r\n")
+        self.assertRefused(transport, b"400 Bad Request", b"Malformed HTTP request.\n")
+
+    def test_oneAnswerWhenRefusedBeforeDispatch(self):
+        """
+        A body that breaks in the same read as its headers is refused
+        before the upload it belongs to is dispatched: the handler's own
+        answer, when it comes, is not sent after the refusal.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"POST /v1/images HTTP/1.1\r\nHost: h\r\n"
+                             b"x-image-meta-min_disk: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"3\r\nabc\r\nzz\r\n")
+        channel.site.reactor.advance(0)
+        self.assertRefused(transport, b"400 Bad Request", b"Malformed HTTP request.\n")
+
+    def test_noRefusalAfterAnAnswer(self):
+        """
+        A body that breaks after the handler has answered (while the
+        channel drains it) closes the connection with no second answer.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"POST /v1/images HTTP/1.1\r\nHost: h\r\n"
+                             b"x-image-meta-min_disk: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"3\r\nabc\r\n")
+        channel.site.reactor.advance(0)
+        answer = transport.value()
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"))
+        self.assertIn(b"min_disk", answer)
+        channel.dataReceived(b"zz\r\n")
+        self.assertEqual(transport.value(), answer)
+        self.assertTrue(transport.disconnecting)

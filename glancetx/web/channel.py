@@ -13,6 +13,11 @@ connection lives.
 Chunked request bodies (every python-glanceclient upload) are decoded by
 L{glancetx.web.chunked.ChunkedDecoder}, which passes image bytes on
 with at most one copy where twisted.web's decoder makes two.
+
+A request twisted.web cannot parse is refused here with a status that says
+why and a plain message: twisted.web answers a bare C{400} with no body,
+and closes a connection whose line passes its limit without a word, which
+a client reports as a dropped connection rather than as its own mistake.
 """
 
 from twisted.internet import tcp
@@ -27,9 +32,18 @@ from glancetx.web.sendfile import transportIsIdle
 SEND_NOW_MAX = 64 * 1024
 
 
+def _refusal(status: bytes, message: bytes) -> bytes:
+    body = message + b"\n"
+    return (b"HTTP/1.1 %s\r\nConnection: close\r\n"
+            b"Content-Type: text/plain; charset=UTF-8\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (status, len(body), body))
+
+
 class GlanceChannel(http.HTTPChannel):
     _host = None
     _secure = None
+    #: Set once this connection is refused: nothing more is written to it.
+    _refused = False
 
     def getHost(self):
         if self._host is None:
@@ -54,12 +68,54 @@ class GlanceChannel(http.HTTPChannel):
                                                    decoder.finishCallback)
         return chosen
 
+    def _refuse(self, status: bytes, message: bytes) -> None:
+        """
+        Answer and close, once.  Where a handler has already begun its
+        answer (an upload refused while its body drains), that answer
+        stands and the connection just closes; a handler that answers
+        after the refusal (an upload dispatched in the same read) is not
+        heard.
+        """
+        if self._refused:
+            return
+        self._refused = True
+        if not any(getattr(r, "startedWriting", False) for r in self.requests):
+            self.transport.write(_refusal(status, message))
+        self.loseConnection()
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """
+        twisted.web's answer to anything it cannot parse, and to headers
+        over its count or size limits (which it checks just before).
+        """
+        if self._receivedHeaderSize > self.totalHeadersSize:
+            self._refuse(b"431 Request Header Fields Too Large",
+                         b"The request headers are larger than %d bytes in all."
+                         % (self.totalHeadersSize,))
+        elif self._receivedHeaderCount > self.maxHeaders:
+            self._refuse(b"431 Request Header Fields Too Large",
+                         b"The request has more than %d headers." % (self.maxHeaders,))
+        else:
+            self._refuse(b"400 Bad Request", b"Malformed HTTP request.")
+
+    def lineLengthExceeded(self, line) -> None:
+        # The name-mangled flag twisted.web sets while it waits for a
+        # request line (tests.test_channel checks it still does).
+        if getattr(self, "_HTTPChannel__first_line", 0):
+            self._refuse(b"414 URI Too Long",
+                         b"The request line is longer than %d bytes." % (self.MAX_LENGTH,))
+        else:
+            self._refuse(b"431 Request Header Fields Too Large",
+                         b"A request header line is longer than %d bytes." % (self.MAX_LENGTH,))
+
     def writeHeaders(self, version, code, reason, headers) -> None:
         """
         The response head as one string.  A L{Headers} holds names and
         values already checked for line breaks when they were set; anything
         else goes through twisted.web's own sanitising path.
         """
+        if self._refused:
+            return
         if not isinstance(headers, Headers):
             return super().writeHeaders(version, code, reason, headers)
         head = [version, b" ", code, b" ", reason, b"\r\n"]
@@ -80,6 +136,8 @@ class GlanceChannel(http.HTTPChannel):
         a tenth of its reactor time there (bench.profile head).  What the
         kernel does not take, or any error, goes the usual way.
         """
+        if self._refused:
+            return
         t = self.transport
         if (len(data) <= SEND_NOW_MAX and isinstance(t, tcp.Connection) and t.connected
                 and not t.disconnecting and not t._writeDisconnected and transportIsIdle(t)):
@@ -91,6 +149,8 @@ class GlanceChannel(http.HTTPChannel):
         self.transport.write(data)
 
     def writeSequence(self, iovec) -> None:
+        if self._refused:
+            return
         iovec = list(iovec)
         if sum(map(len, iovec)) <= SEND_NOW_MAX:
             self.write(b"".join(iovec))
