@@ -185,6 +185,26 @@ class StreamingRequestTests(SynchronousTestCase):
         self.assertEqual(self.transport.producerState, "producing")
         self.assertEqual(len(consumer.received()), 1000 + streaming.HIGH_WATER + 1)
 
+    def test_storePushBackIsNotIdleness(self):
+        """
+        While the store holds the socket paused the client cannot send, so
+        the connection's idle timeout waits; it runs again from the resume,
+        and still closes a client that stops sending by itself.
+        """
+        consumer = RecordingConsumer(pauseAfter=1)
+        channel = self.connect(consumer)
+        channel.dataReceived(HEAD + b"Content-Length: 20000000\r\n\r\n" + b"x" * 1000)
+        self.clock.advance(0)
+        body = self.successResultOf(self.service.started)
+        self.assertEqual(self.transport.producerState, "paused")
+        self.clock.advance(channel.timeOut * 10)
+        self.assertFalse(self.transport.disconnecting)
+        body.resumeProducing()
+        self.clock.advance(channel.timeOut - 1)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(self.transport.disconnecting)
+
     def test_expectContinueOnlyOnceAccepted(self):
         consumer = RecordingConsumer()
         channel = self.connect(consumer)

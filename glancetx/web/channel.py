@@ -68,6 +68,20 @@ class GlanceChannel(http.HTTPChannel):
                                                    decoder.finishCallback)
         return chosen
 
+    def timeoutConnection(self) -> None:
+        """
+        An upload whose store has paused the socket is not idle: its client
+        cannot send.  Look again a timeout later (the body restarts the
+        count when it resumes the socket).  twisted.web's timeout is 60
+        seconds, and a remote store can stall longer than that.
+        """
+        for request in self.requests:
+            body = getattr(request, "body", None)
+            if body is not None and body.holdsSocket:
+                self.setTimeout(self.timeOut)
+                return
+        super().timeoutConnection()
+
     def _refuse(self, status: bytes, message: bytes) -> None:
         """
         Answer and close, once.  Where a handler has already begun its

@@ -76,8 +76,11 @@ class RequestBody:
     paused.
     """
 
-    def __init__(self, transport, length) -> None:
+    def __init__(self, transport, length, idleTimer=None) -> None:
         self._transport = transport
+        # The channel's idle timeout (a TimeoutMixin), restarted when the
+        # socket is resumed: time spent paused was the store's, not idleness.
+        self._idleTimer = idleTimer
         self.length = UNKNOWN_LENGTH if length is None else length
         self._held: List[bytes] = []
         self._heldSize = 0
@@ -114,6 +117,14 @@ class RequestBody:
         Whether the whole body has arrived.
         """
         return self._ended
+
+    @property
+    def holdsSocket(self) -> bool:
+        """
+        Whether the socket is paused on this body's account (the store
+        pushed back), so the client cannot send: the connection is not idle.
+        """
+        return self._socketPaused and not self._stopped
 
     def connectionLost(self) -> None:
         if not self._ended:
@@ -188,6 +199,8 @@ class RequestBody:
         if self._socketPaused:
             self._socketPaused = False
             self._transport.resumeProducing()
+            if self._idleTimer is not None:
+                self._idleTimer.resetTimeout()
 
 
 class InlineMD5:
@@ -380,7 +393,7 @@ class StreamingRequest(server.Request):
         isUpload: Callable = getattr(self.channel.site, "isUpload", None)
         if isUpload is None or not isUpload(command, path.split(b"?", 1)[0]):
             return
-        self.body = RequestBody(self.transport, length)
+        self.body = RequestBody(self.transport, length, self.channel)
         # Fewer, larger reads while an image streams in: a quarter of the
         # Python work per gigabyte of Twisted's default 64 KiB (measured:
         # 1 GiB uploads ~10-30% faster, no change in peak memory).
