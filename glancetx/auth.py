@@ -116,6 +116,17 @@ def _header(headers: Headers, name: str) -> Optional[str]:
     return _decode(name, values[0])
 
 
+#: User and project ids end up in owner and member columns of this width.
+_ID_MAX = 255
+
+
+def _identity(headers: Headers, name: str) -> Optional[str]:
+    value = _header(headers, name) or None
+    if value is not None and len(value) > _ID_MAX:
+        raise Unauthorized(f"{name} is longer than {_ID_MAX} characters")
+    return value
+
+
 def _decode(name: str, value: bytes) -> str:
     try:
         return value.decode("utf-8").strip()
@@ -156,8 +167,8 @@ class KeystoneHeaders:
         status = _header(headers, "X-Identity-Status")
         if status != "Confirmed":
             raise Unauthorized("Identity not confirmed")
-        user = _header(headers, "X-User-Id") or None
-        tenant = _header(headers, "X-Project-Id") or _header(headers, "X-Tenant-Id") or None
+        user = _identity(headers, "X-User-Id")
+        tenant = _identity(headers, "X-Project-Id") or _identity(headers, "X-Tenant-Id")
         raw = headers.getRawHeaders(b"x-roles") or []
         roles = _roleSet(
             part for value in raw for part in _decode("X-Roles", value).split(",")

@@ -222,6 +222,9 @@ class ImageService:
         name = fields.get("name")
         if name is not None and len(name) > 255:
             raise errors.BadRequest("Image name too long: %d" % (len(name),))
+        owner = fields.get("owner")
+        if owner is not None and len(owner) > 255:
+            raise errors.BadRequest("Image owner too long: %d" % (len(owner),))
         for key in ("min_ram", "min_disk"):
             if key in fields and not 0 <= fields[key] <= MAX_INT32:
                 raise errors.BadRequest("Invalid %s: must be between 0 and %d" % (key, MAX_INT32))

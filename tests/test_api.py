@@ -296,6 +296,34 @@ class APITests(APITestsMixin, TestCase):
         await self.request("GET", base + "/tenant9", expect=404)
 
     @async_test
+    async def test_textNoDatabaseStores(self):
+        """
+        Text no database column can hold (a NUL character, which PostgreSQL
+        refuses; an owner longer than its column) is a 400 on every
+        database, not a 500 on some.
+        """
+        await self.server()
+        iid = (await self.create(headers=RAW))["id"]
+        for method, path in [
+                ("GET", "/v1/images/%00"), ("HEAD", "/v1/images/a%00b"),
+                ("DELETE", "/v1/images/%00"), ("GET", "/v1/images/%00/members"),
+                ("PUT", "/v1/images/%s/members/a%%00b" % (iid,)),
+                ("DELETE", "/v1/images/%s/members/a%%00b" % (iid,)),
+                ("GET", "/v1/shared-images/%00"), ("GET", "/v1/images?name=%00"),
+                ("GET", "/v1/images/detail?property-a=%00"),
+                ("GET", "/v1/images/detail?property-%00=a"), ("GET", "/v1/images?marker=%00"),
+                ("GET", "/v1/images?status=%00")]:
+            await self.request(method, path, expect=400)
+        body = json.dumps({"memberships": [{"member_id": "a\u0000b"}]}).encode()
+        await self.request("PUT", "/v1/images/%s/members" % (iid,),
+                           {"Content-Type": "application/json"}, body, expect=400)
+        resp, body = await self.request("PUT", "/v1/images/" + iid,
+                                        {"x-image-meta-owner": "o" * 256}, expect=400)
+        self.assertIn(b"owner", body.lower())
+        await self.request("PUT", "/v1/images/" + iid, {"x-image-meta-owner": "o" * 255},
+                           expect=200)
+
+    @async_test
     async def test_propertyQuota(self):
         await self.server(image_property_quota=2)
         await self.create(headers={"x-image-meta-property-a": "1",

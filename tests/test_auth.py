@@ -128,6 +128,17 @@ class KeystoneHeadersTests(TestCase):
         h.addRawHeader(b"X-User-Id", b"\xff")
         self.assertRaises(Unauthorized, self.auth.authenticate, h)
 
+    def test_longIdentityRefused(self):
+        """
+        A user or project id longer than the 255 characters an owner or a
+        member column holds is refused, not carried into SQL; 255 is fine.
+        """
+        for name in ("X_User_Id", "X_Project_Id", "X_Tenant_Id"):
+            e = self.assertRaises(Unauthorized, self.auth.authenticate,
+                                  confirmed(**{name: "x" * 256}))
+            self.assertIn("longer than 255", str(e))
+            self.auth.authenticate(confirmed(**{name: "x" * 255}))
+
     def test_storageTokenFallback(self):
         context = self.auth.authenticate(confirmed(X_Storage_Token="old"))
         self.assertEqual(context.auth_token, "old")

@@ -110,6 +110,30 @@ class ListQueryTests(TestCase):
             self.assertRaises(errors.BadRequest, self.parse, **args)
 
 
+    def test_propertyNamesAreUTF8(self):
+        q = h.parseListQuery({"property-\u00e9t\u00e9".encode("utf-8"): [b"oui"]}, 25, 1000, False)
+        self.assertEqual(q["properties"], {"\u00e9t\u00e9": "oui"})
+
+    def test_textTheDatabaseCannotHold(self):
+        """
+        Every text parameter, property names included, is refused with a
+        message naming it when it is not UTF-8 or holds a NUL character.
+        """
+        for raw, message in [({b"name": [b"a\0b"]}, "Query parameter name must not contain NUL"),
+                             ({b"status": [b"\xff"]}, "Query parameter status is not valid UTF-8"),
+                             ({b"property-a": [b"\0"]},
+                              "Query parameter property-a must not contain NUL"),
+                             ({b"property-\0": [b"a"]}, "must not contain NUL"),
+                             ({b"property-\xff": [b"a"]}, "is not valid UTF-8")]:
+            e = self.assertRaises(errors.BadRequest, h.parseListQuery, raw, 25, 1000, False)
+            self.assertIn(message, e.message)
+
+    def test_headerWithNUL(self):
+        e = self.assertRaises(errors.BadRequest, h.changesFromHeaders,
+                              [(b"x-image-meta-property-a", [b"x\0"])])
+        self.assertIn("Header x-image-meta-property-a must not contain NUL", e.message)
+
+
 class ImageDictTimeFieldsTests(TestCase):
     def test_onlyTimeFieldsAreDatetimes(self):
         """

@@ -292,6 +292,8 @@ class GlanceAPI:
             if not isinstance(entry, dict) or not isinstance(entry.get("member_id"), str) \
                     or not entry["member_id"].strip() or len(entry["member_id"]) > 255:
                 raise errors.BadRequest("Each membership needs a member_id string")
+            if "\0" in entry["member_id"]:
+                raise errors.BadRequest("member_id must not contain NUL characters")
             canShare = entry.get("can_share", False)
             if not isinstance(canShare, bool):
                 raise errors.BadRequest("can_share must be true or false")

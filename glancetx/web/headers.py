@@ -47,11 +47,18 @@ def parseInt(name: str, value: str) -> int:
     return n
 
 
-def _text(name: str, raw: bytes) -> str:
+def _text(name: str, raw: bytes, what: str = "Header") -> str:
+    """
+    A client's text as the database will hold it: UTF-8, and no NUL
+    character (PostgreSQL refuses one in any text value).
+    """
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise errors.BadRequest("Header %s is not valid UTF-8" % (name,))
+        raise errors.BadRequest("%s %s is not valid UTF-8" % (what, name))
+    if "\0" in text:
+        raise errors.BadRequest("%s %s must not contain NUL characters" % (what, name))
+    return text
 
 
 def changesFromHeaders(headers: Iterable[Tuple[bytes, Iterable[bytes]]]) -> ImageChanges:
@@ -173,10 +180,7 @@ def parseListQuery(args: Mapping[bytes, list], limitDefault: int, limitMax: int,
         values = args.get(name.encode("ascii"))
         if not values:
             return None
-        try:
-            return values[-1].decode("utf-8")
-        except UnicodeDecodeError:
-            raise errors.BadRequest("Query parameter %s is not valid UTF-8" % (name,))
+        return _text(name, values[-1], "Query parameter")
 
     limit = one("limit")
     if limit is None:
@@ -231,10 +235,11 @@ def parseListQuery(args: Mapping[bytes, list], limitDefault: int, limitMax: int,
     elif isAdmin:
         q["restrict_to_visible"] = True
     for rawName, values in args.items():
-        name = rawName.decode("latin-1")
         # Unknown parameters are ignored, as Glance did: clients send extras.
-        if name.startswith("property-") and values:
-            q["properties"][name[len("property-"):]] = _text(name, values[-1])
+        if rawName.startswith(b"property-") and values:
+            name = _text(repr(rawName.decode("latin-1")), rawName, "Query parameter")
+            q["properties"][name[len("property-"):]] = _text(name, values[-1],
+                                                              "Query parameter")
     return q
 
 

@@ -437,17 +437,23 @@ class StreamingRequest(server.Request):
 
     def process(self) -> None:
         # Refuse a path that is not UTF-8 here, plainly, before the router
-        # logs it as an error.
+        # logs it as an error; and one with a NUL in it, which no id or
+        # member can hold (PostgreSQL refuses the character outright).
+        path = unquote_to_bytes(self.path)
         try:
-            unquote_to_bytes(self.path).decode("utf-8")
+            path.decode("utf-8")
         except UnicodeDecodeError:
-            self.setResponseCode(400)
-            self.setHeader(b"content-type", b"text/plain; charset=UTF-8")
-            self.setHeader(b"content-length", b"%d" % (len(_BAD_PATH),))
-            self.write(_BAD_PATH)
-            self.finish()
-            return
+            return self._refusePath(_BAD_PATH)
+        if b"\0" in path:
+            return self._refusePath(_NUL_PATH)
         super().process()
+
+    def _refusePath(self, message: bytes) -> None:
+        self.setResponseCode(400)
+        self.setHeader(b"content-type", b"text/plain; charset=UTF-8")
+        self.setHeader(b"content-length", b"%d" % (len(message),))
+        self.write(message)
+        self.finish()
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.body is not None:
@@ -518,3 +524,4 @@ class StreamingRequest(server.Request):
 
 
 _BAD_PATH = b"The request path is not valid UTF-8.\n"
+_NUL_PATH = b"The request path must not contain NUL characters.\n"
