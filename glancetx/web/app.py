@@ -260,6 +260,7 @@ class GlanceAPI:
         ctx = self._context(request)
         await self.service.delete(ctx, imageId)
         request.setResponseCode(200)
+        request.setHeader(b"content-length", b"0")
         return b""
 
     # -- members -------------------------------------------------------------
