@@ -206,6 +206,11 @@ class APITests(APITestsMixin, TestCase):
         self.assertEqual(resp.code, 400)
         resp, body = await self.request("GET", "/v1/images", {"Accept": "application/json"})
         self.assertEqual(resp.code, 200)
+        resp, body = await self.request("GET", "/v1/images?limit=x",
+                                        {"Accept": "application/json"}, expect=400)
+        self.assertEqual(json.loads(body), {"error": {"code": 400, "message":
+                                                      "limit param must be an integer"}})
+        self.assertEqual(resp.length, len(body))
         # Nothing above was a server error.
         self.assertNotIn("Traceback", self.glance.log())
 

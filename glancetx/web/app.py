@@ -125,9 +125,10 @@ class GlanceAPI:
         accept = (request.getHeader(b"accept") or b"").lower()
         if b"application/json" in accept:
             request.setHeader(b"content-type", b"application/json; charset=UTF-8")
-            return json.dumps({"error": {"code": code, "message": message}}).encode("utf-8")
-        request.setHeader(b"content-type", b"text/plain; charset=UTF-8")
-        data = (message + "\n").encode("utf-8")
+            data = json.dumps({"error": {"code": code, "message": message}}).encode("utf-8")
+        else:
+            request.setHeader(b"content-type", b"text/plain; charset=UTF-8")
+            data = (message + "\n").encode("utf-8")
         request.setHeader(b"content-length", b"%d" % (len(data),))
         return data
 
