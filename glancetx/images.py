@@ -252,7 +252,7 @@ class ImageService:
             if fields["status"] != now:
                 raise errors.Forbidden("Users may not set an image's status.")
         if "id" in fields and current is None:
-            if not _UUID.match(fields["id"]):
+            if fields["id"] is None or not _UUID.match(fields["id"]):
                 raise errors.BadRequest("Invalid id: must be a UUID")
         if current is not None and "id" in fields and fields["id"] != current.id:
             raise errors.Forbidden("An image's id cannot change.")

@@ -199,6 +199,8 @@ class APITests(APITestsMixin, TestCase):
                            ("/v1/images/%ff%fe", 400)]:
             resp, body = await self.request("GET", path)
             self.assertEqual(resp.code, code, (path, body))
+        # An empty id is no id: refused, not a 500.
+        await self.request("POST", "/v1/images", {"x-image-meta-id": ""}, expect=400)
         resp, body = await self.request("PATCH", "/v1/images")
         self.assertEqual(resp.code, 405)
         self.assertIn("GET", resp.headers.getRawHeaders("allow")[0])
