@@ -19,7 +19,7 @@ from unittest import SkipTest
 
 import attr
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseFailed
@@ -387,6 +387,27 @@ class ObservedBodyTests(SynchronousTestCase):
         inner.errback(UploadFailed(400, "went away"))
         self.failureResultOf(forClient, UploadFailed)
         self.assertEqual(observed.written, 3)
+
+
+    def test_failedBeforeStart(self):
+        """
+        A body that failed before the HTTP client started it (the client
+        went away while the connection to S3 was being made) fails the
+        Deferred the HTTP client gets: it once got None, and the failure
+        was logged as unhandled.
+        """
+
+        class Body:
+            length = 10
+
+            def startProducing(self, consumer):
+                return fail(UploadFailed(400, "went away"))
+
+        observed = _ObservedBody(Body())
+        forClient = observed.startProducing(CollectingConsumer())
+        self.assertIsInstance(forClient, Deferred)
+        self.failureResultOf(forClient, UploadFailed)
+        self.failureResultOf(observed.whenFinished(), UploadFailed)
 
 
 class ChunksBodyTests(SynchronousTestCase):

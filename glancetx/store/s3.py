@@ -303,10 +303,12 @@ class _ObservedBody:
     def startProducing(self, consumer: IConsumer) -> Deferred:
         self.started = True
         self._consumer = consumer
-        self._forClient = Deferred()
+        # Kept here too: a body that has already failed ends it (and clears
+        # the attribute) before startProducing returns.
+        forClient = self._forClient = Deferred()
         d = self._body.startProducing(self)
         d.addBoth(self._bodyDone)
-        return self._forClient
+        return forClient
 
     # IConsumer, for the body.
     def write(self, data: bytes) -> None:
