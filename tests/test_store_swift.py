@@ -11,7 +11,7 @@ import json
 import os
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -30,6 +30,7 @@ from glancetx.store.interface import (
 from glancetx.store.swift import (
     SwiftStore,
     _SegmentWriter,
+    _WatchedBody,
     makeLocation,
     parseLocation,
 )
@@ -437,6 +438,28 @@ class _FakeConsumer:
 
     def write(self, data):
         self.data.append(data)
+
+
+class WatchedBodyTests(TestCase):
+    def test_failedBeforeStart(self):
+        """
+        A body that failed before the HTTP client started it (the client
+        went away while the connection to Swift was being made) fails the
+        Deferred the HTTP client gets: it once got None, and the failure
+        was logged as unhandled.
+        """
+
+        class Body:
+            length = 10
+
+            def startProducing(self, consumer):
+                return fail(UploadFailed(400, "went away"))
+
+        watched = _WatchedBody(Body())
+        forClient = watched.startProducing(_FakeConsumer())
+        self.assertIsInstance(forClient, Deferred)
+        self.failureResultOf(forClient, UploadFailed)
+        self.assertTrue(watched.settled.called)
 
 
 class SegmentWriterTests(TestCase):

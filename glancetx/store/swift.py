@@ -302,9 +302,11 @@ class _WatchedBody:
 
     def startProducing(self, consumer) -> Deferred:
         self._consumer = consumer
-        self._done = Deferred()
+        # Kept here too: a body that has already failed ends it (and clears
+        # the attribute) before startProducing returns.
+        done = self._done = Deferred()
         self._body.startProducing(self).addBoth(self._record)
-        return self._done
+        return done
 
     # The body's consumer.
 
