@@ -251,6 +251,33 @@ def _members(sqlconn, imageId: str) -> List[MemberRecord]:
     return [MemberRecord(imageId, m, bool(c)) for m, c in sqlconn.execute(_MEMBERS, id=imageId)]
 
 
+#: Taken first by every transaction that changes an image's members: the
+#: writers of one image then queue on its row, all in one lock order,
+#: rather than racing to insert the same member or deadlocking over each
+#: other's rows.  (Updates and deletes take the same row lock with their
+#: first statement.  SQLite, one writer at a time, compiles no FOR UPDATE.)
+_LOCK_IMAGE = select([images.c.id]).where(images.c.id == bindparam("id")).with_for_update()
+
+
+def _lockImage(sqlconn, imageId: str) -> None:
+    sqlconn.execute(_LOCK_IMAGE, id=imageId).fetchall()
+
+
+#: A transaction that failed with one of these is run again from the start:
+#: MySQL's deadlock (1213) and lock wait timeout (1205), PostgreSQL's
+#: deadlock (40P01) and serialization failure (40001).  Rare with the
+#: image row lock, but a database may still pick a victim.
+TRANSACTION_ATTEMPTS = 5
+
+
+def _isTransient(error: DBAPIError) -> bool:
+    orig = error.orig
+    if getattr(orig, "pgcode", None) in ("40P01", "40001"):
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] in (1213, 1205)
+
+
 def _purgeDeletedMembers(sqlconn, imageId: str) -> None:
     sqlconn.execute(image_members.delete().where(and_(
         image_members.c.image_id == imageId,
@@ -413,6 +440,11 @@ class Registry:
         else:
             kwargs["pool_pre_ping"] = True
             kwargs["pool_recycle"] = 3600
+        if url.startswith("mysql"):
+            # As PostgreSQL does by default: each statement sees what is
+            # committed, and InnoDB takes no gap locks, which otherwise
+            # deadlock writers of neighbouring images.
+            kwargs["isolation_level"] = "READ COMMITTED"
         self._engine = sqlalchemy.create_engine(
             url, strategy=TWISTED_STRATEGY, reactor=reactor, **kwargs
         )
@@ -451,11 +483,22 @@ class Registry:
             return work(sqlconn)
 
         broken = False
+        attempt = 1
         try:
-            return await runOnConnection(conn, job)
-        except DBAPIError as e:
-            broken = bool(e.connection_invalidated)
-            raise
+            while True:
+                try:
+                    return await runOnConnection(conn, job)
+                except DBAPIError as e:
+                    broken = bool(e.connection_invalidated)
+                    if (broken or not transaction or attempt >= TRANSACTION_ATTEMPTS
+                            or not _isTransient(e)):
+                        raise
+                    # The code only: a statement's parameters may hold a
+                    # location's credentials.
+                    self.log.info("transaction rolled back by the database ({code}); "
+                                  "running it again", code=getattr(e.orig, "pgcode", None)
+                                  or getattr(e.orig, "args", ("?",))[0])
+                    attempt += 1
         finally:
             self._pool.release(conn, broken=broken)
 
@@ -689,6 +732,7 @@ class Registry:
         now = _now()
 
         def work(sqlconn):
+            _lockImage(sqlconn, imageId)
             _purgeDeletedMembers(sqlconn, imageId)
             current = {m.member: m.can_share for m in _members(sqlconn, imageId)}
             if len(members) > quota:
@@ -717,6 +761,7 @@ class Registry:
         now = _now()
 
         def work(sqlconn):
+            _lockImage(sqlconn, imageId)
             _purgeDeletedMembers(sqlconn, imageId)
             current = {m.member: m.can_share for m in _members(sqlconn, imageId)}
             if member in current:
@@ -739,6 +784,7 @@ class Registry:
     @fromCoroutine
     async def deleteMember(self, imageId: str, member: str) -> None:
         def work(sqlconn):
+            _lockImage(sqlconn, imageId)
             result = sqlconn.execute(image_members.delete().where(and_(
                 image_members.c.image_id == imageId,
                 image_members.c.member == member,
