@@ -14,6 +14,7 @@ import uuid
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import attr
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from glancetx import errors
@@ -106,6 +107,9 @@ class ImageService:
     background: List = attr.ib(factory=list)
     #: Upload memory: how far the hasher may fall behind (see budget.py).
     budget: SharedBudget = attr.ib(factory=lambda: SharedBudget(total=0))
+    #: The sources of the uploads under way, so that shutdown can end them.
+    _uploading: Dict[int, Any] = attr.ib(factory=dict, init=False)
+    _stopping: bool = attr.ib(default=False, init=False)
 
     # -- access -----------------------------------------------------------
 
@@ -433,6 +437,37 @@ class ImageService:
         Move an image from queued to active with the bytes C{source}
         produces, or leave it killed with nothing stored.
         """
+        if self._stopping:
+            raise errors.Unavailable("The server is shutting down.")
+        token = id(source)
+        self._uploading[token] = source
+        try:
+            return await self._storeFrom(image, source, store)
+        finally:
+            self._uploading.pop(token, None)
+
+    async def stopUploads(self, grace: float = 30.0) -> None:
+        """
+        The server is stopping: refuse new uploads, end those under way
+        (a client's upload loses its connection), and wait, at most
+        C{grace} seconds, until each has killed its image and removed its
+        partial bytes.  The registry and the stores still run meanwhile;
+        an upload cut off by the process exiting would stay C{saving}
+        with its bytes left behind.
+        """
+        self._stopping = True
+        for source in list(self._uploading.values()):
+            abort = getattr(source, "abort", None)
+            if abort is not None:
+                abort()
+        deadline = self.reactor.seconds() + grace
+        while self._uploading and self.reactor.seconds() < deadline:
+            await deferLater(self.reactor, 0.05, lambda: None)
+        if self._uploading:
+            self.log.warn("{count} uploads still under way at shutdown",
+                          count=len(self._uploading))
+
+    async def _storeFrom(self, image: ImageRecord, source, store) -> ImageRecord:
         try:
             await self.registry.update(image.id, {"status": "saving"}, expectStatus=["queued"])
         except reg.Conflict:

@@ -12,6 +12,7 @@ from typing import Optional
 
 from twisted.application import service
 from twisted.application.internet import TimerService
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.threadpool import ThreadPool
 from twisted.web import server
 from twisted.logger import Logger
@@ -54,6 +55,41 @@ def _logFailure(f):
     def run():
         return f().addErrback(lambda failure: log.failure("periodic task failed", failure))
     return run
+
+
+class StopInOrder(service.MultiService):
+    """
+    Children stop one after another, the last added first, each once the
+    one before it has finished: the listening port closes, then uploads
+    under way are ended and cleaned up while the registry and the thread
+    pools, added earlier, still run.  (MultiService stops all its children
+    at once.)
+    """
+
+    def stopService(self):
+        service.Service.stopService(self)
+        return Deferred.fromCoroutine(self._stopAll())
+
+    async def _stopAll(self) -> None:
+        for child in reversed(list(self)):
+            try:
+                await maybeDeferred(child.stopService)
+            except Exception:
+                log.failure("stopping {service}", service=child)
+
+
+class UploadsService(service.Service):
+    """
+    At shutdown, ends the uploads under way and waits for their images to
+    be killed and their partial bytes removed (L{ImageService.stopUploads}).
+    """
+
+    def __init__(self, images) -> None:
+        self.images = images
+
+    def stopService(self):
+        super().stopService()
+        return Deferred.fromCoroutine(self.images.stopUploads())
 
 
 class RegistryService(service.Service):
@@ -232,7 +268,7 @@ def buildService(config: Config, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
     tuneMalloc()
-    top = service.MultiService()
+    top = StopInOrder()
     diskPool = ThreadPool(1, config.disk_threads, name="glancetx-disk")
     ThreadPoolService(diskPool).setServiceParent(top)
     cpuPool = ThreadPool(1, 2, name="glancetx-cpu")
@@ -263,6 +299,7 @@ def buildService(config: Config, reactor=None):
     if config.access_log:
         os.makedirs(os.path.dirname(config.access_log), exist_ok=True)
     site = GlanceSite(api, reactor, config.access_log)
+    UploadsService(images).setServiceParent(top)
     listeningService(config.port, site, reactor).setServiceParent(top)
     top.api = api
     return top

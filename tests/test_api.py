@@ -27,10 +27,10 @@ RAW = {"x-image-meta-disk_format": "raw", "x-image-meta-container_format": "bare
 class APITestsMixin:
     options: dict = {}
 
-    async def server(self, env=None, **options):
+    async def server(self, env=None, dataDir=None, **options):
         opts = dict(self.options)
         opts.update(options)
-        self.glance = await GlanceServer(self, opts, env=env).start()
+        self.glance = await GlanceServer(self, opts, env=env, dataDir=dataDir).start()
         return self.glance
 
     def http(self):
@@ -378,6 +378,37 @@ class APITests(APITestsMixin, TestCase):
         self.assertNotIn("Traceback", self.glance.log())
 
     @async_test
+    async def test_shutdownMidUploadKills(self):
+        """
+        A server told to stop (SIGTERM) while an upload streams in drops
+        that upload's connection, marks the image killed and removes its
+        partial bytes before it exits: nothing is left in C{saving}.
+        """
+        await self.server()
+        from twisted.internet.protocol import ClientCreator, Protocol
+        from twisted.internet.task import deferLater
+        proto = await ClientCreator(reactor, Protocol).connectTCP("127.0.0.1", self.glance.port)
+        proto.transport.write(
+            b"POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n"
+            b"Content-Type: application/octet-stream\r\nx-image-meta-name: cut\r\n"
+            b"x-image-meta-disk_format: raw\r\nx-image-meta-container_format: bare\r\n\r\n"
+            + b"z" * 100000)
+        for _ in range(200):
+            resp, body = await self.request("GET", "/v1/images/detail?name=cut", expect=200)
+            images = json.loads(body)["images"]
+            if images and images[0]["status"] == "saving":
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(images[0]["status"], "saving", self.glance.log())
+        await self.glance.stop()
+        # Started again on the same database: the image was killed.
+        await self.server(dataDir=self.glance.dataDir)
+        resp, body = await self.request("HEAD", "/v1/images/" + images[0]["id"], expect=200)
+        self.assertEqual(self.header(resp, "x-image-meta-status"), "killed")
+        self.assertEqual(os.listdir(os.path.join(self.glance.dataDir, "images")), [])
+        proto.transport.loseConnection()
+
+    @async_test
     async def test_clientGoneMidUploadKills(self):
         """
         A client that disconnects part way leaves a killed image and no
@@ -425,7 +456,10 @@ class SharedDatabaseMixin:
 
     async def server(self, **options):
         from twisted.internet.utils import getProcessOutputAndValue
-        url = self.databaseURL()
+        # One database per test, however many servers the test starts.
+        if not hasattr(self, "_databaseURL"):
+            self._databaseURL = self.databaseURL()
+        url = self._databaseURL
         conf = os.path.abspath(self.mktemp())
         with open(conf, "w") as f:
             f.write("[DEFAULT]\nsql_connection = %s\n" % (url,))

@@ -236,6 +236,24 @@ class StreamingRequestTests(SynchronousTestCase):
         [failure] = self.service.failures
         self.assertIsInstance(failure.value, UploadFailed)
 
+    def test_abortDropsTheClient(self):
+        """
+        The server ending an upload (it is shutting down) drops the
+        client's connection, and the body fails saying why.
+        """
+        consumer = RecordingConsumer()
+        channel = self.connect(consumer)
+        channel.dataReceived(HEAD + b"Content-Length: 100\r\n\r\n" + b"a" * 10)
+        self.clock.advance(0)
+        body = self.successResultOf(self.service.started)
+        body.abort()
+        self.assertTrue(self.transport.disconnecting)
+        from twisted.internet.error import ConnectionAborted
+        from twisted.python.failure import Failure
+        channel.connectionLost(Failure(ConnectionAborted()))
+        [failure] = self.service.failures
+        self.assertEqual(failure.value.message, "the server is shutting down")
+
     def test_smallBodiesAreCapped(self):
         channel = self.connect(RecordingConsumer())
         channel.dataReceived(

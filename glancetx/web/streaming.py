@@ -128,7 +128,21 @@ class RequestBody:
 
     def connectionLost(self) -> None:
         if not self._ended:
-            self._fail(UploadFailed(400, "the client went away before the upload finished"))
+            self._fail(UploadFailed(400, self._abortedBecause
+                                    or "the client went away before the upload finished"))
+
+    _abortedBecause: Optional[str] = None
+
+    def abort(self, why: str = "the server is shutting down") -> None:
+        """
+        End this upload from the server's side: the client's connection is
+        dropped, and the body fails as when a client goes away.
+        """
+        if self._ended or self._stopped:
+            return
+        self._abortedBecause = why
+        abort = getattr(self._transport, "abortConnection", None)
+        (abort or self._transport.loseConnection)()
 
     # -- IBodyProducer / IPushProducer -------------------------------------
 
