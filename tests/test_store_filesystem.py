@@ -39,6 +39,22 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
         store.prepare()
         self.assertEqual(self.leftovers(), [])
 
+    def test_prepareSparesPartsBeingWritten(self):
+        """
+        Processes sharing one image directory (NFS) each sweep it when they
+        start: a part file another process is still writing (it holds a
+        lock on it) is left alone, and one whose writer died is removed.
+        """
+        from glancetx.store.appendfile import AppendFile
+        store = self.makeStore()
+        live = os.path.join(self.dir, "live.part-1")
+        writing = AppendFile.create(live, direct=False)
+        self.addCleanup(writing.close)
+        with open(os.path.join(self.dir, "dead.part-2"), "w") as f:
+            f.write("x")
+        store.prepare()
+        self.assertEqual(self.leftovers(), ["live.part-1"])
+
     async def _addHolding(self, budget, body):
         """
         Add C{body} and report how many held the budget while it was written.

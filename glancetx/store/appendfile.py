@@ -167,13 +167,17 @@ class AppendFile:
         when C{direct} is asked for and the filesystem takes it.
         """
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        file = None
         if direct and _O_DIRECT:
             try:
-                return cls(os.open(path, flags | _O_DIRECT, 0o640), True, staging)
+                file = cls(os.open(path, flags | _O_DIRECT, 0o640), True, staging)
             except OSError as e:
                 if e.errno != errno.EINVAL:
                     raise
-        return cls(os.open(path, flags, 0o640), False, staging)
+        if file is None:
+            file = cls(os.open(path, flags, 0o640), False, staging)
+        _claim(file.fd)
+        return file
 
     def append(self, chunks: Sequence[bytes]) -> None:
         """
@@ -191,15 +195,22 @@ class AppendFile:
                 self._stopDirect()
         self._appendBuffered(chunks)
 
+    def sync(self) -> None:
+        """
+        Write what is left and make the whole file durable; the file stays
+        open (and claimed) until L{close}.
+        """
+        if self._carry:
+            self._stopDirect()
+            self._appendBuffered([])
+        os.fsync(self.fd)
+
     def commit(self) -> None:
         """
-        Write what is left and make the whole file durable, then close it.
+        L{sync}, then close.
         """
         try:
-            if self._carry:
-                self._stopDirect()
-                self._appendBuffered([])
-            os.fsync(self.fd)
+            self.sync()
         finally:
             self.close()
 
@@ -271,6 +282,44 @@ def _writeChunks(fd: int, chunks: List[bytes]) -> int:
                 views[first] = views[first][written:]
                 written = 0
     return total
+
+
+def _claim(fd: int) -> None:
+    """
+    Hold an exclusive lock on a file being written, for as long as it is
+    open: a process that sweeps the directory for the leftovers of a dead
+    one (L{removeIfAbandoned}) then knows this file is not one.  Locks go
+    with the descriptor, so a process that dies releases its own.  Where
+    the filesystem has no locks, nothing is held.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+
+
+def removeIfAbandoned(path: str) -> bool:
+    """
+    Remove a partly written file unless its writer is still alive (holds
+    its lock, see L{_claim}).  Whether it was removed.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        except OSError as e:
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+        os.unlink(path)
+        return True
+    finally:
+        os.close(fd)
 
 
 def discard(file: Optional[AppendFile], path: str) -> None:

@@ -25,7 +25,7 @@ from zope.interface import implementer
 from glancetx.asyncutil import firstOf, fromCoroutine
 from glancetx.budget import BudgetShare, SharedBudget, fixedShare
 from glancetx.drain import Drain
-from glancetx.store.appendfile import AppendFile, discard
+from glancetx.store.appendfile import AppendFile, discard, removeIfAbandoned
 from glancetx.store.interface import (
     BadLocation,
     IStore,
@@ -238,7 +238,8 @@ class FilesystemStore:
         os.makedirs(self.directory, exist_ok=True)
         for entry in os.listdir(self.directory):
             if ".part-" in entry:
-                os.unlink(os.path.join(self.directory, entry))
+                # Not one another process sharing the directory still writes.
+                removeIfAbandoned(os.path.join(self.directory, entry))
 
     @fromCoroutine
     async def add(self, image_id: str, body) -> StoredImage:
@@ -293,8 +294,11 @@ def _commit(file: AppendFile, temp: str, final: str) -> None:
     """
     Make the written file durable, then give it its real name.
     """
-    file.commit()
+    # Renamed while still open and claimed, so that no other process's
+    # sweep can take it for a dead one's leftover in between.
+    file.sync()
     os.rename(temp, final)
+    file.close()
     dirfd = os.open(os.path.dirname(final), os.O_RDONLY)
     try:
         os.fsync(dirfd)
