@@ -556,6 +556,9 @@ class ImageService:
         except errors.APIError as e:
             self.log.info("copy-from for {image_id} failed: {error}",
                           image_id=image.id, error=e.message)
+            if self._stopping:
+                # Refused before it began: no one else will copy it.
+                await self._kill(image.id, "the server stopped before the copy began")
         except Exception:
             self.log.failure("copy-from for {image_id} failed", image_id=image.id)
 

@@ -715,6 +715,48 @@ class HTTPSourceTests(APITestsMixin, TestCase):
                           expect=400)
 
 
+    @async_test
+    async def test_copyCutByShutdownKills(self):
+        """
+        A server told to stop while a copy-from streams in ends the copy,
+        kills the image and removes its partial bytes before it exits.
+        """
+        from twisted.web.server import NOT_DONE_YET
+
+        class Stalling(Resource):
+            # Promises 10 MiB, sends 100 KB, then nothing more.
+            isLeaf = True
+
+            def render_HEAD(self, request):
+                request.setHeader(b"content-length", b"%d" % (10 * MiB,))
+                return b""
+
+            def render_GET(self, request):
+                request.setHeader(b"content-length", b"%d" % (10 * MiB,))
+                request.write(b"s" * 100000)
+                return NOT_DONE_YET
+
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            Site(Stalling()))
+        self.addCleanup(port.stopListening)
+        url = "http://127.0.0.1:%d/img" % (port.getHost().port,)
+        await self.server(copy_from_allowed_networks="127.0.0.0/8")
+        image = await self.create(headers=dict(RAW, **{"x-glance-api-copy-from": url}))
+        for _ in range(200):
+            resp, _ = await self.request("HEAD", "/v1/images/" + image["id"], expect=200)
+            if self.header(resp, "x-image-meta-status") == "saving":
+                break
+            await sleep(0.05)
+        self.assertEqual(self.header(resp, "x-image-meta-status"), "saving")
+        await self.glance.stop()
+        self.assertIn("the server is shutting down", self.glance.log())
+        await self.server(dataDir=self.glance.dataDir,
+                          copy_from_allowed_networks="127.0.0.0/8")
+        resp, _ = await self.request("HEAD", "/v1/images/" + image["id"], expect=200)
+        self.assertEqual(self.header(resp, "x-image-meta-status"), "killed")
+        self.assertEqual(os.listdir(os.path.join(self.glance.dataDir, "images")), [])
+
+
 class HTTPSSourceTests(APITestsMixin, TestCase):
     """
     copy-from an https origin whose certificate a test CA signed: the

@@ -488,6 +488,23 @@ class ResponseBodyTests(SynchronousTestCase):
         self.assertEqual(self.consumer.value(), b"")
         self.assertEqual(self.response.transport.producerState, "stopped")
 
+    def test_abort(self):
+        """
+        A copy the server ends (it is shutting down) closes the origin's
+        connection and fails, so the image is killed before the process
+        exits.
+        """
+        d = self.body.startProducing(self.consumer)
+        self.response.protocol.dataReceived(b"01234")
+        self.body.abort()
+        f = self.failureResultOf(d, StoreUnavailable)
+        self.assertEqual(str(f.value), "http://x/y: the server is shutting down")
+        self.assertEqual(self.response.transport.producerState, "stopped")
+
+    def test_abortBeforeStart(self):
+        self.body.abort()
+        self.failureResultOf(self.body.startProducing(self.consumer), StoreUnavailable)
+
     def test_backpressure(self):
         d = self.body.startProducing(self.consumer)
         self.assertEqual(self.response.transport.producerState, "producing")

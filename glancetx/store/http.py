@@ -206,6 +206,8 @@ class _ResponseBody:
         self._timer = None
 
     def startProducing(self, consumer) -> Deferred:
+        if self._aborted is not None:
+            return fail(self._aborted)
         self._consumer = consumer
         self._started = True
         done = self._done = Deferred()
@@ -290,6 +292,22 @@ class _ResponseBody:
             done.callback(None)
         else:
             done.errback(result)
+
+    _aborted: Optional[Failure] = None
+
+    def abort(self, why: str = "the server is shutting down") -> None:
+        """
+        End this download from the server's side: the origin's connection
+        is closed and the body fails (now, or when it is started).
+        """
+        if self._finished:
+            return
+        error = StoreUnavailable("%s: %s" % (self._what, why))
+        if not self._started:
+            self.stopProducing()
+            self._aborted = Failure(error)
+            return
+        self._fail(error)
 
     # IPushProducer, for the consumer.
 
