@@ -5,7 +5,7 @@ way, the way a client's upload would arrive.
 
 from typing import Optional
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
@@ -130,3 +130,15 @@ def readAll(reactor, producer) -> Deferred:
     d = producer.startProducing(consumer)
     d.addCallback(lambda _: consumer.value())
     return d
+
+
+class FailedBody:
+    """
+    A body whose client went away before anyone started it: its
+    C{startProducing} fails at once.
+    """
+
+    length = 10
+
+    def startProducing(self, consumer) -> Deferred:
+        return fail(UploadFailed(400, "went away"))

@@ -64,6 +64,20 @@ class APITestsMixin:
         resp, body = await self.request("POST", "/v1/images", h, data, expect)
         return json.loads(body)["image"] if resp.code == 201 else (resp, body)
 
+    async def startUpload(self, name: bytes):
+        """
+        A raw connection that starts a 10 MB upload of an image called
+        C{name}, sends 100 KB of it and goes quiet.
+        """
+        from twisted.internet.protocol import ClientCreator, Protocol
+        proto = await ClientCreator(reactor, Protocol).connectTCP("127.0.0.1", self.glance.port)
+        proto.transport.write(
+            b"POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n"
+            b"Content-Type: application/octet-stream\r\nx-image-meta-name: " + name + b"\r\n"
+            b"x-image-meta-disk_format: raw\r\nx-image-meta-container_format: bare\r\n\r\n"
+            + b"z" * 100000)
+        return proto
+
     def header(self, resp, name):
         values = resp.headers.getRawHeaders(name)
         return values[0] if values else None
@@ -385,14 +399,8 @@ class APITests(APITestsMixin, TestCase):
         partial bytes before it exits: nothing is left in C{saving}.
         """
         await self.server()
-        from twisted.internet.protocol import ClientCreator, Protocol
         from twisted.internet.task import deferLater
-        proto = await ClientCreator(reactor, Protocol).connectTCP("127.0.0.1", self.glance.port)
-        proto.transport.write(
-            b"POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n"
-            b"Content-Type: application/octet-stream\r\nx-image-meta-name: cut\r\n"
-            b"x-image-meta-disk_format: raw\r\nx-image-meta-container_format: bare\r\n\r\n"
-            + b"z" * 100000)
+        proto = await self.startUpload(b"cut")
         for _ in range(200):
             resp, body = await self.request("GET", "/v1/images/detail?name=cut", expect=200)
             images = json.loads(body)["images"]
@@ -415,14 +423,8 @@ class APITests(APITestsMixin, TestCase):
         bytes on disk.
         """
         await self.server()
-        from twisted.internet.protocol import ClientCreator, Protocol
         from twisted.internet.task import deferLater
-        proto = await ClientCreator(reactor, Protocol).connectTCP("127.0.0.1", self.glance.port)
-        proto.transport.write(
-            b"POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n"
-            b"Content-Type: application/octet-stream\r\nx-image-meta-name: gone\r\n"
-            b"x-image-meta-disk_format: raw\r\nx-image-meta-container_format: bare\r\n\r\n"
-            + b"z" * 100000)
+        proto = await self.startUpload(b"gone")
         async def statusOfGone():
             resp, body = await self.request("GET", "/v1/images/detail?name=gone", expect=200)
             images = json.loads(body)["images"]

@@ -19,7 +19,7 @@ from unittest import SkipTest
 
 import attr
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseFailed
@@ -45,7 +45,7 @@ from glancetx.store.s3 import (
     _signedHeaders,
     parseLocation,
 )
-from tests.bodies import BytesBody, CollectingConsumer, RecordingProducer, readAll
+from tests.bodies import BytesBody, CollectingConsumer, FailedBody, RecordingProducer, readAll
 from tests.store_contract import StoreContractMixin
 
 SECRET = "se/cr+et:with@odd=chars"
@@ -396,14 +396,7 @@ class ObservedBodyTests(SynchronousTestCase):
         Deferred the HTTP client gets: it once got None, and the failure
         was logged as unhandled.
         """
-
-        class Body:
-            length = 10
-
-            def startProducing(self, consumer):
-                return fail(UploadFailed(400, "went away"))
-
-        observed = _ObservedBody(Body())
+        observed = _ObservedBody(FailedBody())
         forClient = observed.startProducing(CollectingConsumer())
         self.assertIsInstance(forClient, Deferred)
         self.failureResultOf(forClient, UploadFailed)

@@ -11,7 +11,7 @@ import json
 import os
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -34,7 +34,7 @@ from glancetx.store.swift import (
     makeLocation,
     parseLocation,
 )
-from tests.bodies import BytesBody, readAll
+from tests.bodies import BytesBody, FailedBody, readAll
 from tests.store_contract import StoreContractMixin
 
 USER = "test:tester"
@@ -448,14 +448,7 @@ class WatchedBodyTests(TestCase):
         Deferred the HTTP client gets: it once got None, and the failure
         was logged as unhandled.
         """
-
-        class Body:
-            length = 10
-
-            def startProducing(self, consumer):
-                return fail(UploadFailed(400, "went away"))
-
-        watched = _WatchedBody(Body())
+        watched = _WatchedBody(FailedBody())
         forClient = watched.startProducing(_FakeConsumer())
         self.assertIsInstance(forClient, Deferred)
         self.failureResultOf(forClient, UploadFailed)

@@ -168,13 +168,20 @@ class StreamingRequestTests(SynchronousTestCase):
         self.assertEqual(consumer.received(), b"hello world")
         self.assertIn(b"201 Created", self.transport.value())
 
-    def test_storePushBackPausesSocket(self):
+    def pushedBack(self):
+        """
+        An upload whose store paused it after its first 1000 bytes.
+        """
         consumer = RecordingConsumer(pauseAfter=1)
         channel = self.connect(consumer)
         channel.dataReceived(HEAD + b"Content-Length: 20000000\r\n\r\n" + b"x" * 1000)
         self.clock.advance(0)
         body = self.successResultOf(self.service.started)
         self.assertEqual(self.transport.producerState, "paused")
+        return consumer, channel, body
+
+    def test_storePushBackPausesSocket(self):
+        consumer, channel, body = self.pushedBack()
         # The channel may resume its transport by itself (its send buffer
         # drained); bytes past the high mark pause it again.
         self.transport.producerState = "producing"
@@ -191,12 +198,7 @@ class StreamingRequestTests(SynchronousTestCase):
         the connection's idle timeout waits; it runs again from the resume,
         and still closes a client that stops sending by itself.
         """
-        consumer = RecordingConsumer(pauseAfter=1)
-        channel = self.connect(consumer)
-        channel.dataReceived(HEAD + b"Content-Length: 20000000\r\n\r\n" + b"x" * 1000)
-        self.clock.advance(0)
-        body = self.successResultOf(self.service.started)
-        self.assertEqual(self.transport.producerState, "paused")
+        consumer, channel, body = self.pushedBack()
         self.clock.advance(channel.timeOut * 10)
         self.assertFalse(self.transport.disconnecting)
         body.resumeProducing()
