@@ -388,7 +388,6 @@ class ObservedBodyTests(SynchronousTestCase):
         self.failureResultOf(forClient, UploadFailed)
         self.assertEqual(observed.written, 3)
 
-
     def test_failedBeforeStart(self):
         """
         A body that failed before the HTTP client started it (the client
