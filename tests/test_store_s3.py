@@ -280,6 +280,23 @@ class ReaderTests(SynchronousTestCase):
         self.assertEqual(response.transport.calls, ["stop"])
 
 
+    def test_abort(self):
+        """
+        A copy-from the server ends at shutdown closes S3's connection and
+        fails, started or not.
+        """
+        response = FakeResponse(6)
+        reader = _S3Reader(response, 6)
+        d = reader.startProducing(CollectingConsumer())
+        response.protocol.dataReceived(b"abc")
+        reader.abort()
+        self.failureResultOf(d, StoreUnavailable)
+        self.assertEqual(response.transport.calls, ["stop"])
+        unstarted = _S3Reader(FakeResponse(6), 6)
+        unstarted.abort()
+        self.failureResultOf(unstarted.startProducing(CollectingConsumer()), StoreUnavailable)
+
+
 class FakeMultipartStore:
     """
     Stands in for the S3 calls a L{_PartWriter} makes; each part waits for

@@ -24,11 +24,13 @@ from glancetx.store.interface import (
     BadLocation,
     LocationNotFound,
     StoreError,
+    StoreUnavailable,
     UploadFailed,
     redact,
 )
 from glancetx.store.swift import (
     SwiftStore,
+    _Download,
     _SegmentWriter,
     _WatchedBody,
     makeLocation,
@@ -453,6 +455,27 @@ class WatchedBodyTests(TestCase):
         self.assertIsInstance(forClient, Deferred)
         self.failureResultOf(forClient, UploadFailed)
         self.assertTrue(watched.settled.called)
+
+
+class DownloadTests(TestCase):
+    def test_abort(self):
+        """
+        A copy-from the server ends at shutdown closes Swift's connection
+        and fails, started or not.
+        """
+        from twisted.internet.testing import StringTransport
+        download = _Download(6)
+        transport = StringTransport()
+        download.makeConnection(transport)
+        d = download.startProducing(_FakeConsumer())
+        download.dataReceived(b"abc")
+        download.abort()
+        self.failureResultOf(d, StoreUnavailable)
+        self.assertEqual(transport.producerState, "stopped")
+        unstarted = _Download(6)
+        unstarted.makeConnection(StringTransport())
+        unstarted.abort()
+        self.failureResultOf(unstarted.startProducing(_FakeConsumer()), StoreUnavailable)
 
 
 class SegmentWriterTests(TestCase):

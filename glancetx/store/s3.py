@@ -38,7 +38,7 @@ import attr
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -626,6 +626,8 @@ class _S3Reader:
         self._started = False
 
     def startProducing(self, consumer: IConsumer) -> Deferred:
+        if self._aborted is not None:
+            return fail(self._aborted)
         self._consumer = consumer
         self._started = True
         done = self._done = Deferred()
@@ -673,6 +675,21 @@ class _S3Reader:
             # Never read: drop the connection rather than leave it waiting.
             self._started = True
             self._response.deliverBody(_Discard())
+
+    _aborted: Optional[Failure] = None
+
+    def abort(self, why: str = "the server is shutting down") -> None:
+        """
+        End this read from the server's side (a copy-from at shutdown):
+        the connection is closed and the body fails, now or when started.
+        """
+        failure = Failure(StoreUnavailable("S3 read ended: %s" % (why,)))
+        started, done = self._started, self._done
+        self.stopProducing()
+        if not started:
+            self._aborted = failure
+        elif done is not None:
+            done.errback(failure)
 
 
 class _ReaderProtocol(Protocol):

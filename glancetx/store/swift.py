@@ -739,6 +739,8 @@ class _Download(Protocol):
     # IBodyProducer
 
     def startProducing(self, consumer) -> Deferred:
+        if self._aborted is not None:
+            return fail(self._aborted)
         self._consumer = consumer
         done = self._done = Deferred()
         buffered, self._buffer = self._buffer, []
@@ -775,6 +777,21 @@ class _Download(Protocol):
         self._buffer = []
         if not self._ended:
             self.transport.stopProducing()
+
+    _aborted: Optional[Failure] = None
+
+    def abort(self, why: str = "the server is shutting down") -> None:
+        """
+        End this read from the server's side (a copy-from at shutdown):
+        the connection is closed and the body fails, now or when started.
+        """
+        failure = Failure(StoreUnavailable("Swift read ended: %s" % (why,)))
+        started, done = self._consumer is not None, self._done
+        self.stopProducing()
+        if not started:
+            self._aborted = failure
+        elif done is not None:
+            done.errback(failure)
 
 
 # --- The store ------------------------------------------------------------
