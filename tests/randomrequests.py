@@ -254,6 +254,8 @@ def seed(port: int, maker: RequestMaker) -> None:
     for ids, body in [(maker.images, b"abc")] * 5 + [(maker.queued, b"")] * 40:
         answer = exchange(port, head.encode() + b"content-length: %d\r\n\r\n" % (len(body),)
                           + body, False)
+        if not answer.startswith(b"HTTP/1.1 201 "):
+            raise AssertionError("seeding an image was answered %r" % (answer[:500],))
         ids.append(json.loads(answer.partition(b"\r\n\r\n")[2])["image"]["id"])
 
 

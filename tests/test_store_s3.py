@@ -389,6 +389,54 @@ class ObservedBodyTests(SynchronousTestCase):
         self.successResultOf(forClient)
         self.failureResultOf(observed.whenFinished(), UploadFailed)
 
+    def test_stoppedAfterEveryByte(self):
+        """
+        S3 may answer before the body has vouched for its bytes (the MD5 is
+        still running); the HTTP client then drops the connection and
+        stops its producer.  The body is not stopped with it: it still
+        settles, and C{whenFinished} fires.  It once never did, and the
+        upload hung.
+        """
+        inner = Deferred()
+        stopped = []
+
+        class Body:
+            length = 3
+
+            def startProducing(self, consumer):
+                consumer.write(b"abc")
+                return inner
+
+            def stopProducing(self):
+                stopped.append(True)
+
+        observed = _ObservedBody(Body())
+        observed.startProducing(CollectingConsumer())
+        observed.stopProducing()
+        self.assertEqual(stopped, [])
+        finished = observed.whenFinished()
+        self.assertNoResult(finished)
+        inner.callback(None)
+        self.successResultOf(finished)
+
+    def test_stoppedShort(self):
+        stopped = []
+
+        class Body:
+            length = 10
+
+            def startProducing(self, consumer):
+                consumer.write(b"abc")
+                return Deferred()
+
+            def stopProducing(self):
+                stopped.append(True)
+
+        observed = _ObservedBody(Body())
+        observed.startProducing(CollectingConsumer())
+        observed.stopProducing()
+        self.assertEqual(stopped, [True])
+
     def test_earlyFailure(self):
         inner = Deferred()
 

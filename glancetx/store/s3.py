@@ -358,8 +358,15 @@ class _ObservedBody:
         self._body.resumeProducing()
 
     def stopProducing(self) -> None:
+        """
+        The HTTP client is done with the body: it gave up the request, or
+        dropped the connection because S3 answered before the body had
+        vouched for its bytes (a checksum still being computed).  In that
+        second case every byte is out, and the body must still settle:
+        C{add} waits on L{whenFinished} before it keeps the object.
+        """
         self._forClient = None
-        if not self.finished:
+        if not self.finished and self.written < self.length:
             self._body.stopProducing()
 
 
