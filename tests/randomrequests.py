@@ -13,7 +13,7 @@ The trial tests (tests/test_random_requests.py) run a few hundred; for a
 long run against a server of your own:
 
     .venv/bin/python -m tests.randomrequests --requests 5000 --seed 7 \\
-        [--keystone] [--data-dir DIR] PORT
+        [--keystone] [--data-dir DIR] [--clients N] PORT[,PORT...]
 """
 
 import argparse
@@ -25,6 +25,7 @@ import random
 import re
 import socket
 import sqlite3
+import threading
 import time
 from collections import Counter
 from typing import List, Optional, Tuple
@@ -265,16 +266,46 @@ def run(port: int, seedValue: int, count: int, identity: bool = False
     Seed the server, send C{count} random requests; the status counts and
     the problems found.
     """
-    maker = RequestMaker(seedValue, identity)
-    seed(port, maker)
+    return runMany([port], seedValue, count, 1, identity)
+
+
+def runMany(ports: List[int], seedValue: int, count: int, clients: int,
+            identity: bool = False) -> Tuple[Counter, List[str]]:
+    """
+    The same from C{clients} threads at once, each sending C{count}
+    requests, each request to one of C{ports} (servers that share a
+    database and a store) at random.  Each client seeds images of its own,
+    and also reaches the first client's.
+    """
+    first = RequestMaker(seedValue, identity)
+    seed(ports[0], first)
     counts: Counter = Counter()
     found: List[str] = []
-    for _ in range(count):
-        raw, short = maker.next()
-        answer = exchange(port, raw, short)
-        m = _STATUS.match(answer)
-        counts[m.group(1).decode() if m else "none"] += 1
-        found += problems(raw, answer, short)
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        maker = first
+        if n:
+            # Images of its own to upload to, and the first client's too.
+            maker = RequestMaker(seedValue * 1000 + n, identity)
+            seed(ports[n % len(ports)], maker)
+            maker.images += first.images
+            maker.queued += first.queued
+        for _ in range(count):
+            raw, short = maker.next()
+            port = ports[0] if len(ports) == 1 else maker.r.choice(ports)
+            answer = exchange(port, raw, short)
+            m = _STATUS.match(answer)
+            wrong = problems(raw, answer, short)
+            with lock:
+                counts[m.group(1).decode() if m else "none"] += 1
+                found.extend(wrong)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     return counts, found
 
 
@@ -317,14 +348,16 @@ def storeProblems(dataDir: str) -> List[str]:
 def main(argv: Optional[List[str]] = None) -> None:
     p = argparse.ArgumentParser(prog="python -m tests.randomrequests", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("port", type=int)
-    p.add_argument("--requests", type=int, default=2000)
+    p.add_argument("port", help="a port, or several sharing a database and a store: 9292,9293")
+    p.add_argument("--requests", type=int, default=2000, help="per client")
+    p.add_argument("--clients", type=int, default=1, help="parallel clients")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keystone", action="store_true",
                    help="send identity headers (for auth_strategy = keystone)")
     p.add_argument("--data-dir", help="check the store afterwards (SQLite + file store only)")
     args = p.parse_args(argv)
-    counts, found = run(args.port, args.seed, args.requests, args.keystone)
+    ports = [int(p) for p in args.port.split(",")]
+    counts, found = runMany(ports, args.seed, args.requests, args.clients, args.keystone)
     print("answers:", dict(sorted(counts.items())))
     if args.data_dir:
         found += storeProblems(args.data_dir)
