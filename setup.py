@@ -24,6 +24,8 @@ setup(
         "zope.interface>=5",
         "botocore>=1.31",
         "PyYAML>=6",
+        # notifications on RabbitMQ (amqpnotifier.py), through its Twisted adapter
+        "pika>=1.3,<2",
     ],
     extras_require={
         "postgresql": ["psycopg2-binary>=2.9"],

@@ -102,8 +102,21 @@ _PASSED_ON: FrozenSet[str] = frozenset("""
     swift_store_project_domain_name swift_store_user_domain_name
     swift_store_region swift_store_endpoint_type swift_store_service_type
     swift_store_auth_insecure
-    notification_driver
+    notification_driver notification_transport_url notification_topics
+    transport_url control_exchange amqp_durable_queues
 """.split())
+
+#: Sections of oslo.messaging's options, and the names their options take
+#: here.  [oslo_messaging_notifications] is read whole, so a typo in it
+#: stops the start; of [oslo_messaging_rabbit]'s many tuning options only
+#: this one changes what is declared on the broker.
+_SECTIONS: Dict[str, Dict[str, str]] = {
+    "oslo_messaging_notifications": {"driver": "notification_driver",
+                                     "transport_url": "notification_transport_url",
+                                     "topics": "notification_topics"},
+    "oslo_messaging_rabbit": {"amqp_durable_queues": "amqp_durable_queues"},
+}
+_STRICT_SECTIONS = ("oslo_messaging_notifications",)
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
@@ -136,7 +149,8 @@ class Config:
 
 def readINI(path: str) -> Dict[str, str]:
     """
-    The options in C{[DEFAULT]} and C{[glance_store]} of an INI file.
+    The options in C{[DEFAULT]} and C{[glance_store]} of an INI file, and
+    the notification options of oslo.messaging's sections (L{_SECTIONS}).
     Other sections (Glance's paste and keystone sections) are ignored.
     """
     parser = configparser.ConfigParser(interpolation=None)
@@ -149,9 +163,21 @@ def readINI(path: str) -> Dict[str, str]:
         raise ConfigError("--config: %s is not a valid INI file: %s"
                           % (path, str(e).splitlines()[0]))
     options = dict(parser.defaults())
+    defaults = dict(options)
     if parser.has_section("glance_store"):
         for key in parser.options("glance_store"):
             options[key] = parser.get("glance_store", key)
+    for section, names in _SECTIONS.items():
+        if not parser.has_section(section):
+            continue
+        for key in parser.options(section):
+            value = parser.get(section, key)
+            if defaults.get(key) == value:
+                continue  # [DEFAULT]'s, which every section shows
+            if key in names:
+                options[names[key]] = value
+            elif section in _STRICT_SECTIONS:
+                raise ConfigError("[%s] %s: unknown option" % (section, key))
     return options
 
 

@@ -58,3 +58,18 @@ class CollectingNotifier:
 
     def notify(self, eventType: str, payload: Dict[str, Any]) -> None:
         self.events.append((eventType, payload))
+
+
+@implementer(INotifier)
+@attr.s
+class Notifiers:
+    """
+    Every event to each of several notifiers (Glance takes a list of
+    drivers); none at all for the C{noop} driver.
+    """
+
+    notifiers: List = attr.ib(factory=list)
+
+    def notify(self, eventType: str, payload: Dict[str, Any]) -> None:
+        for n in self.notifiers:
+            n.notify(eventType, payload)

@@ -17,12 +17,13 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web import server
 from twisted.logger import Logger
 
+from glancetx.amqpnotifier import fromConfig as notifiersFromConfig
 from glancetx.budget import SharedBudget
 from glancetx.config import Config
 from glancetx.errors import ConfigError
 from glancetx.images import ImageService
 from glancetx.lazytls import listeningService
-from glancetx.notifier import LoggingNotifier
+from glancetx.notifier import Notifiers
 from glancetx.registry.schema import HEAD_REVISION
 from glancetx.registry.registry import Registry
 from glancetx.store.filesystem import FilesystemStore
@@ -283,8 +284,13 @@ def buildService(config: Config, reactor=None):
     budget = SharedBudget()
     stores = makeStores(config, reactor, diskPool, budget)
     policy, protections, auth = makeAccess(config, reactor)
+    notifiers, notifierServices = notifiersFromConfig(reactor, config.raw)
+    # They stop after the uploads under way have ended, so the events of
+    # those go out first.
+    for s in notifierServices:
+        s.setServiceParent(top)
     images = ImageService(registry=registry, stores=stores, config=config,
-                          notifier=LoggingNotifier(), reactor=reactor,
+                          notifier=Notifiers(notifiers), reactor=reactor,
                           policy=policy, protections=protections, cpuPool=cpuPool,
                           budget=budget)
     sendfilePool = ThreadPool(1, config.disk_threads * 2, name="glancetx-sendfile")

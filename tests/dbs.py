@@ -1,11 +1,14 @@
 """
 Real databases for tests: each test gets its own database, created before
-and dropped after it.  PostgreSQL and MariaDB run on this machine and in CI;
-where one is not reachable the test is skipped, except under CI=true, where
-that is a failure.
+and dropped after it, or its own RabbitMQ virtual host.  PostgreSQL,
+MariaDB and RabbitMQ run on this machine and in CI; where one is not
+reachable the test is skipped, except under CI=true, where that is a
+failure.
 """
 
 import os
+import shutil
+import subprocess
 import uuid
 
 from twisted.trial.unittest import SkipTest
@@ -72,3 +75,27 @@ def mysqlURL(testCase) -> str:
 
     testCase.addCleanup(drop)
     return "mysql+pymysql://root@127.0.0.1:3306/%s?charset=utf8mb4" % (name,)
+
+
+def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess:
+    ctl = shutil.which("rabbitmqctl") or shutil.which("rabbitmqctl", path="/usr/sbin:/sbin")
+    if ctl is None:
+        unavailable("RabbitMQ", "rabbitmqctl is not installed")
+    return subprocess.run([ctl, *args], capture_output=True, text=True, timeout=120)
+
+
+def rabbitURL(testCase) -> str:
+    """
+    A virtual host of its own on the RabbitMQ at 127.0.0.1:5672 (guest,
+    guest), made with rabbitmqctl and deleted after the test; its
+    transport URL.
+    """
+    name = _name()
+    made = _rabbitmqctl("add_vhost", name)
+    if made.returncode:
+        unavailable("RabbitMQ", (made.stderr or made.stdout).strip())
+    testCase.addCleanup(_rabbitmqctl, "delete_vhost", name)
+    allowed = _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    if allowed.returncode:
+        raise AssertionError("rabbitmqctl set_permissions: " + (allowed.stderr or allowed.stdout))
+    return "rabbit://guest:guest@127.0.0.1:5672/" + name

@@ -1,0 +1,463 @@
+"""
+Notifications on RabbitMQ, in the form Glance's oslo.messaging drivers send
+them, so that Ceilometer and the other consumers of Glance's C{image.*}
+events work unchanged.
+
+C{messagingv2} wraps each message in oslo.messaging's envelope
+(C{{"oslo.version": "2.0", "oslo.message": "<the message as JSON>"}});
+C{messaging} sends the message itself.  Each goes to the topic exchange
+C{control_exchange} ("glance", as Glance sets it) with the routing key
+C{<topic>.info}.  The queue of that name is declared and bound first, as
+oslo.messaging does, so that what is sent before any consumer has started
+waits for one.
+
+The image service calls L{AMQPNotifier.notify} and goes on: a notification
+must never hold up a request, nor fail one.  Messages wait in a bounded
+queue while the broker is away (once it is full the oldest go, and a
+warning says how many), and are sent in order with publisher confirms, each
+taken off the queue only when the broker has confirmed it.  If the
+connection is lost in between, the message is sent again on the next one:
+at least once, and C{message_id} tells a consumer a duplicate.
+L{ClientService} reconnects with backoff, to the transport URL's hosts in
+turn.  The URL's password is never logged; hosts are named as C{host:port}.
+"""
+
+import datetime
+import json
+import socket
+import uuid
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from urllib.parse import unquote, urlsplit
+
+import attr
+from twisted.application import service
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.task import deferLater
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from glancetx.errors import ConfigError
+from glancetx.notifier import INotifier, LoggingNotifier
+
+#: The drivers that send to a broker, and whether each wraps its messages
+#: in oslo.messaging's envelope.
+DRIVERS = {"messaging": False, "messagingv2": True}
+#: What the oldest waiting messages are dropped to make room for.
+MAX_PENDING = 1000
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Broker:
+    """
+    One host of a transport URL.
+    """
+
+    host: str
+    port: int
+    user: str = attr.ib(repr=False)
+    password: str = attr.ib(repr=False)
+    vhost: str
+
+    def __str__(self) -> str:
+        host = "[%s]" % (self.host,) if ":" in self.host else self.host
+        return "%s:%d" % (host, self.port)
+
+
+def parseTransportURL(url: str, option: str = "transport_url") -> List[Broker]:
+    """
+    oslo.messaging's C{rabbit://user:pass@host:port[,user:pass@host:port...]/vhost}.
+    """
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        raise ConfigError("%s: not a URL" % (option,))
+    if parts.scheme != "rabbit":
+        raise ConfigError("%s: only rabbit:// URLs are supported, not %r"
+                          % (option, parts.scheme + "://"))
+    if parts.query or parts.fragment:
+        raise ConfigError("%s: URL options (?...) are not supported" % (option,))
+    vhost = unquote(parts.path[1:]) if parts.path else ""
+    brokers = []
+    for one in parts.netloc.split(","):
+        userinfo, _, hostport = one.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        if hostport.startswith("["):
+            host, _, rest = hostport[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else ""
+        else:
+            host, _, port = hostport.partition(":")
+        if not host:
+            raise ConfigError("%s: a host is missing" % (option,))
+        try:
+            number = int(port) if port else 5672
+        except ValueError:
+            raise ConfigError("%s: bad port %r" % (option, port))
+        if not 0 < number < 65536:
+            raise ConfigError("%s: bad port %r" % (option, port))
+        brokers.append(Broker(host, number, unquote(user) or "guest",
+                              unquote(password) or "guest", vhost or "/"))
+    return brokers
+
+
+def encode(eventType: str, payload: Dict[str, Any], publisherId: str, envelope: bool,
+           now: Optional[datetime.datetime] = None, messageId: Optional[str] = None) -> bytes:
+    """
+    One notification as oslo.messaging puts it on the wire.
+    """
+    message = {
+        "message_id": messageId or str(uuid.uuid4()),
+        "publisher_id": publisherId,
+        "event_type": eventType,
+        "priority": "INFO",
+        "payload": payload,
+        "timestamp": str(now or datetime.datetime.utcnow()),
+    }
+    if envelope:
+        message = {"oslo.version": "2.0", "oslo.message": json.dumps(message)}
+    return json.dumps(message).encode("utf-8")
+
+
+class _HostsInTurn:
+    """
+    A client endpoint that connects to the next broker each time.
+    """
+
+    def __init__(self, reactor, brokers: Sequence[Broker]) -> None:
+        self._reactor = reactor
+        self._brokers = list(brokers)
+        self._next = 0
+        self.current: Optional[Broker] = None
+
+    log = Logger()
+    #: Connections in a row that TCP accepted but the broker refused
+    #: (wrong password, say): ClientService counts them as successes, so
+    #: the back-off for them is here.
+    refusals = 0
+
+    def connect(self, factory) -> Deferred:
+        if not self.refusals:
+            return self._connect(factory)
+        delay = min(30.0, 0.5 * 2 ** (self.refusals - 1))
+        return deferLater(self._reactor, delay, self._connect, factory)
+
+    def _connect(self, factory) -> Deferred:
+        broker = self.current = self._brokers[self._next % len(self._brokers)]
+        self._next += 1
+        d = HostnameEndpoint(self._reactor, broker.host, broker.port,
+                             timeout=10).connect(factory)
+
+        def failed(reason):
+            self.log.warn("notifications: cannot reach the broker at {broker}: {error}",
+                          broker=str(broker), error=_describe(reason.value))
+            return reason
+
+        return d.addErrback(failed)
+
+
+@implementer(INotifier)
+class AMQPNotifier(service.Service):
+    """
+    Sends notifications to RabbitMQ while it runs (see the module's
+    docstring); stopping waits a while for the queue to empty.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, brokers: Sequence[Broker], envelope: bool = True,
+                 exchange: str = "glance", topics: Sequence[str] = ("notifications",),
+                 durable: bool = False, publisherId: Optional[str] = None,
+                 maxPending: int = MAX_PENDING, stopTimeout: float = 5.0) -> None:
+        self._reactor = reactor
+        self._endpoint = _HostsInTurn(reactor, brokers)
+        self._envelope = envelope
+        self._exchange = exchange
+        self._routingKeys = tuple(t + ".info" for t in topics)
+        self._durable = durable
+        self._publisherId = publisherId or "image." + socket.gethostname()
+        self._pending: Deque[bytes] = deque()
+        self._maxPending = maxPending
+        self._dropped = 0
+        self._stopTimeout = stopTimeout
+        self._wake: Optional[Deferred] = None
+        self._client: Optional[ClientService] = None
+        self._loop: Optional[Deferred] = None
+        self._stopping = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    # INotifier
+
+    def notify(self, eventType: str, payload: Dict[str, Any]) -> None:
+        try:
+            body = encode(eventType, payload, self._publisherId, self._envelope)
+        except (TypeError, ValueError):
+            self.log.failure("notification {event_type} cannot be encoded",
+                             event_type=eventType)
+            return
+        if len(self._pending) >= self._maxPending:
+            self._pending.popleft()
+            self._dropped += 1
+        self._pending.append(body)
+        self._wakeUp()
+
+    def _wakeUp(self) -> None:
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            wake.callback(None)
+
+    # IService
+
+    def startService(self) -> None:
+        super().startService()
+        from pika import ConnectionParameters, PlainCredentials
+
+        def protocolFor():
+            broker = self._endpoint.current
+            params = ConnectionParameters(
+                virtual_host=broker.vhost,
+                credentials=PlainCredentials(broker.user, broker.password))
+            return _connectionClass()(params, self, custom_reactor=self._reactor)
+
+        # Not ClientService's prepareConnection: a connection it is still
+        # preparing must not be lost (Twisted 26 has no transition for
+        # that), and the broker closes it when it refuses the login.
+        self._client = ClientService(
+            self._endpoint, Factory.forProtocol(protocolFor),
+            retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=30.0),
+            clock=self._reactor)
+        self._client.startService()
+        self._loop = Deferred.fromCoroutine(self._publishAll())
+        self._loop.addErrback(self._crashed)
+
+    def _crashed(self, reason) -> None:
+        if not reason.check(CancelledError):
+            self.log.failure("notifications: the sender stopped", reason)
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        self._stopping = True
+        self._wakeUp()
+        loop = self._loop
+        timeout = self._reactor.callLater(self._stopTimeout, loop.cancel)
+
+        def stopped(_):
+            if timeout.active():
+                timeout.cancel()
+            if self._pending:
+                self.log.warn("{count} notifications were not sent before shutdown",
+                              count=len(self._pending))
+            return self._client.stopService()
+
+        return loop.addBoth(stopped)
+
+    # The connection
+
+    async def _prepare(self, protocol) -> None:
+        """
+        Once a new connection has done its AMQP handshake: a channel in
+        confirm mode, the exchange, and a bound queue per topic.
+        """
+        broker = self._endpoint.current
+        try:
+            channel = await protocol.channel()
+            await channel.confirm_delivery()
+            await channel.exchange_declare(exchange=self._exchange, exchange_type="topic",
+                                           durable=self._durable)
+            for key in self._routingKeys:
+                await channel.queue_declare(queue=key, durable=self._durable)
+                await channel.queue_bind(queue=key, exchange=self._exchange, routing_key=key)
+        except Exception as e:
+            self.log.warn("notifications: cannot use the broker at {broker}: {error}",
+                          broker=str(broker), error=_describe(e))
+            raise
+        self.log.info("notifications: connected to the broker at {broker}",
+                      broker=str(broker))
+        return channel
+
+    async def _connected(self):
+        """
+        A connection whose channel is ready, once there is one.
+        """
+        while True:
+            protocol = await self._client.whenConnected(failAfterFailures=None)
+            if await protocol.whenUsable():
+                return protocol
+            # It failed, or its channel was closed: ClientService makes
+            # the next one.
+            if protocol.transport is not None:
+                protocol.transport.loseConnection()
+            await _sleep(self._reactor, 0.1)
+
+    async def _publishAll(self) -> None:
+        """
+        Send what waits, oldest first, until stopped and sent (or cancelled).
+        """
+        from pika.spec import BasicProperties
+
+        properties = BasicProperties(content_type="application/json",
+                                     content_encoding="utf-8",
+                                     delivery_mode=2 if self._durable else 1)
+        while True:
+            if self._dropped:
+                self.log.warn("notifications: {count} dropped while the broker was away"
+                              " (at most {most} wait)", count=self._dropped,
+                              most=self._maxPending)
+                self._dropped = 0
+            if not self._pending:
+                if self._stopping:
+                    return
+                self._wake = Deferred()
+                await self._wake
+                continue
+            protocol = await self._connected()
+            body = self._pending[0]
+            try:
+                await DeferredList(
+                    [protocol.channelInUse.basic_publish(
+                        exchange=self._exchange, routing_key=key, body=body,
+                        properties=properties) for key in self._routingKeys],
+                    fireOnOneErrback=True, consumeErrors=True)
+            except Exception as e:
+                reason = getattr(e, "subFailure", None)
+                self.log.warn("notifications: sending to {broker} failed, will retry: {error}",
+                              broker=str(self._endpoint.current),
+                              error=_describe(reason.value if reason else e))
+                # A fresh connection and channel for the next try.
+                protocol.transport.loseConnection()
+                await _sleep(self._reactor, 0.5)
+                continue
+            if self._pending and self._pending[0] is body:
+                self._pending.popleft()
+
+
+_connection = None
+
+
+def _connectionClass():
+    """
+    pika's Twisted protocol, with the channel that publishes.  (Imported
+    late: pika's Twisted adapter imports the global reactor.)
+    """
+    global _connection
+    if _connection is None:
+        from pika.adapters.twisted_connection import TwistedProtocolConnection
+
+        class Connection(TwistedProtocolConnection):
+            """
+            Opens its publishing channel as soon as the handshake is done
+            (with C{prepare}), and closes itself if that fails.
+            """
+
+            channelInUse = None
+            _usable: Optional[bool] = None
+
+            def __init__(self, parameters, notifier: "AMQPNotifier",
+                         custom_reactor=None) -> None:
+                super().__init__(parameters, custom_reactor=custom_reactor)
+                self._notifier = notifier
+                self._waiting: List[Deferred] = []
+                self.ready.addCallbacks(self._handshaken, self._handshakeFailed)
+
+            def _handshaken(self, _) -> Deferred:
+                d = Deferred.fromCoroutine(self._notifier._prepare(self))
+                return d.addCallbacks(self._opened, self._refused)
+
+            def _handshakeFailed(self, reason) -> None:
+                self._notifier.log.warn(
+                    "notifications: the AMQP handshake with the broker at {broker} failed"
+                    " (user, password and virtual host right?): {error}",
+                    broker=str(self._notifier._endpoint.current),
+                    error=_describe(reason.value))
+                self._refused(reason)
+
+            def _opened(self, channel) -> None:
+                self.channelInUse = channel
+                self._notifier._endpoint.refusals = 0
+                self._settle(True)
+
+            def _refused(self, reason) -> None:
+                self._notifier._endpoint.refusals += 1
+                # Logged by prepare, or a failed handshake, whose
+                # connection is already being closed.
+                self._settle(False)
+                if self.transport is not None:
+                    self.transport.loseConnection()
+
+            def connectionLost(self, reason=None) -> None:
+                super().connectionLost(reason)
+                self._settle(False)
+
+            def _settle(self, usable: bool) -> None:
+                if self._usable is None or not usable:
+                    self._usable = usable
+                    waiting, self._waiting = self._waiting, []
+                    for d in waiting:
+                        d.callback(usable)
+
+            def whenUsable(self) -> Deferred:
+                """
+                Fires with whether this connection's channel can be used.
+                """
+                if self._usable is not None and (self._usable is False
+                                                 or self.channelInUse is not None):
+                    return succeed(self._usable and not self.channelInUse.is_closed)
+                d: Deferred = Deferred()
+                self._waiting.append(d)
+                return d
+
+        _connection = Connection
+    return _connection
+
+
+def _describe(error: BaseException) -> str:
+    return error.__class__.__name__ + (": %s" % (error,) if str(error) else "")
+
+
+def _sleep(reactor, seconds: float) -> Deferred:
+    d: Deferred = Deferred()
+    reactor.callLater(seconds, d.callback, None)
+    return d
+
+
+def fromConfig(reactor, raw: Dict[str, str]) -> Tuple[List[INotifier], List[service.Service]]:
+    """
+    The notifiers Glance's options ask for (C{notification_driver}: any of
+    C{log}, the default, C{noop}, C{messaging}, C{messagingv2}), and the
+    services among them that must run.
+    """
+    drivers = [d.strip() for d in (raw.get("notification_driver") or "log").split(",")
+               if d.strip()]
+    known = set(DRIVERS) | {"log", "noop"}
+    for d in drivers:
+        if d not in known:
+            raise ConfigError("notification_driver: unknown driver %r (use %s)"
+                              % (d, ", ".join(sorted(known))))
+    notifiers: List[INotifier] = [LoggingNotifier()] if "log" in drivers else []
+    sending = [d for d in drivers if d in DRIVERS]
+    if len(sending) > 1:
+        raise ConfigError("notification_driver: one of messaging and messagingv2, not both")
+    if not sending:
+        return notifiers, []
+    option = ("notification_transport_url" if raw.get("notification_transport_url")
+              else "transport_url")
+    url = raw.get(option)
+    if not url:
+        raise ConfigError("notification_driver: %s needs a transport_url" % (sending[0],))
+    brokers = parseTransportURL(url, option)
+    topics = [t.strip() for t in (raw.get("notification_topics") or "notifications").split(",")
+              if t.strip()]
+    if not topics:
+        raise ConfigError("notification_topics: must not be empty")
+    durable = raw.get("amqp_durable_queues", "false").strip().lower()
+    if durable not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+        raise ConfigError("amqp_durable_queues: expected true or false, got %r" % (durable,))
+    amqp = AMQPNotifier(reactor, brokers, envelope=DRIVERS[sending[0]],
+                        exchange=(raw.get("control_exchange") or "glance").strip(),
+                        topics=topics, durable=durable in ("true", "yes", "1", "on"))
+    return notifiers + [amqp], [amqp]

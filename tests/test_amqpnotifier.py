@@ -1,0 +1,360 @@
+"""
+Notifications on RabbitMQ (L{glancetx.amqpnotifier}): the transport URL,
+the wire format oslo.messaging's consumers read, the options, and the
+bounded queue, without a broker; then the real C{twistd glance} sending to
+the real RabbitMQ, in a virtual host of the test's own, and carrying on
+through the broker's absence.
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import urllib.parse
+
+from twisted.internet import reactor
+from twisted.internet.testing import MemoryReactor
+from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from glancetx import config
+from glancetx.amqpnotifier import AMQPNotifier, Broker, encode, fromConfig, parseTransportURL
+from glancetx.errors import ConfigError
+from glancetx.notifier import LoggingNotifier
+from tests import dbs
+from tests.server import GlanceServer
+from tests.tcpproxy import TCPProxy
+from tests.test_api import RAW, APITestsMixin, async_test
+from tests.test_remote_api import eventually, sleep
+
+
+class TransportURLTests(SynchronousTestCase):
+    def test_oneHost(self):
+        self.assertEqual(parseTransportURL("rabbit://me:s%40cret@mq.example:5673/glance%2Fa"),
+                         [Broker("mq.example", 5673, "me", "s@cret", "glance/a")])
+
+    def test_defaults(self):
+        self.assertEqual(parseTransportURL("rabbit://mq"),
+                         [Broker("mq", 5672, "guest", "guest", "/")])
+        self.assertEqual(parseTransportURL("rabbit://u:p@mq/")[0].vhost, "/")
+
+    def test_severalHostsAndIPv6(self):
+        brokers = parseTransportURL("rabbit://a:1@h1:5672,b:2@[::1]:5674/v")
+        self.assertEqual(brokers, [Broker("h1", 5672, "a", "1", "v"),
+                                   Broker("::1", 5674, "b", "2", "v")])
+        self.assertEqual([str(b) for b in brokers], ["h1:5672", "[::1]:5674"])
+
+    def test_passwordNotInRepr(self):
+        broker = parseTransportURL("rabbit://u:topsecret@h/v")[0]
+        self.assertNotIn("topsecret", repr(broker))
+        self.assertNotIn("topsecret", str(broker))
+
+    def test_refused(self):
+        for url, words in [("amqp://h/", "only rabbit://"), ("kafka://h", "only rabbit://"),
+                           ("rabbit://h/?ssl=1", "not supported"), ("rabbit://u:p@/v", "host"),
+                           ("rabbit://h:x/v", "bad port"), ("rabbit://h:0/v", "bad port"),
+                           ("rabbit://h:70000/v", "bad port")]:
+            e = self.assertRaises(ConfigError, parseTransportURL, url)
+            self.assertIn(words, str(e), url)
+            self.assertTrue(str(e).startswith("transport_url: "), str(e))
+
+
+class EncodeTests(SynchronousTestCase):
+    when = datetime.datetime(2026, 12, 1, 23, 5, 6, 789)
+
+    def test_messagingV2Envelope(self):
+        body = encode("image.upload", {"id": "i1", "size": 5}, "image.host", True,
+                      self.when, "m1")
+        outer = json.loads(body)
+        self.assertEqual(set(outer), {"oslo.version", "oslo.message"})
+        self.assertEqual(outer["oslo.version"], "2.0")
+        self.assertEqual(json.loads(outer["oslo.message"]), {
+            "message_id": "m1", "publisher_id": "image.host", "event_type": "image.upload",
+            "priority": "INFO", "payload": {"id": "i1", "size": 5},
+            "timestamp": "2026-12-01 23:05:06.000789"})
+
+    def test_messagingV1Bare(self):
+        message = json.loads(encode("image.delete", {"id": "i1"}, "image.host", False,
+                                    self.when, "m2"))
+        self.assertEqual(message["event_type"], "image.delete")
+        self.assertEqual(message["payload"], {"id": "i1"})
+        self.assertNotIn("oslo.message", message)
+
+    def test_fresh_ids(self):
+        one, two = (json.loads(json.loads(encode("e", {}, "p", True))["oslo.message"])
+                    for _ in range(2))
+        self.assertNotEqual(one["message_id"], two["message_id"])
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_logByDefault(self):
+        notifiers, services = fromConfig(MemoryReactor(), {})
+        self.assertEqual([type(n) for n in notifiers], [LoggingNotifier])
+        self.assertEqual(services, [])
+
+    def test_noop(self):
+        self.assertEqual(fromConfig(MemoryReactor(), {"notification_driver": "noop"}), ([], []))
+
+    def test_messagingAndLog(self):
+        notifiers, services = fromConfig(MemoryReactor(), {
+            "notification_driver": "messagingv2, log",
+            "transport_url": "rabbit://u:p@h1/v",
+            "notification_transport_url": "rabbit://u:p@h2/w"})
+        self.assertEqual(len(services), 1)
+        self.assertEqual(sorted(type(n).__name__ for n in notifiers),
+                         ["AMQPNotifier", "LoggingNotifier"])
+        # The notifications' own URL wins over [DEFAULT]'s.
+        self.assertEqual(services[0]._endpoint._brokers[0].host, "h2")
+
+    def test_refused(self):
+        for options, words in [
+                ({"notification_driver": "rabbit"}, "unknown driver"),
+                ({"notification_driver": "messagingv2"}, "needs a transport_url"),
+                ({"notification_driver": "messaging,messagingv2",
+                  "transport_url": "rabbit://h"}, "not both"),
+                ({"notification_driver": "messagingv2", "transport_url": "rabbit://h",
+                  "amqp_durable_queues": "perhaps"}, "amqp_durable_queues"),
+                ({"notification_driver": "messagingv2", "transport_url": "rabbit://h",
+                  "notification_topics": " , "}, "notification_topics")]:
+            e = self.assertRaises(ConfigError, fromConfig, MemoryReactor(), options)
+            self.assertIn(words, str(e), options)
+
+    def ini(self, text):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return config.readINI(path)
+
+    def test_osloSections(self):
+        options = self.ini(
+            "[DEFAULT]\ntransport_url = rabbit://u:p@h/v\n"
+            "[oslo_messaging_notifications]\ndriver = messagingv2\n"
+            "transport_url = rabbit://u:p@other/v\ntopics = notifications, monitor\n"
+            "[oslo_messaging_rabbit]\namqp_durable_queues = true\nrabbit_retry_interval = 2\n")
+        self.assertEqual(options["notification_driver"], "messagingv2")
+        self.assertEqual(options["notification_transport_url"], "rabbit://u:p@other/v")
+        self.assertEqual(options["notification_topics"], "notifications, monitor")
+        self.assertEqual(options["amqp_durable_queues"], "true")
+        config.build("tcp:1", "d", options)  # every name is known
+        _, (amqp,) = fromConfig(MemoryReactor(), options)
+        self.assertEqual(amqp._routingKeys, ("notifications.info", "monitor.info"))
+        self.assertTrue(amqp._durable)
+
+    def test_typoInNotificationsSection(self):
+        e = self.assertRaises(ConfigError, self.ini,
+                              "[oslo_messaging_notifications]\ndirver = messagingv2\n")
+        self.assertEqual(str(e), "[oslo_messaging_notifications] dirver: unknown option")
+
+
+class QueueTests(SynchronousTestCase):
+    """
+    Before it has a broker, the notifier keeps what it is given, up to a
+    bound, and never raises into the request that notified.
+    """
+
+    def notifier(self, **kwargs):
+        return AMQPNotifier(MemoryReactor(), [Broker("h", 5672, "u", "p", "/")], **kwargs)
+
+    def test_oldestDropped(self):
+        n = self.notifier(maxPending=3)
+        for i in range(5):
+            n.notify("image.update", {"id": str(i)})
+        self.assertEqual(n.pending, 3)
+        ids = [json.loads(json.loads(b)["oslo.message"])["payload"]["id"] for b in n._pending]
+        self.assertEqual(ids, ["2", "3", "4"])
+        self.assertEqual(n._dropped, 2)
+
+    def test_unencodablePayloadLogged(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        n = self.notifier()
+        n.notify("image.update", {"id": object()})
+        self.assertEqual(n.pending, 0)
+        self.assertTrue([e for e in events if e.get("log_failure") is not None])
+        self.flushLoggedErrors(TypeError)
+
+
+class RabbitMQTests(APITestsMixin, TestCase):
+    """
+    The real server and the real broker.
+    """
+
+    timeout = 180
+
+    def setUp(self):
+        self.transportURL = dbs.rabbitURL(self)
+        self.vhost = urllib.parse.unquote(self.transportURL.rsplit("/", 1)[1])
+
+    def drain(self, queue: str):
+        """
+        The messages waiting in C{queue}, taken off it; None if the server
+        has not declared it yet.
+        """
+        import pika
+        from pika.exceptions import ChannelClosedByBroker
+
+        def take():
+            connection = pika.BlockingConnection(pika.ConnectionParameters(
+                host="127.0.0.1", virtual_host=self.vhost))
+            try:
+                channel = connection.channel()
+                out = []
+                while True:
+                    method, properties, body = channel.basic_get(queue, auto_ack=True)
+                    if method is None:
+                        return out
+                    out.append((properties, body))
+            except ChannelClosedByBroker as e:
+                if e.reply_code == 404:
+                    return None
+                raise
+            finally:
+                if connection.is_open:
+                    connection.close()
+        return deferToThread(take)
+
+    async def queueDeclared(self) -> bool:
+        return await self.drain("notifications.info") is not None
+
+    async def events(self, queue: str, count: int, seen=None):
+        """
+        oslo.messaging messages from C{queue} until there are C{count}.
+        """
+        seen = [] if seen is None else seen
+
+        async def enough():
+            for properties, body in await self.drain(queue) or []:
+                self.assertEqual(properties.content_type, "application/json")
+                seen.append(json.loads(json.loads(body)["oslo.message"]))
+            return len(seen) >= count
+
+        await eventually(enough, 30, 0.2)
+        return seen
+
+    async def glance(self, url: str, **options):
+        return await self.server(notification_driver="messagingv2", transport_url=url,
+                                 **options)
+
+    async def glanceBehindProxy(self):
+        """
+        A server whose broker connection goes through a L{TCPProxy}.
+        """
+        proxy = TCPProxy(reactor, "127.0.0.1", 5672)
+        await proxy.start()
+        self.addCleanup(proxy.stop)
+        glance = await self.glance(self.transportURL.replace("127.0.0.1:5672", proxy.address))
+        return glance, proxy
+
+    def checkLog(self, password: str = "guest") -> None:
+        log = self.glance.log()
+        self.assertNotIn(":%s@" % (password,), log)
+        self.assertNotIn("Traceback", log)
+        self.assertNotIn("Unhandled", log)
+
+    @async_test
+    async def test_eventsReachRabbitMQ(self):
+        """
+        Each step of an image's life is one message, in order, in the
+        queue of each topic: the envelope, the event type and the image,
+        never its location; and the broker's password is not logged.
+        """
+        await self.glance(self.transportURL, notification_topics="notifications, monitor")
+        data = os.urandom(1000)
+        image = await self.create(data)
+        iid = image["id"]
+        await self.request("GET", "/v1/images/" + iid, expect=200)
+        await self.request("PUT", "/v1/images/" + iid, {"x-image-meta-name": "renamed"},
+                           expect=200)
+        await self.request("DELETE", "/v1/images/" + iid, expect=200)
+        expected = ["image.create", "image.upload", "image.activate", "image.send",
+                    "image.update", "image.delete"]
+        for queue in ("notifications.info", "monitor.info"):
+            messages = await self.events(queue, len(expected))
+            self.assertEqual([m["event_type"] for m in messages], expected, queue)
+            for m in messages:
+                self.assertEqual(m["priority"], "INFO")
+                self.assertTrue(m["publisher_id"].startswith("image."))
+                self.assertIn(iid, (m["payload"].get("id"), m["payload"].get("image_id")))
+                self.assertNotIn("location", m["payload"])
+            self.assertEqual(messages[1]["payload"]["checksum"],
+                             hashlib.md5(data).hexdigest())
+            self.assertEqual(messages[3]["payload"]["bytes_sent"], len(data))
+        self.assertEqual(len({m["message_id"] for m in messages}), len(expected))
+        self.assertIn("connected to the broker at 127.0.0.1:5672", self.glance.log())
+        self.checkLog()
+
+    @async_test
+    async def test_brokerAwayThenBack(self):
+        """
+        With the broker cut off, requests go on as before and their
+        notifications wait; once it is back, every one arrives.
+        """
+        _, proxy = await self.glanceBehindProxy()
+        first = await self.create(headers=RAW)
+        seen = await self.events("notifications.info", 1)
+
+        await proxy.cut()
+        started = reactor.seconds()
+        names = ["away-%d" % i for i in range(3)]
+        for name in names:
+            await self.create(headers=dict(RAW, **{"x-image-meta-name": name}))
+        self.assertLess(reactor.seconds() - started, 5, "requests waited for the broker")
+        await sleep(1.5)
+        self.assertEqual(await self.drain("notifications.info"), [])
+
+        await proxy.restore()
+        await self.events("notifications.info", 4, seen)
+        created = [m["payload"]["name"] for m in seen if m["event_type"] == "image.create"]
+        self.assertEqual(created[0], first["name"])
+        # At least once: whatever was in flight when the cut came may be
+        # sent twice, but none is lost.
+        self.assertEqual(sorted(set(created[1:])), names)
+        self.checkLog()
+
+    @async_test
+    async def test_stopSendsWhatWaits(self):
+        """
+        Notifications still waiting for the broker at shutdown go out if it
+        comes back in time.
+        """
+        glance, proxy = await self.glanceBehindProxy()
+        self.assertTrue(await eventually(self.queueDeclared, 30, 0.2))
+        await proxy.cut()
+        for i in range(20):
+            await self.create(headers=dict(RAW, **{"x-image-meta-name": "n%d" % i}))
+        glance.process.signalProcess("TERM")
+        await sleep(0.5)
+        await proxy.restore()
+        await glance.watcher.ended
+        messages = await self.events("notifications.info", 20)
+        self.assertEqual(sorted(set(m["payload"]["name"] for m in messages)),
+                         sorted("n%d" % i for i in range(20)))
+        self.assertNotIn("were not sent", glance.log())
+
+    @async_test
+    async def test_unreachableBrokerDoesNotStopTheServer(self):
+        """
+        A broker that is not there at start: the server serves anyway, and
+        says so in its log.
+        """
+        await self.glance("rabbit://guest:guest@127.0.0.1:1/nowhere")
+        await self.create(headers=RAW)
+        await sleep(1)
+        self.assertIn("cannot reach the broker at 127.0.0.1:1", self.glance.log())
+        self.checkLog()
+
+    @async_test
+    async def test_refusedLogin(self):
+        """
+        A broker that refuses the login: the server serves anyway, says
+        why in its log, without the password, and tries again later.
+        """
+        await self.glance(self.transportURL.replace("guest:guest@", "guest:wrong-pw@"))
+        await self.create(headers=RAW)
+        await sleep(2)
+        log = self.glance.log()
+        self.assertIn("the AMQP handshake with the broker at 127.0.0.1:5672 failed", log)
+        self.assertGreater(log.count("AMQP handshake"), 1)
+        self.checkLog("wrong-pw")
