@@ -7,9 +7,9 @@ C{messagingv2} wraps each message in oslo.messaging's envelope
 (C{{"oslo.version": "2.0", "oslo.message": "<the message as JSON>"}});
 C{messaging} sends the message itself.  Each goes to the topic exchange
 C{control_exchange} ("glance", as Glance sets it) with the routing key
-C{<topic>.info}.  The queue of that name is declared and bound first, as
-oslo.messaging does, so that what is sent before any consumer has started
-waits for one.
+C{<topic>.info}, or C{<topic>.error} for a failed upload.  The queues of
+those names are declared and bound first, as oslo.messaging does, so that
+what is sent before any consumer has started waits for one.
 
 The image service calls L{AMQPNotifier.notify} and goes on: a notification
 must never hold up a request, nor fail one.  Messages wait in a bounded
@@ -46,6 +46,8 @@ from glancetx.notifier import INotifier, LoggingNotifier
 #: The drivers that send to a broker, and whether each wraps its messages
 #: in oslo.messaging's envelope.
 DRIVERS = {"messaging": False, "messagingv2": True}
+#: The priorities Glance sends at, as routing key suffixes.
+PRIORITIES = ("info", "error")
 #: What the oldest waiting messages are dropped to make room for.
 MAX_PENDING = 1000
 
@@ -103,8 +105,9 @@ def parseTransportURL(url: str, option: str = "transport_url") -> List[Broker]:
     return brokers
 
 
-def encode(eventType: str, payload: Dict[str, Any], publisherId: str, envelope: bool,
-           now: Optional[datetime.datetime] = None, messageId: Optional[str] = None) -> bytes:
+def encode(eventType: str, payload: Any, publisherId: str, envelope: bool,
+           now: Optional[datetime.datetime] = None, messageId: Optional[str] = None,
+           priority: str = "INFO") -> bytes:
     """
     One notification as oslo.messaging puts it on the wire.
     """
@@ -112,7 +115,7 @@ def encode(eventType: str, payload: Dict[str, Any], publisherId: str, envelope: 
         "message_id": messageId or str(uuid.uuid4()),
         "publisher_id": publisherId,
         "event_type": eventType,
-        "priority": "INFO",
+        "priority": priority,
         "payload": payload,
         "timestamp": str(now or datetime.datetime.utcnow()),
     }
@@ -175,10 +178,11 @@ class AMQPNotifier(service.Service):
         self._endpoint = _HostsInTurn(reactor, brokers)
         self._envelope = envelope
         self._exchange = exchange
-        self._routingKeys = tuple(t + ".info" for t in topics)
+        self._topics = tuple(topics)
         self._durable = durable
         self._publisherId = publisherId or "image." + socket.gethostname()
-        self._pending: Deque[bytes] = deque()
+        #: (priority, message) pairs.
+        self._pending: Deque[Tuple[str, bytes]] = deque()
         self._maxPending = maxPending
         self._dropped = 0
         self._stopTimeout = stopTimeout
@@ -191,11 +195,18 @@ class AMQPNotifier(service.Service):
     def pending(self) -> int:
         return len(self._pending)
 
+    def routingKeys(self, priorities: Sequence[str] = PRIORITIES) -> List[str]:
+        """
+        oslo.messaging's routing keys (and queue names): C{<topic>.<priority>}.
+        """
+        return ["%s.%s" % (t, p) for t in self._topics for p in priorities]
+
     # INotifier
 
-    def notify(self, eventType: str, payload: Dict[str, Any]) -> None:
+    def notify(self, eventType: str, payload: Any, priority: str = "INFO") -> None:
         try:
-            body = encode(eventType, payload, self._publisherId, self._envelope)
+            body = encode(eventType, payload, self._publisherId, self._envelope,
+                          priority=priority)
         except (TypeError, ValueError):
             self.log.failure("notification {event_type} cannot be encoded",
                              event_type=eventType)
@@ -203,7 +214,7 @@ class AMQPNotifier(service.Service):
         if len(self._pending) >= self._maxPending:
             self._pending.popleft()
             self._dropped += 1
-        self._pending.append(body)
+        self._pending.append((priority.lower(), body))
         self._wakeUp()
 
     def _wakeUp(self) -> None:
@@ -269,7 +280,7 @@ class AMQPNotifier(service.Service):
             await channel.confirm_delivery()
             await channel.exchange_declare(exchange=self._exchange, exchange_type="topic",
                                            durable=self._durable)
-            for key in self._routingKeys:
+            for key in self.routingKeys():
                 await channel.queue_declare(queue=key, durable=self._durable)
                 await channel.queue_bind(queue=key, exchange=self._exchange, routing_key=key)
         except Exception as e:
@@ -316,12 +327,13 @@ class AMQPNotifier(service.Service):
                 await self._wake
                 continue
             protocol = await self._connected()
-            body = self._pending[0]
+            item = self._pending[0]
+            priority, body = item
             try:
                 await DeferredList(
                     [protocol.channelInUse.basic_publish(
                         exchange=self._exchange, routing_key=key, body=body,
-                        properties=properties) for key in self._routingKeys],
+                        properties=properties) for key in self.routingKeys([priority])],
                     fireOnOneErrback=True, consumeErrors=True)
             except Exception as e:
                 reason = getattr(e, "subFailure", None)
@@ -332,7 +344,7 @@ class AMQPNotifier(service.Service):
                 protocol.transport.loseConnection()
                 await _sleep(self._reactor, 0.5)
                 continue
-            if self._pending and self._pending[0] is body:
+            if self._pending and self._pending[0] is item:
                 self._pending.popleft()
 
 

@@ -57,7 +57,10 @@ def _plain(e: Exception) -> str:
     An error's message for a client, with any location in it redacted
     (drivers already redact; this is the second lock on the door).
     """
-    text = str(e.args[0]) if e.args else ""
+    return _redacted(str(e.args[0]) if e.args else "")
+
+
+def _redacted(text: str) -> str:
     return re.sub(r"[a-z0-9+]+://[^\s'\"]+", lambda m: redact(m.group(0)), text)
 
 
@@ -475,6 +478,7 @@ class ImageService:
                                   % (image.id,))
         except reg.NotFound:
             raise errors.NotFound("Image not found.")
+        self.notifier.notify("image.prepare", payloadFor(image))
         share = self.budget.join()
         hasher = (ThreadedMD5(self.reactor, self.cpuPool, share)
                   if self.cpuPool is not None else None)
@@ -484,13 +488,13 @@ class ImageService:
         try:
             stored = await store.add(image.id, verifying)
         except UploadFailed as e:
-            await self._kill(image.id, "upload failed: %s" % (e.message,))
+            await self._uploadFailed(image.id, "upload failed: %s" % (e.message,))
             raise errors.errorForCode(e.code, e.message)
         except StoreError as e:
-            await self._kill(image.id, "store error: %s" % (e,))
+            await self._uploadFailed(image.id, "store error: %s" % (_plain(e),))
             raise errors.Unavailable("Error storing the image data; the store is unavailable.")
         except BaseException as e:
-            await self._kill(image.id, "unexpected error: %r" % (e,))
+            await self._uploadFailed(image.id, "unexpected error: %r" % (e,))
             raise
         finally:
             share.leave()
@@ -506,6 +510,11 @@ class ImageService:
         self.notifier.notify("image.upload", payloadFor(image))
         self.notifier.notify("image.activate", payloadFor(image))
         return image
+
+    async def _uploadFailed(self, imageId: str, why: str) -> None:
+        # Glance's ERROR notification: the payload is the message.
+        self.notifier.notify("image.upload", _redacted("Image %s %s" % (imageId, why)), "ERROR")
+        await self._kill(imageId, why)
 
     async def _kill(self, imageId: str, why: str) -> None:
         self.log.info("image {image_id} killed: {why}", image_id=imageId, why=why)

@@ -1,6 +1,8 @@
 """
-Image lifecycle notifications (image.create, image.update, image.upload,
-image.send, image.delete).
+Image lifecycle notifications (image.create, image.update, image.prepare,
+image.upload, image.activate, image.send, image.delete), and, as Glance
+sends them, an ERROR-priority image.upload whose payload is the message
+when an upload fails.
 
 Payloads are built here from the registry record, which never holds the
 location, so a notification cannot leak store credentials.
@@ -17,9 +19,10 @@ from glancetx.registry.registry import ImageRecord
 
 
 class INotifier(Interface):
-    def notify(eventType: str, payload: Dict[str, Any]) -> None:
+    def notify(eventType: str, payload: Any, priority: str = "INFO") -> None:
         """
-        Emit one event.  Must not block and must not raise.
+        Emit one event (C{priority} INFO or ERROR).  Must not block and
+        must not raise.
         """
 
 
@@ -41,7 +44,11 @@ class LoggingNotifier:
 
     log = Logger(namespace="glancetx.notification")
 
-    def notify(self, eventType: str, payload: Dict[str, Any]) -> None:
+    def notify(self, eventType: str, payload: Any, priority: str = "INFO") -> None:
+        if priority != "INFO":
+            self.log.warn("{event_type} {priority}: {payload}", event_type=eventType,
+                          priority=priority, payload=payload)
+            return
         self.log.info("{event_type} {image_id}", event_type=eventType,
                       image_id=payload.get("id") or payload.get("image_id"),
                       payload=payload)
@@ -51,13 +58,15 @@ class LoggingNotifier:
 @attr.s
 class CollectingNotifier:
     """
-    Keeps every event (tests).
+    Keeps every event (tests): INFO ones in C{events}, others in
+    C{errors}, each as (event type, payload).
     """
 
     events: List = attr.ib(factory=list)
+    errors: List = attr.ib(factory=list)
 
-    def notify(self, eventType: str, payload: Dict[str, Any]) -> None:
-        self.events.append((eventType, payload))
+    def notify(self, eventType: str, payload: Any, priority: str = "INFO") -> None:
+        (self.events if priority == "INFO" else self.errors).append((eventType, payload))
 
 
 @implementer(INotifier)
@@ -70,6 +79,6 @@ class Notifiers:
 
     notifiers: List = attr.ib(factory=list)
 
-    def notify(self, eventType: str, payload: Dict[str, Any]) -> None:
+    def notify(self, eventType: str, payload: Any, priority: str = "INFO") -> None:
         for n in self.notifiers:
-            n.notify(eventType, payload)
+            n.notify(eventType, payload, priority)

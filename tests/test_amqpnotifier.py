@@ -138,7 +138,8 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["amqp_durable_queues"], "true")
         config.build("tcp:1", "d", options)  # every name is known
         _, (amqp,) = fromConfig(MemoryReactor(), options)
-        self.assertEqual(amqp._routingKeys, ("notifications.info", "monitor.info"))
+        self.assertEqual(amqp.routingKeys(), ["notifications.info", "notifications.error",
+                                              "monitor.info", "monitor.error"])
         self.assertTrue(amqp._durable)
 
     def test_typoInNotificationsSection(self):
@@ -161,7 +162,8 @@ class QueueTests(SynchronousTestCase):
         for i in range(5):
             n.notify("image.update", {"id": str(i)})
         self.assertEqual(n.pending, 3)
-        ids = [json.loads(json.loads(b)["oslo.message"])["payload"]["id"] for b in n._pending]
+        ids = [json.loads(json.loads(b)["oslo.message"])["payload"]["id"]
+               for _, b in n._pending]
         self.assertEqual(ids, ["2", "3", "4"])
         self.assertEqual(n._dropped, 2)
 
@@ -268,8 +270,8 @@ class RabbitMQTests(APITestsMixin, TestCase):
         await self.request("PUT", "/v1/images/" + iid, {"x-image-meta-name": "renamed"},
                            expect=200)
         await self.request("DELETE", "/v1/images/" + iid, expect=200)
-        expected = ["image.create", "image.upload", "image.activate", "image.send",
-                    "image.update", "image.delete"]
+        expected = ["image.create", "image.prepare", "image.upload", "image.activate",
+                    "image.send", "image.update", "image.delete"]
         for queue in ("notifications.info", "monitor.info"):
             messages = await self.events(queue, len(expected))
             self.assertEqual([m["event_type"] for m in messages], expected, queue)
@@ -278,10 +280,19 @@ class RabbitMQTests(APITestsMixin, TestCase):
                 self.assertTrue(m["publisher_id"].startswith("image."))
                 self.assertIn(iid, (m["payload"].get("id"), m["payload"].get("image_id")))
                 self.assertNotIn("location", m["payload"])
-            self.assertEqual(messages[1]["payload"]["checksum"],
-                             hashlib.md5(data).hexdigest())
-            self.assertEqual(messages[3]["payload"]["bytes_sent"], len(data))
+            byType = {m["event_type"]: m["payload"] for m in messages}
+            self.assertEqual(byType["image.upload"]["checksum"], hashlib.md5(data).hexdigest())
+            self.assertEqual(byType["image.send"]["bytes_sent"], len(data))
         self.assertEqual(len({m["message_id"] for m in messages}), len(expected))
+
+        # A failed upload is an ERROR whose payload is the message.
+        resp, _ = await self.create(os.urandom(1000), {"x-image-meta-checksum": "0" * 32},
+                                    expect=400)
+        for queue in ("notifications.error", "monitor.error"):
+            [failed] = await self.events(queue, 1)
+            self.assertEqual((failed["event_type"], failed["priority"]),
+                             ("image.upload", "ERROR"))
+            self.assertIn("checksum", failed["payload"])
         self.assertIn("connected to the broker at 127.0.0.1:5672", self.glance.log())
         self.checkLog()
 
@@ -353,8 +364,10 @@ class RabbitMQTests(APITestsMixin, TestCase):
         """
         await self.glance(self.transportURL.replace("guest:guest@", "guest:wrong-pw@"))
         await self.create(headers=RAW)
-        await sleep(2)
-        log = self.glance.log()
-        self.assertIn("the AMQP handshake with the broker at 127.0.0.1:5672 failed", log)
-        self.assertGreater(log.count("AMQP handshake"), 1)
+
+        async def triedAgain():
+            return self.glance.log().count(
+                "the AMQP handshake with the broker at 127.0.0.1:5672 failed") > 1
+
+        self.assertTrue(await eventually(triedAgain, 20, 0.2))
         self.checkLog("wrong-pw")

@@ -104,8 +104,9 @@ class LifecycleTests(TestCase):
         self.assertEqual(image.checksum, hashlib.md5(data).hexdigest())
         got, producer = await self.service.download(self.ctx, image.id)
         self.assertEqual(await readAll(reactor, producer), data)
-        self.assertEqual(self.events(), ["image.create", "image.update", "image.upload",
-                                         "image.activate"])
+        self.assertEqual(self.events(), ["image.create", "image.update", "image.prepare",
+                                         "image.upload", "image.activate"])
+        self.assertEqual(self.notifier.errors, [])
 
     @async_test
     async def test_notificationsNeverCarryTheLocation(self):
@@ -129,6 +130,10 @@ class LifecycleTests(TestCase):
         self.assertEqual(image.status, "killed")
         self.assertEqual(self.files(), [])
         self.assertNotIn("image.upload", self.events())
+        # Glance's ERROR notification, whose payload is the message.
+        [(event, message)] = self.notifier.errors
+        self.assertEqual(event, "image.upload")
+        self.assertIn(image.id, message)
 
     @async_test
     async def test_uploadBudgetGivenBack(self):
