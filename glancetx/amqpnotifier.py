@@ -363,7 +363,8 @@ def _connectionClass():
         class Connection(TwistedProtocolConnection):
             """
             Opens its publishing channel as soon as the handshake is done
-            (with C{prepare}), and closes itself if that fails.
+            (with the notifier's C{_prepare}), and closes itself if that
+            fails, so that ClientService makes the next connection.
             """
 
             channelInUse = None
