@@ -303,7 +303,7 @@ class AMQPNotifier(service.Service):
             # the next one.
             if protocol.transport is not None:
                 protocol.transport.loseConnection()
-            await _sleep(self._reactor, 0.1)
+            await deferLater(self._reactor, 0.1, lambda: None)
 
     async def _publishAll(self) -> None:
         """
@@ -342,7 +342,7 @@ class AMQPNotifier(service.Service):
                               error=_describe(reason.value if reason else e))
                 # A fresh connection and channel for the next try.
                 protocol.transport.loseConnection()
-                await _sleep(self._reactor, 0.5)
+                await deferLater(self._reactor, 0.5, lambda: None)
                 continue
             if self._pending and self._pending[0] is item:
                 self._pending.popleft()
@@ -430,12 +430,6 @@ def _connectionClass():
 
 def _describe(error: BaseException) -> str:
     return error.__class__.__name__ + (": %s" % (error,) if str(error) else "")
-
-
-def _sleep(reactor, seconds: float) -> Deferred:
-    d: Deferred = Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
 
 
 def fromConfig(reactor, raw: Dict[str, str]) -> Tuple[List[INotifier], List[service.Service]]:

@@ -81,7 +81,7 @@ class EncodeTests(SynchronousTestCase):
         self.assertEqual(message["payload"], {"id": "i1"})
         self.assertNotIn("oslo.message", message)
 
-    def test_fresh_ids(self):
+    def test_freshIds(self):
         one, two = (json.loads(json.loads(encode("e", {}, "p", True))["oslo.message"])
                     for _ in range(2))
         self.assertNotEqual(one["message_id"], two["message_id"])
