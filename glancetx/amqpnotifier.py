@@ -23,6 +23,7 @@ turn.  The URL's password is never logged; hosts are named as C{host:port}.
 """
 
 import datetime
+import functools
 import json
 import socket
 import uuid
@@ -129,17 +130,17 @@ class _HostsInTurn:
     A client endpoint that connects to the next broker each time.
     """
 
-    def __init__(self, reactor, brokers: Sequence[Broker]) -> None:
-        self._reactor = reactor
-        self._brokers = list(brokers)
-        self._next = 0
-        self.current: Optional[Broker] = None
-
     log = Logger()
     #: Connections in a row that TCP accepted but the broker refused
     #: (wrong password, say): ClientService counts them as successes, so
     #: the back-off for them is here.
     refusals = 0
+
+    def __init__(self, reactor, brokers: Sequence[Broker]) -> None:
+        self._reactor = reactor
+        self._brokers = list(brokers)
+        self._next = 0
+        self.current: Optional[Broker] = None
 
     def connect(self, factory) -> Deferred:
         if not self.refusals:
@@ -269,7 +270,7 @@ class AMQPNotifier(service.Service):
 
     # The connection
 
-    async def _prepare(self, protocol) -> None:
+    async def _prepare(self, protocol):
         """
         Once a new connection has done its AMQP handshake: a channel in
         confirm mode, the exchange, and a bound queue per topic.
@@ -348,84 +349,79 @@ class AMQPNotifier(service.Service):
                 self._pending.popleft()
 
 
-_connection = None
-
-
+@functools.lru_cache(maxsize=None)
 def _connectionClass():
     """
     pika's Twisted protocol, with the channel that publishes.  (Imported
     late: pika's Twisted adapter imports the global reactor.)
     """
-    global _connection
-    if _connection is None:
-        from pika.adapters.twisted_connection import TwistedProtocolConnection
+    from pika.adapters.twisted_connection import TwistedProtocolConnection
 
-        class Connection(TwistedProtocolConnection):
+    class Connection(TwistedProtocolConnection):
+        """
+        Opens its publishing channel as soon as the handshake is done
+        (with the notifier's C{_prepare}), and closes itself if that
+        fails, so that ClientService makes the next connection.
+        """
+
+        channelInUse = None
+        _usable: Optional[bool] = None
+
+        def __init__(self, parameters, notifier: "AMQPNotifier",
+                     custom_reactor=None) -> None:
+            super().__init__(parameters, custom_reactor=custom_reactor)
+            self._notifier = notifier
+            self._waiting: List[Deferred] = []
+            self.ready.addCallbacks(self._handshaken, self._handshakeFailed)
+
+        def _handshaken(self, _) -> Deferred:
+            d = Deferred.fromCoroutine(self._notifier._prepare(self))
+            return d.addCallbacks(self._opened, self._refused)
+
+        def _handshakeFailed(self, reason) -> None:
+            self._notifier.log.warn(
+                "notifications: the AMQP handshake with the broker at {broker} failed"
+                " (user, password and virtual host right?): {error}",
+                broker=str(self._notifier._endpoint.current),
+                error=_describe(reason.value))
+            self._refused(reason)
+
+        def _opened(self, channel) -> None:
+            self.channelInUse = channel
+            self._notifier._endpoint.refusals = 0
+            self._settle(True)
+
+        def _refused(self, reason) -> None:
+            self._notifier._endpoint.refusals += 1
+            # Logged by prepare, or a failed handshake, whose
+            # connection is already being closed.
+            self._settle(False)
+            if self.transport is not None:
+                self.transport.loseConnection()
+
+        def connectionLost(self, reason=None) -> None:
+            super().connectionLost(reason)
+            self._settle(False)
+
+        def _settle(self, usable: bool) -> None:
+            if self._usable is None or not usable:
+                self._usable = usable
+                waiting, self._waiting = self._waiting, []
+                for d in waiting:
+                    d.callback(usable)
+
+        def whenUsable(self) -> Deferred:
             """
-            Opens its publishing channel as soon as the handshake is done
-            (with the notifier's C{_prepare}), and closes itself if that
-            fails, so that ClientService makes the next connection.
+            Fires with whether this connection's channel can be used.
             """
+            if self._usable is not None:
+                # Settled True only once the channel is open.
+                return succeed(self._usable and not self.channelInUse.is_closed)
+            d: Deferred = Deferred()
+            self._waiting.append(d)
+            return d
 
-            channelInUse = None
-            _usable: Optional[bool] = None
-
-            def __init__(self, parameters, notifier: "AMQPNotifier",
-                         custom_reactor=None) -> None:
-                super().__init__(parameters, custom_reactor=custom_reactor)
-                self._notifier = notifier
-                self._waiting: List[Deferred] = []
-                self.ready.addCallbacks(self._handshaken, self._handshakeFailed)
-
-            def _handshaken(self, _) -> Deferred:
-                d = Deferred.fromCoroutine(self._notifier._prepare(self))
-                return d.addCallbacks(self._opened, self._refused)
-
-            def _handshakeFailed(self, reason) -> None:
-                self._notifier.log.warn(
-                    "notifications: the AMQP handshake with the broker at {broker} failed"
-                    " (user, password and virtual host right?): {error}",
-                    broker=str(self._notifier._endpoint.current),
-                    error=_describe(reason.value))
-                self._refused(reason)
-
-            def _opened(self, channel) -> None:
-                self.channelInUse = channel
-                self._notifier._endpoint.refusals = 0
-                self._settle(True)
-
-            def _refused(self, reason) -> None:
-                self._notifier._endpoint.refusals += 1
-                # Logged by prepare, or a failed handshake, whose
-                # connection is already being closed.
-                self._settle(False)
-                if self.transport is not None:
-                    self.transport.loseConnection()
-
-            def connectionLost(self, reason=None) -> None:
-                super().connectionLost(reason)
-                self._settle(False)
-
-            def _settle(self, usable: bool) -> None:
-                if self._usable is None or not usable:
-                    self._usable = usable
-                    waiting, self._waiting = self._waiting, []
-                    for d in waiting:
-                        d.callback(usable)
-
-            def whenUsable(self) -> Deferred:
-                """
-                Fires with whether this connection's channel can be used.
-                """
-                if self._usable is not None and (self._usable is False
-                                                 or self.channelInUse is not None):
-                    return succeed(self._usable and not self.channelInUse.is_closed)
-                d: Deferred = Deferred()
-                self._waiting.append(d)
-                return d
-
-        _connection = Connection
-    return _connection
+    return Connection
 
 
 def _describe(error: BaseException) -> str:
