@@ -20,16 +20,24 @@ connection is lost in between, the message is sent again on the next one:
 at least once, and C{message_id} tells a consumer a duplicate.
 L{ClientService} reconnects with backoff, to the transport URL's hosts in
 turn.  The URL's password is never logged; hosts are named as C{host:port}.
+
+TLS (oslo.messaging's C{ssl} options, in C{[oslo_messaging_rabbit]} or the
+URL's query) checks the broker's certificate against C{ssl_ca_file}, or
+the system's CAs without one, and always checks that it names the host
+connected to.  oslo.messaging checks nothing without C{ssl_ca_file}, and
+the host name only for a URL of one host; here a broker that cannot prove
+who it is never gets the password.
 """
 
 import datetime
 import functools
 import json
+import re
 import socket
 import uuid
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import attr
 from twisted.application import service
@@ -41,7 +49,9 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from glancetx.config import parseFlag
 from glancetx.errors import ConfigError
+from glancetx.lazytls import clientTLS
 from glancetx.notifier import INotifier, LoggingNotifier
 
 #: The drivers that send to a broker, and whether each wraps its messages
@@ -51,6 +61,10 @@ DRIVERS = {"messaging": False, "messagingv2": True}
 PRIORITIES = ("info", "error")
 #: What the oldest waiting messages are dropped to make room for.
 MAX_PENDING = 1000
+#: The options a transport URL's query may set.  (oslo.messaging takes
+#: any of [oslo_messaging_rabbit]'s there; these are the ones read here,
+#: and anything else is refused rather than ignored.)
+URL_OPTIONS = ("ssl", "ssl_ca_file", "ssl_cert_file", "ssl_key_file")
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -81,8 +95,9 @@ def parseTransportURL(url: str, option: str = "transport_url") -> List[Broker]:
     if parts.scheme != "rabbit":
         raise ConfigError("%s: only rabbit:// URLs are supported, not %r"
                           % (option, parts.scheme + "://"))
-    if parts.query or parts.fragment:
-        raise ConfigError("%s: URL options (?...) are not supported" % (option,))
+    if parts.fragment:
+        raise ConfigError("%s: a URL fragment (#...) is not supported" % (option,))
+    urlOptions(url, option)
     vhost = unquote(parts.path[1:]) if parts.path else ""
     brokers = []
     for one in parts.netloc.split(","):
@@ -104,6 +119,87 @@ def parseTransportURL(url: str, option: str = "transport_url") -> List[Broker]:
         brokers.append(Broker(host, number, unquote(user) or "guest",
                               unquote(password) or "guest", vhost or "/"))
     return brokers
+
+
+def urlOptions(url: str, option: str = "transport_url") -> Dict[str, str]:
+    """
+    The options in a transport URL's query (C{?ssl=1&ssl_ca_file=...}).
+    """
+    out: Dict[str, str] = {}
+    try:
+        pairs = parse_qsl(urlsplit(url.strip()).query, keep_blank_values=True,
+                          strict_parsing=False)
+    except ValueError:
+        raise ConfigError("%s: not a URL" % (option,))
+    for key, value in pairs:
+        if key not in URL_OPTIONS:
+            raise ConfigError("%s: unknown URL option %r (known: %s)"
+                              % (option, key, ", ".join(URL_OPTIONS)))
+        out[key] = value
+    return out
+
+
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
+def _readPEM(name: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError("%s: cannot read %s: %s" % (name, path, e.strerror))
+
+
+@attr.s(frozen=True)
+class BrokerTLS:
+    """
+    How to check brokers, and the certificate to show them if they ask.
+    Built from the files once, at start, so a bad file stops the start.
+    """
+
+    _trust = attr.ib(repr=False)
+    _client = attr.ib(repr=False, default=None)
+
+    @classmethod
+    def fromFiles(cls, caFile: str = "", certFile: str = "",
+                  keyFile: str = "") -> "BrokerTLS":
+        from OpenSSL.crypto import Error as CryptoError
+        from twisted.internet.ssl import (Certificate, PrivateCertificate, platformTrust,
+                                          trustRootFromCertificates)
+
+        trust = platformTrust()
+        if caFile:
+            pems = _PEM_CERTIFICATE.findall(_readPEM("ssl_ca_file", caFile))
+            if not pems:
+                raise ConfigError("ssl_ca_file: no certificate in %s" % (caFile,))
+            try:
+                trust = trustRootFromCertificates([Certificate.loadPEM(p) for p in pems])
+            except CryptoError:
+                raise ConfigError("ssl_ca_file: %s holds a certificate that cannot be read"
+                                  % (caFile,))
+        client = None
+        if keyFile and not certFile:
+            raise ConfigError("ssl_key_file: needs ssl_cert_file")
+        if certFile:
+            pem = _readPEM("ssl_cert_file", certFile)
+            if keyFile:
+                pem += b"\n" + _readPEM("ssl_key_file", keyFile)
+            try:
+                client = PrivateCertificate.loadPEM(pem)
+            except (CryptoError, ValueError):
+                raise ConfigError("ssl_cert_file: %s%s do not hold a certificate and its key"
+                                  % (certFile, " and " + keyFile if keyFile else ""))
+        return cls(trust, client)
+
+    def creatorFor(self, hostname: str):
+        """
+        The TLS connection creator for the broker at C{hostname}.
+        """
+        from twisted.internet.ssl import optionsForClientTLS
+
+        return optionsForClientTLS(hostname, trustRoot=self._trust,
+                                   clientCertificate=self._client)
 
 
 def encode(eventType: str, payload: Any, publisherId: str, envelope: bool,
@@ -136,9 +232,11 @@ class _HostsInTurn:
     #: the back-off for them is here.
     refusals = 0
 
-    def __init__(self, reactor, brokers: Sequence[Broker]) -> None:
+    def __init__(self, reactor, brokers: Sequence[Broker],
+                 tls: Optional[BrokerTLS] = None) -> None:
         self._reactor = reactor
         self._brokers = list(brokers)
+        self._tls = tls
         self._next = 0
         self.current: Optional[Broker] = None
 
@@ -151,8 +249,10 @@ class _HostsInTurn:
     def _connect(self, factory) -> Deferred:
         broker = self.current = self._brokers[self._next % len(self._brokers)]
         self._next += 1
-        d = HostnameEndpoint(self._reactor, broker.host, broker.port,
-                             timeout=10).connect(factory)
+        endpoint = HostnameEndpoint(self._reactor, broker.host, broker.port, timeout=10)
+        if self._tls is not None:
+            endpoint = clientTLS(self._tls.creatorFor(broker.host), endpoint)
+        d = endpoint.connect(factory)
 
         def failed(reason):
             self.log.warn("notifications: cannot reach the broker at {broker}: {error}",
@@ -174,9 +274,10 @@ class AMQPNotifier(service.Service):
     def __init__(self, reactor, brokers: Sequence[Broker], envelope: bool = True,
                  exchange: str = "glance", topics: Sequence[str] = ("notifications",),
                  durable: bool = False, publisherId: Optional[str] = None,
-                 maxPending: int = MAX_PENDING, stopTimeout: float = 5.0) -> None:
+                 maxPending: int = MAX_PENDING, stopTimeout: float = 5.0,
+                 tls: Optional[BrokerTLS] = None) -> None:
         self._reactor = reactor
-        self._endpoint = _HostsInTurn(reactor, brokers)
+        self._endpoint = _HostsInTurn(reactor, brokers, tls)
         self._envelope = envelope
         self._exchange = exchange
         self._topics = tuple(topics)
@@ -366,6 +467,7 @@ def _connectionClass():
 
         channelInUse = None
         _usable: Optional[bool] = None
+        _lostBecause = None
 
         def __init__(self, parameters, notifier: "AMQPNotifier",
                      custom_reactor=None) -> None:
@@ -379,11 +481,19 @@ def _connectionClass():
             return d.addCallbacks(self._opened, self._refused)
 
         def _handshakeFailed(self, reason) -> None:
-            self._notifier.log.warn(
-                "notifications: the AMQP handshake with the broker at {broker} failed"
-                " (user, password and virtual host right?): {error}",
-                broker=str(self._notifier._endpoint.current),
-                error=_describe(reason.value))
+            lost = self._lostBecause
+            if lost is not None and type(lost.value).__module__.startswith("OpenSSL"):
+                # pika says only that the connection failed.
+                self._notifier.log.warn(
+                    "notifications: TLS with the broker at {broker} failed: {error}",
+                    broker=str(self._notifier._endpoint.current),
+                    error=_describe(lost.value))
+            else:
+                self._notifier.log.warn(
+                    "notifications: the AMQP handshake with the broker at {broker} failed"
+                    " (user, password and virtual host right?): {error}",
+                    broker=str(self._notifier._endpoint.current),
+                    error=_describe(reason.value))
             self._refused(reason)
 
         def _opened(self, channel) -> None:
@@ -400,6 +510,8 @@ def _connectionClass():
                 self.transport.loseConnection()
 
         def connectionLost(self, reason=None) -> None:
+            # Before pika fails the handshake with a reason of its own.
+            self._lostBecause = reason
             super().connectionLost(reason)
             self._settle(False)
 
@@ -453,14 +565,35 @@ def fromConfig(reactor, raw: Dict[str, str]) -> Tuple[List[INotifier], List[serv
     if not url:
         raise ConfigError("notification_driver: %s needs a transport_url" % (sending[0],))
     brokers = parseTransportURL(url, option)
+    tls = _tlsFromOptions(raw, urlOptions(url, option))
     topics = [t.strip() for t in (raw.get("notification_topics") or "notifications").split(",")
               if t.strip()]
     if not topics:
         raise ConfigError("notification_topics: must not be empty")
-    durable = raw.get("amqp_durable_queues", "false").strip().lower()
-    if durable not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
-        raise ConfigError("amqp_durable_queues: expected true or false, got %r" % (durable,))
+    durable = parseFlag("amqp_durable_queues", raw.get("amqp_durable_queues", "false"))
     amqp = AMQPNotifier(reactor, brokers, envelope=DRIVERS[sending[0]],
                         exchange=(raw.get("control_exchange") or "glance").strip(),
-                        topics=topics, durable=durable in ("true", "yes", "1", "on"))
+                        topics=topics, durable=durable, tls=tls)
     return notifiers + [amqp], [amqp]
+
+
+def _tlsFromOptions(raw: Dict[str, str], fromURL: Dict[str, str]) -> Optional[BrokerTLS]:
+    """
+    The TLS settings of [oslo_messaging_rabbit] (C{rabbit_ssl*} here), with
+    the URL's query winning, as in oslo.messaging.
+    """
+    def get(name: str) -> str:
+        if name in fromURL:
+            return fromURL[name].strip()
+        return (raw.get("rabbit_" + name) or "").strip()
+
+    if not parseFlag("ssl", get("ssl") or "false"):
+        ignored = [name for name in URL_OPTIONS[1:] if get(name)]
+        if ignored:
+            # As oslo.messaging does, but said: whoever set them may
+            # believe the connection is encrypted.
+            AMQPNotifier.log.warn("notifications: {names} set but ssl is not true:"
+                                  " connecting to the broker without TLS",
+                                  names=", ".join(ignored))
+        return None
+    return BrokerTLS.fromFiles(get("ssl_ca_file"), get("ssl_cert_file"), get("ssl_key_file"))

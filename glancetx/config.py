@@ -23,7 +23,10 @@ DISK_FORMATS = ("ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2",
 CONTAINER_FORMATS = ("ami", "ari", "aki", "bare", "ovf", "ova", "docker")
 
 
-def _bool(name: str, value: str) -> bool:
+def parseFlag(name: str, value: str) -> bool:
+    """
+    An INI true or false, as oslo.config spells them.
+    """
     v = value.strip().lower()
     if v in ("true", "yes", "on", "1"):
         return True
@@ -69,7 +72,7 @@ _CORE: Dict[str, Tuple[Callable[[str, str], Any], Any]] = {
     "default_store": (_choice("file", "s3", "swift"), "file"),
     "stores": (_list, ("file", "http")),
     "filesystem_store_datadir": (_str, None),
-    "filesystem_store_direct_io": (_bool, True),
+    "filesystem_store_direct_io": (parseFlag, True),
     "sql_connection": (_str, None),
     "image_size_cap": (_int(1), 1099511627776),
     "api_limit_max": (_int(1), 1000),
@@ -79,7 +82,7 @@ _CORE: Dict[str, Tuple[Callable[[str, str], Any], Any]] = {
     "disk_formats": (_list, DISK_FORMATS),
     "container_formats": (_list, CONTAINER_FORMATS),
     "disk_threads": (_int(1, 64), 8),
-    "delayed_delete": (_bool, False),
+    "delayed_delete": (parseFlag, False),
     "scrub_time": (_int(0), 43200),
     "wakeup_time": (_int(1), 300),
     "access_log": (_str, ""),
@@ -104,17 +107,21 @@ _PASSED_ON: FrozenSet[str] = frozenset("""
     swift_store_auth_insecure
     notification_driver notification_transport_url notification_topics
     transport_url control_exchange amqp_durable_queues
+    rabbit_ssl rabbit_ssl_ca_file rabbit_ssl_cert_file rabbit_ssl_key_file
 """.split())
 
 #: Sections of oslo.messaging's options, and the names their options take
 #: here.  [oslo_messaging_notifications] is read whole, so a typo in it
 #: stops the start; of [oslo_messaging_rabbit]'s many tuning options only
-#: this one changes what is declared on the broker.
+#: these are read: what is declared on the broker, and TLS.
 _SECTIONS: Dict[str, Dict[str, str]] = {
     "oslo_messaging_notifications": {"driver": "notification_driver",
                                      "transport_url": "notification_transport_url",
                                      "topics": "notification_topics"},
-    "oslo_messaging_rabbit": {"amqp_durable_queues": "amqp_durable_queues"},
+    "oslo_messaging_rabbit": {"amqp_durable_queues": "amqp_durable_queues",
+                              "ssl": "rabbit_ssl", "ssl_ca_file": "rabbit_ssl_ca_file",
+                              "ssl_cert_file": "rabbit_ssl_cert_file",
+                              "ssl_key_file": "rabbit_ssl_key_file"},
 }
 _STRICT_SECTIONS = ("oslo_messaging_notifications",)
 

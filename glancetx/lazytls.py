@@ -9,11 +9,11 @@ C{twisted.internet.endpoints} (which Klein imports) for TLS endpoints.
 glancetx uses none of these.
 
 So twistd glance imports the three with pyOpenSSL hidden, and listens on a
-plain TCP port with C{listenTCP} rather than through strports.  Its HTTPS
-clients (S3, Swift, the http store) wrap their connections in TLS with
-L{clientTLS}, which imports the TLS protocol, and pyOpenSSL with it, when
-the first TLS connection is made; C{wrapClientTLS} would find its TLS
-factory missing.  A port description that needs more than plain TCP (ssl:,
+plain TCP port with C{listenTCP} rather than through strports.  Its TLS
+clients (S3, Swift, the http store, a RabbitMQ with C{ssl}) wrap their
+connections in TLS with L{clientTLS}, which imports the TLS protocol, and
+pyOpenSSL with it, when the first TLS connection is made;
+C{wrapClientTLS} would find its TLS factory missing.  A port description that needs more than plain TCP (ssl:,
 unix:, systemd:) goes to strports, and then nothing is hidden.
 """
 

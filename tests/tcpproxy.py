@@ -11,6 +11,10 @@ cut the store off in the middle of an upload and bring it back.
 
 While cut, the listening port is closed, so new connections are refused
 (ECONNREFUSED) rather than accepted and dropped.
+
+Given C{tls} (server-side TLS options), the proxy takes TLS from its
+clients and speaks plain TCP to the server: a TLS front for a server that
+has none of its own.
 """
 
 from typing import List, Optional
@@ -105,8 +109,9 @@ class TCPProxy:
     """
 
     def __init__(self, reactor, targetHost: str, targetPort: int,
-                 interface: str = "127.0.0.1") -> None:
+                 interface: str = "127.0.0.1", tls=None) -> None:
         self.reactor = reactor
+        self.tls = tls
         self.targetHost = targetHost
         self.targetPort = targetPort
         self.interface = interface
@@ -121,7 +126,13 @@ class TCPProxy:
         """
         Listen (on a free port the first time); fire with the port number.
         """
-        endpoint = TCP4ServerEndpoint(self.reactor, self.port, interface=self.interface)
+        if self.tls is not None:
+            from twisted.internet.endpoints import SSL4ServerEndpoint
+
+            endpoint = SSL4ServerEndpoint(self.reactor, self.port, self.tls,
+                                          interface=self.interface)
+        else:
+            endpoint = TCP4ServerEndpoint(self.reactor, self.port, interface=self.interface)
         self._listening = await endpoint.listen(Factory.forProtocol(lambda: _Downstream(self)))
         self.port = self._listening.getHost().port
         return self.port

@@ -1,6 +1,6 @@
 """
-A throwaway certificate authority and a server certificate it signed, for
-TLS tests on loopback.
+A throwaway certificate authority and the server and client certificates
+it signed, for TLS tests on loopback.
 """
 
 import datetime
@@ -29,6 +29,17 @@ def makeCertificates(directory: str, hostname: str = "localhost"):
     @return: the path of the CA certificate (PEM), and the server's
         certificate and key (PEM bytes) for C{hostname}.
     """
+    caPath, serverPEM, _, _ = makeCertificatesWithClient(directory, hostname)
+    return caPath, serverPEM
+
+
+def makeCertificatesWithClient(directory: str, hostname: str = "localhost"):
+    """
+    L{makeCertificates}, and a client certificate from the same CA.
+
+    @return: the CA certificate's path, the server's certificate and key
+        (PEM bytes), and the paths of the client's certificate and key.
+    """
     now = datetime.datetime.now(datetime.timezone.utc)
     caKey = ec.generate_private_key(ec.SECP256R1())
     ca = (x509.CertificateBuilder()
@@ -43,17 +54,26 @@ def makeCertificates(directory: str, hostname: str = "localhost"):
                                        encipher_only=False, decipher_only=False),
                          critical=True)
           .sign(caKey, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder()
-            .subject_name(_name(hostname)).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .sign(caKey, hashes.SHA256()))
+
+    def leaf(name: str):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder()
+                .subject_name(_name(name)).issuer_name(ca.subject)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]),
+                               critical=False)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .sign(caKey, hashes.SHA256()))
+        return _pem(cert), _pem(key)
+
     os.makedirs(directory, exist_ok=True)
-    caPath = os.path.join(directory, "ca.pem")
-    with open(caPath, "wb") as f:
-        f.write(_pem(ca))
-    return caPath, _pem(leaf) + _pem(key)
+    paths = []
+    server = leaf(hostname)
+    for name, data in [("ca.pem", _pem(ca)), *zip(("client.pem", "client.key"),
+                                                  leaf("glancetx test client"))]:
+        paths.append(os.path.join(directory, name))
+        with open(paths[-1], "wb") as f:
+            f.write(data)
+    return paths[0], server[0] + server[1], paths[1], paths[2]
