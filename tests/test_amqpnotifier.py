@@ -63,7 +63,6 @@ class TransportURLTests(SynchronousTestCase):
             self.assertIn(words, str(e), url)
             self.assertTrue(str(e).startswith("transport_url: "), str(e))
 
-
     def test_options(self):
         url = "rabbit://u:p@h/v?ssl=1&ssl_ca_file=/etc/ca%20b.pem"
         self.assertEqual(parseTransportURL(url), [Broker("h", 5672, "u", "p", "v")])
@@ -157,7 +156,6 @@ class OptionsTests(SynchronousTestCase):
         e = self.assertRaises(ConfigError, self.ini,
                               "[oslo_messaging_notifications]\ndirver = messagingv2\n")
         self.assertEqual(str(e), "[oslo_messaging_notifications] dirver: unknown option")
-
 
     def test_osloRabbitTLSOptions(self):
         options = self.ini(
@@ -458,7 +456,6 @@ class RabbitMQTests(APITestsMixin, TestCase):
 
         self.assertTrue(await eventually(triedAgain, 20, 0.2))
         self.checkLog("wrong-pw")
-
 
     async def glanceBehindTLS(self, query: str, requireClient: bool = False, **options):
         """
