@@ -68,12 +68,13 @@ def makeCertificatesWithClient(directory: str, hostname: str = "localhost"):
                 .sign(caKey, hashes.SHA256()))
         return _pem(cert), _pem(key)
 
+    serverCert, serverKey = leaf(hostname)
+    clientCert, clientKey = leaf("glancetx test client")
     os.makedirs(directory, exist_ok=True)
-    paths = []
-    server = leaf(hostname)
-    for name, data in [("ca.pem", _pem(ca)), *zip(("client.pem", "client.key"),
-                                                  leaf("glancetx test client"))]:
-        paths.append(os.path.join(directory, name))
-        with open(paths[-1], "wb") as f:
+    paths = {}
+    for name, data in [("ca.pem", _pem(ca)), ("client.pem", clientCert),
+                       ("client.key", clientKey)]:
+        paths[name] = os.path.join(directory, name)
+        with open(paths[name], "wb") as f:
             f.write(data)
-    return paths[0], server[0] + server[1], paths[1], paths[2]
+    return paths["ca.pem"], serverCert + serverKey, paths["client.pem"], paths["client.key"]
