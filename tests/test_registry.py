@@ -10,7 +10,8 @@ from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import TestCase
 
 from glancetx.registry import migrate
-from glancetx.registry.registry import Conflict, ListQuery, NotFound, QuotaExceeded, Registry
+from glancetx.registry.registry import (Conflict, ListQuery, NotFound, QuotaExceeded, Registry,
+                                        UploadLease)
 from tests import dbs
 
 
@@ -99,6 +100,60 @@ class RegistryTestsMixin:
             await self.registry.update(uid(1), {"status": "saving"}, expectStatus=["queued"])
         with self.assertRaises(NotFound):
             await self.registry.update(uid(2), {"status": "saving"}, expectStatus=["queued"])
+
+    async def saving(self, n, holder, expiresAt):
+        await self.make(n, status="queued")
+        await self.registry.update(uid(n), {"status": "saving"}, expectStatus=["queued"],
+                                   lease=UploadLease(uid(n), holder, expiresAt, "file"))
+
+    @async_test
+    async def test_expiredUploadLeaseKillsItsImage(self):
+        """
+        An image whose upload lease ran out is killed, once: a second
+        reaper, or the same one again, finds nothing.
+        """
+        t0 = datetime.datetime(2030, 1, 1)
+        await self.saving(1, "a", t0)
+        self.assertEqual(await self.registry.killAbandonedUploads(t0), [])
+        self.assertEqual((await self.registry.get(uid(1))).status, "saving")
+        later = t0 + datetime.timedelta(seconds=1)
+        self.assertEqual(await self.registry.killAbandonedUploads(later),
+                         [UploadLease(uid(1), "a", t0, "file")])
+        self.assertEqual((await self.registry.get(uid(1))).status, "killed")
+        self.assertEqual(await self.registry.killAbandonedUploads(later), [])
+
+    @async_test
+    async def test_renewingKeepsOnlyTheHoldersUploads(self):
+        t0 = datetime.datetime(2030, 1, 1)
+        await self.saving(1, "a", t0)
+        await self.saving(2, "b", t0)
+        await self.saving(3, "a", t0)
+        later = t0 + datetime.timedelta(seconds=60)
+        self.assertEqual(await self.registry.renewUploads("a", later), 2)
+        killed = await self.registry.killAbandonedUploads(t0 + datetime.timedelta(seconds=30))
+        self.assertEqual([lease.image_id for lease in killed], [uid(2)])
+        self.assertEqual([(await self.registry.get(uid(n))).status for n in (1, 2, 3)],
+                         ["saving", "killed", "saving"])
+
+    @async_test
+    async def test_leavingSavingEndsTheLease(self):
+        """
+        An upload that ended (active, killed) or an image deleted while
+        saving holds no lease any more, so nothing kills or touches it
+        later; and a saving image with no lease (left by a version before
+        leases) is not killed either.
+        """
+        t0 = datetime.datetime(2030, 1, 1)
+        await self.saving(1, "a", t0)
+        await self.registry.update(uid(1), {"status": "active"}, expectStatus=["saving"])
+        await self.saving(2, "a", t0)
+        await self.registry.delete(uid(2))
+        await self.make(3, status="saving")
+        much = t0 + datetime.timedelta(days=1)
+        self.assertEqual(await self.registry.killAbandonedUploads(much), [])
+        self.assertEqual(await self.registry.renewUploads("a", much), 0)
+        self.assertEqual((await self.registry.get(uid(1))).status, "active")
+        self.assertEqual((await self.registry.get(uid(3))).status, "saving")
 
     @async_test
     async def test_purgeProperties(self):

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 
 from glancetx.asyncutil import fromCoroutine
 from glancetx.registry.batch import ReadBatcher
-from glancetx.registry.schema import image_members, image_properties, images
+from glancetx.registry.schema import image_members, image_properties, image_uploads, images
 
 T = TypeVar("T")
 
@@ -96,6 +96,19 @@ class ImageRecord:
 
     def fields(self) -> Dict[str, Any]:
         return {name: getattr(self, name) for name in IMAGE_FIELDS}
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class UploadLease:
+    """
+    An upload under way: the process that receives it (C{holder}), until
+    when it has vouched for it, and the store its bytes go to.
+    """
+
+    image_id: str
+    holder: str
+    expires_at: datetime.datetime
+    store: str
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
@@ -213,6 +226,25 @@ _INSERT_IMAGE = images.insert()
 _INSERT_PROPERTY = image_properties.insert()
 _INSERT_MEMBER = image_members.insert()
 _LOCATION = select([images.c.location]).where(images.c.id == bindparam("id"))
+_TAKE_LEASE = image_uploads.insert()
+_END_LEASE = image_uploads.delete().where(image_uploads.c.image_id == bindparam("id"))
+_RENEW_LEASES = image_uploads.update().where(
+    image_uploads.c.holder == bindparam("lease_holder")).values(
+    expires_at=bindparam("new_expiry", type_=image_uploads.c.expires_at.type))
+_EXPIRED_LEASES = select([image_uploads.c.image_id, image_uploads.c.holder,
+                           image_uploads.c.expires_at, image_uploads.c.store]).where(
+    image_uploads.c.expires_at < bindparam("now", type_=image_uploads.c.expires_at.type)
+).order_by(image_uploads.c.expires_at).limit(bindparam("limit", type_=Integer))
+_LEASE_EXPIRED = exists().where(and_(
+    image_uploads.c.image_id == images.c.id,
+    image_uploads.c.expires_at < bindparam("now", type_=image_uploads.c.expires_at.type)))
+_KILL_ABANDONED = images.update().where(and_(
+    images.c.id == bindparam("image_id"), images.c.status == "saving",
+    images.c.deleted == False, _LEASE_EXPIRED)).values(  # noqa: E712
+    status="killed", updated_at=bindparam("now", type_=images.c.updated_at.type))
+_END_EXPIRED_LEASE = image_uploads.delete().where(and_(
+    image_uploads.c.image_id == bindparam("id"),
+    image_uploads.c.expires_at < bindparam("now", type_=image_uploads.c.expires_at.type)))
 _MEMBERS = select([image_members.c.member, image_members.c.can_share]).where(and_(
     image_members.c.image_id == bindparam("id"),
     image_members.c.deleted == False)).order_by(image_members.c.member)  # noqa: E712
@@ -566,7 +598,8 @@ class Registry:
                      properties: Optional[Mapping[str, str]] = None,
                      purgeProperties: bool = False,
                      expectStatus: Optional[Iterable[str]] = None,
-                     location: Any = attr.NOTHING) -> ImageRecord:
+                     location: Any = attr.NOTHING,
+                     lease: Optional["UploadLease"] = None) -> ImageRecord:
         """
         Change an image's fields and properties in one transaction.
 
@@ -575,12 +608,15 @@ class Registry:
             UPDATE); otherwise L{Conflict}.
         @param properties: properties to set; with C{purgeProperties}, also
             the complete new set (others are removed).
+        @param lease: the upload lease to take with this change (to
+            C{saving}).  A change to any other status ends the image's lease.
         """
         now = _now()
         row = dict(values)
         row["updated_at"] = now
         if location is not attr.NOTHING:
             row["location"] = location
+        endsLease = "status" in values and values["status"] != "saving"
 
         def work(sqlconn):
             cond = and_(images.c.id == imageId, images.c.deleted == False)  # noqa: E712
@@ -591,6 +627,11 @@ class Registry:
                 # Tell a missing image from one in the wrong state.
                 _getImage(sqlconn, imageId)
                 raise Conflict("image is not in a state that allows this")
+            if lease is not None or endsLease:
+                sqlconn.execute(_END_LEASE, id=imageId)
+            if lease is not None:
+                sqlconn.execute(_TAKE_LEASE, image_id=imageId, holder=lease.holder,
+                                expires_at=lease.expires_at, store=lease.store)
             if properties is not None:
                 self._setProperties(sqlconn, imageId, properties, purgeProperties, now)
             return _getImage(sqlconn, imageId)
@@ -636,6 +677,7 @@ class Registry:
                 sqlconn.execute(table.update().where(and_(
                     table.c.image_id == imageId, table.c.deleted == False)).values(  # noqa: E712
                     deleted=True, deleted_at=now))
+            sqlconn.execute(_END_LEASE, id=imageId)
             return _getImage(sqlconn, imageId, includeDeleted=True)
         return await self._run(work)
 
@@ -667,6 +709,42 @@ class Registry:
                 images.c.id == imageId, images.c.status == "pending_delete")).values(
                 status="deleted", updated_at=_now()))
             return location if result.rowcount == 1 else None
+        return await self._run(work)
+
+    # -- upload leases ----------------------------------------------------
+
+    @fromCoroutine
+    async def renewUploads(self, holder: str, expiresAt: datetime.datetime) -> int:
+        """
+        Push every lease C{holder} holds forward to C{expiresAt}, in one
+        statement.  Returns how many it holds.
+        """
+        def work(sqlconn):
+            return sqlconn.execute(_RENEW_LEASES, lease_holder=holder,
+                                   new_expiry=expiresAt).rowcount
+        return await self._run(work)
+
+    @fromCoroutine
+    async def killAbandonedUploads(self, now: datetime.datetime,
+                                   limit: int = 100) -> List["UploadLease"]:
+        """
+        Kill the images in C{saving} whose upload lease ran out before
+        C{now}: their process stopped renewing it, so it died.  Each is a
+        conditional UPDATE on the lease's expiry, so a lease renewed
+        meanwhile keeps its image, and of several processes reaping at once
+        only one kills each image.  Returns the leases of the images this
+        call killed.
+        """
+        def work(sqlconn):
+            expired = [UploadLease(*r) for r in sqlconn.execute(_EXPIRED_LEASES, now=now,
+                                                                limit=limit)]
+            killed = []
+            for lease in expired:
+                result = sqlconn.execute(_KILL_ABANDONED, image_id=lease.image_id, now=now)
+                sqlconn.execute(_END_EXPIRED_LEASE, id=lease.image_id, now=now)
+                if result.rowcount == 1:
+                    killed.append(lease)
+            return killed
         return await self._run(work)
 
     # -- lists ------------------------------------------------------------

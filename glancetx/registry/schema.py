@@ -29,7 +29,7 @@ DateTime = _DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
 
 #: The newest migration; the server compares the database with it without
 #: loading alembic (a test keeps it equal to alembic's head).
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 metadata = MetaData()
 
@@ -92,4 +92,18 @@ image_members = Table(
     Column("deleted", Boolean, nullable=False, default=False),
     UniqueConstraint("image_id", "member", name="uq_image_members_image_id_member"),
     Index("ix_image_members_member", "member"),
+)
+
+#: Uploads under way, one row per image in C{saving}: which process holds
+#: it and until when.  The holder pushes C{expires_at} forward while its
+#: upload runs; a row left to expire is an upload whose process died, and
+#: any process may then kill the image (see L{glancetx.uploadleases}).
+image_uploads = Table(
+    "image_uploads",
+    metadata,
+    Column("image_id", String(36), ForeignKey("images.id"), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    #: The store the bytes go to, which removes what a dead upload left.
+    Column("store", String(20), nullable=False),
 )
