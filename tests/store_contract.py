@@ -4,7 +4,10 @@ The store contract, as one mixin every driver's test case runs.
 A subclass provides C{makeStore()} (may return a Deferred) and
 C{leftovers()} (a Deferred or list naming any bytes the store still holds for
 images that were never completed: partial files, open multipart uploads,
-orphan segments).
+orphan segments), C{leaveAbandonedUpload(store, imageId)} (what an upload
+leaves when its process dies: partial bytes, and whole bytes the registry
+never heard of) and C{holds(store, imageId)} (whether bytes are stored
+under an image's own name).
 """
 
 import hashlib
@@ -31,6 +34,12 @@ class StoreContractMixin:
         raise NotImplementedError()
 
     def leftovers(self):
+        raise NotImplementedError()
+
+    def leaveAbandonedUpload(self, store, imageId: str):
+        raise NotImplementedError()
+
+    def holds(self, store, imageId: str):
         raise NotImplementedError()
 
     def imageId(self) -> str:
@@ -100,4 +109,22 @@ class StoreContractMixin:
             with self.assertRaises(UploadFailed):
                 await store.add(self.imageId(), body)
             self.assertEqual(list(await maybeDeferred(self.leftovers)), [])
+        return ensureDeferred(go())
+
+    def test_removeAbandonedLeavesNothing(self):
+        """
+        What an upload left when its process died goes once its image is
+        killed; other images stay, and finding nothing is not an error.
+        """
+        async def go():
+            store, kept = await self._roundTrip(b"kept " * 1000)
+            before = list(await maybeDeferred(self.leftovers))
+            image = self.imageId()
+            await maybeDeferred(self.leaveAbandonedUpload, store, image)
+            self.assertTrue(await maybeDeferred(self.holds, store, image))
+            await store.removeAbandoned(image)
+            self.assertEqual(list(await maybeDeferred(self.leftovers)), before)
+            self.assertFalse(await maybeDeferred(self.holds, store, image))
+            await store.removeAbandoned(image)
+            self.assertEqual(await store.get_size(kept.location), 5000)
         return ensureDeferred(go())

@@ -27,6 +27,36 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
     def leftovers(self):
         return [n for n in os.listdir(self.dir) if ".part-" in n]
 
+    def leaveAbandonedUpload(self, store, imageId):
+        for name in (imageId + ".part-1", imageId + ".part-2", imageId):
+            with open(os.path.join(self.dir, name), "wb") as f:
+                f.write(b"x" * 1000)
+
+    def holds(self, store, imageId):
+        return os.path.exists(os.path.join(self.dir, imageId))
+
+    def test_removeAbandonedSparesLiveWriters(self):
+        """
+        A part file whose writer still holds its lock is not an abandoned
+        one (the registry said the upload died, but the lock says more
+        surely that it did not), and neither is another image's.
+        """
+        from glancetx.store.appendfile import AppendFile
+        store = self.makeStore()
+        live = os.path.join(self.dir, "img.part-1")
+        writing = AppendFile.create(live, direct=False)
+        self.addCleanup(writing.close)
+        other = os.path.join(self.dir, "img2.part-1")
+        with open(other, "wb") as f:
+            f.write(b"x")
+
+        async def go():
+            await store.removeAbandoned("img")
+            self.assertEqual(sorted(self.leftovers()), ["img.part-1", "img2.part-1"])
+            with self.assertRaises(BadLocation):
+                await store.removeAbandoned("../img")
+        return ensureDeferred(go())
+
     def test_locationOutsideDirectoryRefused(self):
         store = self.makeStore()
         self.assertRaises(BadLocation, store._pathFor, "file:///etc/passwd")

@@ -554,6 +554,16 @@ class _RealS3Mixin(StoreContractMixin):
         )
         return attr.evolve(store, **dict({"largeObjectSize": 8 * MiB}, **overrides))
 
+    def leaveAbandonedUpload(self, store, imageId):
+        upload = self.s3.create_multipart_upload(Bucket=self.bucket, Key=imageId)
+        self.s3.upload_part(Bucket=self.bucket, Key=imageId, PartNumber=1,
+                            UploadId=upload["UploadId"], Body=b"x" * 1000)
+        self.s3.put_object(Bucket=self.bucket, Key=imageId, Body=b"whole")
+
+    def holds(self, store, imageId):
+        objects = self.s3.list_objects_v2(Bucket=self.bucket).get("Contents", [])
+        return imageId in [o["Key"] for o in objects]
+
     def leftovers(self):
         uploads = self.s3.list_multipart_uploads(Bucket=self.bucket).get("Uploads", [])
         objects = self.s3.list_objects_v2(Bucket=self.bucket).get("Contents", [])

@@ -118,6 +118,26 @@ class SwiftStoreTests(StoreContractMixin, TestCase):
     def leftovers(self):
         return ensureDeferred(self._leftovers())
 
+    def leaveAbandonedUpload(self, store, imageId):
+        async def go():
+            from glancetx.store.swift import _BytesBody, _objectPath
+            creds = store._configuredCredentials()
+            await store._ensureContainer(creds, store.container, True)
+            await store._ensureContainer(creds, store.segmentsContainer, True)
+            for container, name in ((store.segmentsContainer, imageId + "/up1/00000001"),
+                                    (store.segmentsContainer, imageId + "/up1/00000002"),
+                                    (store.container, imageId)):
+                response = await store._authed(creds, "PUT", _objectPath(container, name),
+                                               data=_BytesBody(b"x" * 1000))
+                await response.content()
+                self.assertEqual(response.code, 201)
+        return ensureDeferred(go())
+
+    def holds(self, store, imageId):
+        async def go():
+            return imageId in await store.listObjects(store.container)
+        return ensureDeferred(go())
+
     async def _images(self):
         store = await self._store()
         return await store.listObjects(store.container)

@@ -269,6 +269,9 @@ class FilesystemStore:
             share.leave()
         return StoredImage(location="file://" + final, size=writer.written)
 
+    def removeAbandoned(self, image_id: str) -> Deferred:
+        return self._run(_removeAbandoned, self.directory, image_id)
+
     @fromCoroutine
     async def get(self, location: str):
         path = self._pathFor(location)
@@ -304,6 +307,21 @@ def _commit(file: AppendFile, temp: str, final: str) -> None:
         os.fsync(dirfd)
     finally:
         os.close(dirfd)
+
+
+def _removeAbandoned(directory: str, imageId: str) -> None:
+    """
+    A dead upload's temporary files (unless a live writer holds one), and
+    its file if it was renamed into place before the registry heard of it.
+    """
+    if os.path.dirname(os.path.join(directory, imageId)) != directory:
+        raise BadLocation("bad image id")
+    partial = imageId + ".part-"
+    with os.scandir(directory) as entries:
+        names = [e.name for e in entries if e.name.startswith(partial)]
+    for name in names:
+        removeIfAbandoned(os.path.join(directory, name))
+    _unlinkQuietly(os.path.join(directory, imageId))
 
 
 def _unlinkQuietly(path: str) -> None:

@@ -370,6 +370,10 @@ class HTTPStore:
         # Glance's http store never deleted the origin's data; neither do we.
         return succeed(None)
 
+    def removeAbandoned(self, image_id: str) -> Deferred:
+        # Nothing is ever uploaded here.
+        return succeed(None)
+
     @fromCoroutine
     async def get_size(self, location: str) -> int:
         what = redact(location)

@@ -107,6 +107,17 @@ class IStore(Interface):
         @return: Deferred firing with None.
         """
 
+    def removeAbandoned(image_id):
+        """
+        Remove whatever an upload of C{image_id} left here when its process
+        died: partial bytes, or whole bytes that never reached the registry.
+        Called once the image is killed, so nothing else may write under
+        C{image_id} any more.  A store that cannot be reached is tried again
+        in the background for a while; nothing to remove is not an error.
+
+        @return: Deferred firing with None.
+        """
+
 
 def redact(location: str) -> str:
     """

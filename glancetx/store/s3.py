@@ -1240,6 +1240,18 @@ class S3Store(RetriedCleanups):
                 )
 
     @fromCoroutine
+    async def removeAbandoned(self, image_id: str) -> None:
+        """
+        A dead upload's open multipart upload, or the object a single PUT
+        finished before the registry heard of it (the key is the image id).
+        """
+        if not image_id or image_id.startswith("/") or ".." in image_id.split("/"):
+            raise BadLocation("bad image id")
+        loc = self._location(image_id)
+        await self._abortUnknown(loc)
+        await self._deleteQuietly(loc)
+
+    @fromCoroutine
     async def get(self, location: str) -> IBodyProducer:
         loc = parseLocation(location)
         response = await self._send("GET", loc, "download")

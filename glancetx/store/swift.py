@@ -1282,6 +1282,19 @@ class SwiftStore(RetriedCleanups):
         return writer.received
 
     @fromCoroutine
+    async def removeAbandoned(self, image_id: str) -> None:
+        """
+        A dead upload's segments (named C{<image id>/<upload id>/<n>}), and
+        the object or manifest it finished before the registry heard of it.
+        """
+        if not image_id or "/" in image_id:
+            raise BadLocation("bad image id")
+        creds = self._configuredCredentials()
+        for name in await self._list(creds, self.segmentsContainer, image_id + "/"):
+            await self._deleteQuietly(creds, _objectPath(self.segmentsContainer, name))
+        await self._deleteQuietly(creds, _objectPath(self.container, image_id))
+
+    @fromCoroutine
     async def get(self, location: str):
         creds, parsed = self._locate(location)
         response = await self._authed(
