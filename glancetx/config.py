@@ -85,6 +85,7 @@ _CORE: Dict[str, Tuple[Callable[[str, str], Any], Any]] = {
     "delayed_delete": (parseFlag, False),
     "scrub_time": (_int(0), 43200),
     "wakeup_time": (_int(1), 300),
+    "upload_lease_seconds": (_int(3), 300),
     "access_log": (_str, ""),
 }
 
@@ -147,6 +148,8 @@ class Config:
     delayed_delete: bool = False
     scrub_time: int = 43200
     wakeup_time: int = 300
+    #: How long an upload's image stays C{saving} after its process dies.
+    upload_lease_seconds: int = 300
     #: A file for the access log; empty for the twistd log.
     access_log: str = ""
     #: Every option from the file, as raw strings, for the modules that

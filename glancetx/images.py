@@ -27,6 +27,7 @@ from glancetx.protections import PropertyProtections
 from glancetx.registry import registry as reg
 from glancetx.registry.registry import ImageRecord, ListQuery, MemberRecord
 from glancetx.store.remote import userMayName
+from glancetx.uploadleases import UploadLeases
 from glancetx.store.interface import (
     BadLocation,
     LocationNotFound,
@@ -110,6 +111,9 @@ class ImageService:
     background: List = attr.ib(factory=list)
     #: Upload memory: how far the hasher may fall behind (see budget.py).
     budget: SharedBudget = attr.ib(factory=lambda: SharedBudget(total=0))
+    #: Leases on the uploads under way (None: none taken, as in unit tests
+    #: that need none).
+    leases: Optional[UploadLeases] = attr.ib(default=None)
     #: The sources of the uploads under way, so that shutdown can end them.
     _uploading: Dict[int, Any] = attr.ib(factory=dict, init=False)
     _stopping: bool = attr.ib(default=False, init=False)
@@ -448,6 +452,8 @@ class ImageService:
             return await self._storeFrom(image, source, store)
         finally:
             self._uploading.pop(token, None)
+            if self.leases is not None:
+                self.leases.release(image.id)
 
     async def stopUploads(self, grace: float = 30.0) -> None:
         """
@@ -471,8 +477,10 @@ class ImageService:
                           count=len(self._uploading))
 
     async def _storeFrom(self, image: ImageRecord, source, store) -> ImageRecord:
+        lease = self.leases.take(image.id, store.name) if self.leases is not None else None
         try:
-            await self.registry.update(image.id, {"status": "saving"}, expectStatus=["queued"])
+            await self.registry.update(image.id, {"status": "saving"}, expectStatus=["queued"],
+                                       lease=lease)
         except reg.Conflict:
             raise errors.Conflict("Image %s is not queued: another upload may be in progress"
                                   % (image.id,))
@@ -503,10 +511,16 @@ class ImageService:
                 image.id, {"status": "active", "size": stored.size,
                            "checksum": verifying.checksum},
                 expectStatus=["saving"], location=stored.location)
-        except (reg.Conflict, reg.NotFound):
-            # Deleted (or killed) while its bytes arrived: keep nothing.
+        except reg.NotFound:
+            # Deleted while its bytes arrived: keep nothing.
             await self._deleteBytes(stored.location, image.id)
             raise errors.Conflict("Image %s was deleted during the upload." % (image.id,))
+        except reg.Conflict:
+            # Killed by another process that took this one for dead (its
+            # lease ran out while the database could not be reached).
+            await self._deleteBytes(stored.location, image.id)
+            raise errors.Conflict("Image %s was killed during the upload: this server had"
+                                  " not renewed its upload lease in time." % (image.id,))
         self.notifier.notify("image.upload", payloadFor(image))
         self.notifier.notify("image.activate", payloadFor(image))
         return image
@@ -591,6 +605,37 @@ class ImageService:
             await self._deleteBytes(location, imageId)
         self.notifier.notify("image.delete", payloadFor(image))
         return image
+
+    @fromCoroutine
+    async def killAbandonedUploads(self) -> int:
+        """
+        Kill the images whose upload's process died (its lease ran out), as
+        a failed upload would have, and remove what it stored.  Returns how
+        many were killed.
+        """
+        if self.leases is None:
+            return 0
+        killed = await self.registry.killAbandonedUploads(self.leases.now())
+        for lease in killed:
+            why = "upload abandoned: the process receiving it stopped"
+            self.log.info("image {image_id} killed: {why}", image_id=lease.image_id, why=why)
+            self.notifier.notify("image.upload", "Image %s %s" % (lease.image_id, why), "ERROR")
+            await self._removeAbandoned(lease.store, lease.image_id)
+        return len(killed)
+
+    async def _removeAbandoned(self, storeName: str, imageId: str) -> None:
+        store = self.stores.get(storeName)
+        if store is None:
+            self.log.warn("image {image_id}'s abandoned upload went to the {store} store,"
+                          " which this server does not have: whatever it left there stays",
+                          image_id=imageId, store=storeName)
+            return
+        try:
+            await store.removeAbandoned(imageId)
+        except Exception as e:
+            self.log.warn("could not remove what an abandoned upload of image {image_id}"
+                          " left in the {store} store: {error}", image_id=imageId,
+                          store=storeName, error=_plain(e))
 
     @fromCoroutine
     async def scrub(self) -> int:

@@ -27,6 +27,7 @@ from glancetx.notifier import Notifiers
 from glancetx.registry.schema import HEAD_REVISION
 from glancetx.registry.registry import Registry
 from glancetx.store.filesystem import FilesystemStore
+from glancetx.uploadleases import UploadLeases
 from glancetx.web.app import GlanceAPI
 from glancetx.web.channel import GlanceChannel
 from glancetx.web.sendfile import Sendfile
@@ -289,10 +290,17 @@ def buildService(config: Config, reactor=None):
     # those go out first.
     for s in notifierServices:
         s.setServiceParent(top)
+    leases = UploadLeases(registry, config.upload_lease_seconds)
     images = ImageService(registry=registry, stores=stores, config=config,
                           notifier=Notifiers(notifiers), reactor=reactor,
                           policy=policy, protections=protections, cpuPool=cpuPool,
-                          budget=budget)
+                          budget=budget, leases=leases)
+    # Every process renews its own leases and kills uploads whose process
+    # died; both run at start too, so a restart ends what a crash left.
+    for job in (leases.renew, images.killAbandonedUploads):
+        timer = TimerService(leases.interval, _logFailure(job))
+        timer.clock = reactor
+        timer.setServiceParent(top)
     sendfilePool = ThreadPool(1, config.disk_threads * 2, name="glancetx-sendfile")
     ThreadPoolService(sendfilePool).setServiceParent(top)
     sendfile = Sendfile(reactor, sendfilePool, limit=config.disk_threads * 2)

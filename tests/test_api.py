@@ -416,6 +416,19 @@ class APITests(APITestsMixin, TestCase):
         self.assertEqual(os.listdir(os.path.join(self.glance.dataDir, "images")), [])
         proto.transport.loseConnection()
 
+    async def statusOf(self, name: str):
+        resp, body = await self.request("GET", "/v1/images/detail?name=" + name, expect=200)
+        images = json.loads(body)["images"]
+        return images[0]["status"] if images else None
+
+    async def waitForStatus(self, name: str, status: str, seconds: float) -> None:
+        from twisted.internet.task import deferLater
+        for _ in range(int(seconds / 0.05)):
+            if await self.statusOf(name) == status:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(await self.statusOf(name), status, self.glance.log())
+
     @async_test
     async def test_clientGoneMidUploadKills(self):
         """
@@ -423,28 +436,40 @@ class APITests(APITestsMixin, TestCase):
         bytes on disk.
         """
         await self.server()
-        from twisted.internet.task import deferLater
         proto = await self.startUpload(b"gone")
-        async def statusOfGone():
-            resp, body = await self.request("GET", "/v1/images/detail?name=gone", expect=200)
-            images = json.loads(body)["images"]
-            return images[0]["status"] if images else None
-
         # Wait until the bytes are flowing into the store, then vanish.
-        for _ in range(200):
-            if await statusOfGone() == "saving":
-                break
-            await deferLater(reactor, 0.05, lambda: None)
-        self.assertEqual(await statusOfGone(), "saving", self.glance.log())
+        await self.waitForStatus("gone", "saving", 10)
         proto.transport.abortConnection()
-        for _ in range(100):
-            await deferLater(reactor, 0.1, lambda: None)
-            resp, body = await self.request("GET", "/v1/images/detail?name=gone", expect=200)
-            images = json.loads(body)["images"]
-            if images and images[0]["status"] == "killed":
-                break
-        self.assertEqual(images[0]["status"], "killed", self.glance.log())
+        await self.waitForStatus("gone", "killed", 10)
         self.assertEqual(os.listdir(os.path.join(self.glance.dataDir, "images")), [])
+
+    @async_test
+    async def test_uploadOfAKilledServerEndsKilled(self):
+        """
+        A server killed in the middle of an upload (SIGKILL: it cannot end
+        the upload itself) leaves the image saving only until its upload
+        lease runs out; then the next server on the same database kills it,
+        and no partial file stays.  While the server lived, it kept the
+        lease however long the upload took.
+        """
+        first = await self.server(upload_lease_seconds=3)
+        proto = await self.startUpload(b"orphan")
+        self.addCleanup(proto.transport.abortConnection)
+        await self.waitForStatus("orphan", "saving", 10)
+        # While its server lives, the upload outlasts its lease: renewed.
+        from twisted.internet.task import deferLater
+        await deferLater(reactor, 7, lambda: None)
+        self.assertEqual(await self.statusOf("orphan"), "saving")
+        images = os.path.join(first.dataDir, "images")
+        self.assertEqual(len([n for n in os.listdir(images) if ".part-" in n]), 1)
+        first.process.signalProcess("KILL")
+        await first.watcher.ended
+        await self.server(dataDir=first.dataDir, upload_lease_seconds=3)
+        self.assertEqual(await self.statusOf("orphan"), "saving")
+        await self.waitForStatus("orphan", "killed", 20)
+        self.assertEqual(os.listdir(images), [])
+        self.assertIn("upload abandoned: the process receiving it stopped", self.glance.log())
+        self.assertNotIn("Traceback", self.glance.log())
 
 
 class SharedDatabaseMixin:

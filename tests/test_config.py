@@ -24,6 +24,9 @@ class ConfigTests(TestCase):
         self.assertEqual((c.api_limit_max, c.limit_param_default), (1000, 25))
         self.assertEqual((c.image_member_quota, c.image_property_quota), (128, 128))
         self.assertTrue(c.filesystem_store_direct_io)
+        self.assertEqual(c.upload_lease_seconds, 300)
+        self.assertEqual(config.build("tcp:1", "d", {"upload_lease_seconds": "3"})
+                         .upload_lease_seconds, 3)
 
     def test_directIOReachesTheStore(self):
         from twisted.internet.testing import MemoryReactor
@@ -60,7 +63,7 @@ class ConfigTests(TestCase):
         for name, value in [("image_size_cap", "big"), ("image_size_cap", "0"),
                             ("default_store", "tape"), ("disk_formats", "raw,floppy"),
                             ("delayed_delete", "perhaps"), ("disk_formats", ""),
-                            ("limit_param_default", "5000")]:
+                            ("limit_param_default", "5000"), ("upload_lease_seconds", "2")]:
             e = self.assertRaises(ConfigError, config.build, "tcp:1", "d", {name: value})
             self.assertTrue(str(e).startswith(name + ":"), str(e))
             self.assertNotIn("\n", str(e))

@@ -3,6 +3,7 @@ The image lifecycle in the service, with a real registry (SQLite), a real
 filesystem store and a collecting notifier.
 """
 
+import datetime
 import hashlib
 import os
 
@@ -20,6 +21,7 @@ from glancetx.notifier import CollectingNotifier
 from glancetx.registry import migrate
 from glancetx.registry.registry import Registry
 from glancetx.store.filesystem import FilesystemStore
+from glancetx.uploadleases import UploadLeases
 from tests import dbs
 from tests.bodies import BytesBody, readAll
 
@@ -201,6 +203,58 @@ class LifecycleTests(TestCase):
         with self.assertRaises(errors.Conflict):
             await d
         self.assertEqual(self.files(), [])
+
+    def leasedService(self, now):
+        leases = UploadLeases(self.registry, 60, now=lambda: now[0])
+        return attr.evolve(self.service, notifier=CollectingNotifier(), leases=leases)
+
+    @async_test
+    async def test_uploadOfADeadProcessIsKilled(self):
+        """
+        An upload whose process stopped renewing its lease is killed by
+        any process sharing the registry, with an ERROR notification.  If
+        the process was alive after all (only cut off from the database
+        for longer than a lease), its upload then fails as one deleted
+        meanwhile does, and keeps nothing.
+        """
+        now = [datetime.datetime(2030, 1, 1)]
+        mine, other = self.leasedService(now), self.leasedService(now)
+        image = await mine.create(self.ctx, ImageChanges(fields=dict(RAW)))
+        body = HeldBody(b"partial bytes")
+        d = mine.update(self.ctx, image.id, ImageChanges(), body)
+        await body.started
+        self.assertEqual(mine.leases.held, 1)
+        now[0] += datetime.timedelta(seconds=59)
+        self.assertEqual(await other.killAbandonedUploads(), 0)
+        now[0] += datetime.timedelta(seconds=2)
+        self.assertEqual(await other.killAbandonedUploads(), 1)
+        self.assertEqual((await self.registry.get(image.id)).status, "killed")
+        self.assertEqual(other.notifier.errors, [
+            ("image.upload", "Image %s upload abandoned: the process receiving it stopped"
+             % (image.id,))])
+        body.release()
+        with self.assertRaises(errors.Conflict):
+            await d
+        self.assertEqual(self.files(), [])
+        self.assertEqual(mine.leases.held, 0)
+
+    @async_test
+    async def test_renewedUploadLives(self):
+        now = [datetime.datetime(2030, 1, 1)]
+        mine, other = self.leasedService(now), self.leasedService(now)
+        image = await mine.create(self.ctx, ImageChanges(fields=dict(RAW)))
+        body = HeldBody(b"partial bytes")
+        d = mine.update(self.ctx, image.id, ImageChanges(), body)
+        await body.started
+        for _ in range(5):
+            now[0] += datetime.timedelta(seconds=mine.leases.interval)
+            await mine.leases.renew()
+            self.assertEqual(await other.killAbandonedUploads(), 0)
+        body.release()
+        self.assertEqual((await d).status, "active")
+        self.assertEqual(self.files(), [image.id])
+        now[0] += datetime.timedelta(days=1)
+        self.assertEqual(await other.killAbandonedUploads(), 0)
 
     @async_test
     async def test_deleteRemovesBytes(self):

@@ -109,6 +109,37 @@ class _ScaleOutMixin(SharedDatabaseMixin):
         self.checkLogs(a, b)
 
     @async_test
+    async def test_uploadOfADeadServerEndsThroughTheOther(self):
+        """
+        A server killed (SIGKILL) while storing an image's parts cannot end
+        its upload; the other server kills the image once the dead one's
+        upload lease runs out, and removes the parts or segments it left.
+        """
+        a, b = await self.twoServers(upload_lease_seconds=3)
+        imageId = str(uuid.uuid4())
+        upload = _RawUpload({"x-image-meta-id": imageId, "x-image-meta-name": "orphaned",
+                             "x-image-meta-disk_format": "raw",
+                             "x-image-meta-container_format": "bare"}, limit=2048 * MiB)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", a.port)
+        await endpoint.connect(Factory.forProtocol(lambda: upload))
+        self.addCleanup(lambda: upload.transport.abortConnection())
+        self.assertTrue(await eventually(self.partsStarted, 60, 0.1),
+                        "no part or segment reached the store")
+        a.process.signalProcess("KILL")
+        await a.watcher.ended
+        upload.stopSending()
+        self.glance = b
+        self.assertEqual(await self.status(imageId), "saving")
+        self.assertNotEqual(await self.leftovers(), [])
+        self.assertTrue(await eventually(lambda: self.statusIs(imageId, "killed"), 30, 0.2),
+                        b.log())
+        self.assertEqual(await eventually(self.noLeftovers, 30), True, await self.leftovers())
+        self.assertEqual(await eventually(self.storeIsEmpty, 30), True,
+                         await self.storedNames())
+        self.assertIn("image %s killed: upload abandoned" % (imageId,), b.log())
+        self.checkLogs(b)
+
+    @async_test
     async def test_scrubbersShareDelayedDeletes(self):
         """
         With delayed delete, images deleted through one server become
