@@ -997,6 +997,26 @@ class DriverCleanupRetryTests(TestCase):
         self.assertEqual(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []), [])
 
     @async_test
+    async def test_s3AbandonedUploadRemovalRetried(self):
+        """
+        What a dead upload left (an open multipart upload, a whole object)
+        is removed once S3 is back, if it could not be reached at first;
+        another image's upload stays.
+        """
+        s3, bucket, proxy, store, loc = await self.s3Store("GLANCETX_MOTO_URL")
+        for key in ("img", "img-other"):
+            s3.create_multipart_upload(Bucket=bucket, Key=key)
+        s3.put_object(Bucket=bucket, Key="img", Body=b"whole")
+        await proxy.cut()
+        await store.removeAbandoned("img")
+        self.assertEqual(store.pendingCleanups(), 2)
+        await proxy.restore()
+        await store.whenCleanedUp()
+        left = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        self.assertEqual([u["Key"] for u in left], ["img-other"])
+        self.assertEqual(s3.list_objects_v2(Bucket=bucket).get("Contents", []), [])
+
+    @async_test
     async def test_s3AbortRetriedMoto(self):
         await self.abortRetried("GLANCETX_MOTO_URL")
 
@@ -1034,4 +1054,37 @@ class DriverCleanupRetryTests(TestCase):
         self.assertEqual(await swift.list(container), ["seg/1"])
         await proxy.restore()
         await store.whenCleanedUp()
+        self.assertEqual(await swift.list(container), [])
+
+    @async_test
+    async def test_swiftAbandonedUploadRemovalRetried(self):
+        """
+        A dead upload's segments and object are removed once Swift is back,
+        if it could not be reached (not even to list them) at first; another
+        image's segments stay.
+        """
+        from glancetx.store.swift import SwiftStore
+
+        authUrl = _serverURL(self, "GLANCETX_SWIFT_AUTH_URL")
+        swift = _Swift(self, authUrl)
+        container = "glancetx-retry-" + uuid.uuid4().hex[:12]
+        segments = container + "_segments"
+        for c in (container, segments):
+            self.addCleanup(lambda c=c: ensureDeferred(swift.removeContainer(c)))
+        for name in ("img/up/00000001", "img/up/00000002", "other/up/00000001"):
+            await swift.put(segments, name, b"x" * 100)
+        await swift.put(container, "img", b"whole")
+        proxy = await self.proxyTo(authUrl)
+        parts = urlsplit(authUrl)
+        store = SwiftStore(reactor, self.client(),
+                           authAddress="http://%s%s" % (proxy.address, parts.path),
+                           user=USER, key=KEY, container=container)
+        self.addCleanup(store.cancelCleanups)
+        await proxy.cut()
+        await store.removeAbandoned("img")
+        self.assertEqual(store.pendingCleanups(), 1)
+        self.assertEqual(len(await swift.list(segments)), 3)
+        await proxy.restore()
+        await store.whenCleanedUp()
+        self.assertEqual(await swift.list(segments), ["other/up/00000001"])
         self.assertEqual(await swift.list(container), [])

@@ -1290,9 +1290,20 @@ class SwiftStore(RetriedCleanups):
         if not image_id or "/" in image_id:
             raise BadLocation("bad image id")
         creds = self._configuredCredentials()
+        try:
+            await self._removeAbandonedOnce(creds, image_id)
+        except StoreUnavailable as e:
+            self.log.warn(
+                "Swift store: could not remove what an abandoned upload of image {image_id}"
+                " left: {why}", image_id=image_id, why=str(e))
+            self._cleanups().add(
+                "remove what an abandoned upload of image %s left" % (image_id,),
+                lambda: self._removeAbandonedOnce(creds, image_id))
+
+    async def _removeAbandonedOnce(self, creds: _Credentials, image_id: str) -> None:
         for name in await self._list(creds, self.segmentsContainer, image_id + "/"):
-            await self._deleteQuietly(creds, _objectPath(self.segmentsContainer, name))
-        await self._deleteQuietly(creds, _objectPath(self.container, image_id))
+            await self._deleteOnce(creds, _objectPath(self.segmentsContainer, name))
+        await self._deleteOnce(creds, _objectPath(self.container, image_id))
 
     @fromCoroutine
     async def get(self, location: str):
