@@ -42,6 +42,8 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
                    r"[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 _AMI = ("ami", "ari", "aki")
 MAX_INT32 = 2 ** 31 - 1
+#: Abandoned uploads killed in one round at most (the rest in the next).
+REAP_LIMIT = 100
 
 
 def _target(image: Optional[ImageRecord]) -> Dict[str, Any]:
@@ -114,6 +116,10 @@ class ImageService:
     #: Leases on the uploads under way (None: none taken, as in unit tests
     #: that need none).
     leases: Optional[UploadLeases] = attr.ib(default=None)
+    #: Rounds in a row in which this process's reaper reached the database.
+    #: It kills only after two: after an outage of the database (or at
+    #: start) every live process has then renewed its leases first.
+    _reapsInARow: int = attr.ib(default=0, init=False)
     #: The sources of the uploads under way, so that shutdown can end them.
     _uploading: Dict[int, Any] = attr.ib(factory=dict, init=False)
     _stopping: bool = attr.ib(default=False, init=False)
@@ -615,7 +621,16 @@ class ImageService:
         """
         if self.leases is None:
             return 0
-        killed = await self.registry.killAbandonedUploads(self.leases.now())
+        # A lease that ran out while the database could not be reached says
+        # nothing of its holder: until this reaper has reached the database
+        # twice in a row, it only looks.
+        limit = REAP_LIMIT if self._reapsInARow >= 2 else 0
+        try:
+            killed = await self.registry.killAbandonedUploads(self.leases.now(), limit)
+        except BaseException:
+            self._reapsInARow = 0
+            raise
+        self._reapsInARow += 1
         for lease in killed:
             why = "upload abandoned: the process receiving it stopped"
             self.log.info("image {image_id} killed: {why}", image_id=lease.image_id, why=why)

@@ -208,6 +208,16 @@ class LifecycleTests(TestCase):
         leases = UploadLeases(self.registry, 60, now=lambda: now[0])
         return attr.evolve(self.service, notifier=CollectingNotifier(), leases=leases)
 
+    async def reaper(self, now):
+        """
+        A process whose reaper has been reaching the database, so it kills
+        what it finds.
+        """
+        other = self.leasedService(now)
+        for _ in range(2):
+            self.assertEqual(await other.killAbandonedUploads(), 0)
+        return other
+
     @async_test
     async def test_uploadOfADeadProcessIsKilled(self):
         """
@@ -218,7 +228,7 @@ class LifecycleTests(TestCase):
         meanwhile does, and keeps nothing.
         """
         now = [datetime.datetime(2030, 1, 1)]
-        mine, other = self.leasedService(now), self.leasedService(now)
+        mine, other = self.leasedService(now), await self.reaper(now)
         image = await mine.create(self.ctx, ImageChanges(fields=dict(RAW)))
         body = HeldBody(b"partial bytes")
         d = mine.update(self.ctx, image.id, ImageChanges(), body)
@@ -239,9 +249,41 @@ class LifecycleTests(TestCase):
         self.assertEqual(mine.leases.held, 0)
 
     @async_test
+    async def test_reaperOnlyLooksAfterAnOutage(self):
+        """
+        A lease that ran out while the database could not be reached says
+        nothing of its holder, which could not renew it either: a reaper
+        kills again only after two rounds in a row that reached the
+        database, by when every live holder has renewed.
+        """
+        now = [datetime.datetime(2030, 1, 1)]
+        mine, other = self.leasedService(now), await self.reaper(now)
+        image = await mine.create(self.ctx, ImageChanges(fields=dict(RAW)))
+        body = HeldBody(b"partial bytes")
+        d = mine.update(self.ctx, image.id, ImageChanges(), body)
+        await body.started
+        now[0] += datetime.timedelta(seconds=61)
+        real = self.registry.killAbandonedUploads
+
+        def unreachable(*args):
+            raise RuntimeError("the database cannot be reached")
+        self.registry.killAbandonedUploads = unreachable
+        with self.assertRaises(RuntimeError):
+            await other.killAbandonedUploads()
+        self.registry.killAbandonedUploads = real
+        for _ in range(2):
+            self.assertEqual(await other.killAbandonedUploads(), 0)
+            self.assertEqual((await self.registry.get(image.id)).status, "saving")
+        # The holder never renewed: it is dead after all.
+        self.assertEqual(await other.killAbandonedUploads(), 1)
+        body.release()
+        with self.assertRaises(errors.Conflict):
+            await d
+
+    @async_test
     async def test_renewedUploadLives(self):
         now = [datetime.datetime(2030, 1, 1)]
-        mine, other = self.leasedService(now), self.leasedService(now)
+        mine, other = self.leasedService(now), await self.reaper(now)
         image = await mine.create(self.ctx, ImageChanges(fields=dict(RAW)))
         body = HeldBody(b"partial bytes")
         d = mine.update(self.ctx, image.id, ImageChanges(), body)

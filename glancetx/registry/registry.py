@@ -733,7 +733,8 @@ class Registry:
         conditional UPDATE on the lease's expiry, so a lease renewed
         meanwhile keeps its image, and of several processes reaping at once
         only one kills each image.  Returns the leases of the images this
-        call killed.
+        call killed: at most C{limit}, and none for 0 (the query then only
+        shows that the database answers).
         """
         def work(sqlconn):
             expired = [UploadLease(*r) for r in sqlconn.execute(_EXPIRED_LEASES, now=now,
