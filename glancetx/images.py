@@ -27,7 +27,6 @@ from glancetx.protections import PropertyProtections
 from glancetx.registry import registry as reg
 from glancetx.registry.registry import ImageRecord, ListQuery, MemberRecord
 from glancetx.store.remote import userMayName
-from glancetx.uploadleases import UploadLeases
 from glancetx.store.interface import (
     BadLocation,
     LocationNotFound,
@@ -36,6 +35,7 @@ from glancetx.store.interface import (
     UploadFailed,
     redact,
 )
+from glancetx.uploadleases import UploadLeases
 from glancetx.web.streaming import ThreadedMD5, VerifyingBody
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"

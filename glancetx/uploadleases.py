@@ -7,8 +7,8 @@ C{saving} until somebody deletes it, and clients polling for it to become
 C{active} wait for ever.  Here every upload holds a lease on its image in
 the registry, taken with the change to C{saving} and ended with the change
 out of it.  The process pushes its leases forward while it lives; any
-process sharing the registry kills an image whose lease ran out, and its
-stores remove the bytes the dead upload left.
+process sharing the registry kills an image whose lease ran out, and has
+the upload's store remove the bytes it left.
 
 A lease is a time in the registry, written by one process's clock and read
 by another's: the clocks of processes that share a database must agree to
