@@ -193,10 +193,7 @@ class LifecycleTests(TestCase):
 
     @async_test
     async def test_deletedDuringUploadKeepsNothing(self):
-        image = await self.service.create(self.ctx, ImageChanges(fields=dict(RAW)))
-        body = HeldBody(b"partial bytes")
-        d = self.service.update(self.ctx, image.id, ImageChanges(), body)
-        await body.started
+        image, body, d = await self.heldUpload(self.service)
         # Delete the image while its bytes are still arriving.
         await self.service.delete(self.ctx, image.id)
         body.release()
@@ -207,6 +204,18 @@ class LifecycleTests(TestCase):
     def leasedService(self, now):
         leases = UploadLeases(self.registry, 60, now=lambda: now[0])
         return attr.evolve(self.service, notifier=CollectingNotifier(), leases=leases)
+
+    async def heldUpload(self, service):
+        """
+        An upload through C{service} whose body has sent its bytes and
+        stays open: the image, the body (to release) and the update's
+        Deferred.
+        """
+        image = await service.create(self.ctx, ImageChanges(fields=dict(RAW)))
+        body = HeldBody(b"partial bytes")
+        d = service.update(self.ctx, image.id, ImageChanges(), body)
+        await body.started
+        return image, body, d
 
     async def reaper(self, now):
         """
@@ -229,10 +238,7 @@ class LifecycleTests(TestCase):
         """
         now = [datetime.datetime(2030, 1, 1)]
         mine, other = self.leasedService(now), await self.reaper(now)
-        image = await mine.create(self.ctx, ImageChanges(fields=dict(RAW)))
-        body = HeldBody(b"partial bytes")
-        d = mine.update(self.ctx, image.id, ImageChanges(), body)
-        await body.started
+        image, body, d = await self.heldUpload(mine)
         self.assertEqual(mine.leases.held, 1)
         now[0] += datetime.timedelta(seconds=59)
         self.assertEqual(await other.killAbandonedUploads(), 0)
@@ -258,10 +264,7 @@ class LifecycleTests(TestCase):
         """
         now = [datetime.datetime(2030, 1, 1)]
         mine, other = self.leasedService(now), await self.reaper(now)
-        image = await mine.create(self.ctx, ImageChanges(fields=dict(RAW)))
-        body = HeldBody(b"partial bytes")
-        d = mine.update(self.ctx, image.id, ImageChanges(), body)
-        await body.started
+        image, body, d = await self.heldUpload(mine)
         now[0] += datetime.timedelta(seconds=61)
         real = self.registry.killAbandonedUploads
 
@@ -284,10 +287,7 @@ class LifecycleTests(TestCase):
     async def test_renewedUploadLives(self):
         now = [datetime.datetime(2030, 1, 1)]
         mine, other = self.leasedService(now), await self.reaper(now)
-        image = await mine.create(self.ctx, ImageChanges(fields=dict(RAW)))
-        body = HeldBody(b"partial bytes")
-        d = mine.update(self.ctx, image.id, ImageChanges(), body)
-        await body.started
+        image, body, d = await self.heldUpload(mine)
         for _ in range(5):
             now[0] += datetime.timedelta(seconds=mine.leases.interval)
             await mine.leases.renew()

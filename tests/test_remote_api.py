@@ -1032,21 +1032,31 @@ class DriverCleanupRetryTests(TestCase):
     async def test_s3UnknownUploadAbortedSwiftS3(self):
         await self.unknownUploadAborted("GLANCETX_SWIFT_S3_URL")
 
-    @async_test
-    async def test_swiftDeleteRetried(self):
+    async def swiftStore(self):
+        """
+        A direct Swift client, a container name of the test's own (it and
+        its segments container are removed afterwards), a proxy to Swift,
+        and a store for that container through the proxy.
+        """
         from glancetx.store.swift import SwiftStore
 
         authUrl = _serverURL(self, "GLANCETX_SWIFT_AUTH_URL")
         swift = _Swift(self, authUrl)
         container = "glancetx-retry-" + uuid.uuid4().hex[:12]
-        self.addCleanup(lambda: ensureDeferred(swift.removeContainer(container)))
-        await swift.put(container, "seg/1", b"x" * 100)
+        for c in (container, container + "_segments"):
+            self.addCleanup(lambda c=c: ensureDeferred(swift.removeContainer(c)))
         proxy = await self.proxyTo(authUrl)
         parts = urlsplit(authUrl)
         store = SwiftStore(reactor, self.client(),
                            authAddress="http://%s%s" % (proxy.address, parts.path),
                            user=USER, key=KEY, container=container)
         self.addCleanup(store.cancelCleanups)
+        return swift, container, proxy, store
+
+    @async_test
+    async def test_swiftDeleteRetried(self):
+        swift, container, proxy, store = await self.swiftStore()
+        await swift.put(container, "seg/1", b"x" * 100)
         self.assertEqual(await store.listObjects(container), ["seg/1"])
         await proxy.cut()
         await store._deleteQuietly(store._configuredCredentials(), "/%s/seg/1" % (container,))
@@ -1063,23 +1073,11 @@ class DriverCleanupRetryTests(TestCase):
         if it could not be reached (not even to list them) at first; another
         image's segments stay.
         """
-        from glancetx.store.swift import SwiftStore
-
-        authUrl = _serverURL(self, "GLANCETX_SWIFT_AUTH_URL")
-        swift = _Swift(self, authUrl)
-        container = "glancetx-retry-" + uuid.uuid4().hex[:12]
+        swift, container, proxy, store = await self.swiftStore()
         segments = container + "_segments"
-        for c in (container, segments):
-            self.addCleanup(lambda c=c: ensureDeferred(swift.removeContainer(c)))
         for name in ("img/up/00000001", "img/up/00000002", "other/up/00000001"):
             await swift.put(segments, name, b"x" * 100)
         await swift.put(container, "img", b"whole")
-        proxy = await self.proxyTo(authUrl)
-        parts = urlsplit(authUrl)
-        store = SwiftStore(reactor, self.client(),
-                           authAddress="http://%s%s" % (proxy.address, parts.path),
-                           user=USER, key=KEY, container=container)
-        self.addCleanup(store.cancelCleanups)
         await proxy.cut()
         await store.removeAbandoned("img")
         self.assertEqual(store.pendingCleanups(), 1)

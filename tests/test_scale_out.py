@@ -39,6 +39,22 @@ class _ScaleOutMixin(SharedDatabaseMixin):
         second = await self.storeServer(**options)
         return first, second
 
+    async def storingUpload(self, server, imageId: str, name: str, headers=None) -> _RawUpload:
+        """
+        A chunked upload of image C{imageId} through C{server} that goes on
+        sending, once its first parts or segments have reached the store.
+        """
+        upload = _RawUpload(dict({"x-image-meta-id": imageId, "x-image-meta-name": name,
+                                  "x-image-meta-disk_format": "raw",
+                                  "x-image-meta-container_format": "bare"}, **(headers or {})),
+                            limit=2048 * MiB)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", server.port)
+        await endpoint.connect(Factory.forProtocol(lambda: upload))
+        self.addCleanup(lambda: upload.transport.abortConnection())
+        self.assertTrue(await eventually(self.partsStarted, 60, 0.1),
+                        "no part or segment reached the store")
+        return upload
+
     def checkLogs(self, *servers) -> None:
         for glance in servers:
             log = glance.log()
@@ -73,15 +89,7 @@ class _ScaleOutMixin(SharedDatabaseMixin):
         """
         a, b = await self.twoServers()
         imageId = str(uuid.uuid4())
-        upload = _RawUpload({"x-image-meta-id": imageId, "x-image-meta-name": "raced",
-                             "x-image-meta-disk_format": "raw",
-                             "x-image-meta-container_format": "bare",
-                             "Connection": "close"}, limit=2048 * MiB)
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", a.port)
-        await endpoint.connect(Factory.forProtocol(lambda: upload))
-        self.addCleanup(lambda: upload.transport.abortConnection())
-        self.assertTrue(await eventually(self.partsStarted, 60, 0.1),
-                        "no part or segment reached the store")
+        upload = await self.storingUpload(a, imageId, "raced", {"Connection": "close"})
 
         self.glance = b
         self.assertEqual(await self.status(imageId), "saving")
@@ -117,14 +125,7 @@ class _ScaleOutMixin(SharedDatabaseMixin):
         """
         a, b = await self.twoServers(upload_lease_seconds=3)
         imageId = str(uuid.uuid4())
-        upload = _RawUpload({"x-image-meta-id": imageId, "x-image-meta-name": "orphaned",
-                             "x-image-meta-disk_format": "raw",
-                             "x-image-meta-container_format": "bare"}, limit=2048 * MiB)
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", a.port)
-        await endpoint.connect(Factory.forProtocol(lambda: upload))
-        self.addCleanup(lambda: upload.transport.abortConnection())
-        self.assertTrue(await eventually(self.partsStarted, 60, 0.1),
-                        "no part or segment reached the store")
+        upload = await self.storingUpload(a, imageId, "orphaned")
         a.process.signalProcess("KILL")
         await a.watcher.ended
         upload.stopSending()
