@@ -13,8 +13,9 @@ plain TCP port with C{listenTCP} rather than through strports.  Its TLS
 clients (S3, Swift, the http store, a RabbitMQ with C{ssl}) wrap their
 connections in TLS with L{clientTLS}, which imports the TLS protocol, and
 pyOpenSSL with it, when the first TLS connection is made;
-C{wrapClientTLS} would find its TLS factory missing.  A port description that needs more than plain TCP (ssl:,
-unix:, systemd:) goes to strports, and then nothing is hidden.
+C{wrapClientTLS} would find its TLS factory missing.  A port description
+that needs more than plain TCP (ssl:, unix:, systemd:) goes to strports,
+and then nothing is hidden.
 """
 
 import importlib

@@ -627,7 +627,9 @@ class Registry:
                 # Tell a missing image from one in the wrong state.
                 _getImage(sqlconn, imageId)
                 raise Conflict("image is not in a state that allows this")
-            if lease is not None or endsLease:
+            # Leaving saving ends a lease, and an image enters it only once
+            # (from queued), so a lease being taken finds no row before it.
+            if endsLease:
                 sqlconn.execute(_END_LEASE, id=imageId)
             if lease is not None:
                 sqlconn.execute(_TAKE_LEASE, image_id=imageId, holder=lease.holder,

@@ -243,9 +243,7 @@ class FilesystemStore:
 
     @fromCoroutine
     async def add(self, image_id: str, body) -> StoredImage:
-        final = os.path.join(self.directory, image_id)
-        if os.path.dirname(final) != self.directory:
-            raise BadLocation("bad image id")
+        final = self._finalPath(image_id)
         temp = "%s.part-%s" % (final, uuid.uuid4().hex)
         try:
             file = await self._run(AppendFile.create, temp, self.directIO)
@@ -269,8 +267,18 @@ class FilesystemStore:
             share.leave()
         return StoredImage(location="file://" + final, size=writer.written)
 
-    def removeAbandoned(self, image_id: str) -> Deferred:
-        return self._run(_removeAbandoned, self.directory, image_id)
+    def _finalPath(self, image_id: str) -> str:
+        """
+        Where an image's file lives: in the directory itself, never beside it.
+        """
+        final = os.path.join(self.directory, image_id)
+        if os.path.dirname(final) != self.directory:
+            raise BadLocation("bad image id")
+        return final
+
+    @fromCoroutine
+    async def removeAbandoned(self, image_id: str) -> None:
+        await self._run(_removeAbandoned, self._finalPath(image_id))
 
     @fromCoroutine
     async def get(self, location: str):
@@ -309,19 +317,18 @@ def _commit(file: AppendFile, temp: str, final: str) -> None:
         os.close(dirfd)
 
 
-def _removeAbandoned(directory: str, imageId: str) -> None:
+def _removeAbandoned(final: str) -> None:
     """
     A dead upload's temporary files (unless a live writer holds one), and
     its file if it was renamed into place before the registry heard of it.
     """
-    if os.path.dirname(os.path.join(directory, imageId)) != directory:
-        raise BadLocation("bad image id")
-    partial = imageId + ".part-"
+    directory, name = os.path.split(final)
+    partial = name + ".part-"
     with os.scandir(directory) as entries:
         names = [e.name for e in entries if e.name.startswith(partial)]
-    for name in names:
-        removeIfAbandoned(os.path.join(directory, name))
-    _unlinkQuietly(os.path.join(directory, imageId))
+    for part in names:
+        removeIfAbandoned(os.path.join(directory, part))
+    _unlinkQuietly(final)
 
 
 def _unlinkQuietly(path: str) -> None:

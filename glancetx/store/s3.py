@@ -750,6 +750,15 @@ def _required(conf: Mapping[str, str], name: str) -> str:
     return raw
 
 
+def _checkedKey(image_id: str) -> str:
+    """
+    An image's key: its id, which must not leave the bucket's root.
+    """
+    if not image_id or image_id.startswith("/") or ".." in image_id.split("/"):
+        raise BadLocation("bad image id")
+    return image_id
+
+
 @implementer(IStore)
 @attr.s(eq=False)
 class S3Store(RetriedCleanups):
@@ -938,9 +947,7 @@ class S3Store(RetriedCleanups):
 
     @fromCoroutine
     async def add(self, image_id: str, body: IBodyProducer) -> StoredImage:
-        if not image_id or image_id.startswith("/") or ".." in image_id.split("/"):
-            raise BadLocation("bad image id")
-        loc = self._location(image_id)
+        loc = self._location(_checkedKey(image_id))
         try:
             await self._ensureBucket(loc)
             if body.length is not UNKNOWN_LENGTH and body.length <= self.largeObjectSize:
@@ -1245,9 +1252,7 @@ class S3Store(RetriedCleanups):
         A dead upload's open multipart upload, or the object a single PUT
         finished before the registry heard of it (the key is the image id).
         """
-        if not image_id or image_id.startswith("/") or ".." in image_id.split("/"):
-            raise BadLocation("bad image id")
-        loc = self._location(image_id)
+        loc = self._location(_checkedKey(image_id))
         await self._abortUnknown(loc)
         await self._deleteQuietly(loc)
 

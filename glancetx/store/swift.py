@@ -797,6 +797,14 @@ class _Download(Protocol):
 # --- The store ------------------------------------------------------------
 
 
+def _checkName(image_id: str) -> None:
+    """
+    An image's object is named by its id alone, in the container's root.
+    """
+    if not image_id or "/" in image_id:
+        raise BadLocation("bad image id")
+
+
 @implementer(IStore)
 @attr.s(eq=False)
 class SwiftStore(RetriedCleanups):
@@ -1134,8 +1142,7 @@ class SwiftStore(RetriedCleanups):
 
     @fromCoroutine
     async def add(self, image_id: str, body) -> StoredImage:
-        if not image_id or "/" in image_id:
-            raise BadLocation("bad image id")
+        _checkName(image_id)
         creds = self._configuredCredentials()
         # Also makes sure the token is fresh before any byte is streamed:
         # a streamed body cannot be sent twice.
@@ -1287,8 +1294,7 @@ class SwiftStore(RetriedCleanups):
         A dead upload's segments (named C{<image id>/<upload id>/<n>}), and
         the object or manifest it finished before the registry heard of it.
         """
-        if not image_id or "/" in image_id:
-            raise BadLocation("bad image id")
+        _checkName(image_id)
         creds = self._configuredCredentials()
         try:
             await self._removeAbandonedOnce(creds, image_id)
