@@ -73,6 +73,7 @@ _CORE: Dict[str, Tuple[Callable[[str, str], Any], Any]] = {
     "stores": (_list, ("file", "http")),
     "filesystem_store_datadir": (_str, None),
     "filesystem_store_direct_io": (parseFlag, True),
+    "filesystem_store_warm_cache": (parseFlag, False),
     "sql_connection": (_str, None),
     "image_size_cap": (_int(1), 1099511627776),
     "api_limit_max": (_int(1), 1000),
@@ -136,6 +137,8 @@ class Config:
     filesystem_store_datadir: str = ""
     #: Write image files around the page cache (O_DIRECT) where possible.
     filesystem_store_direct_io: bool = True
+    #: Read each image written around the cache into it after its upload.
+    filesystem_store_warm_cache: bool = False
     sql_connection: str = ""
     image_size_cap: int = 1099511627776
     api_limit_max: int = 1000

@@ -26,6 +26,7 @@ from glancetx.lazytls import listeningService
 from glancetx.notifier import Notifiers
 from glancetx.registry.schema import HEAD_REVISION
 from glancetx.registry.registry import Registry
+from glancetx.store.cachewarm import CacheWarmer
 from glancetx.store.filesystem import FilesystemStore
 from glancetx.uploadleases import UploadLeases
 from glancetx.web.app import GlanceAPI
@@ -195,9 +196,16 @@ def schemaRevision(url: str):
 def makeStores(config: Config, reactor, diskPool: ThreadPool,
                budget: Optional[SharedBudget] = None):
     stores = {}
-    fs = FilesystemStore(config.filesystem_store_datadir, reactor, diskPool,
-                         budget or SharedBudget(total=0),
-                         directIO=config.filesystem_store_direct_io)
+    if budget is None:
+        budget = SharedBudget(total=0)
+    warmer = None
+    if config.filesystem_store_direct_io and config.filesystem_store_warm_cache:
+        # Every upload in flight holds a share of the budget: new images
+        # are read into the cache only while none is.
+        warmer = CacheWarmer(reactor, diskPool, idle=lambda: budget.holders == 0)
+        reactor.addSystemEventTrigger("before", "shutdown", warmer.stop)
+    fs = FilesystemStore(config.filesystem_store_datadir, reactor, diskPool, budget,
+                         directIO=config.filesystem_store_direct_io, warmer=warmer)
     fs.prepare()
     stores["file"] = fs
     if "http" in config.stores or "s3" in config.stores or "swift" in config.stores:

@@ -36,6 +36,33 @@ class ConfigTests(TestCase):
                                                      "stores": "file"})
             self.assertIs(makeStores(c, MemoryReactor(), None)["file"].directIO, expected)
 
+    def test_warmCacheReachesTheStore(self):
+        """
+        The store warms new images when told to, and never when it writes
+        through the cache anyway.
+        """
+        from twisted.internet.testing import MemoryReactor
+        from glancetx.budget import SharedBudget
+        from glancetx.service import makeStores
+        on = {"filesystem_store_warm_cache": "true"}
+        for options, warms in (({}, False), (on, True),
+                               (dict(on, filesystem_store_direct_io="false"), False)):
+            c = config.build("tcp:1", self.mktemp(), dict(options, stores="file"))
+            reactor = MemoryReactor()
+            store = makeStores(c, reactor, None)["file"]
+            self.assertIs(store.warmer is not None, warms, options)
+            stops = [f for f, _, _ in reactor.triggers.get("before", {}).get("shutdown", [])]
+            self.assertEqual(stops, [store.warmer.stop] if warms else [], options)
+        # It waits while any upload holds a share of the upload budget.
+        budget = SharedBudget()
+        store = makeStores(config.build("tcp:1", self.mktemp(), dict(on, stores="file")),
+                           MemoryReactor(), None, budget)["file"]
+        self.assertTrue(store.warmer._idle())
+        share = budget.join()
+        self.assertFalse(store.warmer._idle())
+        share.leave()
+        self.assertTrue(store.warmer._idle())
+
     def test_iniSections(self):
         path = self.ini("[DEFAULT]\nimage_size_cap = 100\napi_limit_max = 50\n"
                         "[glance_store]\nfilesystem_store_datadir = /srv/images\n"

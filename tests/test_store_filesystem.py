@@ -117,6 +117,74 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
                 await self._addHolding(budget, body)
         return ensureDeferred(go())
 
+    def _addWarmed(self, directIO, body):
+        """
+        Store C{body} in a store that writes around the cache or not, and
+        return what its warmer was asked to read.
+        """
+        warmed = []
+
+        class RecordingWarmer:
+            def warm(self, path):
+                warmed.append(path)
+
+        store = self.makeStore()
+        store.directIO = directIO
+        store.warmer = RecordingWarmer()
+
+        async def go():
+            imageId = os.urandom(16).hex()
+            try:
+                await store.add(imageId, body)
+            except UploadFailed:
+                pass
+            return os.path.join(store.directory, imageId), warmed
+        return ensureDeferred(go())
+
+    def test_newImageWarmedWhenWrittenAroundTheCache(self):
+        """
+        An image written around the page cache is handed to the warmer once
+        it is stored under its name; the bytes of a filesystem that refused
+        O_DIRECT went through the cache already, and are not.
+        """
+        from glancetx.store.appendfile import AppendFile
+        created = []
+        realCreate = AppendFile.create
+
+        def create(path, direct=True, *args):
+            f = realCreate(path, direct, *args)
+            created.append(f.direct)
+            return f
+        self.patch(AppendFile, "create", staticmethod(create))
+
+        async def go():
+            final, warmed = await self._addWarmed(True, BytesBody(reactor, b"x" * 300000))
+            self.assertEqual(warmed, [final] if created[0] else [])
+            self.assertTrue(os.path.exists(final))
+        return ensureDeferred(go())
+
+    def test_bufferedImageNotWarmed(self):
+        """
+        With direct I/O off, the bytes went through the cache: nothing to
+        warm.
+        """
+        async def go():
+            final, warmed = await self._addWarmed(False, BytesBody(reactor, b"x" * 300000))
+            self.assertTrue(os.path.exists(final))
+            self.assertEqual(warmed, [])
+        return ensureDeferred(go())
+
+    def test_failedUploadNotWarmed(self):
+        """
+        An upload that fails leaves no image to warm.
+        """
+        async def go():
+            body = BytesBody(reactor, b"x" * 300000, failAfter=200000)
+            final, warmed = await self._addWarmed(True, body)
+            self.assertFalse(os.path.exists(final))
+            self.assertEqual(warmed, [])
+        return ensureDeferred(go())
+
     def makeWriter(self):
         """
         A writer on a recording file, its disk jobs run by hand, with a

@@ -9,11 +9,34 @@ from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 from treq.client import HTTPClient
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from tests.server import TWISTD, GlanceServer
+
+
+def residentFraction(path: str) -> float:
+    """
+    How much of a file is in the page cache (mincore(2) on a mapping of
+    it that is never touched).
+    """
+    import ctypes
+    import mmap
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        mapping = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY)
+    view = (ctypes.c_char * size).from_buffer(mapping)
+    try:
+        pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+        vector = (ctypes.c_ubyte * pages)()
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.mincore(ctypes.c_void_p(ctypes.addressof(view)), ctypes.c_size_t(size), vector):
+            raise OSError(ctypes.get_errno(), "mincore")
+        return sum(v & 1 for v in vector) / pages
+    finally:
+        del view
+        mapping.close()
 
 
 class TwistdTests(TestCase):
@@ -65,6 +88,44 @@ class TwistdTests(TestCase):
             self.assertEqual(len(lines), 1, lines)
             self.assertIn('"GET /versions?probe=1 HTTP/1.1" 200', lines[0])
             self.assertNotIn("/versions?probe=1", glance.log())
+        return ensureDeferred(go())
+
+    def test_warmCacheReadsNewImages(self):
+        """
+        An image written around the page cache is not in it after its
+        upload, unless C{filesystem_store_warm_cache} is on: then the server
+        reads it in on its own soon after.
+        """
+        async def upload(options):
+            glance = await GlanceServer(self, options).start()
+            http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+            resp = await http.post(glance.url + "/v1/images", data=os.urandom(8 * 1024 * 1024),
+                                   headers={"x-image-meta-name": "warm",
+                                            "x-image-meta-disk_format": "raw",
+                                            "x-image-meta-container_format": "bare",
+                                            "Content-Type": "application/octet-stream"})
+            self.assertEqual(resp.code, 201)
+            image = (await resp.json())["image"]
+            return glance, os.path.join(glance.dataDir, "images", image["id"])
+
+        async def cachedSoon(path):
+            for _ in range(100):
+                if residentFraction(path) == 1.0:
+                    return True
+                await deferLater(reactor, 0.1, lambda: None)
+            return False
+
+        async def go():
+            glance, path = await upload({})
+            if residentFraction(path) > 0.5:
+                raise SkipTest("this filesystem does not take O_DIRECT: every image is cached")
+            await deferLater(reactor, 1, lambda: None)
+            self.assertLess(residentFraction(path), 0.5)
+            await glance.stop()
+            glance, path = await upload({"filesystem_store_warm_cache": "true"})
+            self.assertTrue(await cachedSoon(path))
+            await glance.stop()
+            self.assertNotIn("Traceback", glance.log())
         return ensureDeferred(go())
 
     def test_unixSocketPort(self):

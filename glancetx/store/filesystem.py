@@ -217,6 +217,9 @@ class FilesystemStore:
     #: Write around the page cache where the filesystem allows (see
     #: L{glancetx.store.appendfile}).
     directIO: bool = attr.ib(default=True)
+    #: Reads each image written around the cache into it once its upload
+    #: has ended (L{glancetx.store.cachewarm.CacheWarmer}); None for none.
+    warmer = attr.ib(default=None)
 
     def _run(self, f, *args) -> Deferred:
         return deferToThreadPool(self._reactor, self._pool, f, *args)
@@ -256,6 +259,9 @@ class FilesystemStore:
             await firstOf(body.startProducing(writer), writer.failed)
             writer.unregisterProducer()
             await writer.drain()
+            # Whether the bytes went around the cache; the commit writes
+            # the last part-block through it.
+            aroundCache = file.direct
             await self._run(_commit, file, temp, final)
         except OSError as e:
             await self._run(discard, file, temp)
@@ -265,6 +271,8 @@ class FilesystemStore:
             raise
         finally:
             share.leave()
+        if aroundCache and self.warmer is not None:
+            self.warmer.warm(final)
         return StoredImage(location="file://" + final, size=writer.written)
 
     def _finalPath(self, image_id: str) -> str:
