@@ -10,7 +10,7 @@ import socket
 import statistics
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -162,6 +162,43 @@ def procStatus(pid: int, field: str) -> Optional[int]:
     except OSError:
         return None
     return None
+
+
+def _busyCounters(pid: int) -> Optional[Tuple[int, int]]:
+    """
+    The CPU ticks a process has used and the bytes it has read, so far.
+    """
+    try:
+        with open("/proc/%d/stat" % (pid,)) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/%d/io" % (pid,)) as f:
+            rchar = next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+    except (OSError, StopIteration):
+        return None
+    return int(fields[11]) + int(fields[12]), rchar
+
+
+def waitQuiet(pid: int, quiet: float = 0.3, timeout: float = 30.0) -> float:
+    """
+    Wait until the process has neither read nor used more than a tick of
+    CPU for C{quiet} seconds, so that what a server does after it answers
+    does not run beside the next measurement: with
+    C{filesystem_store_warm_cache} on, glancetx reads each new image into
+    the page cache after its upload.  Returns the seconds waited.
+    """
+    start = time.monotonic()
+    last = _busyCounters(pid)
+    stillSince = start
+    while last is not None and time.monotonic() - start < timeout:
+        time.sleep(0.05)
+        now = _busyCounters(pid)
+        if now is None:
+            break
+        if now[1] != last[1] or now[0] - last[0] > 1:
+            last, stillSince = now, time.monotonic()
+        elif time.monotonic() - stillSince >= quiet:
+            break
+    return time.monotonic() - start
 
 
 def resetPeak(pid: int) -> bool:

@@ -12,7 +12,9 @@ import time
 from typing import Dict, List
 
 from bench import transfer
-from bench.common import alternating, MiB, dropDirty, log, median, procStatus, resetPeak, testFile
+from bench.common import (
+    alternating, MiB, dropDirty, log, median, procStatus, resetPeak, testFile, waitQuiet,
+)
 from bench.servers import Glance, Nginx
 
 
@@ -71,6 +73,7 @@ def oneRun(i: int, count: int, size: int, nginx: Nginx) -> Dict:
             s["errors"].extend(_verifyHead(g.port, ids, md5))
             s["active_ok"] = count - len(s["errors"])
             dropDirty()
+            waitQuiet(g.pid)
 
         def nginxBurst():
             starts = [lambda k=k: transfer.startUpload(nginx.url("/dav/c%d" % k), path, "PUT")

@@ -35,7 +35,8 @@ from typing import Dict, List, Optional
 
 from bench import cload, load, transfer
 from bench.common import (GiB, MiB, benchDir, diskAlone, dropDirty, freePort, fsyncSeconds,
-                          log, median, procStatus, setCached, testFile, withFsync)
+                          log, median, procStatus, setCached, testFile, waitQuiet,
+                          withFsync)
 from bench.servers import Glance
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -252,11 +253,23 @@ def oneRun(i: int, path: str, md5: str) -> Dict:
         def peerDown():
             return down(peer.url("/v2/images/%s/file" % ids.get("peer")), "Glance")
 
-        pair("up", txUp, peerUp)
+        def txUpDown():
+            # The download follows its upload at once.  Glance's image is
+            # in the page cache, as it wrote it; glancetx writes around the
+            # cache, so its first download fills the cache (unless
+            # filesystem_store_warm_cache is on).  Then glancetx must be
+            # quiet before Glance's turn.
+            up, down = txUp(), txDown()
+            waitQuiet(g.pid)
+            return up, down
+
+        def peerUpDown():
+            return peerUp(), peerDown()
+
+        pair("updown", txUpDown, peerUpDown)
+        for side in ("tx", "peer"):
+            s["up_" + side], s["down_" + side] = s.pop("updown_" + side)
         s["disk_alone"] = diskAlone(SIZE)
-        # Right after the upload: Glance's image is in the page cache, as it
-        # wrote it; glancetx's is not (it writes around the cache).
-        pair("down", txDown, peerDown)
         # Both cached: the two servers' sending paths.
         dropDirty()
         setCached(os.path.join(g.dataDir, "images", ids.get("tx") or ""), True)

@@ -1,21 +1,24 @@
 """
 Two configurations side by side: what an option costs or buys on this
 machine.  Each round starts one fresh server per side, and each upload is
-followed at once by a download of the same image (the first download a
-compute node would make), the sides taking turns to go first.
+followed by a download of the same image (the first download a compute
+node would make), at once or --wait seconds later, the sides taking
+turns to go first.
 
   python -m bench.options --b filesystem_store_direct_io=false
   python -m bench.options --a disk_threads=8 --b disk_threads=2 --chunked
+  python -m bench.options --a filesystem_store_warm_cache=false --wait 3
 
 Fresh servers matter: a process keeps some of its luck (where its memory
 landed, which core its threads settled on) for as long as it runs.
 """
 
 import argparse
+import time
 from typing import Dict, List, Optional
 
 from bench import transfer
-from bench.common import GiB, MiB, median, testFile
+from bench.common import GiB, MiB, median, testFile, waitQuiet
 from bench.servers import Glance
 
 
@@ -30,11 +33,12 @@ def _options(pairs: List[str]) -> Optional[Dict[str, str]]:
 
 
 def compare(sides: Dict[str, Optional[Dict[str, str]]], servers: int, uploads: int,
-            size: int, chunked: bool) -> Dict[str, Dict[str, List[float]]]:
+            size: int, chunked: bool, wait: float = 0) -> Dict[str, Dict[str, List[float]]]:
     path, _ = testFile(size)
     headers = dict(transfer.UPLOAD_HEADERS, **{"x-image-meta-name": "options"})
     results = {name: {"upload": [], "download": []} for name in sides}
     turn = 0
+    when = "%.0f s after" % (wait,) if wait else "right after"
     for _ in range(servers):
         running = {name: Glance(opts, label="options-" + name) for name, opts in sides.items()}
         try:
@@ -46,14 +50,17 @@ def compare(sides: Dict[str, Optional[Dict[str, str]]], servers: int, uploads: i
                     up = transfer.upload(g.url("/v1/images"), path, "POST", chunked, headers)
                     if up["status"] != 201:
                         raise SystemExit("%s: upload answered %s" % (name, up["status"]))
+                    time.sleep(wait)
                     down = transfer.download(g.url("/v1/images/" + transfer.imageOf(up)["id"]))
                     if down["status"] != 200 or down["size_download"] != size:
                         raise SystemExit("%s: download answered %s with %s bytes"
                                          % (name, down["status"], down["size_download"]))
+                    waitQuiet(g.pid)
                     results[name]["upload"].append(up["upload_mib_s"])
                     results[name]["download"].append(down["download_mib_s"])
-                    print("  %s  upload %6.0f MiB/s  download right after %6.0f MiB/s"
-                          % (name, up["upload_mib_s"], down["download_mib_s"]), flush=True)
+                    print("  %s  upload %6.0f MiB/s  download %s %6.0f MiB/s"
+                          % (name, up["upload_mib_s"], when, down["download_mib_s"]),
+                          flush=True)
         finally:
             for g in running.values():
                 g.stop()
@@ -71,9 +78,12 @@ def main(argv=None) -> None:
     p.add_argument("--uploads", type=int, default=2, help="uploads per server")
     p.add_argument("--size-mib", type=int, default=GiB // MiB)
     p.add_argument("--chunked", action="store_true")
+    p.add_argument("--wait", type=float, default=0,
+                   help="seconds between an upload's answer and its download")
     args = p.parse_args(argv)
     sides = {"A": _options(args.a), "B": _options(args.b)}
-    results = compare(sides, args.servers, args.uploads, args.size_mib * MiB, args.chunked)
+    results = compare(sides, args.servers, args.uploads, args.size_mib * MiB, args.chunked,
+                      args.wait)
     for name, figures in results.items():
         print("%s %s" % (name, sides[name] or "(defaults)"))
         for what, xs in figures.items():

@@ -24,7 +24,7 @@ from typing import Dict, List
 from bench import transfer
 from bench.common import (
     GiB, MiB, diskAlone, dropDirty, fsyncSeconds, log, median, procStatus, resetPeak,
-    setCached, testFile, withFsync,
+    setCached, testFile, waitQuiet, withFsync,
 )
 from bench.servers import Glance, Nginx, Tiny
 
@@ -83,6 +83,7 @@ def oneRun(i: int, size: int, nginx: Nginx, md5sink: Tiny, extras: bool = True) 
             _checkImage(r, size, md5, errors, "glance upload chunked=%s" % chunked)
             images[chunked] = transfer.imageOf(r).get("id")
             dropDirty()
+            waitQuiet(g.pid)
             return r["upload_mib_s"]
 
         def cached(yes):
