@@ -5,12 +5,14 @@ themselves, and the one-at-a-time, bounded queue that runs them.
 
 import os
 import threading
+from types import SimpleNamespace
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import succeed
 from twisted.trial.unittest import TestCase
 
 from glancetx.store import cachewarm
 from glancetx.store.cachewarm import CacheWarmer, readThrough
+from tests.test_drain import recordJobs
 
 
 class ReadThroughTests(TestCase):
@@ -95,28 +97,16 @@ class ReadThroughTests(TestCase):
         self.assertEqual(readThrough(path, bytearray(10), threading.Event()), 20)
 
 
-class FakePool:
-    """
-    Records each job instead of running it; the test fires it.
-    """
-
-    def __init__(self):
-        self.jobs = []
-
-    def run(self, f, *args):
-        d = Deferred()
-        self.jobs.append((f, args, d))
-        return d
-
-
 class CacheWarmerTests(TestCase):
     def idle(self):
         return True
 
     def warmer(self, maxWaiting=3):
-        pool = FakePool()
-        warmer = CacheWarmer(None, None, idle=self.idle, readSize=16, maxWaiting=maxWaiting,
-                             run=pool.run)
+        """
+        A warmer, and its pool's jobs as recorded, each fired by hand.
+        """
+        pool = SimpleNamespace(jobs=recordJobs(self, cachewarm))
+        warmer = CacheWarmer(None, None, idle=self.idle, readSize=16, maxWaiting=maxWaiting)
         return warmer, pool
 
     def test_oneReadAtATimeInOrder(self):

@@ -23,10 +23,10 @@ class FakeReactor:
         f(*args)
 
 
-def recordJobs(case):
+def recordJobs(case, module=drain):
     """
-    Pool jobs, recorded as (function, args, Deferred), to run by hand with
-    L{runJob}.
+    Pool jobs that C{module} hands to C{deferToThreadPool}, recorded as
+    (function, args, Deferred), to run by hand with L{runJob}.
     """
     jobs = []
 
@@ -34,7 +34,7 @@ def recordJobs(case):
         d = Deferred()
         jobs.append((f, args, d))
         return d
-    case.patch(drain, "deferToThreadPool", fakeDefer)
+    case.patch(module, "deferToThreadPool", fakeDefer)
     return jobs
 
 

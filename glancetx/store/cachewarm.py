@@ -36,7 +36,7 @@ and it ends as soon as the image is deleted or the server stops.
 import os
 import threading
 from collections import deque
-from typing import Callable, Deque, Optional
+from typing import Callable, Deque
 
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -103,9 +103,9 @@ class CacheWarmer:
     """
 
     def __init__(self, reactor, pool, idle: Callable[[], bool] = _always,
-                 readSize: int = WARM_READ_SIZE, maxWaiting: int = MAX_WAITING,
-                 run: Optional[Callable] = None) -> None:
-        self._run = run or (lambda f, *args: deferToThreadPool(reactor, pool, f, *args))
+                 readSize: int = WARM_READ_SIZE, maxWaiting: int = MAX_WAITING) -> None:
+        self._reactor = reactor
+        self._pool = pool
         self._idle = idle
         self._buffer = bytearray(readSize)
         self._waiting: Deque[str] = deque()
@@ -137,8 +137,8 @@ class CacheWarmer:
         if self._reading or not self._waiting:
             return
         self._reading = True
-        d = self._run(readThrough, self._waiting.popleft(), self._buffer, self._stop,
-                      self._idle)
+        d = deferToThreadPool(self._reactor, self._pool, readThrough, self._waiting.popleft(),
+                              self._buffer, self._stop, self._idle)
         d.addErrback(lambda f: log.failure("reading a new image into the cache failed", f))
         d.addBoth(self._readDone)
 
