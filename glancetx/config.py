@@ -74,6 +74,7 @@ _CORE: Dict[str, Tuple[Callable[[str, str], Any], Any]] = {
     "filesystem_store_datadir": (_str, None),
     "filesystem_store_direct_io": (parseFlag, True),
     "filesystem_store_warm_cache": (parseFlag, False),
+    "filesystem_store_early_flush": (parseFlag, True),
     "sql_connection": (_str, None),
     "image_size_cap": (_int(1), 1099511627776),
     "api_limit_max": (_int(1), 1000),
@@ -139,6 +140,8 @@ class Config:
     filesystem_store_direct_io: bool = True
     #: Read each image written around the cache into it after its upload.
     filesystem_store_warm_cache: bool = False
+    #: Flush such files as they are written, whenever the writer is idle.
+    filesystem_store_early_flush: bool = True
     sql_connection: str = ""
     image_size_cap: int = 1099511627776
     api_limit_max: int = 1000

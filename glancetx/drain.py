@@ -12,6 +12,11 @@ job takes what arrived while it worked before it returns; it returns when
 the queue is empty, or after a fixed amount, so that on a small pool the
 uploads in flight take turns.  The reactor hears of progress only when it
 waits for the backlog to fall (its producer is paused) and when a job ends.
+
+A stage can use the moments its queue runs dry (the disk writer, whose
+device is faster than the MD5 that feeds it, is often idle): a job that
+finds nothing queued calls C{idle} once before it ends, and takes what
+arrived meanwhile.
 """
 
 import threading
@@ -39,15 +44,22 @@ class Drain:
     C{backlog} is what was put and not yet processed.  The holder pauses its
     producer when that reaches the share's high mark; L{onDrained} is then
     called once it is back at the low mark, and whenever a job ends.
+
+    C{idle}, if given, is called in the job's thread when the job finds the
+    queue empty after processing something; it may block (bytes put
+    meanwhile wait in the queue, counted in the backlog as usual) and may
+    raise, which fails the drain as C{process} raising does.
     """
 
     def __init__(self, reactor, pool, process: Callable[[List[bytes]], None],
-                 share: Optional[BudgetShare] = None, batch: int = MiB) -> None:
+                 share: Optional[BudgetShare] = None, batch: int = MiB,
+                 idle: Optional[Callable[[], None]] = None) -> None:
         self._reactor = reactor
         self._pool = pool
         self._process = process
         self._share = share if share is not None else fixedShare()
         self._batch = batch
+        self._idle = idle
         self._lock = threading.Lock()
         self._queue: Deque[bytes] = deque()
         self.backlog = 0
@@ -104,12 +116,14 @@ class Drain:
         In a pool thread: process what is queued until nothing is, or until
         this job has done its share.
         """
-        lock, queue, batch = self._lock, self._queue, self._batch
+        lock, queue, batch, idle = self._lock, self._queue, self._batch, self._idle
         done = 0
+        # Whether the queue has run dry since this job last processed.
+        dry = False
         try:
             while True:
                 with lock:
-                    if not queue or done >= JOB_LIMIT:
+                    if done >= JOB_LIMIT or (not queue and (dry or idle is None)):
                         self._running = False
                         return
                     items: List[bytes] = []
@@ -118,7 +132,12 @@ class Drain:
                         item = queue.popleft()
                         items.append(item)
                         size += len(item)
+                if not items:
+                    dry = True
+                    idle()
+                    continue
                 self._process(items)
+                dry = False
                 done += size
                 with lock:
                     self.backlog -= size

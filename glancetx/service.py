@@ -205,7 +205,8 @@ def makeStores(config: Config, reactor, diskPool: ThreadPool,
         warmer = CacheWarmer(reactor, diskPool, idle=lambda: budget.holders == 0)
         reactor.addSystemEventTrigger("before", "shutdown", warmer.stop)
     fs = FilesystemStore(config.filesystem_store_datadir, reactor, diskPool, budget,
-                         directIO=config.filesystem_store_direct_io, warmer=warmer)
+                         directIO=config.filesystem_store_direct_io, warmer=warmer,
+                         earlyFlush=config.filesystem_store_early_flush)
     fs.prepare()
     stores["file"] = fs
     if "http" in config.stores or "s3" in config.stores or "swift" in config.stores:

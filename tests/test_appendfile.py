@@ -177,6 +177,69 @@ class AppendFileTests(TestCase):
         self.assertEqual(synced, [fd])
         self.assertEqual(f.fd, -1)
 
+    def recordFlushes(self):
+        flushed = []
+        realFdatasync = os.fdatasync
+        self.patch(appendfile.os, "fdatasync",
+                   lambda fd: flushed.append(fd) or realFdatasync(fd))
+        return flushed
+
+    def test_flushBehind(self):
+        """
+        A direct file flushes once C{earlyFlush} bytes are unflushed, and
+        counts from what it flushed last.
+        """
+        flushed = self.recordFlushes()
+        f = self.create()
+        f.earlyFlush = 128 * 1024
+        f.append([b"a" * (100 * 1024)])
+        f.flushBehind()
+        self.assertEqual(flushed, [])
+        f.append([b"b" * (40 * 1024)])
+        f.flushBehind()
+        self.assertEqual(flushed, [f.fd])
+        f.append([b"c" * (100 * 1024)])
+        f.flushBehind()
+        self.assertEqual(flushed, [f.fd])
+        f.commit()
+        self.assertEqual(self.contents(), b"a" * (100 * 1024) + b"b" * (40 * 1024) + b"c" * (100 * 1024))
+
+    def test_flushBehindOff(self):
+        flushed = self.recordFlushes()
+        f = self.create()
+        f.append([b"a" * (300 * 1024)])
+        f.flushBehind()
+        self.assertEqual(flushed, [])
+
+    def test_flushBehindBuffered(self):
+        """
+        A buffered file's writeback is already under way: no early flush.
+        """
+        flushed = self.recordFlushes()
+        f = self.create(direct=False)
+        f.earlyFlush = 4096
+        f.append([b"a" * (300 * 1024)])
+        f.flushBehind()
+        self.assertEqual(flushed, [])
+
+    def test_flushBehindFails(self):
+        """
+        A failed flush raises: the upload fails now, not on an fsync that
+        might not see the error again.
+        """
+        f = self.create()
+        f.earlyFlush = 4096
+        f.append([b"a" * 8192])
+        self.patch(appendfile.os, "fdatasync", lambda fd: (_ for _ in ()).throw(
+            OSError(errno.EIO, "Input/output error")))
+        e = self.assertRaises(OSError, f.flushBehind)
+        self.assertEqual(e.errno, errno.EIO)
+
+    def test_createPassesEarlyFlush(self):
+        f = AppendFile.create(self.path, False, self.staging, earlyFlush=12345)
+        self.addCleanup(f.close)
+        self.assertEqual(f.earlyFlush, 12345)
+
     def test_discard(self):
         f = self.create()
         f.append([b"q" * 5000])

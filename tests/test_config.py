@@ -36,6 +36,13 @@ class ConfigTests(TestCase):
                                                      "stores": "file"})
             self.assertIs(makeStores(c, MemoryReactor(), None)["file"].directIO, expected)
 
+    def test_earlyFlushReachesTheStore(self):
+        from twisted.internet.testing import MemoryReactor
+        from glancetx.service import makeStores
+        for options, expected in (({}, True), ({"filesystem_store_early_flush": "false"}, False)):
+            c = config.build("tcp:1", self.mktemp(), dict(options, stores="file"))
+            self.assertIs(makeStores(c, MemoryReactor(), None)["file"].earlyFlush, expected)
+
     def test_warmCacheReachesTheStore(self):
         """
         The store warms new images when told to, and never when it writes

@@ -179,3 +179,62 @@ class DrainTests(SynchronousTestCase):
         flushed = self.drain.flush()
         runJob(self.jobs)
         self.failureResultOf(flushed, ZeroDivisionError)
+
+
+class IdleTests(SynchronousTestCase):
+    """
+    A stage's idle work, done in the job's thread when its queue runs dry.
+    """
+
+    def setUp(self):
+        self.jobs = recordJobs(self)
+        self.events = []
+        share = SharedBudget(total=4 * MiB).join()
+        self.drain = Drain(FakeReactor(), None, lambda items: self.events.append(len(items)),
+                           share, idle=lambda: self.events.append("idle"))
+
+    def test_onceWhenDry(self):
+        """
+        A job calls idle once when nothing is left, then ends.
+        """
+        self.drain.put(b"a" * MiB)
+        runJob(self.jobs)
+        self.assertEqual(self.events, [1, "idle"])
+        self.assertEqual(self.jobs, [])
+        self.successResultOf(self.drain.flush())
+
+    def test_takesWhatArrivesWhileIdle(self):
+        """
+        Bytes put while idle runs are taken by the same job, and the job is
+        idle again once they are processed.
+        """
+        def idle():
+            self.events.append("idle")
+            if self.events.count("idle") == 1:
+                self.drain.put(b"b" * MiB)  # the reactor, meanwhile
+        self.drain._idle = idle
+        self.drain.put(b"a" * MiB)
+        runJob(self.jobs)
+        self.assertEqual(self.events, [1, "idle", 1, "idle"])
+        self.assertEqual(self.jobs, [])
+        self.assertEqual(self.drain.backlog, 0)
+
+    def test_notWhenTheJobEndsItsTurn(self):
+        """
+        A job that stops after JOB_LIMIT with the queue empty is not idle:
+        the stage was busy all along.
+        """
+        self.patch(drain, "JOB_LIMIT", MiB)
+        self.drain.put(b"a" * MiB)
+        runJob(self.jobs)
+        self.assertEqual(self.events, [1])
+
+    def test_idleFailureFailsTheDrain(self):
+        failures = []
+        self.drain.onFailed = failures.append
+        self.drain._idle = lambda: 1 / 0
+        self.drain.put(b"a" * MiB)
+        flushed = self.drain.flush()
+        runJob(self.jobs)
+        self.failureResultOf(flushed, ZeroDivisionError)
+        self.assertEqual(len(failures), 1)

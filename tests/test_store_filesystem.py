@@ -3,7 +3,7 @@ import os
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.python.threadpool import ThreadPool
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from glancetx.budget import SharedBudget
 from glancetx.store import filesystem
@@ -12,6 +12,9 @@ from glancetx.store.interface import BadLocation, UploadFailed
 from tests.bodies import BytesBody, RecordingProducer
 from tests.store_contract import StoreContractMixin
 from tests.test_drain import FakeReactor, recordJobs, runJob
+
+
+MiB = 1024 * 1024
 
 
 class FilesystemStoreTests(StoreContractMixin, TestCase):
@@ -151,8 +154,8 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
         created = []
         realCreate = AppendFile.create
 
-        def create(path, direct=True, *args):
-            f = realCreate(path, direct, *args)
+        def create(path, direct=True, *args, **kwargs):
+            f = realCreate(path, direct, *args, **kwargs)
             created.append(f.direct)
             return f
         self.patch(AppendFile, "create", staticmethod(create))
@@ -162,6 +165,57 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
             self.assertEqual(warmed, [final] if created[0] else [])
             self.assertTrue(os.path.exists(final))
         return ensureDeferred(go())
+
+    def _flushesOfAdd(self, earlyFlush):
+        """
+        Store 10 MiB written around the cache, early flushes on or off, and
+        return the early flushes, whether the file was direct, and the
+        stored bytes.
+        """
+        from glancetx.store import appendfile
+        flushes, created = [], []
+        realFdatasync, realCreate = os.fdatasync, appendfile.AppendFile.create
+
+        def create(*args, **kwargs):
+            f = realCreate(*args, **kwargs)
+            created.append(f)
+            return f
+        self.patch(appendfile.AppendFile, "create", staticmethod(create))
+        self.patch(appendfile.os, "fdatasync", lambda fd: flushes.append(fd) or realFdatasync(fd))
+        store = self.makeStore()
+        store.earlyFlush = earlyFlush
+        data = os.urandom(MiB) * 10
+
+        async def go():
+            imageId = os.urandom(16).hex()
+            await store.add(imageId, BytesBody(reactor, data))
+            with open(os.path.join(store.directory, imageId), "rb") as f:
+                return flushes, created[0].direct, f.read()
+        return ensureDeferred(go()), data
+
+    def test_earlyFlush(self):
+        """
+        A file written around the cache is flushed before its end, in its
+        writer's idle moments, and its bytes are all there.
+        """
+        d, data = self._flushesOfAdd(True)
+
+        def check(result):
+            flushes, direct, stored = result
+            self.assertEqual(stored, data)
+            if not direct:
+                raise SkipTest("this filesystem refuses O_DIRECT")
+            self.assertTrue(1 <= len(flushes) <= 2, flushes)
+        return d.addCallback(check)
+
+    def test_earlyFlushOff(self):
+        d, data = self._flushesOfAdd(False)
+
+        def check(result):
+            flushes, direct, stored = result
+            self.assertEqual(stored, data)
+            self.assertEqual(flushes, [])
+        return d.addCallback(check)
 
     def test_bufferedImageNotWarmed(self):
         """
@@ -213,7 +267,8 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
         self.assertEqual(producer.calls, ["pause"])
         runJob(jobs)
         self.assertEqual(producer.calls, ["pause", "resume"])
-        self.assertEqual(file.appended, [[chunk]] * 4)
+        # The disk ran dry once the four were written.
+        self.assertEqual(file.appended, [[chunk]] * 4 + ["idle"])
         self.assertEqual(writer.written, 4 * len(chunk))
 
     def test_shortWritesWaitForLowMark(self):
@@ -229,14 +284,14 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
         writer.write(piece)
         self.assertEqual(len(jobs), 1)
         runJob(jobs)
-        self.assertEqual(file.appended, [[piece] * 4])
+        self.assertEqual(file.appended, [[piece] * 4, "idle"])
         writer.write(b"tail")
         self.assertEqual(jobs, [])
         drained = writer.drain()
         self.assertNoResult(drained)
         runJob(jobs)
         self.successResultOf(drained)
-        self.assertEqual(file.appended[-1], [b"tail"])
+        self.assertEqual(file.appended[-2:], [[b"tail"], "idle"])
         self.assertEqual(writer.written, 4 * len(piece) + 4)
 
     def test_diskErrorStopsTheProducer(self):
@@ -260,3 +315,6 @@ class RecordingFile:
         if self.error is not None:
             raise self.error
         self.appended.append(list(chunks))
+
+    def flushBehind(self):
+        self.appended.append("idle")

@@ -25,7 +25,7 @@ from zope.interface import implementer
 from glancetx.asyncutil import firstOf, fromCoroutine
 from glancetx.budget import BudgetShare, SharedBudget, fixedShare
 from glancetx.drain import Drain
-from glancetx.store.appendfile import AppendFile, discard, removeIfAbandoned
+from glancetx.store.appendfile import EARLY_FLUSH, AppendFile, discard, removeIfAbandoned
 from glancetx.store.interface import (
     BadLocation,
     IStore,
@@ -51,13 +51,15 @@ class _FileWriter:
     A consumer whose chunks a L{Drain} appends to the file on the disk pool
     (one job at a time, so writes stay in order), pushing back on its
     producer with the high and low marks of its share of the upload memory
-    budget.
+    budget.  When the writer runs dry, the file may flush early
+    (L{AppendFile.flushBehind}).
     """
 
     def __init__(self, file: AppendFile, reactor, pool,
                  share: Optional[BudgetShare] = None) -> None:
         self._share = share if share is not None else fixedShare()
-        self._drain = Drain(reactor, pool, lambda chunks: _writeAll(file, chunks), self._share)
+        self._drain = Drain(reactor, pool, lambda chunks: _writeAll(file, chunks), self._share,
+                            idle=file.flushBehind)
         self._drain.onDrained = self._drained
         self._drain.onFailed = self._writeFailed
         self._producer: Optional[IPushProducer] = None
@@ -220,9 +222,12 @@ class FilesystemStore:
     #: Reads each image written around the cache into it once its upload
     #: has ended (L{glancetx.store.cachewarm.CacheWarmer}); None for none.
     warmer = attr.ib(default=None)
+    #: Flush a file written around the cache as it goes, in the writer's
+    #: idle moments (L{glancetx.store.appendfile}), not only at the end.
+    earlyFlush: bool = attr.ib(default=True)
 
-    def _run(self, f, *args) -> Deferred:
-        return deferToThreadPool(self._reactor, self._pool, f, *args)
+    def _run(self, f, *args, **kwargs) -> Deferred:
+        return deferToThreadPool(self._reactor, self._pool, f, *args, **kwargs)
 
     def _pathFor(self, location: str) -> str:
         prefix = "file://"
@@ -249,7 +254,8 @@ class FilesystemStore:
         final = self._finalPath(image_id)
         temp = "%s.part-%s" % (final, uuid.uuid4().hex)
         try:
-            file = await self._run(AppendFile.create, temp, self.directIO)
+            file = await self._run(AppendFile.create, temp, self.directIO,
+                                   earlyFlush=EARLY_FLUSH if self.earlyFlush else 0)
         except OSError as e:
             raise StoreError("cannot create image file: %s" % (e.strerror,))
         share = self._budget.join()
