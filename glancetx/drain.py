@@ -67,11 +67,12 @@ class Drain:
         self._watching = False
         self._waiters: List[Deferred] = []
         self.error: Optional[Failure] = None
+        self._abandoned = False
         self.onDrained: Optional[Callable[[], None]] = None
         self.onFailed: Optional[Callable[[Failure], None]] = None
 
     def put(self, data: bytes) -> None:
-        if self.error is not None:
+        if self.error is not None or self._abandoned:
             return
         high, low = self._share.high(), self._share.low()
         with self._lock:
@@ -107,6 +108,20 @@ class Drain:
         self._waiters.append(d)
         return d
 
+    def abandon(self) -> Deferred:
+        """
+        Drop what is queued and take nothing more; fire once no job is
+        running, whatever the last one raised.  Whoever closes what the
+        jobs work on (a file, whose descriptor number the system may hand
+        to the next file opened) must wait for this first.
+        """
+        self._abandoned = True
+        self._idle = None
+        with self._lock:
+            self.backlog -= sum(len(item) for item in self._queue)
+            self._queue.clear()
+        return self.flush().addErrback(lambda _: None)
+
     def _start(self) -> None:
         d = deferToThreadPool(self._reactor, self._pool, self._work, self._share.low())
         d.addCallbacks(self._ended, self._failed)
@@ -116,13 +131,14 @@ class Drain:
         In a pool thread: process what is queued until nothing is, or until
         this job has done its share.
         """
-        lock, queue, batch, idle = self._lock, self._queue, self._batch, self._idle
+        lock, queue, batch = self._lock, self._queue, self._batch
         done = 0
         # Whether the queue has run dry since this job last processed.
         dry = False
         try:
             while True:
                 with lock:
+                    idle = self._idle
                     if done >= JOB_LIMIT or (not queue and (dry or idle is None)):
                         self._running = False
                         return

@@ -1,3 +1,5 @@
+import functools
+
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -30,9 +32,9 @@ def recordJobs(case, module=drain):
     """
     jobs = []
 
-    def fakeDefer(reactor, pool, f, *args):
+    def fakeDefer(reactor, pool, f, *args, **kwargs):
         d = Deferred()
-        jobs.append((f, args, d))
+        jobs.append((functools.partial(f, **kwargs) if kwargs else f, args, d))
         return d
     case.patch(module, "deferToThreadPool", fakeDefer)
     return jobs
@@ -238,3 +240,55 @@ class IdleTests(SynchronousTestCase):
         runJob(self.jobs)
         self.failureResultOf(flushed, ZeroDivisionError)
         self.assertEqual(len(failures), 1)
+
+
+class AbandonTests(SynchronousTestCase):
+    def setUp(self):
+        self.jobs = recordJobs(self)
+        self.events = []
+        share = SharedBudget(total=4 * MiB).join()
+        self.drain = Drain(FakeReactor(), None, lambda items: self.events.append(len(items)),
+                           share, idle=lambda: self.events.append("idle"))
+
+    def test_waitsForTheRunningJob(self):
+        """
+        Abandoning drops what is queued, but fires only once the job that
+        is running has ended, and that job is not idle.
+        """
+        def process(items):
+            self.events.append(len(items))
+            abandoned.append(self.drain.abandon())  # the reactor, meanwhile
+            self.drain.put(b"late" * MiB)
+        abandoned = []
+        self.drain._process = process
+        self.drain.put(b"a" * MiB)
+        self.drain.put(b"b" * MiB)
+        self.drain._batch = 1
+        runJob(self.jobs)
+        self.assertEqual(self.events, [1])
+        self.assertEqual(self.drain.backlog, 0)
+        self.successResultOf(abandoned[0])
+        self.assertEqual(self.jobs, [])
+
+    def test_pendingUntilTheJobEnds(self):
+        self.drain.put(b"a" * MiB)
+        abandoned = self.drain.abandon()
+        self.assertNoResult(abandoned)
+        runJob(self.jobs)
+        self.successResultOf(abandoned)
+
+    def test_idleDrain(self):
+        self.successResultOf(self.drain.abandon())
+        self.drain.put(b"a" * (2 * MiB))
+        self.assertEqual(self.jobs, [])
+
+    def test_failedJob(self):
+        """
+        What the last job raised does not fail the abandoning.
+        """
+        self.drain._process = lambda items: 1 / 0
+        self.drain.put(b"a" * MiB)
+        abandoned = self.drain.abandon()
+        runJob(self.jobs)
+        self.successResultOf(abandoned)
+        self.successResultOf(self.drain.abandon())

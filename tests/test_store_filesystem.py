@@ -1,7 +1,7 @@
 import os
 
 from twisted.internet import reactor
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SkipTest, TestCase
 
@@ -304,6 +304,51 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
         self.failureResultOf(writer.drain(), OSError)
         writer.write(b"more")  # ignored
         self.assertEqual(jobs, [])
+
+
+class DiscardAfterDiskJobTests(TestCase):
+    """
+    A failed upload's file is closed only once no disk job uses it: a job
+    still writing to a closed descriptor could write into whatever file
+    the system gave that number to next.
+    """
+
+    def test_bodyFailsWhileADiskJobRuns(self):
+        from glancetx import drain
+        storeJobs = recordJobs(self, filesystem)
+        diskJobs = recordJobs(self, drain)
+        directory = self.mktemp()
+        store = FilesystemStore(directory, FakeReactor(), None, SharedBudget(total=0))
+        store.prepare()
+
+        class Body:
+            length = 2 * MiB
+
+            def startProducing(self, consumer):
+                self.consumer = consumer
+                self.done = Deferred()
+                return self.done
+
+            def pauseProducing(self):
+                pass
+
+            def resumeProducing(self):
+                pass
+
+            def stopProducing(self):
+                pass
+        body = Body()
+        added = store.add("0123456789abcdef", body)
+        runJob(storeJobs)  # the file is created
+        body.consumer.write(b"x" * MiB)
+        self.assertEqual(len(diskJobs), 1)  # a disk job is under way
+        body.done.errback(UploadFailed(400, "the client went away"))
+        self.assertEqual(storeJobs, [])  # the file is not discarded yet
+        runJob(diskJobs)
+        self.assertEqual(len(storeJobs), 1)
+        runJob(storeJobs)  # now it is
+        self.failureResultOf(added, UploadFailed)
+        self.assertEqual(os.listdir(directory), [])
 
 
 class RecordingFile:

@@ -103,6 +103,12 @@ class _FileWriter:
         """
         return self._drain.flush()
 
+    def abandon(self) -> Deferred:
+        """
+        Write nothing more; fire once no disk job uses the file.
+        """
+        return self._drain.abandon()
+
 
 @implementer(IBodyProducer, IPushProducer)
 @attr.s(eq=False)
@@ -270,9 +276,12 @@ class FilesystemStore:
             aroundCache = file.direct
             await self._run(_commit, file, temp, final)
         except OSError as e:
+            await writer.abandon()
             await self._run(discard, file, temp)
             raise StoreError("writing the image failed: %s" % (e.strerror,))
         except BaseException:
+            # A disk job may still be writing: the file is closed after it.
+            await writer.abandon()
             await self._run(discard, file, temp)
             raise
         finally:
