@@ -42,10 +42,11 @@ slower stage, still runs.  So a direct file may flush early
 (L{AppendFile.flushBehind}) whenever its writer has nothing queued and a
 few MiB are unflushed: each flush is short enough (about 1 ms per MiB
 there) for the upload budget to absorb.  Measured there, 12 uploads of
-1 GiB a side: 519 MiB/s (480-563) against 386 (350-555).  Flushing on a
-fixed schedule instead, whatever the writer's queue held, gained less
-(470 against 421) and, on another such machine where a flush cost 10-50
-ms, lost (274-286 against 287-307).
+1 GiB a side: 510 MiB/s (485-541) against 378 (344-547).  Flushing on a
+fixed schedule instead, whatever the writer's queue held, gained less and
+not every time, and on another such machine, where each flush held the
+writes behind it for 10-50 ms, it lost (274-286 against 287-307);
+C{filesystem_store_early_flush} turns early flushes off.
 """
 
 import ctypes
