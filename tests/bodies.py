@@ -142,3 +142,28 @@ class FailedBody:
 
     def startProducing(self, consumer) -> Deferred:
         return fail(UploadFailed(400, "went away"))
+
+
+class PushBody:
+    """
+    A source whose bytes the test pushes by hand.
+    """
+
+    length = UNKNOWN_LENGTH
+
+    def __init__(self):
+        self.stopped = False
+        self.done = Deferred()
+
+    def startProducing(self, consumer):
+        self.consumer = consumer
+        return self.done
+
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+    def stopProducing(self):
+        self.stopped = True

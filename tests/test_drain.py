@@ -183,9 +183,10 @@ class DrainTests(SynchronousTestCase):
         self.failureResultOf(flushed, ZeroDivisionError)
 
 
-class IdleTests(SynchronousTestCase):
+class IdleDrainCase(SynchronousTestCase):
     """
-    A stage's idle work, done in the job's thread when its queue runs dry.
+    A drain whose jobs run by hand and record, in C{events}, the size of
+    each batch they process and each call of their idle work.
     """
 
     def setUp(self):
@@ -194,6 +195,12 @@ class IdleTests(SynchronousTestCase):
         share = SharedBudget(total=4 * MiB).join()
         self.drain = Drain(FakeReactor(), None, lambda items: self.events.append(len(items)),
                            share, idle=lambda: self.events.append("idle"))
+
+
+class IdleTests(IdleDrainCase):
+    """
+    A stage's idle work, done in the job's thread when its queue runs dry.
+    """
 
     def test_onceWhenDry(self):
         """
@@ -242,13 +249,7 @@ class IdleTests(SynchronousTestCase):
         self.assertEqual(len(failures), 1)
 
 
-class AbandonTests(SynchronousTestCase):
-    def setUp(self):
-        self.jobs = recordJobs(self)
-        self.events = []
-        share = SharedBudget(total=4 * MiB).join()
-        self.drain = Drain(FakeReactor(), None, lambda items: self.events.append(len(items)),
-                           share, idle=lambda: self.events.append("idle"))
+class AbandonTests(IdleDrainCase):
 
     def test_waitsForTheRunningJob(self):
         """

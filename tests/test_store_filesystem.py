@@ -1,7 +1,7 @@
 import os
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import ensureDeferred
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SkipTest, TestCase
 
@@ -9,7 +9,7 @@ from glancetx.budget import SharedBudget
 from glancetx.store import filesystem
 from glancetx.store.filesystem import FilesystemStore
 from glancetx.store.interface import BadLocation, UploadFailed
-from tests.bodies import BytesBody, RecordingProducer
+from tests.bodies import BytesBody, PushBody, RecordingProducer
 from tests.store_contract import StoreContractMixin
 from tests.test_drain import FakeReactor, recordJobs, runJob
 
@@ -320,24 +320,7 @@ class DiscardAfterDiskJobTests(TestCase):
         directory = self.mktemp()
         store = FilesystemStore(directory, FakeReactor(), None, SharedBudget(total=0))
         store.prepare()
-
-        class Body:
-            length = 2 * MiB
-
-            def startProducing(self, consumer):
-                self.consumer = consumer
-                self.done = Deferred()
-                return self.done
-
-            def pauseProducing(self):
-                pass
-
-            def resumeProducing(self):
-                pass
-
-            def stopProducing(self):
-                pass
-        body = Body()
+        body = PushBody()
         added = store.add("0123456789abcdef", body)
         runJob(storeJobs)  # the file is created
         body.consumer.write(b"x" * MiB)

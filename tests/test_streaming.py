@@ -19,6 +19,7 @@ from glancetx.store.interface import UploadFailed
 from glancetx.web import streaming
 from glancetx.web.app import GlanceAPI
 from glancetx.web.streaming import VerifyingBody
+from tests.bodies import PushBody
 from tests.test_drain import FakeReactor, recordJobs, runJob
 
 
@@ -274,31 +275,6 @@ class IsUploadTests(SynchronousTestCase):
                 (b"POST", b"/v1/images/abc", False), (b"DELETE", b"/v1/images/abc", False),
                 (b"PUT", b"/v1/images/\xff", False)]:
             self.assertIs(api.isUpload(method, path), upload, (method, path))
-
-
-class PushBody:
-    """
-    A source whose bytes the test pushes by hand.
-    """
-
-    length = UNKNOWN_LENGTH
-
-    def __init__(self):
-        self.stopped = False
-        self.done = Deferred()
-
-    def startProducing(self, consumer):
-        self.consumer = consumer
-        return self.done
-
-    def pauseProducing(self):
-        pass
-
-    def resumeProducing(self):
-        pass
-
-    def stopProducing(self):
-        self.stopped = True
 
 
 class VerifyingBodyTests(SynchronousTestCase):
