@@ -64,6 +64,7 @@ ALIGN = 4096
 STAGING_SIZE = 1024 * 1024
 #: The least a direct file leaves unflushed before it flushes early: more
 #: than a few flushes' fixed cost, less than the upload budget absorbs.
+#: Measured on the machine of the docstring: 2 MiB as fast, 8 MiB 9% slower.
 EARLY_FLUSH = 4 * 1024 * 1024
 #: Linux's IOV_MAX; os.writev refuses longer lists.
 _IOV_MAX = 1024
