@@ -8,7 +8,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from glancetx.budget import SharedBudget
 from glancetx.store import filesystem
 from glancetx.store.filesystem import FilesystemStore
-from glancetx.store.interface import BadLocation, UploadFailed
+from glancetx.store.interface import BadLocation, StoreError, UploadFailed
 from tests.bodies import BytesBody, PushBody, RecordingProducer
 from tests.store_contract import StoreContractMixin
 from tests.test_drain import FakeReactor, recordJobs, runJob
@@ -164,6 +164,25 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
             final, warmed = await self._addWarmed(True, BytesBody(reactor, b"x" * 300000))
             self.assertEqual(warmed, [final] if created[0] else [])
             self.assertTrue(os.path.exists(final))
+        return ensureDeferred(go())
+
+    def test_diskErrorIsAStoreError(self):
+        """
+        A disk that refuses the bytes fails the upload with the store's own
+        error, saying why, and leaves nothing behind.
+        """
+        from glancetx.store import appendfile
+
+        def full(self, chunks):
+            raise OSError(28, "No space left on device")
+        self.patch(appendfile.AppendFile, "append", full)
+        store = self.makeStore()
+
+        async def go():
+            with self.assertRaises(StoreError) as caught:
+                await store.add(os.urandom(16).hex(), BytesBody(reactor, b"x" * (3 * MiB)))
+            self.assertIn("No space left on device", str(caught.exception))
+            self.assertEqual(os.listdir(self.dir), [])
         return ensureDeferred(go())
 
     def _flushesOfAdd(self, earlyFlush):

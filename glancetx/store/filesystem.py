@@ -275,14 +275,12 @@ class FilesystemStore:
             # the last part-block through it.
             aroundCache = file.direct
             await self._run(_commit, file, temp, final)
-        except OSError as e:
-            await writer.abandon()
-            await self._run(discard, file, temp)
-            raise StoreError("writing the image failed: %s" % (e.strerror,))
-        except BaseException:
+        except BaseException as e:
             # A disk job may still be writing: the file is closed after it.
             await writer.abandon()
             await self._run(discard, file, temp)
+            if isinstance(e, OSError):
+                raise StoreError("writing the image failed: %s" % (e.strerror,))
             raise
         finally:
             share.leave()
