@@ -41,8 +41,10 @@ class GlanceServer:
     """
 
     def __init__(self, testCase, options=None, dataDir=None, env=None,
-                 port="tcp:0:interface=127.0.0.1", scheme="http"):
+                 port="tcp:0:interface=127.0.0.1", scheme="http", command=None):
         self.testCase = testCase
+        # the command line up to the glance plugin's own options
+        self.command = command or [TWISTD, "-n", "--pidfile=", "--logfile=-", "glance"]
         self.env = dict(env or {})
         self.portDescription = port
         self.scheme = scheme
@@ -59,13 +61,12 @@ class GlanceServer:
         return path
 
     async def start(self) -> "GlanceServer":
-        args = [TWISTD, "-n", "--pidfile=", "--logfile=-", "glance",
-                "--port", self.portDescription, "--data-dir", self.dataDir,
-                "--config", self.writeConfig()]
+        args = self.command + ["--port", self.portDescription, "--data-dir", self.dataDir,
+                               "--config", self.writeConfig()]
         self.watcher = _Watcher()
         env = dict(os.environ)
         env.update(self.env)
-        self.process = reactor.spawnProcess(self.watcher, TWISTD, args, env=env,
+        self.process = reactor.spawnProcess(self.watcher, args[0], args, env=env,
                                             path=self.dataDir)
         self.testCase.addCleanup(self.stop)
         self.port = await self.watcher.port

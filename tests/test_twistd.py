@@ -15,6 +15,8 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from tests.server import TWISTD, GlanceServer
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def residentFraction(path: str) -> float:
     """
@@ -200,6 +202,21 @@ class TwistdTests(TestCase):
             self.assertEqual(resp.code, 200)
             self.assertIn(b"https://localhost:%d/v1/" % (glance.port,), await resp.content())
         return ensureDeferred(go())
+
+    def test_serveScript(self):
+        """
+        The README's first command, scripts/serve, sets up its virtualenv and
+        serves the v1 API on SQLite and a local directory.
+        """
+        async def go():
+            serve = os.path.join(REPO, "scripts", "serve")
+            glance = await GlanceServer(self, command=["/bin/bash", serve]).start()
+            http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+            resp = await http.get(glance.url + "/v1/images")
+            self.assertEqual((resp.code, await resp.json()), (200, {"images": []}))
+            self.assertTrue(os.path.exists(os.path.join(glance.dataDir, "glance.sqlite")))
+        return ensureDeferred(go())
+    test_serveScript.timeout = 600  # a new checkout's first run installs glancetx
 
     def test_daemonized(self):
         async def go():
