@@ -177,33 +177,55 @@ class APITests(APITestsMixin, TestCase):
     @async_test
     async def test_badInput(self):
         await self.server()
+        # Each case is refused for its own reason: every one but the format
+        # cases names both formats, or the missing format would be the
+        # refusal instead.
         cases = [
-            ({"x-image-meta-bogus": "1"}, None, 400),
-            ({"x-image-meta-size": "abc"}, None, 400),
-            ({"x-image-meta-is_public": "maybe"}, None, 400),
-            ({"x-image-meta-min_ram": "-1"}, None, 400),
-            ({"x-image-meta-min_ram": str(2 ** 31)}, None, 400),
-            ({"x-image-meta-disk_format": "floppy"}, None, 400),
+            ({"x-image-meta-bogus": "1"}, None, 400, "Unknown image metadata header"),
+            ({"x-image-meta-size": "abc"}, None, 400, "not an integer"),
+            ({"x-image-meta-size": "9" * 20}, None, 400, "too large"),
+            ({"x-image-meta-size": str(2 ** 41)}, None, 413, "larger than"),
+            ({"x-image-meta-is_public": "maybe"}, None, 400, "Invalid boolean"),
+            ({"x-image-meta-min_ram": "-1"}, None, 400, "must not be negative"),
+            ({"x-image-meta-min_ram": str(2 ** 31)}, None, 400, "min_ram"),
+            ({"x-image-meta-disk_format": "floppy"}, None, 400, "disk format"),
             ({"x-image-meta-disk_format": "ami", "x-image-meta-container_format": "bare"},
-             None, 400),
-            ({"x-image-meta-name": "n" * 256}, None, 400),
-            ({"x-image-meta-id": "not-a-uuid"}, None, 400),
-            ({"x-image-meta-status": "active"}, None, 403),
-            ({"x-image-meta-checksum": "xyz"}, None, 400),
-            ({"x-image-meta-store": "nowhere"}, None, 400),
-            ({"x-image-meta-location": "file:///etc/passwd"}, None, 400),
-            ({"x-image-meta-location": "gopher://x/y"}, None, 400),
-            ({"x-glance-api-copy-from": "file:///etc/passwd"}, None, 400),
-            ({"Content-Type": "text/plain"}, b"abc", 400),
-            ({"x-image-meta-disk_format": ""}, b"abc", 400),
+             None, 400, "must match"),
+            ({"x-image-meta-name": "n" * 256}, None, 400, "name too long"),
+            ({"x-image-meta-id": "not-a-uuid"}, None, 400, "must be a UUID"),
+            ({"x-image-meta-status": "active"}, None, 403, "status"),
+            ({"x-image-meta-checksum": "xyz"}, None, 400, "Invalid checksum"),
+            ({"x-image-meta-store": "nowhere"}, None, 400, "Store for scheme nowhere"),
+            ({"x-image-meta-location": "file:///etc/passwd"}, None, 400,
+             "External sources are not supported: 'file'"),
+            ({"x-image-meta-location": "/etc/passwd"}, None, 400,
+             "External sources are not supported: 'no scheme'"),
+            ({"x-image-meta-location": "gopher://x/y"}, None, 400,
+             "scheme 'gopher' is not supported"),
+            ({"x-glance-api-copy-from": "file:///etc/passwd"}, None, 400,
+             "External sources are not supported: 'file'"),
+            ({"x-glance-api-copy-from": "gopher://x/y"}, None, 400,
+             "scheme 'gopher' is not supported"),
+            ({"x-image-meta-location": "http://x/y", "x-glance-api-copy-from": "http://x/y"},
+             None, 400, "only one way"),
+            ({"Content-Type": "text/plain"}, b"abc", 400, "application/octet-stream"),
+            ({"x-image-meta-disk_format": ""}, b"abc", 400, "disk_format is required"),
+            ({"x-image-meta-container_format": ""}, b"abc", 400,
+             "container_format is required"),
         ]
-        for headers, data, code in cases:
-            h = dict(RAW) if data is not None else {}
+        for headers, data, code, why in cases:
+            h = dict(RAW)
             h.update(headers)
             resp, body = await self.request("POST", "/v1/images", h, data)
             self.assertEqual(resp.code, code, (headers, body))
+            self.assertIn(why.encode(), body, headers)
             self.assertNotIn(b"Traceback", body)
-            self.assertTrue(body.strip(), headers)
+        # Nothing was stored, and no image was made.
+        self.assertEqual(os.listdir(os.path.join(self.glance.dataDir, "images")), [])
+        for status in ("queued", "saving", "active", "killed"):
+            resp, body = await self.request("GET", "/v1/images/detail?status=" + status,
+                                            expect=200)
+            self.assertEqual(json.loads(body)["images"], [], status)
         for path, code in [("/v1/images?limit=x", 400), ("/v1/images?limit=-1", 400),
                            ("/v1/images?sort_key=evil", 400), ("/v1/images?sort_dir=up", 400),
                            ("/v1/images?marker=nope", 400), ("/v1/images?size_min=x", 400),
@@ -314,6 +336,23 @@ class APITests(APITestsMixin, TestCase):
         await self.request("PUT", base, {}, json.dumps({"memberships": [
             {"member_id": "a"}, {"member_id": "b"}, {"member_id": "c"}]}).encode(), expect=413)
         await self.request("PUT", base, {}, json.dumps({"nope": 1}).encode(), expect=400)
+        for bad, why in [({"member_id": "a\0b"}, b"NUL"),
+                         ({"member_id": "m" * 256}, b"member_id string"),
+                         ({"member_id": "  "}, b"member_id string"),
+                         ({"member_id": 5}, b"member_id string"),
+                         ({"member_id": "t", "can_share": "yes"}, b"true or false")]:
+            resp, body = await self.request("PUT", base, {}, json.dumps(
+                {"memberships": [bad]}).encode(), expect=400)
+            self.assertIn(why, body, bad)
+        resp, body = await self.request("PUT", base + "/" + "m" * 256, expect=400)
+        self.assertIn(b"too long", body)
+        for bad in [{"member": {"can_share": "yes"}}, {"member": {"can_share": 1}}]:
+            resp, body = await self.request("PUT", base + "/tenant5", {},
+                                            json.dumps(bad).encode(), expect=400)
+            self.assertIn(b"true or false", body)
+        # None of the refusals above changed the members.
+        resp, body = await self.request("GET", base, expect=200)
+        self.assertEqual([m["member_id"] for m in json.loads(body)["members"]], ["tenant9"])
         await self.request("DELETE", base + "/tenant9", expect=204)
         await self.request("DELETE", base + "/tenant9", expect=404)
         await self.request("GET", base + "/tenant9", expect=404)
@@ -374,6 +413,41 @@ class APITests(APITestsMixin, TestCase):
         self.assertLess(len(body), 200)
         # The server goes on serving.
         await self.request("GET", "/versions", expect=200)
+
+    @async_test
+    async def test_missingStoreFileIsA404(self):
+        """
+        An active image whose file is gone from the store: its metadata is
+        still served, its data is a 404 that says so, not a 500.
+        """
+        await self.server()
+        image = await self.create(b"hello")
+        os.remove(os.path.join(self.glance.dataDir, "images", image["id"]))
+        resp, body = await self.request("GET", "/v1/images/" + image["id"], expect=404)
+        self.assertIn(b"was not found in the store", body)
+        await self.request("HEAD", "/v1/images/" + image["id"], expect=200)
+        self.assertNotIn("Traceback", self.glance.log())
+
+    @async_test
+    async def test_identityConflicts(self):
+        """
+        An id that is taken is a 409; an id never changes; the data of an
+        image that has none yet is a 404.
+        """
+        await self.server()
+        queued = await self.create()
+        path = "/v1/images/" + queued["id"]
+        resp, body = await self.request("POST", "/v1/images",
+                                        {"x-image-meta-id": queued["id"]}, expect=409)
+        self.assertIn(b"already exists", body)
+        resp, body = await self.request("PUT", path,
+                                        {"x-image-meta-id": "0" * 8 + "-0000-0000-0000-" + "0" * 12},
+                                        expect=403)
+        self.assertIn(b"cannot change", body)
+        await self.request("PUT", path, {"x-image-meta-id": queued["id"],
+                                         "x-image-meta-name": "same id"}, expect=200)
+        resp, body = await self.request("GET", path, expect=404)
+        self.assertIn(b"is not active", body)
 
     @async_test
     async def test_clientGoneMidDownload(self):

@@ -327,3 +327,49 @@ class StagingBuffersTests(TestCase):
         self.assertEqual(_address(buf) % appendfile.HUGE_PAGE, 0)
         buf[:] = b"x" * len(buf)  # the first touch faults the page in
         self.assertGreaterEqual(_anonHugeKiB(_address(buf)), 2048)
+
+
+class WriteChunksTests(TestCase):
+    """
+    The buffered path's gathered writes, when the kernel takes less than
+    it was given (a signal, the last blocks of a full disk).
+    """
+
+    def writeAll(self, chunks, most: int):
+        realWritev = os.writev
+        calls = []
+
+        def shortWritev(fd, buffers):
+            calls.append(len(buffers))
+            return realWritev(fd, [b"".join(buffers)[:most]])
+
+        self.patch(os, "writev", shortWritev)
+        path = self.mktemp()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            total = appendfile._writeChunks(fd, chunks)
+        finally:
+            os.close(fd)
+        with open(path, "rb") as f:
+            return total, f.read(), calls
+
+    def test_partialWritesKeepTheirTails(self):
+        """
+        Every byte lands once, in order, when each call writes only part of
+        a chunk or stops between chunks.
+        """
+        chunks = [b"abcdefghij", b"k", b"", b"lmnopqrstuvwxyz0123"]
+        total, written, calls = self.writeAll(chunks, 7)
+        self.assertEqual((total, written), (30, b"".join(chunks)))
+        self.assertEqual(len(calls), 5)
+
+    def test_moreChunksThanOneCallTakes(self):
+        """
+        Past IOV_MAX chunks, the calls go on from where the last one ended.
+        """
+        chunks = _unevenChunks(7, 3 * 1024 * 1024)
+        chunks += [b"%d" % i for i in range(appendfile._IOV_MAX + 5)]
+        total, written, calls = self.writeAll(chunks, 1000003)
+        self.assertEqual(written, b"".join(chunks))
+        self.assertEqual(total, len(written))
+        self.assertLessEqual(max(calls), appendfile._IOV_MAX)

@@ -2,6 +2,7 @@ import os
 
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import deferLater
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SkipTest, TestCase
 
@@ -9,7 +10,7 @@ from glancetx.budget import SharedBudget
 from glancetx.store import filesystem
 from glancetx.store.filesystem import FilesystemStore
 from glancetx.store.interface import BadLocation, StoreError, UploadFailed
-from tests.bodies import BytesBody, PushBody, RecordingProducer
+from tests.bodies import BytesBody, CollectingConsumer, PushBody, RecordingProducer
 from tests.store_contract import StoreContractMixin
 from tests.test_drain import FakeReactor, recordJobs, runJob
 
@@ -164,6 +165,74 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
             final, warmed = await self._addWarmed(True, BytesBody(reactor, b"x" * 300000))
             self.assertEqual(warmed, [final] if created[0] else [])
             self.assertTrue(os.path.exists(final))
+        return ensureDeferred(go())
+
+    async def storedReader(self, size: int):
+        """
+        An image of C{size} bytes stored, and a reader of it (the download
+        path that TLS clients, and clients beyond the sendfile pool, take).
+        """
+        store = self.makeStore()
+        data = os.urandom(size)
+        stored = await store.add(self.imageId(), BytesBody(reactor, data))
+        return data, os.path.join(self.dir, os.path.basename(stored.location)), \
+            await store.get(stored.location)
+
+    def test_readerRefusesAShortFile(self):
+        """
+        A file that turns out shorter than its recorded size fails the
+        download rather than ending it as if it were whole.
+        """
+        async def go():
+            data, path, reader = await self.storedReader(3 * filesystem.READ_SIZE)
+            os.truncate(path, filesystem.READ_SIZE + 5)
+            consumer = CollectingConsumer()
+            with self.assertRaises(StoreError) as e:
+                await reader.startProducing(consumer)
+            self.assertIn("shorter than its size", str(e.exception))
+            self.assertEqual(consumer.value(), data[:filesystem.READ_SIZE + 5])
+        return ensureDeferred(go())
+
+    def test_readerReadErrorIsAStoreError(self):
+        async def go():
+            data, path, reader = await self.storedReader(1000)
+            os.remove(path)
+            os.mkdir(path)
+            with self.assertRaises(StoreError) as e:
+                await reader.startProducing(CollectingConsumer())
+            self.assertIn("reading the stored image failed", str(e.exception))
+        return ensureDeferred(go())
+
+    def test_readerPausesResumesAndStops(self):
+        """
+        A paused reader reads nothing more until it is resumed; a stopped
+        one reads nothing more at all.
+        """
+        async def go():
+            data, path, reader = await self.storedReader(4 * filesystem.READ_SIZE)
+            consumer = CollectingConsumer()
+            consumer.write = lambda chunk: (consumer.chunks.append(chunk),
+                                            reader.pauseProducing())
+            done = reader.startProducing(consumer)
+            await deferLater(reactor, 0.05, lambda: None)
+            self.assertEqual(len(consumer.chunks), 1)
+            reader.resumeProducing()
+            await deferLater(reactor, 0.05, lambda: None)
+            self.assertEqual(len(consumer.chunks), 2)
+            consumer.write = consumer.chunks.append
+            reader.resumeProducing()
+            await done
+            self.assertEqual(consumer.value(), data)
+
+            _, _, reader = await self.storedReader(4 * filesystem.READ_SIZE)
+            consumer = CollectingConsumer()
+            consumer.write = lambda chunk: (consumer.chunks.append(chunk),
+                                            reader.stopProducing())
+            reader.startProducing(consumer)
+            await deferLater(reactor, 0.05, lambda: None)
+            reader.resumeProducing()
+            await deferLater(reactor, 0.05, lambda: None)
+            self.assertEqual(len(consumer.chunks), 1)
         return ensureDeferred(go())
 
     def test_diskErrorIsAStoreError(self):

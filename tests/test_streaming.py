@@ -257,6 +257,71 @@ class StreamingRequestTests(SynchronousTestCase):
         [failure] = self.service.failures
         self.assertEqual(failure.value.message, "the server is shutting down")
 
+    def refuseAtOnce(self):
+        """
+        A service that answers an upload with a 413 as soon as it starts,
+        while the body is still arriving.
+        """
+        from glancetx import errors
+        channel = self.connect(RecordingConsumer())
+        self.service.create = lambda ctx, changes, body: fail(errors.TooLarge("too big"))
+        channel.dataReceived(HEAD + b"Content-Length: %d\r\n\r\n" % (10 * streaming.DRAIN_MAX,)
+                             + b"a" * 10)
+        self.clock.advance(0)
+        return channel
+
+    def test_earlyAnswerWaitsForTheClientToStop(self):
+        """
+        An upload answered before its body has arrived is answered at once,
+        but the rest of the body is read and dropped for a while before the
+        connection closes, so the client reads the answer rather than a
+        reset.
+        """
+        channel = self.refuseAtOnce()
+        self.assertIn(b"413", self.transport.value())
+        channel.dataReceived(b"b" * 1024)
+        self.clock.advance(streaming.DRAIN_SECONDS - 1)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(1)
+        self.clock.advance(0)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_earlyAnswerDrainsBoundedBytes(self):
+        """
+        A client that goes on sending after the answer has the connection
+        closed once DRAIN_MAX bytes have been dropped, before the time is up.
+        """
+        channel = self.refuseAtOnce()
+        piece = b"c" * (1024 * 1024)
+        for _ in range(streaming.DRAIN_MAX // len(piece)):
+            channel.dataReceived(piece)
+        self.clock.advance(0)
+        self.assertFalse(self.transport.disconnecting)
+        channel.dataReceived(b"d")
+        self.clock.advance(0)
+        self.assertTrue(self.transport.disconnecting)
+        # The drain's timer went with it (the channel's idle timeout stays).
+        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()],
+                         [self.channel.timeOut])
+
+    def test_smallBodyPastTheCapStaysDropped(self):
+        """
+        The parts of a small body after the one that passed the cap are
+        not kept either.
+        """
+        channel = self.connect(RecordingConsumer())
+        part = b"x" * (streaming.SMALL_BODY_MAX // 2 + 1000)
+        channel.dataReceived(
+            b"PUT /v1/images/abc/members HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n"
+            % (4 * len(part),))
+        [request] = channel.requests
+        channel.dataReceived(part + part)  # past the cap
+        kept = request._smallSize
+        channel.dataReceived(part)
+        self.assertEqual((request._smallParts, request._smallSize), ([], kept))
+        channel.dataReceived(part)
+        self.assertIn(b"413", self.transport.value())
+
     def test_smallBodiesAreCapped(self):
         channel = self.connect(RecordingConsumer())
         channel.dataReceived(
