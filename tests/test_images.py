@@ -19,7 +19,8 @@ from glancetx.context import RequestContext, noauthContext
 from glancetx.images import ImageChanges, ImageService
 from glancetx.notifier import CollectingNotifier
 from glancetx.registry import migrate
-from glancetx.registry.registry import Registry
+from glancetx.registry.registry import ListQuery, Registry
+from glancetx.store.interface import StoreError
 from glancetx.store.filesystem import FilesystemStore
 from glancetx.uploadleases import UploadLeases
 from tests import dbs
@@ -136,6 +137,46 @@ class LifecycleTests(TestCase):
         [(event, message)] = self.notifier.errors
         self.assertEqual(event, "image.upload")
         self.assertIn(image.id, message)
+
+    @async_test
+    async def test_unexpectedStoreFailureKills(self):
+        """
+        Even a failure no store should raise leaves the image killed, with
+        nothing stored, and reaches the caller (the API's logged 500).
+        """
+        def broken(imageId, body):
+            raise RuntimeError("a bug in a store")
+        self.patch(self.store, "add", broken)
+        with self.assertRaises(RuntimeError):
+            await self.upload(b"x" * 1000)
+        [image] = await self.registry.list(ListQuery())
+        self.assertEqual(image.status, "killed")
+        self.assertEqual(self.files(), [])
+
+    @async_test
+    async def test_copyFromSourceUnreadableKills(self):
+        """
+        A copy-from source that answered for its size but then cannot be
+        read ends with a killed image, not one saving for ever.
+        """
+        @attr.s
+        class FlakySource:
+            name = "http"
+            schemes = ("http", "https")
+
+            async def get_size(self, location):
+                return 5
+
+            async def get(self, location):
+                raise StoreError("connection refused")
+
+        self.service.stores["http"] = FlakySource()
+        image = await self.service.create(self.ctx, ImageChanges(
+            fields=dict(RAW), copy_from="http://source.example/image"))
+        await DeferredList(list(self.service.background))
+        [image] = await self.registry.list(ListQuery(filters={"status": "killed"}))
+        self.assertEqual(image.status, "killed")
+        self.assertEqual(self.files(), [])
 
     @async_test
     async def test_uploadBudgetGivenBack(self):
