@@ -25,7 +25,6 @@ from glancetx.amqpnotifier import (AMQPNotifier, Broker, encode, fromConfig, par
 from glancetx.errors import ConfigError
 from glancetx.notifier import LoggingNotifier
 from tests import dbs
-from tests.server import GlanceServer
 from tests.tcpproxy import TCPProxy
 from tests.test_api import RAW, APITestsMixin, async_test
 from tests.test_remote_api import eventually, sleep
