@@ -7,6 +7,8 @@ upgrading) the glancetx processes.
 import argparse
 import sys
 
+import sqlalchemy.exc
+
 from glancetx import config as cfg
 from glancetx.errors import ConfigError
 from glancetx.registry import migrate
@@ -34,6 +36,13 @@ def main(argv=None) -> int:
             print(migrate.currentRevision(config.sql_connection))
     except ConfigError as e:
         print("glancetx-manage: %s" % (e,), file=sys.stderr)
+        return 1
+    except sqlalchemy.exc.DBAPIError as e:
+        # The driver's own first line says why (refused, no such database,
+        # a bad password) without the URL, which may hold that password.
+        reason = str(e.orig).strip().splitlines() or [type(e.orig).__name__]
+        print("glancetx-manage: the database cannot be used: %s" % (reason[0],),
+              file=sys.stderr)
         return 1
     return 0
 

@@ -51,3 +51,53 @@ class MigrationTests(TestCase):
         for table in metadata.sorted_tables:
             columns = {c["name"] for c in inspector.get_columns(table.name)}
             self.assertEqual(columns, {c.name for c in table.columns}, table.name)
+
+
+class ManageCommandTests(TestCase):
+    """
+    C{glancetx-manage}, as an operator runs it.
+    """
+
+    def manage(self, *args):
+        import subprocess
+        import sys
+        done = subprocess.run([sys.executable, "-m", "glancetx.manage"] + list(args),
+                              capture_output=True, text=True, timeout=120)
+        return done.returncode, done.stdout, done.stderr
+
+    def test_syncAndVersion(self):
+        """
+        On the embedded default, sync makes the data directory and the
+        database; version then names the head revision.
+        """
+        import os
+        dataDir = os.path.join(os.path.abspath(self.mktemp()), "new", "data")
+        code, out, err = self.manage("--data-dir", dataDir, "db", "version")
+        self.assertEqual((code, err.count("\n")), (1, 1), err)
+        self.assertIn("the database cannot be used", err)
+        code, out, err = self.manage("--data-dir", dataDir, "db", "sync")
+        self.assertEqual((code, out.strip()), (0, "database is at revision %s" % (HEAD_REVISION,)),
+                         err)
+        self.assertTrue(os.path.exists(os.path.join(dataDir, "glance.sqlite")))
+        code, out, err = self.manage("--data-dir", dataDir, "db", "version")
+        self.assertEqual((code, out.strip()), (0, HEAD_REVISION), err)
+
+    def test_badConfigOrDatabaseIsOneLine(self):
+        """
+        A bad option, or a database that cannot be used, is one line that
+        says which, never a traceback or the URL's password.
+        """
+        import os
+        for text, why in [("sql_conection = sqlite:///x", "sql_conection"),
+                          ("sql_connection = postgresql://glance:s3cret@127.0.0.1:1/glance",
+                           "Connection refused"),
+                          ("sql_connection = mysql+pymysql://root:s3cret@127.0.0.1:3306/x",
+                           "Access denied")]:
+            conf = os.path.abspath(self.mktemp())
+            with open(conf, "w") as f:
+                f.write("[DEFAULT]\n%s\n" % (text,))
+            for action in ("sync", "version"):
+                code, out, err = self.manage("--config", conf, "db", action)
+                self.assertEqual((code, err.count("\n")), (1, 1), err)
+                self.assertIn(why, err)
+                self.assertNotIn("s3cret", err)
