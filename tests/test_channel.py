@@ -182,6 +182,13 @@ class MalformedRequestTests(SynchronousTestCase):
         self.assertRefused(transport, b"431 Request Header Fields Too Large",
                            b"The request headers are larger than 16384 bytes in all.\n")
 
+    def test_tooManyHeaders(self):
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /v1/images HTTP/1.1\r\nHost: h\r\n"
+                             + b"".join(b"p%d: v\r\n" % (i,) for i in range(600)) + b"\r\n")
+        self.assertRefused(transport, b"431 Request Header Fields Too Large",
+                           b"The request has more than %d headers.\n" % (channel.maxHeaders,))
+
     def test_requestLineTooLong(self):
         channel, transport = self.connect()
         channel.dataReceived(b"GET /v1/images?name=" + b"a" * 17000 + b" HTTP/1.1\r\n")
