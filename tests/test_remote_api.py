@@ -728,6 +728,10 @@ class HTTPSourceTests(APITestsMixin, TestCase):
         # A location's origin is missing: a 400 now, not an image later.
         await self.create(headers=dict(RAW, **{"x-image-meta-location": url + "-missing"}),
                           expect=400)
+        # A declared size the location does not have is refused, not recorded.
+        resp, body = await self.create(headers=dict(RAW, **{
+            "x-image-meta-location": url, "x-image-meta-size": str(len(data) + 1)}), expect=400)
+        self.assertIn(b"does not match the size at the location", body)
 
 
     @async_test
