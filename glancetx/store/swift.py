@@ -293,6 +293,7 @@ class _WatchedBody:
         self._body = body
         self.length = body.length
         self.failure: Optional[Failure] = None
+        self.cut = False
         self.settled: Deferred = Deferred()
         self._done: Optional[Deferred] = None
         self._result: Any = None
@@ -357,7 +358,12 @@ class _WatchedBody:
         self._done = None
         self._held = None
         if not self.settled.called:
+            # The Agent gave up on sending (an answer came early, or the
+            # connection went): the body will never vouch for its bytes, so
+            # its verdict is in now, and nobody waits for it for ever.
+            self.cut = True
             self._body.stopProducing()
+            self.settled.callback(None)
 
 
 @implementer(IConsumer)
@@ -932,6 +938,10 @@ class SwiftStore(RetriedCleanups):
         except CancelledError:
             raise StoreUnavailable("Swift did not answer %s in time" % (method,))
         except Exception as e:
+            # A request cancelled once it was sent is the Agent's
+            # ResponseNeverReceived([CancelledError]): still a timeout.
+            if any(r.check(CancelledError) for r in getattr(e, "reasons", None) or ()):
+                raise StoreUnavailable("Swift did not answer %s in time" % (method,))
             raise StoreUnavailable("cannot reach Swift (%s)" % (type(e).__name__,))
 
     async def _session(self, creds: _Credentials, stale: Optional[_Session] = None) -> _Session:
@@ -1173,6 +1183,8 @@ class SwiftStore(RetriedCleanups):
             timeout=self.requestTimeout, headers={"Content-Type": "application/octet-stream"})
         await _discard(response)
         if response.code != 201:
+            # Swift may have kept the object before it answered.
+            await self._deleteQuietly(creds, _objectPath(self.container, image_id))
             raise _statusError(response, "an image upload")
         return 0
 
@@ -1200,9 +1212,11 @@ class SwiftStore(RetriedCleanups):
         # has vouched for it (size, checksum): wait for that verdict.
         if not watched.settled.called:
             await watched.settled
-        if watched.failure is not None:
+        if watched.failure is not None or watched.cut:
             await self._deleteQuietly(creds, path)
-            raise watched.failure.value
+            if watched.failure is not None:
+                raise watched.failure.value
+            raise StoreUnavailable("Swift answered an upload before it had the whole image")
         return body.length
 
     async def _uploadSegment(self, creds: _Credentials, name: str, segment: _SegmentBody) -> str:
