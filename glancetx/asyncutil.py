@@ -6,7 +6,7 @@ that every public method still returns a Deferred.
 import functools
 from typing import Any, Awaitable, Callable, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
 T = TypeVar("T")
@@ -45,6 +45,19 @@ def firstOf(*ds: Deferred) -> Deferred:
     for d in ds:
         d.addBoth(fire)
     return out
+
+
+def isCancellation(e: BaseException) -> bool:
+    """
+    Whether a request failed because it was cancelled: by a time-out or by
+    its caller.  twisted's HTTP client reports a request cancelled after it
+    was sent as C{ResponseNeverReceived([CancelledError])}, never as a
+    bare C{CancelledError}.
+    """
+    if isinstance(e, CancelledError):
+        return True
+    return any(isinstance(r, Failure) and r.check(CancelledError) is not None
+               for r in getattr(e, "reasons", None) or ())
 
 
 def shield(d: Deferred) -> Deferred:

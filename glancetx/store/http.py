@@ -33,7 +33,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from glancetx.asyncutil import fromCoroutine
+from glancetx.asyncutil import fromCoroutine, isCancellation
 from glancetx.store.interface import (
     BadLocation,
     IStore,
@@ -398,7 +398,9 @@ class HTTPStore:
             if response.code == 206:
                 size = _contentRangeTotal(response)
             elif response.code == 200:
-                size = _contentLength(response)
+                # The origin ignored the range: its whole answer's length,
+                # which twisted's client takes out of the headers.
+                size = None if response.length is UNKNOWN_LENGTH else response.length
         if size is None:
             raise StoreError("%s: the origin does not say how large the image is" % (what,))
         return size
@@ -467,6 +469,9 @@ class HTTPStore:
             url = current.url.click(value.decode("ascii").strip())
         except (UnicodeDecodeError, ValueError):
             raise StoreUnavailable("%s: a redirect to an unreadable Location" % (what,))
+        except NotImplementedError:
+            # hyperlink resolves no opaque URI (mailto:, data:, javascript:)
+            raise BadLocation("%s: redirected to a scheme the http store does not serve" % (what,))
         try:
             url = _checked(url)
         except BadLocation:
@@ -496,13 +501,13 @@ class HTTPStore:
             return await d
         except BadLocation:
             raise
-        except CancelledError:
-            if timedOut:
-                raise StoreUnavailable(
-                    "%s: no answer within %d seconds" % (what, self._timeout)
-                )
-            raise
         except Exception as e:
+            if isCancellation(e):
+                if timedOut:
+                    raise StoreUnavailable(
+                        "%s: no answer within %d seconds" % (what, self._timeout)
+                    )
+                raise CancelledError() from e
             self.log.info(
                 "{method} {what} failed: {error}",
                 method=method,

@@ -125,9 +125,9 @@ def redact(location: str) -> str:
     """
     try:
         parts = urlsplit(location)
-    except ValueError:
+        host = parts.hostname or ""
+        if parts.port:
+            host = "%s:%d" % (host, parts.port)
+    except ValueError:  # a bad IPv6 address, a port that is not a number
         return "<unparseable location>"
-    host = parts.hostname or ""
-    if parts.port:
-        host = "%s:%d" % (host, parts.port)
     return urlunsplit((parts.scheme, host, parts.path, "", ""))

@@ -48,7 +48,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from glancetx.asyncutil import firstOf, fromCoroutine
+from glancetx.asyncutil import firstOf, fromCoroutine, isCancellation
 from glancetx.errors import ConfigError
 from glancetx.store.cleanup import CleanupRetries, RetriedCleanups
 from glancetx.store.interface import (
@@ -907,12 +907,13 @@ class S3Store(RetriedCleanups):
             timer = self._reactor.callLater(timeout, expire)
         try:
             return await d
-        except CancelledError:
+        except Exception as e:
+            if not isCancellation(e):
+                raise StoreUnavailable("S3 %s failed: cannot reach the store (%s)"
+                                       % (what, _describe(e)))
             if timedOut:
                 raise StoreUnavailable("S3 %s timed out" % (what,))
-            raise
-        except Exception as e:
-            raise StoreUnavailable("S3 %s failed: cannot reach the store (%s)" % (what, _describe(e)))
+            raise CancelledError() from e
         finally:
             if timer is not None and timer.active():
                 timer.cancel()
@@ -1105,7 +1106,9 @@ class S3Store(RetriedCleanups):
         await self._expect(response, "multipart start", 200)
         uploadId = _findText(await self._document(response, "multipart start"), "UploadId")
         if not uploadId:
-            raise StoreError("S3 multipart start failed: no upload id in the answer")
+            # S3 said it began an upload: uncertain, so it is looked for and
+            # aborted like one whose answer was lost.
+            raise StoreUnavailable("S3 multipart start failed: no upload id in the answer")
         return uploadId
 
     async def _uploadPart(

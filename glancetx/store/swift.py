@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
 import attr
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -40,7 +40,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from glancetx.asyncutil import firstOf, fromCoroutine
+from glancetx.asyncutil import firstOf, fromCoroutine, isCancellation
 from glancetx.errors import ConfigError
 from glancetx.store.interface import (
     BadLocation,
@@ -935,12 +935,8 @@ class SwiftStore(RetriedCleanups):
             return await self._client.request(method, url, **kwargs)
         except (StoreError, UploadFailed):
             raise
-        except CancelledError:
-            raise StoreUnavailable("Swift did not answer %s in time" % (method,))
         except Exception as e:
-            # A request cancelled once it was sent is the Agent's
-            # ResponseNeverReceived([CancelledError]): still a timeout.
-            if any(r.check(CancelledError) for r in getattr(e, "reasons", None) or ()):
+            if isCancellation(e):
                 raise StoreUnavailable("Swift did not answer %s in time" % (method,))
             raise StoreUnavailable("cannot reach Swift (%s)" % (type(e).__name__,))
 
