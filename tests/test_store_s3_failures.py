@@ -469,6 +469,42 @@ class MultipartFailureTests(_FakeS3Case):
         return ensureDeferred(go())
 
 
+class SilenceAfterTheBytesTests(_FakeS3Case):
+    """
+    S3 that takes a request's every byte and never answers: the upload
+    fails once the answer is L{CONTROL_TIMEOUT} late (not before, however
+    slowly the bytes came), and leaves nothing.
+    """
+
+    async def silentUpload(self, kind: str, size: int) -> Exception:
+        clock = Clock()
+        arrived = self.fake.hold(kind, act=True)
+        added = self.makeStore(clock).add(IMAGE, BytesBody(reactor, b"x" * size, chunk=KiB // 2))
+        await arrived
+        clock.advance(CONTROL_TIMEOUT - 1)
+        self.assertNoResult(added)
+        clock.advance(1)
+        with self.assertRaises(StoreUnavailable) as caught:
+            await added
+        self.assertPlain(caught.exception)
+        return caught.exception
+
+    def test_partNeverAnswered(self):
+        async def go():
+            e = await self.silentUpload("part", 3 * KiB + 512)
+            self.assertRegex(str(e), r"^S3 part \d upload timed out$")
+            self.assertAborted()
+        return ensureDeferred(go())
+
+    def test_putNeverAnswered(self):
+        async def go():
+            e = await self.silentUpload("put", 512)
+            self.assertEqual(str(e), "S3 upload timed out")
+            self.assertEqual(self.fake.kinds[-2:], ["put", "delete"])
+            self.assertNothingLeft()
+        return ensureDeferred(go())
+
+
 class StartFailureTests(_FakeS3Case):
     def test_startAnswerLost(self):
         """

@@ -23,7 +23,7 @@ from urllib.parse import unquote
 import attr
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
@@ -459,6 +459,29 @@ class SwiftFailureTests(TestCase):
         await self.assertFails(store.add(image, body), kind, message)
         self.assertNothingLeft(kept)
         self.assertNotIn(ACCOUNT + "/glance/" + image, self.fake.uris("PUT"))
+
+    async def silentAfterTheBytes(self, uri: str, data: bytes) -> None:
+        """
+        Swift keeps every byte of the PUT of C{uri} and never answers: the
+        upload fails once the answer is the request timeout late, not
+        before, and leaves nothing.
+        """
+        store = self.makeStore()
+        self.fake.script("PUT", uri, attr.evolve(HANG, keep=True))
+        added = store.add("img", BytesBody(reactor, data, chunk=300))
+        while not self.fake._held:  # until Swift has had the whole body
+            await deferLater(reactor, 0.01, lambda: None)
+        self.clock.advance(TIMEOUT - 1)
+        self.assertNoResult(added)
+        self.clock.advance(1)
+        await self.assertFails(added, StoreUnavailable, "Swift did not answer PUT in time")
+        self.assertNothingLeft()
+
+    def test_putNeverAnswered(self):
+        return ensureDeferred(self.silentAfterTheBytes(IMAGE, b"x" * 500))
+
+    def test_segmentNeverAnswered(self):
+        return ensureDeferred(self.silentAfterTheBytes(segmentsOf("img", "00000002"), LARGE))
 
     def test_segmentWithoutEtag(self):
         """

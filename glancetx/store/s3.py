@@ -49,6 +49,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from glancetx.asyncutil import firstOf, fromCoroutine, isCancellation
+from glancetx.store.deadline import AnswerDeadline
 from glancetx.errors import ConfigError
 from glancetx.store.cleanup import CleanupRetries, RetriedCleanups
 from glancetx.store.interface import (
@@ -887,9 +888,22 @@ class S3Store(RetriedCleanups):
         """
         Send one signed request; fire with the (unread) response.  Anything
         that keeps a response from arriving becomes L{StoreUnavailable}.
+
+        @param timeout: seconds for the whole request, or None for one that
+            carries image bytes (at the uploading client's pace), whose
+            answer then has L{CONTROL_TIMEOUT} once the body is sent.
         """
         url = self._url(loc, query, bucketOnly)
         signed = _signedHeaders(method, url, loc, self.region, headers or {})
+        timedOut = []
+
+        def expire() -> None:
+            timedOut.append(True)
+            d.cancel()
+
+        deadline = None
+        if timeout is None and data is not None:
+            data = deadline = AnswerDeadline(data, self._reactor, CONTROL_TIMEOUT, expire)
         d = self._client.request(
             method,
             url,
@@ -898,12 +912,8 @@ class S3Store(RetriedCleanups):
             allow_redirects=False,
             unbuffered=True,
         )
-        timedOut = []
         timer = None
         if timeout is not None:
-            def expire() -> None:
-                timedOut.append(True)
-                d.cancel()
             timer = self._reactor.callLater(timeout, expire)
         try:
             return await d
@@ -917,6 +927,8 @@ class S3Store(RetriedCleanups):
         finally:
             if timer is not None and timer.active():
                 timer.cancel()
+            if deadline is not None:
+                deadline.cancel()
 
     async def _document(self, response: Any, what: str) -> bytes:
         try:

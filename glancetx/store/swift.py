@@ -41,6 +41,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from glancetx.asyncutil import firstOf, fromCoroutine, isCancellation
+from glancetx.store.deadline import AnswerDeadline
 from glancetx.errors import ConfigError
 from glancetx.store.interface import (
     BadLocation,
@@ -929,16 +930,30 @@ class SwiftStore(RetriedCleanups):
     # HTTP plumbing
 
     async def _send(self, method: str, url: str, **kwargs: Any):
+        """
+        One request; a body without a timeout (image bytes, at the uploading
+        client's pace) gives its answer C{requestTimeout} once it is sent.
+        """
         kwargs.setdefault("allow_redirects", False)
         kwargs.setdefault("reactor", self._reactor)
+        sent: List[Deferred] = []
+        deadline = None
+        if kwargs.get("data") is not None and kwargs.get("timeout") is None:
+            deadline = kwargs["data"] = AnswerDeadline(
+                kwargs["data"], self._reactor, self.requestTimeout, lambda: sent[0].cancel())
         try:
-            return await self._client.request(method, url, **kwargs)
+            d = self._client.request(method, url, **kwargs)
+            sent.append(d)
+            return await d
         except (StoreError, UploadFailed):
             raise
         except Exception as e:
             if isCancellation(e):
                 raise StoreUnavailable("Swift did not answer %s in time" % (method,))
             raise StoreUnavailable("cannot reach Swift (%s)" % (type(e).__name__,))
+        finally:
+            if deadline is not None:
+                deadline.cancel()
 
     async def _session(self, creds: _Credentials, stale: Optional[_Session] = None) -> _Session:
         """
