@@ -421,8 +421,9 @@ class MultipartFailureTests(_FakeS3Case):
         async def go():
             self.patch(s3, "MAX_PARTS", 2)
             store = self.makeStore()
-            e = await self.failedUpload(store, 3 * KiB + 512, StoreError, knownLength=False)
-            self.assertEqual(str(e), "image needs more than 2 parts of 1024 bytes")
+            e = await self.failedUpload(store, 3 * KiB + 512, UploadFailed, knownLength=False)
+            self.assertEqual((e.code, str(e)), (413, "image needs more than 2 parts of 1024"
+                                                     " bytes; raise s3_store_large_object_chunk_size"))
             self.assertAborted()
             partsBefore = self.fake.kinds.count("part")
             stored = await store.add(IMAGE, BytesBody(reactor, b"y" * (3 * KiB + 512)))

@@ -537,7 +537,7 @@ class SwiftFailureTests(TestCase):
             store = self.makeStore(maxSegments=2)
             body = BytesBody(reactor, LARGE)
             await self.assertFails(
-                store.add("img", body), StoreError,
+                store.add("img", body), UploadFailed,
                 "image needs more than 2 Swift segments; "
                 "raise swift_store_large_object_chunk_size")
             self.assertEqual(self.fake.uris("PUT"), [])
@@ -553,7 +553,7 @@ class SwiftFailureTests(TestCase):
             store = self.makeStore(maxSegments=2)
             body = BytesBody(reactor, LARGE, chunk=300, knownLength=False)
             await self.assertFails(
-                store.add("img", body), StoreError,
+                store.add("img", body), UploadFailed,
                 "image needs more than 2 Swift segments; "
                 "raise swift_store_large_object_chunk_size")
             # Both segments started are deleted, stored or cut off.

@@ -486,8 +486,11 @@ class _PartWriter:
                 need = 0
         self._bufSize -= size
         if self._nextNumber > MAX_PARTS:
-            self._fail(Failure(StoreError(
-                "image needs more than %d parts of %d bytes" % (MAX_PARTS, self._partSize)
+            # Too large for this store as configured: the client's 413, not
+            # a store that is down (which a client would try again).
+            self._fail(Failure(UploadFailed(
+                413, "image needs more than %d parts of %d bytes; raise"
+                " s3_store_large_object_chunk_size" % (MAX_PARTS, self._partSize)
             )))
             return
         self._waiting.append((self._nextNumber, chunks, size))

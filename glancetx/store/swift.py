@@ -612,8 +612,9 @@ class _SegmentWriter:
     def _startSegment(self) -> Optional[_Segment]:
         number = len(self.segments) + 1
         if number > self._maxSegments:
-            self._fail(Failure(StoreError(
-                "image needs more than %d Swift segments; raise "
+            # Too large for this store as configured: the client's 413.
+            self._fail(Failure(UploadFailed(
+                413, "image needs more than %d Swift segments; raise "
                 "swift_store_large_object_chunk_size" % (self._maxSegments,))))
             return None
         if self._declared is not None:
@@ -1249,8 +1250,8 @@ class SwiftStore(RetriedCleanups):
     async def _putSegmented(self, creds: _Credentials, image_id: str, body) -> int:
         declared = None if body.length is UNKNOWN_LENGTH else body.length
         if declared is not None and -(-declared // self.chunkSize) > self.maxSegments:
-            raise StoreError(
-                "image needs more than %d Swift segments; raise "
+            raise UploadFailed(
+                413, "image needs more than %d Swift segments; raise "
                 "swift_store_large_object_chunk_size" % (self.maxSegments,))
         if not self._segmentsContainerReady:
             await self._ensureContainer(creds, self.segmentsContainer, True)
