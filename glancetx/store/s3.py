@@ -905,7 +905,7 @@ class S3Store(RetriedCleanups):
             d.cancel()
 
         deadline = None
-        if timeout is None and data is not None:
+        if timeout is None and IBodyProducer.providedBy(data):
             data = deadline = AnswerDeadline(data, self._reactor, CONTROL_TIMEOUT, expire)
         d = self._client.request(
             method,

@@ -939,7 +939,7 @@ class SwiftStore(RetriedCleanups):
         kwargs.setdefault("reactor", self._reactor)
         sent: List[Deferred] = []
         deadline = None
-        if kwargs.get("data") is not None and kwargs.get("timeout") is None:
+        if IBodyProducer.providedBy(kwargs.get("data")) and kwargs.get("timeout") is None:
             deadline = kwargs["data"] = AnswerDeadline(
                 kwargs["data"], self._reactor, self.requestTimeout, lambda: sent[0].cancel())
         try:
