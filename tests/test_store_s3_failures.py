@@ -340,6 +340,24 @@ class _FakeS3Case(TestCase):
             for secret in [SECRET, quote(SECRET, safe=""), ACCESS] + self.fake.signatures:
                 self.assertNotIn(secret, text)
 
+    async def failsAtControlTimeout(self, clock: Clock, arrived: Deferred,
+                                    call: Deferred) -> Exception:
+        """
+        C{call}, whose request C{arrived} at S3 and is never answered, is
+        still waiting just before the control time-out and fails at it as
+        S3 unavailable, saying nothing secret.
+
+        @return: its exception.
+        """
+        await arrived
+        clock.advance(CONTROL_TIMEOUT - 1)
+        self.assertNoResult(call)
+        clock.advance(1)
+        with self.assertRaises(StoreUnavailable) as caught:
+            await call
+        self.assertPlain(caught.exception)
+        return caught.exception
+
     def assertNothingLeft(self):
         self.assertEqual((self.fake.objects, self.fake.uploads), ({}, {}))
 
@@ -481,14 +499,7 @@ class SilenceAfterTheBytesTests(_FakeS3Case):
         clock = Clock()
         arrived = self.fake.hold(kind, act=True)
         added = self.makeStore(clock).add(IMAGE, BytesBody(reactor, b"x" * size, chunk=KiB // 2))
-        await arrived
-        clock.advance(CONTROL_TIMEOUT - 1)
-        self.assertNoResult(added)
-        clock.advance(1)
-        with self.assertRaises(StoreUnavailable) as caught:
-            await added
-        self.assertPlain(caught.exception)
-        return caught.exception
+        return await self.failsAtControlTimeout(clock, arrived, added)
 
     def test_partNeverAnswered(self):
         async def go():
@@ -723,14 +734,7 @@ class ReadFailureTests(_FakeS3Case):
         clock = Clock()
         arrived = self.fake.hold("head")
         size = self.makeStore(clock).get_size(self.location())
-        await arrived
-        clock.advance(CONTROL_TIMEOUT - 1)
-        self.assertNoResult(size)
-        clock.advance(1)
-        with self.assertRaises(StoreUnavailable) as caught:
-            await size
-        self.assertPlain(caught.exception)
-        return caught.exception
+        return await self.failsAtControlTimeout(clock, arrived, size)
 
     def test_noAnswerInTime(self):
         """
