@@ -49,9 +49,9 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from glancetx.asyncutil import firstOf, fromCoroutine, isCancellation
-from glancetx.store.deadline import AnswerDeadline
 from glancetx.errors import ConfigError
 from glancetx.store.cleanup import CleanupRetries, RetriedCleanups
+from glancetx.store.deadline import AnswerDeadline
 from glancetx.store.interface import (
     BadLocation,
     IStore,

@@ -41,7 +41,6 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from glancetx.asyncutil import firstOf, fromCoroutine, isCancellation
-from glancetx.store.deadline import AnswerDeadline
 from glancetx.errors import ConfigError
 from glancetx.store.interface import (
     BadLocation,
@@ -54,6 +53,7 @@ from glancetx.store.interface import (
 )
 # The background retry of clean-up steps is shared with the S3 driver.
 from glancetx.store.cleanup import CleanupRetries, RetriedCleanups
+from glancetx.store.deadline import AnswerDeadline
 
 MiB = 1024 * 1024
 #: Swift refuses single objects above 5 GiB (its default max_file_size).
