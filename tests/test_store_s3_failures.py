@@ -22,9 +22,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
-from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
@@ -37,9 +36,9 @@ from glancetx.store.interface import (
     StoreUnavailable,
     UploadFailed,
 )
-from glancetx.store.s3 import CONTROL_TIMEOUT, S3Location, S3Store, _readDocument
+from glancetx.store.s3 import CONTROL_TIMEOUT, S3Location, S3Store
 from tests.bodies import BytesBody
-from tests.test_store_s3 import SECRET, FakeResponse
+from tests.test_store_s3 import SECRET
 
 ACCESS = "AKIDFAILURES"
 KiB = 1024
@@ -771,27 +770,3 @@ class ReadFailureTests(_FakeS3Case):
             with self.assertRaises(CancelledError):
                 await download
         return ensureDeferred(go())
-
-
-
-class DocumentReaderTests(SynchronousTestCase):
-    """
-    Error and multipart documents are read with a bound: a larger one is
-    cut, and its connection dropped, rather than read whole.
-    """
-
-    def test_cutAtLimit(self):
-        response = FakeResponse(None)
-        document = _readDocument(response, 5)
-        response.protocol.dataReceived(b"<Error>")
-        self.assertEqual(response.transport.calls, ["stop"])
-        response.protocol.dataReceived(b"more that was on its way")
-        response.protocol.connectionLost(Failure(ResponseFailed([])))
-        self.assertEqual(self.successResultOf(document), b"<Erro")
-
-    def test_brokenOff(self):
-        response = FakeResponse(None)
-        document = _readDocument(response, 5)
-        response.protocol.dataReceived(b"<Er")
-        response.protocol.connectionLost(Failure(ResponseFailed([])))
-        self.failureResultOf(document, ResponseFailed)

@@ -793,17 +793,22 @@ class SwiftFailureTests(TestCase):
         """
         A DLO's segments are found by listing their container; a listing
         that fails fails the delete before the manifest is removed, so a
-        later retry can still find the segments through it.  A listing
-        with no content (204) means no segments: the manifest goes.
+        later retry can still find the segments through it; so does one
+        that is not the JSON listing expected.  A listing with no content
+        (204) means no segments: the manifest goes.
         """
         async def go():
             store = self.makeStore()
             dlo = Answer(200, {"Content-Length": "10", "X-Object-Manifest": "glance_segments/img-"})
             listing = ACCOUNT + "/glance_segments?*"
-            self.fake.script("HEAD", IMAGE, dlo, dlo)
-            self.fake.script("GET", listing, Answer(503), Answer(204))
+            self.fake.script("HEAD", IMAGE, dlo, dlo, dlo, dlo)
+            self.fake.script("GET", listing, Answer(503), Answer(200, body=b"<html>"),
+                             Answer(200, body=b'[{"nom": "x"}]'), Answer(204))
             await self.assertFails(store.delete(self.location()),
                                    StoreUnavailable, "Swift answered 503 to listing a container")
+            for _ in range(2):
+                await self.assertFails(store.delete(self.location()), StoreError,
+                                       "Swift's container listing is not the JSON expected")
             self.assertEqual(self.fake.uris("DELETE"), [])
             await store.delete(self.location())
             self.assertEqual(self.fake.uris("DELETE"), [IMAGE])

@@ -52,6 +52,7 @@ from glancetx.asyncutil import firstOf, fromCoroutine, isCancellation
 from glancetx.errors import ConfigError
 from glancetx.store.cleanup import CleanupRetries, RetriedCleanups
 from glancetx.store.deadline import AnswerDeadline
+from glancetx.store.documents import drain, readDocument
 from glancetx.store.interface import (
     BadLocation,
     IStore,
@@ -71,10 +72,6 @@ MAX_PARTS = 10000
 #: Seconds to wait for the response headers of a request that carries no
 #: image bytes (HEAD, DELETE, multipart bookkeeping, the start of a GET).
 CONTROL_TIMEOUT = 60.0
-
-#: Most bytes read from a response that is not an image (error documents,
-#: multipart XML).
-MAX_DOCUMENT = 1 * MiB
 
 #: Largest write handed to a transport when sending a buffered part.
 _WRITE_SIZE = 256 * 1024
@@ -229,53 +226,6 @@ def _rootTag(document: bytes) -> Optional[str]:
     except ElementTree.ParseError:
         return None
     return tag.rpartition("}")[2]
-
-
-class _DocumentReader(Protocol):
-    """
-    Collect a small response body, up to a limit.
-    """
-
-    def __init__(self, limit: int, done: Deferred) -> None:
-        self._limit = limit
-        self._done = done
-        self._chunks: List[bytes] = []
-        self._size = 0
-        self._truncated = False
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._truncated:
-            return
-        room = self._limit - self._size
-        if len(data) > room:
-            data = data[:room]
-            self._truncated = True
-            self.transport.stopProducing()
-        self._chunks.append(data)
-        self._size += len(data)
-
-    def connectionLost(self, reason: Failure = None) -> None:
-        if self._truncated or reason.check(ResponseDone, PotentialDataLoss):
-            self._done.callback(b"".join(self._chunks))
-        else:
-            self._done.errback(reason)
-
-
-def _readDocument(response: Any, limit: int = MAX_DOCUMENT) -> Deferred:
-    done: Deferred = Deferred()
-    response.deliverBody(_DocumentReader(limit, done))
-    return done
-
-
-async def _drain(response: Any, limit: int = MAX_DOCUMENT) -> None:
-    """
-    Read and drop a response body the status already answered for, so the
-    connection can be reused; a failure to read it changes nothing.
-    """
-    try:
-        await _readDocument(response, limit)
-    except Exception:
-        pass
 
 
 @implementer(IBodyProducer, IPushProducer)
@@ -935,7 +885,7 @@ class S3Store(RetriedCleanups):
 
     async def _document(self, response: Any, what: str) -> bytes:
         try:
-            return await _readDocument(response)
+            return await readDocument(response)
         except Exception as e:
             raise StoreUnavailable("S3 %s failed: reading the answer (%s)" % (what, _describe(e)))
 
@@ -944,7 +894,7 @@ class S3Store(RetriedCleanups):
         The exception for a response that is not a success.
         """
         try:
-            document = await _readDocument(response, 64 * 1024)
+            document = await readDocument(response, 64 * 1024)
         except Exception:
             document = b""
         code = _findText(document, "Code") or ""
@@ -985,7 +935,7 @@ class S3Store(RetriedCleanups):
         if not self.createBucket or self._bucketReady:
             return
         response = await self._send("HEAD", loc, "bucket check", bucketOnly=True)
-        await _drain(response)
+        await drain(response)
         if response.code == 404:
             data = b""
             if self.region != "us-east-1":
@@ -1003,7 +953,7 @@ class S3Store(RetriedCleanups):
                     raise error
             else:
                 await self._expect(response, "bucket creation", 200)
-                await _drain(response)
+                await drain(response)
             self.log.info("created bucket {bucket}", bucket=loc.bucket)
         elif response.code >= 500:
             raise StoreUnavailable("S3 bucket check failed: %d" % (response.code,))
@@ -1037,7 +987,7 @@ class S3Store(RetriedCleanups):
                 observed.stopProducing()
                 refused = True
                 raise await self._error(response, "upload")
-            await _drain(response)
+            await drain(response)
             if not observed.finished and observed.written < body.length:
                 observed.stopProducing()
                 raise StoreError("S3 upload failed: answered before the whole image was sent")
@@ -1107,7 +1057,7 @@ class S3Store(RetriedCleanups):
             timeout=None,
         )
         await self._expect(response, "upload", 200)
-        await _drain(response)
+        await drain(response)
         return size
 
     async def _initiate(self, loc: S3Location) -> str:
@@ -1139,7 +1089,7 @@ class S3Store(RetriedCleanups):
             timeout=None,
         )
         await self._expect(response, what, 200)
-        await _drain(response)
+        await drain(response)
         etag = response.headers.getRawHeaders(b"etag", [b""])[0].decode("latin-1")
         if not etag:
             raise StoreError("S3 %s failed: no ETag in the answer" % (what,))
@@ -1247,7 +1197,7 @@ class S3Store(RetriedCleanups):
             query="uploadId=%s" % (quote(uploadId, safe="-_.~"),),
         )
         await self._expect(response, "multipart abort", 204, 200, 404)
-        await _drain(response)
+        await drain(response)
 
     async def _deleteQuietly(self, loc: S3Location) -> None:
         try:
@@ -1281,7 +1231,7 @@ class S3Store(RetriedCleanups):
         await self._expect(response, "download", 200)
         length = response.length
         if length is UNKNOWN_LENGTH:
-            await _drain(response, 0)
+            await drain(response, 0)
             raise StoreError("S3 download failed: no Content-Length in the answer")
         return _S3Reader(response, length)
 
@@ -1290,7 +1240,7 @@ class S3Store(RetriedCleanups):
         loc = parseLocation(location)
         response = await self._send("HEAD", loc, "size lookup")
         await self._expect(response, "size lookup", 200)
-        await _drain(response)
+        await drain(response)
         raw = response.headers.getRawHeaders(b"content-length", [b""])[0]
         try:
             return int(raw)
@@ -1304,4 +1254,4 @@ class S3Store(RetriedCleanups):
     async def _delete(self, loc: S3Location) -> None:
         response = await self._send("DELETE", loc, "delete")
         await self._expect(response, "delete", 204, 200, 404)
-        await _drain(response)
+        await drain(response)

@@ -54,8 +54,12 @@ from glancetx.store.interface import (
 # The background retry of clean-up steps is shared with the S3 driver.
 from glancetx.store.cleanup import CleanupRetries, RetriedCleanups
 from glancetx.store.deadline import AnswerDeadline
+from glancetx.store.documents import drain, readDocument
 
 MiB = 1024 * 1024
+#: Most bytes read of a JSON answer: a Keystone token with its catalog, or
+#: a page of a container listing (up to 10,000 names).
+MAX_JSON = 16 * MiB
 #: Swift refuses single objects above 5 GiB (its default max_file_size).
 MAX_OBJECT_MB = 5120
 #: Bytes a segment buffers before its PUT has a connection; the body is
@@ -204,14 +208,12 @@ def _statusError(response, what: str) -> StoreError:
     return StoreError("Swift answered %d to %s" % (response.code, what))
 
 
-async def _discard(response) -> None:
+async def _json(response) -> Any:
     """
-    Read a small response body so its connection can be reused.
+    A JSON answer (a token, a container listing, a bulk-delete result),
+    read up to L{MAX_JSON}.
     """
-    try:
-        await response.content()
-    except Exception:
-        pass
+    return json.loads(await readDocument(response, MAX_JSON))
 
 
 def _ok(response) -> bool:
@@ -993,7 +995,7 @@ class SwiftStore(RetriedCleanups):
             headers={"X-Auth-User": creds.user, "X-Auth-Key": creds.key},
             timeout=self.requestTimeout,
         )
-        await _discard(response)
+        await drain(response)
         if response.code in (401, 403):
             raise StoreError("Swift auth refused the credentials (%d)" % (response.code,))
         if not _ok(response):
@@ -1035,14 +1037,14 @@ class SwiftStore(RetriedCleanups):
         }
         response = await self._send("POST", url, json=request, timeout=self.requestTimeout)
         if response.code in (401, 403):
-            await _discard(response)
+            await drain(response)
             raise StoreError("Keystone refused the credentials (%d)" % (response.code,))
         if not _ok(response):
-            await _discard(response)
+            await drain(response)
             raise _statusError(response, "Keystone authentication")
         token = _header(response, "X-Subject-Token")
         try:
-            answer = await response.json()
+            answer = await _json(response)
             catalog = answer["token"].get("catalog", [])
         except Exception:
             raise StoreError("Keystone's token answer is not the JSON expected")
@@ -1083,7 +1085,7 @@ class SwiftStore(RetriedCleanups):
             allHeaders.update(headers or {})
             response = await self._send(method, session.storageUrl + path, headers=allHeaders, **kwargs)
             if response.code == 401 and attempt == 1 and replayable:
-                await _discard(response)
+                await drain(response)
                 session = await self._session(creds, stale=session)
                 continue
             return response
@@ -1109,14 +1111,14 @@ class SwiftStore(RetriedCleanups):
 
     async def _deleteOnce(self, creds: _Credentials, path: str) -> None:
         response = await self._authed(creds, "DELETE", path, timeout=self.requestTimeout)
-        await _discard(response)
+        await drain(response)
         if not _ok(response) and response.code != 404:
             raise _statusError(response, "a clean-up DELETE")
 
     async def _ensureContainer(self, creds: _Credentials, container: str, create: bool) -> None:
         path = _containerPath(container)
         response = await self._authed(creds, "HEAD", path, timeout=self.requestTimeout)
-        await _discard(response)
+        await drain(response)
         if _ok(response):
             return
         if response.code != 404:
@@ -1126,7 +1128,7 @@ class SwiftStore(RetriedCleanups):
                 "Swift container %s does not exist and "
                 "swift_store_create_container_on_put is off" % (container,))
         response = await self._authed(creds, "PUT", path, timeout=self.requestTimeout)
-        await _discard(response)
+        await drain(response)
         if not _ok(response):
             raise _statusError(response, "creating the container")
 
@@ -1146,19 +1148,22 @@ class SwiftStore(RetriedCleanups):
                 creds, "GET", _containerPath(container), params=params,
                 timeout=self.requestTimeout)
             if response.code == 404:
-                await _discard(response)
+                await drain(response)
                 return names
             if response.code == 204:
-                await _discard(response)
+                await drain(response)
                 return names
             if not _ok(response):
-                await _discard(response)
+                await drain(response)
                 raise _statusError(response, "listing a container")
-            page = await response.json()
+            try:
+                page = [entry["name"] for entry in await _json(response)]
+            except Exception:
+                raise StoreError("Swift's container listing is not the JSON expected")
             if not page:
                 return names
-            names.extend(entry["name"] for entry in page)
-            marker = page[-1]["name"]
+            names.extend(page)
+            marker = page[-1]
 
     # IStore
 
@@ -1193,7 +1198,7 @@ class SwiftStore(RetriedCleanups):
         response = await self._authed(
             creds, "PUT", _objectPath(self.container, image_id), data=_BytesBody(b""),
             timeout=self.requestTimeout, headers={"Content-Type": "application/octet-stream"})
-        await _discard(response)
+        await drain(response)
         if response.code != 201:
             # Swift may have kept the object before it answered.
             await self._deleteQuietly(creds, _objectPath(self.container, image_id))
@@ -1212,7 +1217,7 @@ class SwiftStore(RetriedCleanups):
             if watched.failure is not None:
                 raise watched.failure.value
             raise
-        await _discard(response)
+        await drain(response)
         if response.code != 201:
             if not watched.settled.called:
                 body.stopProducing()
@@ -1235,7 +1240,7 @@ class SwiftStore(RetriedCleanups):
         response = await self._authed(
             creds, "PUT", _objectPath(self.segmentsContainer, name), data=segment,
             replayable=False, headers={"Content-Type": "application/octet-stream"})
-        await _discard(response)
+        await drain(response)
         if response.code == 201:
             etag = _header(response, "Etag")
             if not etag:
@@ -1297,7 +1302,7 @@ class SwiftStore(RetriedCleanups):
                     creds, "PUT", path + "?multipart-manifest=put", data=_BytesBody(manifest),
                     timeout=self.requestTimeout,
                     headers={"Content-Type": "application/octet-stream"})
-            await _discard(response)
+            await drain(response)
             if response.code != 201:
                 raise _statusError(response, "a large-object manifest")
         except BaseException:
@@ -1344,16 +1349,16 @@ class SwiftStore(RetriedCleanups):
             creds, "GET", _objectPath(parsed.container, parsed.obj),
             unbuffered=True, timeout=self.requestTimeout)
         if response.code == 404:
-            await _discard(response)
+            await drain(response)
             raise LocationNotFound("no Swift object at the location")
         if response.code != 200:
-            await _discard(response)
+            await drain(response)
             raise _statusError(response, "a download")
         # twisted.web keeps a response's Content-Length as .length, not as a
         # header.
         length = response.length
         if length is UNKNOWN_LENGTH:
-            await _discard(response)
+            await drain(response)
             raise StoreError("Swift's download answer has no Content-Length")
         download = _Download(length)
         response.deliverBody(download)
@@ -1371,7 +1376,7 @@ class SwiftStore(RetriedCleanups):
     async def _head(self, creds: _Credentials, parsed: SwiftLocation):
         response = await self._authed(
             creds, "HEAD", _objectPath(parsed.container, parsed.obj), timeout=self.requestTimeout)
-        await _discard(response)
+        await drain(response)
         if response.code == 404:
             raise LocationNotFound("no Swift object at the location")
         if not _ok(response):
@@ -1400,7 +1405,7 @@ class SwiftStore(RetriedCleanups):
 
     async def _deleteObject(self, creds: _Credentials, path: str) -> None:
         response = await self._authed(creds, "DELETE", path, timeout=self.requestTimeout)
-        await _discard(response)
+        await drain(response)
         if not _ok(response) and response.code != 404:
             raise _statusError(response, "a DELETE")
 
@@ -1412,13 +1417,13 @@ class SwiftStore(RetriedCleanups):
             creds, "DELETE", path + "?multipart-manifest=delete",
             headers={"Accept": "application/json"}, timeout=self.requestTimeout)
         if response.code == 404:
-            await _discard(response)
+            await drain(response)
             return
         if not _ok(response):
-            await _discard(response)
+            await drain(response)
             raise _statusError(response, "a large-object DELETE")
         try:
-            result = await response.json()
+            result = await _json(response)
             status = str(result.get("Response Status", ""))
             errors = result.get("Errors") or []
         except Exception:
