@@ -255,8 +255,7 @@ class SlowOriginTests(_OriginCase):
     async def timedOut(self):
         """
         A download from an origin that never answers: still waiting just
-        before the time-out, unavailable at it.  (Not a size lookup: a HEAD
-        that fails is tried again as a ranged GET.)
+        before the time-out, unavailable at it.
 
         @return: its exception, and the location.
         """
@@ -291,6 +290,28 @@ class SlowOriginTests(_OriginCase):
             e, location = await self.timedOut()
             self.assertEqual(str(e), "%s: no answer within %d seconds"
                              % (self.plain(location), TIMEOUT))
+        return ensureDeferred(go())
+
+    def test_sizeLookupWaitsOneTimeout(self):
+        """
+        A size lookup whose HEAD gets no answer in time is unavailable at
+        that time-out: only an origin that answers HEAD with a refusal is
+        asked again with a ranged GET, so a silent origin does not cost the
+        caller two time-outs.
+        """
+        async def go():
+            clock = Clock()
+            silent = Silent()
+            location = self.serve("silent", silent)
+            lookup = self.store(clock).get_size(location)
+            await silent.arrived
+            clock.advance(TIMEOUT)
+            with self.assertRaises(StoreUnavailable) as caught:
+                await lookup
+            self.assertEqual(str(caught.exception), "%s: no answer within %d seconds"
+                             % (self.plain(location), TIMEOUT))
+            self.assertEqual(len(silent.gone), 1)
+            await silent.gone[0]
         return ensureDeferred(go())
 
     def test_callerGivesUp(self):

@@ -54,6 +54,13 @@ _REDIRECTS = frozenset([301, 302, 303, 307, 308])
 _GONE = frozenset([404, 410])
 
 
+class _Refused(StoreUnavailable):
+    """
+    The origin answered, with a status that is neither success, redirect
+    nor gone: it is there, and a different request may yet please it.
+    """
+
+
 @attr.s(frozen=True, slots=True, auto_attribs=True)
 class _Target:
     """
@@ -381,9 +388,10 @@ class HTTPStore:
             head = await self._fetch("HEAD", location)
         except LocationNotFound:
             raise
-        except StoreUnavailable:
+        except _Refused:
             # Some origins refuse HEAD (an S3 URL signed for GET, say): ask
-            # for one byte instead.
+            # for one byte instead.  One that did not answer at all is not
+            # asked again, or a caller would wait two time-outs.
             head = None
         if head is not None:
             self._discard(head)
@@ -458,7 +466,7 @@ class HTTPStore:
                 raise LocationNotFound("%s: the origin answered %d" % (what, code))
             if not 200 <= code < 300:
                 self._discard(response)
-                raise StoreUnavailable("%s: the origin answered %d" % (what, code))
+                raise _Refused("%s: the origin answered %d" % (what, code))
             return response
         raise StoreUnavailable(
             "%s: more than %d redirects" % (redact(location), MAX_REDIRECTS)
