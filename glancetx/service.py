@@ -26,6 +26,7 @@ from glancetx.lazytls import listeningService
 from glancetx.notifier import Notifiers
 from glancetx.registry.schema import HEAD_REVISION
 from glancetx.registry.registry import Registry
+from glancetx.signals import quietRepeatedStops
 from glancetx.store.cachewarm import CacheWarmer
 from glancetx.store.filesystem import FilesystemStore
 from glancetx.uploadleases import UploadLeases
@@ -279,6 +280,7 @@ def buildService(config: Config, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
     tuneMalloc()
+    reactor.addSystemEventTrigger("before", "shutdown", quietRepeatedStops, reactor)
     top = StopInOrder()
     diskPool = ThreadPool(1, config.disk_threads, name="glancetx-disk")
     ThreadPoolService(diskPool).setServiceParent(top)

@@ -218,6 +218,37 @@ class TwistdTests(TestCase):
         return ensureDeferred(go())
     test_serveScript.timeout = 600  # a new checkout's first run installs glancetx
 
+    def test_secondSigtermDuringShutdown(self):
+        """
+        A second SIGTERM while the shutdown still waits (here for a broker
+        that refuses connections, with an event queued) is one line in the
+        log, not the critical ReactorNotRunning traceback Twisted's handler
+        gives, and the shutdown ends as it would have.
+        """
+        async def go():
+            glance = await GlanceServer(self, options={
+                "notification_driver": "messagingv2",
+                "transport_url": "rabbit://guest:guest@127.0.0.1:1/"}).start()
+            http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+            resp = await http.post(glance.url + "/v1/images",
+                                   headers={"x-image-meta-name": "queued event"})
+            self.assertEqual(resp.code, 201)
+            await resp.content()
+            os.kill(glance.pid(), signal.SIGTERM)
+            for _ in range(100):
+                if "Received SIGTERM, shutting down." in glance.log():
+                    break
+                await deferLater(reactor, 0.05, lambda: None)
+            self.assertNoResult(glance.watcher.ended)
+            os.kill(glance.pid(), signal.SIGTERM)
+            await glance.watcher.ended
+            log = glance.log()
+            self.assertIn("Received SIGTERM again: still shutting down.", log)
+            self.assertNotIn("Traceback", log)
+            self.assertIn("notifications were not sent before shutdown", log)
+            self.assertIn("Server Shut Down.", log)
+        return ensureDeferred(go())
+
     def test_daemonized(self):
         async def go():
             base = os.path.abspath(self.mktemp())
