@@ -7,7 +7,8 @@ Per run and size: a fresh glancetx (fresh data dir), then pairs measured
 A/B on even runs and B/A on odd ones:
   upload CL       nginx DAV PUT (written to disk)   vs glancetx POST
   upload chunked  nginx DAV PUT chunked             vs glancetx POST chunked
-  download        nginx sendfile                    vs glancetx GET (both files cached)
+  download        nginx sendfile                    vs glancetx GET (both files cached;
+                  the median of 3 pairs, alternating within the run too)
   download cold   the same, neither file cached
 plus, once per run, the other ceilings: nginx upload discarded, twisted.web
 MD5-as-it-arrives, hashlib's MD5 alone over bytes in memory (no upload can
@@ -50,6 +51,10 @@ def _checkImage(r: Dict, size: int, md5: str, errors: List[str], what: str) -> N
         errors.append("%s: HTTP %s status=%s checksum=%s size=%s %s" % (
             what, r["status"], img.get("status"), img.get("checksum"), img.get("size"),
             r.get("text") or r.get("curl_error") or ""))
+
+
+#: Cached download pairs per run (they are short, so noisy).
+DOWN_REPEATS = 3
 
 
 def oneRun(i: int, size: int, nginx: Nginx, md5sink: Tiny, extras: bool = True) -> Dict:
@@ -122,8 +127,17 @@ def oneRun(i: int, size: int, nginx: Nginx, md5sink: Tiny, extras: bool = True) 
         # the two servers' sending paths.  Cold: neither is, as for the first
         # download of an image glancetx has just written (it writes around
         # the page cache).
+        # A cached 1 GiB download takes half a second, and one such
+        # transfer swung by up to 1.9x between runs on the tenth machine:
+        # each run takes the median of DOWN_REPEATS alternating pairs.
         cached(True)
-        pair("down", nginxDown, glanceDown)
+        for k in range(DOWN_REPEATS):
+            pair("down_%d" % k, nginxDown, glanceDown)
+            flip = not flip
+        flip = i % 2 == 1
+        for side in ("nginx", "glance"):
+            s["down_%s_all" % side] = [s.pop("down_%d_%s" % (k, side)) for k in range(DOWN_REPEATS)]
+            s["down_" + side] = median(s["down_%s_all" % side])
         cached(False)
         pair("down_cold", nginxDown, glanceDown)
         phasePeaks["download"] = procStatus(g.pid, "VmHWM")
