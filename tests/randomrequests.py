@@ -13,7 +13,8 @@ The trial tests (tests/test_random_requests.py) run a few hundred; for a
 long run against a server of your own:
 
     .venv/bin/python -m tests.randomrequests --requests 5000 --seed 7 \\
-        [--keystone] [--data-dir DIR] [--clients N] PORT[,PORT...]
+        [--keystone] [--clients N] [--data-dir DIR [--sql-connection URL]
+        [--images-dir DIR]] PORT[,PORT...]
 """
 
 import argparse
@@ -309,22 +310,46 @@ def runMany(ports: List[int], seedValue: int, count: int, clients: int,
     return counts, found
 
 
-def storeProblems(dataDir: str) -> List[str]:
+def _imageRows(dataDir: str, sqlConnection: Optional[str]) -> List[Tuple]:
     """
-    For a server on the embedded defaults: every active image's file holds
-    its size and checksum; no other image, and nothing unknown, has a file.
+    Every image's id, status, size and checksum, once no upload is in
+    flight: an upload the client broke off ends a moment after its last
+    byte.
     """
-    db = sqlite3.connect(os.path.join(dataDir, "glance.sqlite"))
+    if sqlConnection is None:
+        db = sqlite3.connect(os.path.join(dataDir, "glance.sqlite"))
+        close = db.close
+    else:
+        from sqlalchemy import create_engine
+        engine = create_engine(sqlConnection)
+        db = engine.connect()
+
+        def close():
+            db.close()
+            engine.dispose()
     try:
-        # An upload the client broke off ends a moment after its last byte.
         for _ in range(100):
-            rows = db.execute("SELECT id, status, size, checksum FROM images").fetchall()
+            rows = [tuple(r) for r in
+                    db.execute("SELECT id, status, size, checksum FROM images").fetchall()]
             if all(status != "saving" for _, status, _, _ in rows):
                 break
             time.sleep(0.1)
     finally:
-        db.close()
-    files = {os.path.basename(p): p for p in glob.glob(os.path.join(dataDir, "images", "*"))}
+        close()
+    return rows
+
+
+def storeProblems(dataDir: str, sqlConnection: Optional[str] = None,
+                  imagesDir: Optional[str] = None) -> List[str]:
+    """
+    Every active image's file holds its size and checksum; no other image,
+    and nothing unknown, has a file.  The registry is the data dir's
+    SQLite unless C{sqlConnection} names another; the files are in the
+    data dir's C{images} unless C{imagesDir} says where.
+    """
+    rows = _imageRows(dataDir, sqlConnection)
+    imagesDir = imagesDir or os.path.join(dataDir, "images")
+    files = {os.path.basename(p): p for p in glob.glob(os.path.join(imagesDir, "*"))}
     found = []
     for iid, status, size, checksum in rows:
         path = files.pop(iid, None)
@@ -354,13 +379,18 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keystone", action="store_true",
                    help="send identity headers (for auth_strategy = keystone)")
-    p.add_argument("--data-dir", help="check the store afterwards (SQLite + file store only)")
+    p.add_argument("--data-dir", help="check the filesystem store afterwards: the images in "
+                   "DIR/images, the registry in DIR/glance.sqlite")
+    p.add_argument("--sql-connection", help="the registry the servers share, if not SQLite "
+                   "(with --data-dir)")
+    p.add_argument("--images-dir", help="the filesystem store's directory, if not "
+                   "DATA_DIR/images (with --data-dir)")
     args = p.parse_args(argv)
     ports = [int(p) for p in args.port.split(",")]
     counts, found = runMany(ports, args.seed, args.requests, args.clients, args.keystone)
     print("answers:", dict(sorted(counts.items())))
     if args.data_dir:
-        found += storeProblems(args.data_dir)
+        found += storeProblems(args.data_dir, args.sql_connection, args.images_dir)
     for problem in found:
         print(problem)
     print("%d problems" % (len(found),))

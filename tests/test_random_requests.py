@@ -42,11 +42,16 @@ class RandomRequestTests(TestCase):
     async def test_postgresql(self):
         glance = await SharedDatabaseMixin.server(self)
         await self.check(glance, seed=3)
+        self.assertEqual(await self.sharedStoreProblems(glance), [])
 
     @async_test
     async def test_mysql(self):
         glance = await SharedDatabaseMixin.server(self)
         await self.check(glance, seed=4)
+        self.assertEqual(await self.sharedStoreProblems(glance), [])
+
+    def sharedStoreProblems(self, glance):
+        return deferToThread(randomrequests.storeProblems, glance.dataDir, self._databaseURL)
 
     # SharedDatabaseMixin.server asks for these two.
     _databases = {"test_postgresql": dbs.postgresURL, "test_mysql": dbs.mysqlURL}
