@@ -25,7 +25,6 @@ import os
 import random
 import re
 import socket
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -316,26 +315,19 @@ def _imageRows(dataDir: str, sqlConnection: Optional[str]) -> List[Tuple]:
     flight: an upload the client broke off ends a moment after its last
     byte.
     """
-    if sqlConnection is None:
-        db = sqlite3.connect(os.path.join(dataDir, "glance.sqlite"))
-        close = db.close
-    else:
-        from sqlalchemy import create_engine
-        engine = create_engine(sqlConnection)
-        db = engine.connect()
-
-        def close():
-            db.close()
-            engine.dispose()
+    from sqlalchemy import create_engine
+    engine = create_engine(sqlConnection or
+                           "sqlite:///" + os.path.join(dataDir, "glance.sqlite"))
     try:
-        for _ in range(100):
-            rows = [tuple(r) for r in
-                    db.execute("SELECT id, status, size, checksum FROM images").fetchall()]
-            if all(status != "saving" for _, status, _, _ in rows):
-                break
-            time.sleep(0.1)
+        with engine.connect() as db:
+            for _ in range(100):
+                rows = [tuple(r) for r in
+                        db.execute("SELECT id, status, size, checksum FROM images").fetchall()]
+                if all(status != "saving" for _, status, _, _ in rows):
+                    break
+                time.sleep(0.1)
     finally:
-        close()
+        engine.dispose()
     return rows
 
 
