@@ -1,13 +1,14 @@
 """
 Tests for L{glancetx.web.channel.GlanceChannel}: the response head in one
-write, and the connection's address and security asked of the transport
-once.
+write, a small answer's head and body in one write, and the connection's
+address and security asked of the transport once.
 """
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
+from twisted.web.server import NOT_DONE_YET
 
 from glancetx.web.channel import GlanceChannel
 
@@ -91,6 +92,96 @@ class GlanceChannelTests(SynchronousTestCase):
         self.assertEqual(transport.value().count(b"200 OK"), 2)
         self.assertEqual(transport.value().count(b"\r\n\r\n9292"), 2)
         self.assertEqual(transport.hostAsked, 1)
+
+
+class HeadWithBodyTests(SynchronousTestCase):
+    """
+    A small answer's head and body go to the transport in one write; a
+    large first write, and anything that writes no body, still follow or
+    send the head on its own, in order.
+    """
+
+    def serve(self, render, request=b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"):
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        from glancetx.web.streaming import StreamingRequest
+
+        class Answer(Resource):
+            isLeaf = True
+
+            def render_GET(self, request):
+                return render(request)
+
+            render_HEAD = render_GET
+
+        site = Site(Answer())
+        site.requestFactory = StreamingRequest
+        channel = GlanceChannel()
+        transport = CountingTransport()
+        channel.makeConnection(transport)
+        channel.site = site
+        channel.requestFactory = site.requestFactory
+        channel.dataReceived(request)
+        return transport
+
+    def test_smallAnswerInOneWrite(self):
+        def render(request):
+            request.setHeader(b"content-length", b"5")
+            return b"hello"
+        transport = self.serve(render)
+        self.assertEqual(len(transport.writes), 1)
+        self.assertTrue(transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertTrue(transport.writes[0].endswith(b"\r\n\r\nhello"))
+
+    def test_smallChunkedAnswerInOneWrite(self):
+        def render(request):
+            request.write(b"hello")
+            request.finish()
+            return NOT_DONE_YET
+        transport = self.serve(render)
+        self.assertTrue(transport.writes[0].endswith(b"\r\n\r\n5\r\nhello\r\n"))
+        self.assertEqual(transport.writes[1:], [b"0\r\n\r\n"])
+
+    def test_largeFirstWriteAfterHead(self):
+        """
+        A first write larger than L{SEND_WITH_HEAD_MAX} is not copied onto
+        the head: the head goes first, then the data as it was.
+        """
+        from glancetx.web.streaming import SEND_WITH_HEAD_MAX
+        data = b"x" * (SEND_WITH_HEAD_MAX + 1)
+
+        def render(request):
+            request.setHeader(b"content-length", b"%d" % (len(data),))
+            return data
+        transport = self.serve(render)
+        self.assertTrue(transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertTrue(transport.writes[0].endswith(b"\r\n\r\n"))
+        self.assertIs(transport.writes[1], data)
+
+    def test_headAnswer(self):
+        def render(request):
+            request.setHeader(b"content-length", b"5")
+            return b""
+        transport = self.serve(render, b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(len(transport.writes), 1)
+        self.assertIn(b"\r\nContent-Length: 5\r\n", transport.writes[0])
+        self.assertTrue(transport.writes[0].endswith(b"\r\n\r\n"))
+
+    def test_headSentWhenBodyWriteFails(self):
+        """
+        A head held for a body write that then fails is still sent.
+        """
+        channel, transport = GlanceChannel(), CountingTransport()
+        channel.makeConnection(transport)
+
+        def writeBody():
+            channel.writeHeaders(b"HTTP/1.1", b"200", b"OK", Headers())
+            raise ValueError("no body after all")
+        self.assertRaises(ValueError, channel.headWithBody, writeBody)
+        self.assertEqual(transport.writes, [b"HTTP/1.1 200 OK\r\n\r\n"])
+        channel.write(b"later")
+        self.assertEqual(transport.writes[1:], [b"later"])
 
 
 class SendNowTests(SynchronousTestCase):

@@ -14,11 +14,19 @@ Chunked request bodies (every python-glanceclient upload) are decoded by
 L{glancetx.web.chunked.ChunkedDecoder}, which passes image bytes on
 with at most one copy where twisted.web's decoder makes two.
 
+A small answer goes out in one send, head and body together
+(L{GlanceChannel.headWithBody}): twisted.web writes the head on its own,
+and two sends cost a second wake-up of the client and, with Nagle's
+algorithm on (twisted.web leaves it on), can hold the body until the
+client acknowledges the head.
+
 A request twisted.web cannot parse is refused here with a status that says
 why and a plain message: twisted.web answers a bare C{400} with no body,
 and closes a connection whose line passes its limit without a word, which
 a client reports as a dropped connection rather than as its own mistake.
 """
+
+from typing import Callable
 
 from twisted.internet import tcp
 from twisted.web import http
@@ -137,7 +145,29 @@ class GlanceChannel(http.HTTPChannel):
             for value in values:
                 head += (name, b": ", value, b"\r\n")
         head.append(b"\r\n")
+        if self._holdHead:
+            self._heldHead = b"".join(head)
+            return
         self.write(b"".join(head))
+
+    _holdHead = False
+    _heldHead = None
+
+    def headWithBody(self, writeBody: Callable[[], None]) -> None:
+        """
+        Call C{writeBody}, which writes a response's head and then the
+        first part of its body, and send the two as one write.  Whatever
+        happens in C{writeBody}, a head it wrote is sent by the time this
+        returns.
+        """
+        self._holdHead = True
+        try:
+            writeBody()
+        finally:
+            self._holdHead = False
+            head, self._heldHead = self._heldHead, None
+            if head is not None:
+                self.write(head)
 
     def write(self, data: bytes) -> None:
         """
@@ -152,6 +182,8 @@ class GlanceChannel(http.HTTPChannel):
         """
         if self._refused:
             return
+        if self._heldHead is not None:
+            data, self._heldHead = self._heldHead + data, None
         t = self.transport
         if (len(data) <= SEND_NOW_MAX and isinstance(t, tcp.Connection) and t.connected
                 and not t.disconnecting and not t._writeDisconnected and transportIsIdle(t)):
@@ -166,6 +198,9 @@ class GlanceChannel(http.HTTPChannel):
         if self._refused:
             return
         iovec = list(iovec)
+        if self._heldHead is not None:
+            iovec.insert(0, self._heldHead)
+            self._heldHead = None
         if sum(map(len, iovec)) <= SEND_NOW_MAX:
             self.write(b"".join(iovec))
         else:

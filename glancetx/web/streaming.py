@@ -21,6 +21,7 @@ the body re-pauses it whenever more than C{HIGH_WATER} is held.
 """
 
 import hashlib
+from functools import partial
 from io import BytesIO
 from urllib.parse import unquote_to_bytes
 from typing import Callable, List, Optional
@@ -51,6 +52,9 @@ SMALL_BODY_MAX = 1024 * 1024
 #: how long, before the connection is closed.
 DRAIN_MAX = 64 * 1024 * 1024
 DRAIN_SECONDS = 10.0
+#: A first write up to this size goes out with the response head, in one
+#: write; a larger one (a download's first read) after it, uncopied.
+SEND_WITH_HEAD_MAX = 64 * 1024
 
 
 def pendingRequestLine(channel):
@@ -495,6 +499,17 @@ class StreamingRequest(server.Request):
         self.smallBody = b"".join(getattr(self, "_smallParts", []))
         self._smallParts = []
         super().requestReceived(command, path, version)
+
+    def write(self, data: bytes) -> None:
+        """
+        Write, and send a small answer's head with its body in one write
+        (L{glancetx.web.channel.GlanceChannel.headWithBody}).
+        """
+        channel = self.channel
+        if (self.startedWriting or not data or len(data) > SEND_WITH_HEAD_MAX
+                or not hasattr(channel, "headWithBody")):
+            return super().write(data)
+        channel.headWithBody(partial(super().write, data))
 
     def finish(self) -> None:
         """
