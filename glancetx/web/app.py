@@ -28,10 +28,16 @@ UPLOAD_ENDPOINTS = frozenset({"createImage", "updateImage"})
 _UPLOAD_METHODS = frozenset({b"POST", b"PUT"})
 
 
+#: Answers are trees of dicts and lists built here, never cyclic.  Not
+#: checking for cycles (a dict entry per container, 26 for a list page of
+#: 25) takes about a tenth off encoding a list page.
+_encoder = json.JSONEncoder(check_circular=False)
+
+
 def _json(request, status: int, body: Any) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json; charset=UTF-8")
-    data = json.dumps(body).encode("utf-8")
+    data = _encoder.encode(body).encode("utf-8")
     request.setHeader(b"content-length", b"%d" % (len(data),))
     return data
 

@@ -115,7 +115,7 @@ def _render(value: Any) -> Any:
     if isinstance(value, datetime.datetime):
         # Glance's "%Y-%m-%dT%H:%M:%S.%f", at less than half strftime's
         # cost (75 per list page).
-        return value.isoformat(timespec="microseconds")
+        return value.isoformat("T", "microseconds")
     return value
 
 
