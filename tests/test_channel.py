@@ -145,11 +145,11 @@ class HeadWithBodyTests(SynchronousTestCase):
 
     def test_largeFirstWriteAfterHead(self):
         """
-        A first write larger than L{SEND_WITH_HEAD_MAX} is not copied onto
-        the head: the head goes first, then the data as it was.
+        A first write larger than L{SEND_NOW_MAX} is not copied onto the
+        head: the head goes first, then the data as it was.
         """
-        from glancetx.web.streaming import SEND_WITH_HEAD_MAX
-        data = b"x" * (SEND_WITH_HEAD_MAX + 1)
+        from glancetx.web.channel import SEND_NOW_MAX
+        data = b"x" * (SEND_NOW_MAX + 1)
 
         def render(request):
             request.setHeader(b"content-length", b"%d" % (len(data),))

@@ -37,6 +37,7 @@ from zope.interface import implementer
 from glancetx.budget import BudgetShare, fixedShare
 from glancetx.drain import Drain
 from glancetx.store.interface import UploadFailed
+from glancetx.web.channel import SEND_NOW_MAX
 
 #: Bytes a request body may hold back while its consumer is paused or not yet
 #: attached, before the socket is paused; and the level at which it resumes.
@@ -52,9 +53,6 @@ SMALL_BODY_MAX = 1024 * 1024
 #: how long, before the connection is closed.
 DRAIN_MAX = 64 * 1024 * 1024
 DRAIN_SECONDS = 10.0
-#: A first write up to this size goes out with the response head, in one
-#: write; a larger one (a download's first read) after it, uncopied.
-SEND_WITH_HEAD_MAX = 64 * 1024
 
 
 def pendingRequestLine(channel):
@@ -506,7 +504,9 @@ class StreamingRequest(server.Request):
         (L{glancetx.web.channel.GlanceChannel.headWithBody}).
         """
         channel = self.channel
-        if (self.startedWriting or not data or len(data) > SEND_WITH_HEAD_MAX
+        # Only a write small enough to be sent at once carries the head; a
+        # larger one (a download's first read) follows it, uncopied.
+        if (self.startedWriting or not data or len(data) > SEND_NOW_MAX
                 or not hasattr(channel, "headWithBody")):
             return super().write(data)
         channel.headWithBody(partial(super().write, data))
