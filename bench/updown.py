@@ -7,6 +7,8 @@ Per run and size: a fresh glancetx (fresh data dir), then pairs measured
 A/B on even runs and B/A on odd ones:
   upload CL       nginx DAV PUT (written to disk)   vs glancetx POST
   upload chunked  nginx DAV PUT chunked             vs glancetx POST chunked
+  upload sendfile the same CL pair, from a client that sends with sendfile
+                  (almost no client CPU, as if the client were another machine)
   download        nginx sendfile                    vs glancetx GET (both files cached;
                   the median of 3 pairs, alternating within the run too)
   download cold   the same, neither file cached
@@ -73,8 +75,11 @@ def oneRun(i: int, size: int, nginx: Nginx, md5sink: Tiny, extras: bool = True) 
         phasePeaks = {}
         images = {}
 
-        def nginxUp(chunked):
-            r = transfer.upload(nginx.url("/dav/up"), path, "PUT", chunked)
+        def nginxUp(chunked, sendfile=False):
+            if sendfile:
+                r = transfer.sendfileUpload(nginx.url("/dav/up"), path, "PUT")
+            else:
+                r = transfer.upload(nginx.url("/dav/up"), path, "PUT", chunked)
             if r["status"] not in (201, 204):
                 errors.append("nginx dav PUT: HTTP %s" % r["status"])
             if os.path.exists(nginx.davPath("up")):
@@ -83,10 +88,14 @@ def oneRun(i: int, size: int, nginx: Nginx, md5sink: Tiny, extras: bool = True) 
             dropDirty()
             return r["upload_mib_s"]
 
-        def glanceUp(chunked):
-            r = transfer.upload(g.url("/v1/images"), path, "POST", chunked, headers)
-            _checkImage(r, size, md5, errors, "glance upload chunked=%s" % chunked)
-            images[chunked] = transfer.imageOf(r).get("id")
+        def glanceUp(chunked, sendfile=False):
+            if sendfile:
+                r = transfer.sendfileUpload(g.url("/v1/images"), path, "POST", headers)
+                _checkImage(r, size, md5, errors, "glance upload, sendfile client")
+            else:
+                r = transfer.upload(g.url("/v1/images"), path, "POST", chunked, headers)
+                _checkImage(r, size, md5, errors, "glance upload chunked=%s" % chunked)
+                images[chunked] = transfer.imageOf(r).get("id")
             dropDirty()
             waitQuiet(g.pid)
             return r["upload_mib_s"]
@@ -120,6 +129,7 @@ def oneRun(i: int, size: int, nginx: Nginx, md5sink: Tiny, extras: bool = True) 
         pair("up_cl", lambda: nginxUp(False), lambda: glanceUp(False))
         pair("up_chunked", lambda: nginxUp(True), lambda: glanceUp(True))
         if extras:
+            pair("up_sendfile", lambda: nginxUp(False, True), lambda: glanceUp(False, True))
             s["disk_alone"] = diskAlone(size)
         phasePeaks["upload"] = procStatus(g.pid, "VmHWM")
         resetPeak(g.pid)
@@ -201,6 +211,11 @@ def report(results, samples, sizes) -> Dict:
         upc = _med(samples, size, "up_chunked_glance")
         upcN = _med(samples, size, "up_chunked_nginx")
         results.add("updown", "upload %s chunked" % label, upc, "MiB/s", upcN, "nginx written chunked")
+        upS = _med(samples, size, "up_sendfile_glance")
+        upSN = _med(samples, size, "up_sendfile_nginx")
+        if upS:
+            results.add("updown", "upload %s CL, sendfile client" % label, upS, "MiB/s", upSN,
+                        "nginx written, sendfile client")
         for key, name in (("sink_nginx", "nginx discarded"), ("md5_twisted", "twisted.web md5"),
                           ("md5_alone", "MD5 alone, one core"),
                           ("disk_alone", "disk alone, direct+fsync")):
