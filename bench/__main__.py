@@ -75,6 +75,7 @@ def main(argv=None) -> int:
     try:
         for name in chosen:
             t0 = time.time()
+            ticks0 = common.cpuTicks()
             if name == "updown":
                 from bench import updown
                 sizes = (64 * MiB,) if args.quick else (64 * MiB, GiB)
@@ -100,7 +101,10 @@ def main(argv=None) -> int:
             elif name == "peer":
                 from bench import glance_peer
                 summary.update(glance_peer.run(results, runs))
-            log("%s took %.0fs" % (name, time.time() - t0))
+            steal = common.stealShare(ticks0, common.cpuTicks())
+            summary["steal_" + name] = steal
+            log("%s took %.0fs%s" % (name, time.time() - t0, "" if steal is None else
+                                      "; the host took back %.1f%% of CPU time" % (100 * steal)))
     finally:
         if not args.keep_files:
             common.cleanBigFiles()
@@ -111,6 +115,10 @@ def main(argv=None) -> int:
     print("%d targets: %d PASS, %d MISS; %.0fs" % (
         sum(1 for r in results.rows if r["ok"] is not None),
         sum(1 for r in results.rows if r["ok"]), len(misses), elapsed))
+    steals = ["%s %.1f%%" % (n, 100 * summary["steal_" + n]) for n in chosen
+              if summary.get("steal_" + n) is not None]
+    if steals:
+        print("steal (CPU time the host took back): " + ", ".join(steals))
     if args.quick:
         print(quickLine(summary))
     if args.json:

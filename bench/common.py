@@ -201,6 +201,31 @@ def waitQuiet(pid: int, quiet: float = 0.3, timeout: float = 30.0) -> float:
     return time.monotonic() - start
 
 
+def cpuTicks() -> Optional[List[int]]:
+    """
+    The machine's CPU time so far, by kind, from the first line of
+    /proc/stat (user, nice, system, idle, iowait, irq, softirq, steal...).
+    """
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
+def stealShare(before: Optional[List[int]], after: Optional[List[int]]) -> Optional[float]:
+    """
+    The share of the machine's CPU time that the host took back (steal)
+    between two L{cpuTicks}: on these virtual machines, the likeliest cause
+    of a slow spell in which every server, ceilings too, runs slower.
+    """
+    if not before or not after:
+        return None
+    delta = [b - a for a, b in zip(before, after)]
+    total = sum(delta)
+    return delta[7] / total if total > 0 else None
+
+
 def resetPeak(pid: int) -> bool:
     """
     Reset VmHWM to the current RSS (Linux: write 5 to clear_refs).
