@@ -177,8 +177,11 @@ class ImageService:
     async def list(self, ctx: RequestContext, query: ListQuery) -> List[ImageRecord]:
         self._enforce(ctx, "get_images")
         if query.marker is not None:
+            # A changes-since list shows deleted images, so one of them can
+            # end a page and be the next page's marker.
             try:
-                await self._visible(ctx, query.marker)
+                await self._visible(ctx, query.marker,
+                                    includeDeleted=query.changes_since is not None)
             except errors.NotFound:
                 raise errors.BadRequest("Invalid marker: no such image.")
         if ctx.is_admin and query.restrict_to_visible is False:
