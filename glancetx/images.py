@@ -427,17 +427,19 @@ class ImageService:
             raise errors.BadRequest("A location can be set only on a queued image")
         if (body is not None or changes.copy_from is not None) and image.status != "queued":
             raise errors.Conflict("Cannot upload to an image with status %s" % (image.status,))
-        props = self._checkProtections(ctx, image.properties, changes.properties,
-                                       changes.purge_properties)
-        total = props if changes.purge_properties else {**image.properties, **props}
+        # As in Glance: a PUT that carries the image's data purges no
+        # properties, so reserving with properties and then uploading with
+        # plain curl keeps them.
+        purge = changes.purge_properties and body is None
+        props = self._checkProtections(ctx, image.properties, changes.properties, purge)
+        total = props if purge else {**image.properties, **props}
         self._checkPropertyQuota(len(total))
         plan = await self._planData(changes, body,
                                     fields.get("disk_format", image.disk_format),
                                     fields.get("container_format", image.container_format),
                                     fields.get("size", image.size))
         try:
-            image = await self.registry.update(imageId, fields, props,
-                                               purgeProperties=changes.purge_properties)
+            image = await self.registry.update(imageId, fields, props, purgeProperties=purge)
         except reg.NotFound:
             raise errors.NotFound("Image not found.")
         except reg.Conflict:

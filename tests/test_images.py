@@ -411,3 +411,21 @@ class LifecycleTests(TestCase):
         # Without changes-since a deleted image is in no list, so it is no marker.
         with self.assertRaises(errors.BadRequest):
             await self.service.list(alice, ListQuery(marker=made[1].id))
+
+    @async_test
+    async def test_uploadToAReservedImageKeepsItsProperties(self):
+        """
+        Reserve with properties, then upload with a PUT that names none (as
+        curl does): as in Glance, a PUT that carries image data purges
+        nothing, so the properties survive; a PUT without data still does.
+        """
+        image = await self.service.create(self.ctx, ImageChanges(
+            fields=dict(RAW), properties={"os_distro": "debian", "arch": "x86_64"}))
+        image = await self.service.update(
+            self.ctx, image.id, ImageChanges(properties={"arch": "aarch64"}),
+            BytesBody(reactor, b"x" * 1000))
+        self.assertEqual(image.status, "active")
+        self.assertEqual(image.properties, {"os_distro": "debian", "arch": "aarch64"})
+        image = await self.service.update(self.ctx, image.id, ImageChanges(
+            properties={"arch": "aarch64"}))
+        self.assertEqual(image.properties, {"arch": "aarch64"})
