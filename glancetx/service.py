@@ -30,7 +30,7 @@ from glancetx.signals import quietRepeatedStops
 from glancetx.store.cachewarm import CacheWarmer
 from glancetx.store.filesystem import FilesystemStore
 from glancetx.uploadleases import UploadLeases
-from glancetx.web.app import GlanceAPI
+from glancetx.web.app import V1_ALIASES, GlanceAPI
 from glancetx.web.channel import GlanceChannel
 from glancetx.web.sendfile import Sendfile
 from glancetx.web.streaming import StreamingRequest
@@ -127,6 +127,13 @@ class GlanceSite(server.Site):
 
     def isUpload(self, method: bytes, path: bytes) -> bool:
         return self.api.isUpload(method, path)
+
+    def getResourceFor(self, request):
+        # /v1.0/... and /v1.1/... route as /v1/... (see V1_ALIASES); the
+        # request's uri, and so the access log, keeps what the client sent.
+        if request.postpath and request.postpath[0] in V1_ALIASES:
+            request.postpath[0] = b"v1"
+        return super().getResourceFor(request)
 
 
 def prepareRegistry(url: str) -> None:

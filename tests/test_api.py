@@ -98,6 +98,28 @@ class APITests(APITestsMixin, TestCase):
         await self.request("GET", "/v1/nonsense", expect=404)
 
     @async_test
+    async def test_versionedPathsServeV1(self):
+        """
+        Glance served /v1.0/... and /v1.1/... as /v1/... (both ids of the
+        version document mean v1); an upload through either streams too.
+        Another version is unknown: the version document.
+        """
+        await self.server()
+        h = dict(RAW, **{"x-image-meta-name": "aliased"})
+        resp, body = await self.request("POST", "/v1.1/images", h, b"abc", expect=201)
+        image = json.loads(body)["image"]
+        self.assertEqual((image["status"], image["size"]), ("active", 3))
+        resp, body = await self.request("GET", "/v1.0/images/" + image["id"], expect=200)
+        self.assertEqual(body, b"abc")
+        resp, body = await self.request("GET", "/v1.1/images/detail", expect=200)
+        self.assertEqual([i["id"] for i in json.loads(body)["images"]], [image["id"]])
+        await self.request("PUT", "/v1.0/images/" + image["id"],
+                           {"x-image-meta-name": "renamed"}, expect=200)
+        await self.request("GET", "/v1.1/nonsense", expect=404)
+        await self.request("GET", "/v1.2/images", expect=300)
+        await self.request("GET", "/v1.1x/images", expect=300)
+
+    @async_test
     async def test_uploadDownloadRoundTrip(self):
         await self.server()
         data = os.urandom(3 * 1024 * 1024 + 5)

@@ -27,6 +27,18 @@ from glancetx.web.sendfile import sendfilePath
 UPLOAD_ENDPOINTS = frozenset({"createImage", "updateImage"})
 _UPLOAD_METHODS = frozenset({b"POST", b"PUT"})
 
+#: The version document's two ids: Glance's version negotiation served
+#: /v1.0/... and /v1.1/... as /v1/..., and so does this API.
+V1_ALIASES = frozenset({b"v1.0", b"v1.1"})
+
+
+def v1Path(path: bytes) -> bytes:
+    """
+    C{path} with a leading /v1.0 or /v1.1 segment read as /v1.
+    """
+    head, sep, rest = path[1:].partition(b"/")
+    return b"/v1" + sep + rest if head in V1_ALIASES else path
+
 
 #: Answers are trees of dicts and lists built here, never cyclic.  Not
 #: checking for cycles (a dict entry per container, 26 for a list page of
@@ -88,7 +100,8 @@ class GlanceAPI:
             return False
         try:
             adapter = self.app.url_map.bind("localhost")
-            endpoint, _ = adapter.match(path.decode("utf-8"), method=method.decode("ascii"))
+            endpoint, _ = adapter.match(v1Path(path).decode("utf-8"),
+                                        method=method.decode("ascii"))
         except (HTTPException, UnicodeDecodeError):
             return False
         return endpoint in UPLOAD_ENDPOINTS
@@ -150,7 +163,7 @@ class GlanceAPI:
 
     @app.route("/<path:anything>", methods=["GET", "HEAD"])
     def unknownPath(self, request, anything):
-        if anything.split("/")[0] in ("v1", "v1.0", "v1.1"):
+        if anything.split("/")[0] == "v1":
             raise errors.NotFound("Not found")
         return _json(request, 300, _versions(request))
 
