@@ -31,6 +31,16 @@ class ChangesFromHeadersTests(TestCase):
         self.assertEqual((c.store, c.copy_from, c.location, c.purge_properties),
                          ("s3", "http://h/x", "swift://a/b", False))
 
+    def test_propertyKeysAsGlanceReadThem(self):
+        """
+        A property key is lower-cased and its hyphens become underscores, as
+        Glance read them, so the header that carries it back
+        (x-image-meta-property-os_distro) names the same key.
+        """
+        c = h.changesFromHeaders(hdrs([("X-Image-Meta-Property-Os-Distro", "debian"),
+                                       ("x-image-meta-property-hw_disk-bus", "scsi")]))
+        self.assertEqual(dict(c.properties), {"os_distro": "debian", "hw_disk_bus": "scsi"})
+
     def test_unknownField(self):
         self.assertRaises(errors.BadRequest, h.changesFromHeaders,
                           hdrs([("x-image-meta-colour", "red")]))

@@ -74,7 +74,7 @@ def changesFromHeaders(headers: Iterable[Tuple[bytes, Iterable[bytes]]]) -> Imag
         name = rawName.decode("latin-1").lower()
         value = _text(name, list(values)[-1]).strip()
         if name.startswith(PROPERTY):
-            key = name[len(PROPERTY):]
+            key = name[len(PROPERTY):].replace("-", "_")
             if not key:
                 raise errors.BadRequest("Empty property name in header %s" % (name,))
             if len(key) > 255:
