@@ -120,6 +120,30 @@ class APITests(APITestsMixin, TestCase):
         await self.request("GET", "/v1.1x/images", expect=300)
 
     @async_test
+    async def test_unknownPathsWithAnyMethod(self):
+        """
+        A path no resource has is not there for any method: 404 under /v1,
+        the version document elsewhere, as for a GET.  A 405 (with Allow)
+        is for a path that exists.
+        """
+        await self.server()
+        image = await self.create(b"abc")
+        for method in ("PUT", "POST", "DELETE", "PATCH"):
+            for path in ("/v1/nonsense", "/v1/images/%s/bogus" % image["id"], "/v1.1/x/y"):
+                resp, body = await self.request(method, path)
+                self.assertEqual(resp.code, 404, (method, path, body))
+                self.assertIsNone(resp.headers.getRawHeaders("allow"))
+            resp, body = await self.request(method, "/whatever")
+            self.assertEqual(resp.code, 300, (method, body))
+            self.assertIn(b"v1.1", body)
+        resp, body = await self.request("POST", "/v1/images/" + image["id"])
+        self.assertEqual(resp.code, 405)
+        self.assertEqual(resp.headers.getRawHeaders("allow"), ["DELETE, GET, HEAD, PUT"])
+        resp, body = await self.request("DELETE", "/v1/images")
+        self.assertEqual(resp.code, 405)
+        self.assertEqual(resp.headers.getRawHeaders("allow"), ["GET, HEAD, POST"])
+
+    @async_test
     async def test_uploadDownloadRoundTrip(self):
         await self.server()
         data = os.urandom(3 * 1024 * 1024 + 5)

@@ -90,6 +90,16 @@ class GlanceAPI:
     def resource(self):
         return self.app.resource()
 
+    def _routesTo(self, path: str, method: str) -> Optional[str]:
+        """
+        The endpoint a request for C{path} would reach, if any.
+        """
+        try:
+            endpoint, _ = self.app.url_map.bind("localhost").match(path, method=method)
+        except HTTPException:
+            return None
+        return endpoint
+
     def isUpload(self, method: bytes, path: bytes) -> bool:
         """
         Whether a request with a body should stream it to an upload handler
@@ -99,10 +109,8 @@ class GlanceAPI:
         if method not in _UPLOAD_METHODS:
             return False
         try:
-            adapter = self.app.url_map.bind("localhost")
-            endpoint, _ = adapter.match(v1Path(path).decode("utf-8"),
-                                        method=method.decode("ascii"))
-        except (HTTPException, UnicodeDecodeError):
+            endpoint = self._routesTo(v1Path(path).decode("utf-8"), method.decode("ascii"))
+        except UnicodeDecodeError:
             return False
         return endpoint in UPLOAD_ENDPOINTS
 
@@ -117,6 +125,11 @@ class GlanceAPI:
 
     @app.handle_errors(MethodNotAllowed)
     def methodNotAllowed(self, request, failure):
+        path = "/" + "/".join(segment.decode("utf-8") for segment in request.postpath)
+        if self._routesTo(path, "GET") == "unknownPath":
+            # Only the catch-all matched: no resource has this path, so it
+            # is not there for this method either.
+            return self._unknownPath(request, path[1:])
         allowed = sorted(failure.value.valid_methods or [])
         request.setHeader(b"allow", ", ".join(allowed).encode("ascii"))
         return self._error(request, 405, "Method not allowed")
@@ -161,10 +174,10 @@ class GlanceAPI:
     def versions(self, request):
         return _json(request, 200, _versions(request))
 
-    @app.route("/<path:anything>", methods=["GET", "HEAD"])
-    def unknownPath(self, request, anything):
+    @app.route("/<path:anything>", methods=["GET", "HEAD"], endpoint="unknownPath")
+    def _unknownPath(self, request, anything):
         if anything.split("/")[0] == "v1":
-            raise errors.NotFound("Not found")
+            return self._error(request, 404, "Not found")
         return _json(request, 300, _versions(request))
 
     # -- lists -------------------------------------------------------------
