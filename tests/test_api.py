@@ -120,6 +120,29 @@ class APITests(APITestsMixin, TestCase):
         await self.request("GET", "/v1.1x/images", expect=300)
 
     @async_test
+    async def test_anIdInCapitalsFindsItsImage(self):
+        """
+        An id given in capitals is stored lower-cased, like every id; the
+        form the client sent still names the image everywhere.
+        """
+        await self.server()
+        given = "3F2504E0-4F89-11D3-9A0C-0305E82C3301"
+        image = await self.create(b"abc", {"x-image-meta-id": given})
+        self.assertEqual(image["id"], given.lower())
+        path = "/v1/images/" + given
+        await self.request("HEAD", path, expect=200)
+        resp, body = await self.request("GET", path, expect=200)
+        self.assertEqual(body, b"abc")
+        await self.request("PUT", path, {"x-image-meta-name": "renamed"}, expect=200)
+        await self.request("PUT", path + "/members/tenant2", expect=204)
+        await self.request("GET", path + "/members/tenant2", expect=200)
+        await self.create(b"def")
+        resp, body = await self.request("GET", "/v1/images?sort_key=id&sort_dir=asc"
+                                        "&marker=" + given, expect=200)
+        await self.request("DELETE", path, expect=200)
+        await self.request("HEAD", "/v1/images/" + given.lower(), expect=404)
+
+    @async_test
     async def test_unknownPathsWithAnyMethod(self):
         """
         A path no resource has is not there for any method: 404 under /v1,

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import UNKNOWN_LENGTH
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
+from werkzeug.routing import BaseConverter
 
 from glancetx import errors
 from glancetx.asyncutil import shield
@@ -38,6 +39,18 @@ def v1Path(path: bytes) -> bytes:
     """
     head, sep, rest = path[1:].partition(b"/")
     return b"/v1" + sep + rest if head in V1_ALIASES else path
+
+
+
+class ImageIdConverter(BaseConverter):
+    """
+    An image id in a path, read lower-cased: ids are stored lower-cased
+    (an x-image-meta-id in capitals included), so the form a client gave
+    still names its image.
+    """
+
+    def to_python(self, value: str) -> str:
+        return value.lower()
 
 
 #: Answers are trees of dicts and lists built here, never cyclic.  Not
@@ -79,6 +92,7 @@ class GlanceAPI:
     """
 
     app = Klein()
+    app.url_map.converters["image"] = ImageIdConverter
     log = Logger()
 
     def __init__(self, service, config, auth=None, sendfile=None) -> None:
@@ -208,7 +222,7 @@ class GlanceAPI:
         request.setHeader(b"location", ("%s/v1/images/%s" % (
             _baseURL(request), image.id)).encode("utf-8"))
 
-    @app.route("/v1/images/<imageId>", methods=["GET", "HEAD"])
+    @app.route("/v1/images/<image:imageId>", methods=["GET", "HEAD"])
     async def showImage(self, request, imageId):
         ctx = self._context(request)
         if request.method == b"HEAD":
@@ -280,7 +294,7 @@ class GlanceAPI:
             _baseURL(request), image.id)).encode("utf-8"))
         return _json(request, 201, {"image": hdrs.imageDict(image)})
 
-    @app.route("/v1/images/<imageId>", methods=["PUT"], endpoint="updateImage")
+    @app.route("/v1/images/<image:imageId>", methods=["PUT"], endpoint="updateImage")
     async def updateImage(self, request, imageId):
         ctx = self._context(request)
         changes = self._changes(request)
@@ -288,7 +302,7 @@ class GlanceAPI:
         image = await shield(self.service.update(ctx, imageId, changes, body))
         return _json(request, 200, {"image": hdrs.imageDict(image)})
 
-    @app.route("/v1/images/<imageId>", methods=["DELETE"])
+    @app.route("/v1/images/<image:imageId>", methods=["DELETE"])
     async def deleteImage(self, request, imageId):
         ctx = self._context(request)
         await self.service.delete(ctx, imageId)
@@ -308,14 +322,14 @@ class GlanceAPI:
         except (UnicodeDecodeError, ValueError):
             raise errors.BadRequest("Malformed JSON in request body")
 
-    @app.route("/v1/images/<imageId>/members", methods=["GET"])
+    @app.route("/v1/images/<image:imageId>/members", methods=["GET"])
     async def listMembers(self, request, imageId):
         ctx = self._context(request)
         members = await self.service.members(ctx, imageId)
         return _json(request, 200, {"members": [
             {"member_id": m.member, "can_share": m.can_share} for m in members]})
 
-    @app.route("/v1/images/<imageId>/members", methods=["PUT"])
+    @app.route("/v1/images/<image:imageId>/members", methods=["PUT"])
     async def replaceMembers(self, request, imageId):
         ctx = self._context(request)
         body = self._jsonBody(request)
@@ -336,14 +350,14 @@ class GlanceAPI:
         request.setResponseCode(204)
         return b""
 
-    @app.route("/v1/images/<imageId>/members/<member>", methods=["GET"])
+    @app.route("/v1/images/<image:imageId>/members/<member>", methods=["GET"])
     async def showMember(self, request, imageId, member):
         ctx = self._context(request)
         m = await self.service.member(ctx, imageId, member)
         return _json(request, 200, {"member": {"member_id": m.member,
                                                "can_share": m.can_share}})
 
-    @app.route("/v1/images/<imageId>/members/<member>", methods=["PUT"])
+    @app.route("/v1/images/<image:imageId>/members/<member>", methods=["PUT"])
     async def addMember(self, request, imageId, member):
         ctx = self._context(request)
         if len(member) > 255:
@@ -360,7 +374,7 @@ class GlanceAPI:
         request.setResponseCode(204)
         return b""
 
-    @app.route("/v1/images/<imageId>/members/<member>", methods=["DELETE"])
+    @app.route("/v1/images/<image:imageId>/members/<member>", methods=["DELETE"])
     async def deleteMember(self, request, imageId, member):
         ctx = self._context(request)
         await self.service.deleteMember(ctx, imageId, member)

@@ -195,7 +195,8 @@ def parseListQuery(args: Mapping[bytes, list], limitDefault: int, limitMax: int,
         q["limit"] = min(n, limitMax)
     marker = one("marker")
     if marker is not None:
-        q["marker"] = marker
+        # An image id, and ids are stored lower-cased.
+        q["marker"] = marker.lower()
     sortKey = one("sort_key")
     if sortKey is not None:
         if sortKey not in SORT_KEYS:
