@@ -47,6 +47,8 @@ class ChangesFromHeadersTests(TestCase):
 
     def test_badValues(self):
         for name, value in [("x-image-meta-size", "-1"), ("x-image-meta-size", "1e3"),
+                            ("x-image-meta-size", "1_0"), ("x-image-meta-min_ram", "\u0661"),
+                            ("x-image-meta-min_disk", " "),
                             ("x-image-meta-protected", "yes please"),
                             ("x-image-meta-min_disk", "lots")]:
             self.assertRaises(errors.BadRequest, h.changesFromHeaders, hdrs([(name, value)]))
@@ -116,8 +118,18 @@ class ListQueryTests(TestCase):
     def test_bad(self):
         for args in [{"limit": "x"}, {"limit": "-2"}, {"sort_key": "location"},
                      {"sort_dir": "sideways"}, {"min_ram": "many"},
-                     {"changes-since": "tuesday"}, {"protected": "2"}]:
+                     {"changes-since": "tuesday"}, {"protected": "2"},
+                     {"limit": "1_0"}, {"size_min": "1_000"},
+                     {"min_ram": "\u0661\u0661"}, {"limit": "\uff15"}]:
             self.assertRaises(errors.BadRequest, self.parse, **args)
+
+    def test_propertyFilterKeysAsStored(self):
+        """
+        Property keys are stored lower-cased with underscores for hyphens,
+        so a filter's key is read the same way, or it could match nothing.
+        """
+        q = self.parse(**{"property-OS-Distro": "Debian"})
+        self.assertEqual(q["properties"], {"os_distro": "Debian"})
 
 
     def test_propertyNamesAreUTF8(self):

@@ -4,6 +4,7 @@ Image metadata ⇄ C{x-image-meta-*} headers and JSON, as Glance v1 spoke it.
 
 import datetime
 import operator
+import re
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from glancetx import errors
@@ -35,11 +36,15 @@ def parseBool(name: str, value: str) -> bool:
     raise errors.BadRequest("Invalid boolean value for %s: %r" % (name, value))
 
 
+#: What an integer looks like on the wire.  Python's int() also takes
+#: "1_000" and digits of other scripts, which no client means.
+_INTEGER = re.compile(r"[+-]?[0-9]+\Z")
+
+
 def parseInt(name: str, value: str) -> int:
-    try:
-        n = int(value.strip())
-    except ValueError:
+    if not _INTEGER.match(value.strip()):
         raise errors.BadRequest("Invalid value for %s: %r is not an integer" % (name, value))
+    n = int(value.strip())
     if n < 0:
         raise errors.BadRequest("Invalid value for %s: must not be negative" % (name,))
     if n > 2 ** 63 - 1:
@@ -186,10 +191,9 @@ def parseListQuery(args: Mapping[bytes, list], limitDefault: int, limitMax: int,
     if limit is None:
         q["limit"] = limitDefault
     else:
-        try:
-            n = int(limit)
-        except ValueError:
+        if not _INTEGER.match(limit.strip()):
             raise errors.BadRequest("limit param must be an integer")
+        n = int(limit.strip())
         if n < 0:
             raise errors.BadRequest("limit param must be positive")
         q["limit"] = min(n, limitMax)
@@ -239,8 +243,9 @@ def parseListQuery(args: Mapping[bytes, list], limitDefault: int, limitMax: int,
         # Unknown parameters are ignored, as Glance did: clients send extras.
         if rawName.startswith(b"property-") and values:
             name = _text(repr(rawName.decode("latin-1")), rawName, "Query parameter")
-            q["properties"][name[len("property-"):]] = _text(name, values[-1],
-                                                              "Query parameter")
+            # The key as changesFromHeaders stores it.
+            key = name[len("property-"):].lower().replace("-", "_")
+            q["properties"][key] = _text(name, values[-1], "Query parameter")
     return q
 
 
