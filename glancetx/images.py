@@ -237,6 +237,18 @@ class ImageService:
 
     # -- validation ---------------------------------------------------------
 
+    @staticmethod
+    def _fillAmazonFormat(fields: Dict[str, Any]) -> None:
+        """
+        An aki, ari or ami format given without the other sets the other to
+        the same, as Glance did: the two must match, so there is no choice.
+        """
+        disk, cont = fields.get("disk_format"), fields.get("container_format")
+        if disk in _AMI and cont is None:
+            fields["container_format"] = disk
+        elif cont in _AMI and disk is None:
+            fields["disk_format"] = cont
+
     def _checkFields(self, ctx: RequestContext, fields: Mapping[str, Any],
                      current: Optional[ImageRecord]) -> None:
         name = fields.get("name")
@@ -386,6 +398,7 @@ class ImageService:
         self._writeAllowed(ctx)
         self._enforce(ctx, "add_image")
         fields = dict(changes.fields)
+        self._fillAmazonFormat(fields)
         self._checkFields(ctx, fields, None)
         self._checkPropertyQuota(len(changes.properties))
         self._checkProtections(ctx, {}, changes.properties, purge=False)
@@ -413,6 +426,7 @@ class ImageService:
         self._ownerOrAdmin(ctx, image)
         self._enforce(ctx, "modify_image", image)
         fields = dict(changes.fields)
+        self._fillAmazonFormat(fields)
         self._checkFields(ctx, fields, image)
         if image.status == "active":
             for key in ("size", "checksum"):

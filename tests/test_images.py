@@ -429,3 +429,20 @@ class LifecycleTests(TestCase):
         image = await self.service.update(self.ctx, image.id, ImageChanges(
             properties={"arch": "aarch64"}))
         self.assertEqual(image.properties, {"arch": "aarch64"})
+
+    @async_test
+    async def test_amazonFormatFillsTheOther(self):
+        """
+        As Glance did: an aki, ari or ami format given with the other format
+        left out sets the other to the same; given both, they must match.
+        """
+        image = await self.service.create(self.ctx, ImageChanges(fields={"disk_format": "aki"}))
+        self.assertEqual((image.disk_format, image.container_format), ("aki", "aki"))
+        image = await self.service.create(self.ctx, ImageChanges(
+            fields={"container_format": "bare"}))
+        image = await self.service.update(self.ctx, image.id, ImageChanges(
+            fields={"disk_format": "ari"}))
+        self.assertEqual((image.disk_format, image.container_format), ("ari", "ari"))
+        with self.assertRaises(errors.BadRequest):
+            await self.service.create(self.ctx, ImageChanges(
+                fields={"disk_format": "ami", "container_format": "bare"}))
