@@ -41,7 +41,6 @@ def v1Path(path: bytes) -> bytes:
     return b"/v1" + sep + rest if head in V1_ALIASES else path
 
 
-
 class ImageIdConverter(BaseConverter):
     """
     An image id in a path, read lower-cased: ids are stored lower-cased
