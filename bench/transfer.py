@@ -42,9 +42,15 @@ def _curlArgs(url: str, method: str, path: Optional[str], chunked: bool,
 
 def _parse(out: str, body: Optional[bytes]) -> Dict:
     code, sizeUp, speedUp, sizeDown, speedDown, total = out.split()
-    r = dict(status=int(code), size_upload=int(float(sizeUp)),
-             upload_mib_s=float(speedUp) / MiB, size_download=int(float(sizeDown)),
-             download_mib_s=float(speedDown) / MiB, seconds=float(total))
+    return _withBody(dict(status=int(code), size_upload=int(float(sizeUp)),
+                          upload_mib_s=float(speedUp) / MiB, size_download=int(float(sizeDown)),
+                          download_mib_s=float(speedDown) / MiB, seconds=float(total)), body)
+
+
+def _withBody(r: Dict, body: Optional[bytes]) -> Dict:
+    """
+    C{r} with the answer's body: as JSON, or its start as text.
+    """
     if body:
         try:
             r["json"] = json.loads(body)
@@ -122,15 +128,9 @@ def sendfileUpload(url: str, path: str, method: str = "POST",
             answer += data
     seconds = time.perf_counter() - t0
     status, _, body = bytes(answer).partition(b"\r\n\r\n")
-    r = dict(status=int(status.split()[1]) if status else 0, size_upload=size,
-             upload_mib_s=size / MiB / seconds, size_download=len(body),
-             download_mib_s=0.0, seconds=seconds)
-    if body:
-        try:
-            r["json"] = json.loads(body)
-        except ValueError:
-            r["text"] = body[:200].decode("latin-1")
-    return r
+    return _withBody(dict(status=int(status.split()[1]) if status else 0, size_upload=size,
+                          upload_mib_s=size / MiB / seconds, size_download=len(body),
+                          download_mib_s=0.0, seconds=seconds), body)
 
 
 def download(url: str, timeout: float = 900) -> Dict:
