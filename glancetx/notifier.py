@@ -32,6 +32,7 @@ def payloadFor(image: ImageRecord) -> Dict[str, Any]:
         if isinstance(value, datetime.datetime):
             value = value.strftime("%Y-%m-%dT%H:%M:%S.%f")
         out[name] = value
+    out["size"] = image.shownSize()
     out["properties"] = dict(image.properties)
     return out
 

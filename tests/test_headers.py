@@ -88,6 +88,19 @@ class RenderTests(TestCase):
                          {"id", "name", "disk_format", "container_format", "checksum", "size"})
 
 
+    def test_noSizeYetShowsAsZero(self):
+        """
+        An image with no bytes yet (queued, or killed before its size was
+        known) shows size 0, as Glance's did: python-glanceclient's
+        image-show --human-readable fails on a HEAD without the size.
+        """
+        image = record(status="queued", size=None)
+        self.assertEqual(h.imageHeaders(image)[b"x-image-meta-size"], b"0")
+        self.assertEqual(h.imageDict(image)["size"], 0)
+        self.assertEqual(h.briefDict(image)["size"], 0)
+        self.assertIsNone(h.imageDict(image)["virtual_size"])
+
+
 class ListQueryTests(TestCase):
     def parse(self, admin=False, **args):
         return h.parseListQuery({k.encode(): [v.encode()] for k, v in args.items()},

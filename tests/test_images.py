@@ -446,3 +446,14 @@ class LifecycleTests(TestCase):
         with self.assertRaises(errors.BadRequest):
             await self.service.create(self.ctx, ImageChanges(
                 fields={"disk_format": "ami", "container_format": "bare"}))
+
+    @async_test
+    async def test_reservedImageNotifiesSizeZero(self):
+        """
+        Glance's notifications carried size 0 for an image with no bytes
+        yet; a consumer metering image.size (Ceilometer) reads a number.
+        """
+        await self.service.create(self.ctx, ImageChanges(fields=dict(RAW)))
+        [(event, payload)] = self.notifier.events
+        self.assertEqual((event, payload["status"], payload["size"]),
+                         ("image.create", "queued", 0))

@@ -97,6 +97,15 @@ class ImageRecord:
     def fields(self) -> Dict[str, Any]:
         return {name: getattr(self, name) for name in IMAGE_FIELDS}
 
+    def shownSize(self) -> int:
+        """
+        The size the image shows (in answers and notifications): 0 until
+        its bytes are known (queued, or killed before then), as Glance
+        showed it.  The record keeps None, so that an upload is held only
+        to a size the client declared.
+        """
+        return self.size if self.size is not None else 0
+
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
 class UploadLease:

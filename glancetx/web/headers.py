@@ -139,12 +139,15 @@ def imageDict(image: ImageRecord) -> Dict[str, Any]:
     for name in _TIME_FIELDS:
         if out[name] is not None:
             out[name] = _render(out[name])
+    out["size"] = image.shownSize()
     out["properties"] = dict(image.properties)
     return out
 
 
 def briefDict(image: ImageRecord) -> Dict[str, Any]:
-    return {name: getattr(image, name) for name in BRIEF_FIELDS}
+    out = {name: getattr(image, name) for name in BRIEF_FIELDS}
+    out["size"] = image.shownSize()
+    return out
 
 
 _FIELD_HEADERS = [(name, (META + name).encode("ascii")) for name in IMAGE_FIELDS]
@@ -156,7 +159,7 @@ def imageHeaders(image: ImageRecord) -> Dict[bytes, bytes]:
     """
     out: Dict[bytes, bytes] = {}
     for name, header in _FIELD_HEADERS:
-        value = getattr(image, name)
+        value = image.shownSize() if name == "size" else getattr(image, name)
         if value is None:
             continue
         out[header] = _headerValue(_render(value))
