@@ -697,12 +697,26 @@ class ImageService:
     async def members(self, ctx: RequestContext, imageId: str) -> List[MemberRecord]:
         image = await self._visible(ctx, imageId)
         self._enforce(ctx, "get_members", image)
-        return await self.registry.members(imageId)
+        members = await self.registry.members(imageId)
+        if self._seesAllMembers(ctx, image):
+            return members
+        return [m for m in members if m.member == ctx.tenant]
+
+    @staticmethod
+    def _seesAllMembers(ctx: RequestContext, image: ImageRecord) -> bool:
+        """
+        Who may see every membership of C{image}: its owner and admins.
+        Anyone else sees only its own, as in Glance, so a member does not
+        learn who else the image is shared with.
+        """
+        return ctx.is_admin or (ctx.tenant is not None and image.owner == ctx.tenant)
 
     @fromCoroutine
     async def member(self, ctx: RequestContext, imageId: str, member: str) -> MemberRecord:
         image = await self._visible(ctx, imageId)
         self._enforce(ctx, "get_member", image)
+        if member != ctx.tenant and not self._seesAllMembers(ctx, image):
+            raise errors.NotFound("Member not found.")
         try:
             return await self.registry.member(imageId, member)
         except reg.NotFound:
@@ -767,13 +781,14 @@ class ImageService:
         shared = await self.registry.sharedWith(member)
         if ctx.is_admin or member == ctx.tenant:
             return shared
-        # Someone asking about another tenant learns only of images it can
-        # see anyway.
+        # Someone asking about another tenant learns only of the images it
+        # shared with that tenant itself (see _seesAllMembers).
         out = []
         for m in shared:
             try:
-                await self._visible(ctx, m.image_id)
+                image = await self._visible(ctx, m.image_id)
             except errors.NotFound:
                 continue
-            out.append(m)
+            if self._seesAllMembers(ctx, image):
+                out.append(m)
         return out

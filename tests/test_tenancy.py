@@ -205,6 +205,32 @@ class TenancyMixin(APITestsMixin):
         resp, body = await self.as_("admin", "GET", "/v1/shared-images/t-carol", expect=200)
         self.assertEqual(len(json.loads(body)["shared_images"]), 1)
 
+    @async_test
+    async def test_membersSeeOnlyTheirOwnMembership(self):
+        """
+        As in Glance, a tenant sees the membership rows of images it owns
+        and its own rows, no one else's: a member does not learn who else
+        an image is shared with, even an image it can see.
+        """
+        await self.start()
+        img = await self.image("alice")
+        members = "/v1/images/%s/members" % (img["id"],)
+        await self.as_("alice", "PUT", members + "/t-bob", expect=204)
+        await self.as_("alice", "PUT", members + "/t-carol", expect=204)
+        resp, body = await self.as_("bob", "GET", members, expect=200)
+        self.assertEqual(json.loads(body)["members"],
+                         [{"member_id": "t-bob", "can_share": False}])
+        await self.as_("bob", "GET", members + "/t-bob", expect=200)
+        await self.as_("bob", "GET", members + "/t-carol", expect=404)
+        resp, body = await self.as_("bob", "GET", "/v1/shared-images/t-carol", expect=200)
+        self.assertEqual(json.loads(body)["shared_images"], [])
+        resp, body = await self.as_("alice", "GET", "/v1/shared-images/t-carol", expect=200)
+        self.assertEqual(json.loads(body)["shared_images"],
+                         [{"image_id": img["id"], "can_share": False}])
+        for who in ("alice", "admin"):
+            resp, body = await self.as_(who, "GET", members, expect=200)
+            self.assertEqual(len(json.loads(body)["members"]), 2)
+
     # -- read-only ------------------------------------------------------------
 
     @async_test
