@@ -249,6 +249,15 @@ class ImageService:
         elif cont in _AMI and disk is None:
             fields["disk_format"] = cont
 
+    @staticmethod
+    def _dropOwnerUnlessAdmin(ctx: RequestContext, fields: Dict[str, Any]) -> None:
+        """
+        Only admins set an image's owner; anyone else's is ignored, as
+        Glance's registry ignored it, so scripts that always pass one work.
+        """
+        if not ctx.is_admin:
+            fields.pop("owner", None)
+
     def _checkFields(self, ctx: RequestContext, fields: Mapping[str, Any],
                      current: Optional[ImageRecord]) -> None:
         name = fields.get("name")
@@ -275,8 +284,6 @@ class ImageService:
             raise errors.BadRequest("Invalid mix of disk and container formats. When setting a"
                                     " disk or container format to one of 'aki', 'ari', or 'ami',"
                                     " the container and disk formats must match.")
-        if "owner" in fields and not ctx.is_admin and fields["owner"] != ctx.tenant:
-            raise errors.Forbidden("Only an admin may set an image's owner.")
         if fields.get("is_public") and not (current is not None and current.is_public):
             self._enforce(ctx, "publicize_image", current)
         if "status" in fields:
@@ -398,6 +405,7 @@ class ImageService:
         self._writeAllowed(ctx)
         self._enforce(ctx, "add_image")
         fields = dict(changes.fields)
+        self._dropOwnerUnlessAdmin(ctx, fields)
         self._fillAmazonFormat(fields)
         self._checkFields(ctx, fields, None)
         self._checkPropertyQuota(len(changes.properties))
@@ -426,6 +434,7 @@ class ImageService:
         self._ownerOrAdmin(ctx, image)
         self._enforce(ctx, "modify_image", image)
         fields = dict(changes.fields)
+        self._dropOwnerUnlessAdmin(ctx, fields)
         self._fillAmazonFormat(fields)
         self._checkFields(ctx, fields, image)
         if image.status == "active":
