@@ -387,6 +387,18 @@ class ImageService:
                                     " at the location (%d)" % (size, plan.sourceSize))
         return plan
 
+    @staticmethod
+    def _takeSourceSize(changes: ImageChanges, plan: "_DataPlan", fields: Dict[str, Any],
+                        declared: Optional[int]) -> None:
+        """
+        A copy-from image with no declared size takes the size its source
+        reports, as Glance's did: it shows while the copy is queued, and
+        the copy is then held to it, so a source that changed is a failed
+        copy rather than an image of other bytes.
+        """
+        if changes.copy_from is not None and declared is None:
+            fields["size"] = plan.sourceSize
+
     async def _supplyData(self, image: ImageRecord, changes: ImageChanges, body,
                           plan: "_DataPlan") -> ImageRecord:
         if body is not None:
@@ -412,6 +424,7 @@ class ImageService:
         self._checkProtections(ctx, {}, changes.properties, purge=False)
         plan = await self._planData(changes, body, fields.get("disk_format"),
                                     fields.get("container_format"), fields.get("size"))
+        self._takeSourceSize(changes, plan, fields, fields.get("size"))
         fields.pop("status", None)
         fields.setdefault("id", str(uuid.uuid4()))
         fields["id"] = fields["id"].lower()
@@ -461,6 +474,7 @@ class ImageService:
                                     fields.get("disk_format", image.disk_format),
                                     fields.get("container_format", image.container_format),
                                     fields.get("size", image.size))
+        self._takeSourceSize(changes, plan, fields, fields.get("size", image.size))
         try:
             image = await self.registry.update(imageId, fields, props, purgeProperties=purge)
         except reg.NotFound:

@@ -457,3 +457,40 @@ class LifecycleTests(TestCase):
         [(event, payload)] = self.notifier.events
         self.assertEqual((event, payload["status"], payload["size"]),
                          ("image.create", "queued", 0))
+
+    @async_test
+    async def test_copyFromTakesTheSourcesSize(self):
+        """
+        As in Glance, a copy-from image takes the size its source reports
+        when it is made, so it shows that size while queued, and a source
+        that then sends other than that is a failed copy (killed).
+        """
+        @attr.s
+        class Source:
+            data = attr.ib()
+            reported = attr.ib()
+            name = "http"
+            schemes = ("http", "https")
+
+            async def get_size(self, location):
+                return self.reported
+
+            async def get(self, location):
+                return BytesBody(reactor, self.data, knownLength=False)
+
+        self.service.stores["http"] = Source(b"x" * 5, 5)
+        image = await self.service.create(self.ctx, ImageChanges(
+            fields=dict(RAW), copy_from="http://source.example/good"))
+        self.assertEqual((image.status, image.size), ("queued", 5))
+        await DeferredList(list(self.service.background))
+        image = await self.registry.get(image.id)
+        self.assertEqual((image.status, image.size), ("active", 5))
+
+        self.service.stores["http"] = Source(b"x" * 6, 5)
+        image = await self.service.create(self.ctx, ImageChanges(
+            fields=dict(RAW), copy_from="http://source.example/grown"))
+        await DeferredList(list(self.service.background))
+        image = await self.registry.get(image.id)
+        self.assertEqual(image.status, "killed")
+        self.assertEqual(self.files(), [(await self.registry.list(ListQuery(
+            filters={"status": "active"})))[0].id])
