@@ -165,6 +165,11 @@ class APITests(APITestsMixin, TestCase):
         resp, body = await self.request("DELETE", "/v1/images")
         self.assertEqual(resp.code, 405)
         self.assertEqual(resp.headers.getRawHeaders("allow"), ["GET, HEAD, POST"])
+        # "detail" is the detailed list, never an image id.
+        for method in ("POST", "PUT", "DELETE"):
+            resp, body = await self.request(method, "/v1/images/detail")
+            self.assertEqual(resp.code, 405, method)
+            self.assertEqual(resp.headers.getRawHeaders("allow"), ["GET, HEAD"])
 
     @async_test
     async def test_uploadDownloadRoundTrip(self):

@@ -45,8 +45,11 @@ class ImageIdConverter(BaseConverter):
     """
     An image id in a path, read lower-cased: ids are stored lower-cased
     (an x-image-meta-id in capitals included), so the form a client gave
-    still names its image.
+    still names its image.  "detail" is the detailed list, never an id, so
+    a method the list does not take is a 405 that names only its own.
     """
+
+    regex = r"(?!detail/?$)[^/]+"
 
     def to_python(self, value: str) -> str:
         return value.lower()
