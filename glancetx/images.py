@@ -237,26 +237,26 @@ class ImageService:
 
     # -- validation ---------------------------------------------------------
 
-    @staticmethod
-    def _fillAmazonFormat(fields: Dict[str, Any]) -> None:
+    def _fields(self, ctx: RequestContext, changes: ImageChanges,
+                current: Optional[ImageRecord]) -> Dict[str, Any]:
         """
-        An aki, ari or ami format given without the other sets the other to
-        the same, as Glance did: the two must match, so there is no choice.
+        The fields a create or update will write, read as Glance read them
+        and checked.
         """
+        fields = dict(changes.fields)
+        # Only admins set an image's owner; anyone else's is ignored, as
+        # Glance's registry ignored it, so scripts that always pass one work.
+        if not ctx.is_admin:
+            fields.pop("owner", None)
+        # An aki, ari or ami format given without the other sets the other
+        # to the same, as Glance did: the two must match.
         disk, cont = fields.get("disk_format"), fields.get("container_format")
         if disk in _AMI and cont is None:
             fields["container_format"] = disk
         elif cont in _AMI and disk is None:
             fields["disk_format"] = cont
-
-    @staticmethod
-    def _dropOwnerUnlessAdmin(ctx: RequestContext, fields: Dict[str, Any]) -> None:
-        """
-        Only admins set an image's owner; anyone else's is ignored, as
-        Glance's registry ignored it, so scripts that always pass one work.
-        """
-        if not ctx.is_admin:
-            fields.pop("owner", None)
+        self._checkFields(ctx, fields, current)
+        return fields
 
     def _checkFields(self, ctx: RequestContext, fields: Mapping[str, Any],
                      current: Optional[ImageRecord]) -> None:
@@ -416,10 +416,7 @@ class ImageService:
                      body=None) -> ImageRecord:
         self._writeAllowed(ctx)
         self._enforce(ctx, "add_image")
-        fields = dict(changes.fields)
-        self._dropOwnerUnlessAdmin(ctx, fields)
-        self._fillAmazonFormat(fields)
-        self._checkFields(ctx, fields, None)
+        fields = self._fields(ctx, changes, None)
         self._checkPropertyQuota(len(changes.properties))
         self._checkProtections(ctx, {}, changes.properties, purge=False)
         plan = await self._planData(changes, body, fields.get("disk_format"),
@@ -446,10 +443,7 @@ class ImageService:
         image = await self._visible(ctx, imageId)
         self._ownerOrAdmin(ctx, image)
         self._enforce(ctx, "modify_image", image)
-        fields = dict(changes.fields)
-        self._dropOwnerUnlessAdmin(ctx, fields)
-        self._fillAmazonFormat(fields)
-        self._checkFields(ctx, fields, image)
+        fields = self._fields(ctx, changes, image)
         if image.status == "active":
             for key in ("size", "checksum"):
                 if key in fields and fields[key] != getattr(image, key):
