@@ -799,12 +799,13 @@ class ImageService:
         if ctx.is_admin or member == ctx.tenant:
             return shared
         # Someone asking about another tenant learns only of the images it
-        # shared with that tenant itself (see _seesAllMembers).
+        # shared with that tenant itself (see _seesAllMembers): its own
+        # images, which it sees whatever their visibility.
         out = []
         for m in shared:
             try:
-                image = await self._visible(ctx, m.image_id)
-            except errors.NotFound:
+                image = await self.registry.get(m.image_id)
+            except reg.NotFound:
                 continue
             if self._seesAllMembers(ctx, image):
                 out.append(m)
