@@ -159,6 +159,9 @@ class ImageService:
             raise errors.Forbidden("You are not permitted to modify this image.")
 
     def _readableProperties(self, ctx: RequestContext, image: ImageRecord) -> ImageRecord:
+        if not self.protections.enabled:
+            # Every property readable: a list page skips 25 filtering copies.
+            return image
         props = {k: v for k, v in image.properties.items()
                  if self.protections.check(k, "read", ctx)}
         if len(props) == len(image.properties):
