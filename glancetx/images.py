@@ -92,6 +92,11 @@ class ImageChanges:
     purge_properties: bool = True
 
 
+#: How many times an update is checked again because the image's status
+#: changed between its read and its write.
+UPDATE_ATTEMPTS = 3
+
+
 @attr.s
 class ImageService:
     """
@@ -443,7 +448,30 @@ class ImageService:
     async def update(self, ctx: RequestContext, imageId: str, changes: ImageChanges,
                      body=None) -> ImageRecord:
         self._writeAllowed(ctx)
-        image = await self._visible(ctx, imageId)
+        for _ in range(UPDATE_ATTEMPTS):
+            image = await self._visible(ctx, imageId)
+            try:
+                image, plan = await self._updateFrom(ctx, image, changes, body)
+                break
+            except reg.Conflict:
+                # The image left the status this update was checked
+                # against (another request activated, killed or began
+                # uploading it): check again against what it is now.
+                continue
+        else:
+            raise errors.Conflict("The image changed while it was being updated; try again.")
+        self.notifier.notify("image.update", payloadFor(image))
+        image = await self._supplyData(image, changes, body, plan)
+        return self._readableProperties(ctx, image)
+
+    async def _updateFrom(self, ctx: RequestContext, image: ImageRecord,
+                          changes: ImageChanges, body) -> Tuple[ImageRecord, "_DataPlan"]:
+        """
+        Check an update against C{image} as read, and write it only if the
+        image is still in that status.
+
+        @raise reg.Conflict: it is not.
+        """
         self._ownerOrAdmin(ctx, image)
         self._enforce(ctx, "modify_image", image)
         fields = self._fields(ctx, changes, image)
@@ -454,6 +482,12 @@ class ImageService:
             for key in ("disk_format", "container_format"):
                 if key in fields and fields[key] != getattr(image, key):
                     raise errors.Forbidden("Forbidden to modify '%s' of an active image" % (key,))
+        elif image.status == "saving":
+            # Its bytes are arriving: it becomes active only with both.
+            for key in ("disk_format", "container_format"):
+                if key in fields and fields[key] is None:
+                    raise errors.Forbidden("Forbidden to clear '%s' of an image whose data is"
+                                           " being uploaded" % (key,))
         fields.pop("id", None)
         fields.pop("status", None)
         if changes.location is not None and image.status != "queued":
@@ -472,15 +506,18 @@ class ImageService:
                                     fields.get("container_format", image.container_format),
                                     fields.get("size", image.size))
         self._takeSourceSize(changes, plan, fields, fields.get("size", image.size))
+        quota = self.config.image_property_quota
         try:
-            image = await self.registry.update(imageId, fields, props, purgeProperties=purge)
+            image = await self.registry.update(
+                image.id, fields, props, purgeProperties=purge, expectStatus=[image.status],
+                propertyQuota=quota if quota >= 0 else None)
         except reg.NotFound:
             raise errors.NotFound("Image not found.")
-        except reg.Conflict:
-            raise errors.Conflict("The image changed while it was being updated")
-        self.notifier.notify("image.update", payloadFor(image))
-        image = await self._supplyData(image, changes, body, plan)
-        return self._readableProperties(ctx, image)
+        except reg.QuotaExceeded as e:
+            # Another update added properties since this one looked.
+            self._checkPropertyQuota(e.args[0])
+            raise
+        return image, plan
 
     # -- bytes in -------------------------------------------------------------
 
@@ -497,8 +534,6 @@ class ImageService:
             return await self._storeFrom(image, source, store)
         finally:
             self._uploading.pop(token, None)
-            if self.leases is not None:
-                self.leases.release(image.id)
 
     async def stopUploads(self, grace: float = 30.0) -> None:
         """
@@ -525,12 +560,29 @@ class ImageService:
         lease = self.leases.take(image.id, store.name) if self.leases is not None else None
         try:
             await self.registry.update(image.id, {"status": "saving"}, expectStatus=["queued"],
-                                       lease=lease)
-        except reg.Conflict:
+                                       lease=lease, requireFormats=True)
+        except reg.Conflict as e:
+            if e.current is not None and e.current.status == "queued":
+                raise errors.BadRequest("disk_format and container_format are required when"
+                                        " image data is supplied")
             raise errors.Conflict("Image %s is not queued: another upload may be in progress"
                                   % (image.id,))
         except reg.NotFound:
             raise errors.NotFound("Image not found.")
+        # Renewed by this process from now until the upload is over; an
+        # upload that lost the race above never held it.
+        if lease is not None:
+            self.leases.hold(image.id)
+        try:
+            return await self._receive(image, source, store)
+        finally:
+            if lease is not None:
+                self.leases.release(image.id)
+
+    async def _receive(self, image: ImageRecord, source, store) -> ImageRecord:
+        """
+        The upload proper, once the image is C{saving} for it.
+        """
         self.notifier.notify("image.prepare", payloadFor(image))
         share = self.budget.join()
         hasher = (ThreadedMD5(self.reactor, self.cpuPool, share)
@@ -559,6 +611,7 @@ class ImageService:
         except reg.NotFound:
             # Deleted while its bytes arrived: keep nothing.
             await self._deleteBytes(stored.location, image.id)
+            await self._endLease(image.id)
             raise errors.Conflict("Image %s was deleted during the upload." % (image.id,))
         except reg.Conflict:
             # Killed by another process that took this one for dead (its
@@ -580,8 +633,26 @@ class ImageService:
         try:
             await self.registry.update(imageId, {"status": "killed"},
                                        expectStatus=["saving", "queued"])
-        except (reg.Conflict, reg.NotFound):
+        except reg.Conflict:
             pass
+        except reg.NotFound:
+            await self._endLease(imageId)
+
+    async def _endLease(self, imageId: str) -> None:
+        """
+        An upload ended on an image deleted meanwhile, having removed what
+        it stored: no status change ended its lease, so end it here, or
+        this process would go on renewing it.  If the registry cannot be
+        reached, the lease runs out later, and its reaper finds nothing
+        left to remove.
+        """
+        if self.leases is None:
+            return
+        try:
+            await self.registry.endUpload(imageId, self.leases.holder)
+        except Exception as e:
+            self.log.warn("could not end the upload lease of deleted image {image_id}:"
+                          " {error}", image_id=imageId, error=_plain(e))
 
     async def _deleteBytes(self, location: Optional[str], imageId: str = "") -> None:
         if not location:
@@ -640,13 +711,14 @@ class ImageService:
         self._enforce(ctx, "delete_image", image)
         if image.protected:
             raise errors.Forbidden("Image is protected; it cannot be deleted.")
-        location = await self.registry.getLocation(imageId)
-        status = "pending_delete" if self.config.delayed_delete and location else "deleted"
         try:
-            image = await self.registry.delete(imageId, status=status)
+            image, location = await self.registry.delete(
+                imageId, delayed=self.config.delayed_delete)
         except reg.NotFound:
             raise errors.NotFound("Image not found.")
-        if status == "deleted":
+        except reg.Protected:
+            raise errors.Forbidden("Image is protected; it cannot be deleted.")
+        if image.status == "deleted":
             await self._deleteBytes(location, imageId)
         self.notifier.notify("image.delete", payloadFor(image))
         return image
@@ -665,17 +737,23 @@ class ImageService:
         # twice in a row, it only looks.
         limit = REAP_LIMIT if self._reapsInARow >= 2 else 0
         try:
-            killed = await self.registry.killAbandonedUploads(self.leases.now(), limit)
+            ended = await self.registry.killAbandonedUploads(self.leases.now(), limit)
         except BaseException:
             self._reapsInARow = 0
             raise
         self._reapsInARow += 1
-        for lease in killed:
-            why = "upload abandoned: the process receiving it stopped"
-            self.log.info("image {image_id} killed: {why}", image_id=lease.image_id, why=why)
-            self.notifier.notify("image.upload", "Image %s %s" % (lease.image_id, why), "ERROR")
+        count = 0
+        for lease, imageKilled in ended:
+            if imageKilled:
+                why = "upload abandoned: the process receiving it stopped"
+                self.log.info("image {image_id} killed: {why}", image_id=lease.image_id, why=why)
+                self.notifier.notify("image.upload", "Image %s %s" % (lease.image_id, why),
+                                     "ERROR")
+                count += 1
+            # Killed here, or deleted while its upload ran: either way
+            # what the upload stored is this reaper's to remove.
             await self._removeAbandoned(lease.store, lease.image_id)
-        return len(killed)
+        return count
 
     async def _removeAbandoned(self, storeName: str, imageId: str) -> None:
         store = self.stores.get(storeName)

@@ -56,11 +56,18 @@ class UploadLeases:
     def take(self, imageId: str, store: str) -> UploadLease:
         """
         The lease to write with C{imageId}'s change to C{saving}, its bytes
-        going to C{store}; this process renews it from now on, until
-        L{release}.
+        going to C{store}.  Once that change is made, L{hold} it.
+        """
+        return UploadLease(imageId, self.holder, self._expiry(), store)
+
+    def hold(self, imageId: str) -> None:
+        """
+        This process renews C{imageId}'s lease from now on, until
+        L{release}.  Only the upload that moved the image to C{saving}
+        holds it: another upload of the same image, in this process, that
+        lost that race must not release it.
         """
         self._held.add(imageId)
-        return UploadLease(imageId, self.holder, self._expiry(), store)
 
     def release(self, imageId: str) -> None:
         self._held.discard(imageId)

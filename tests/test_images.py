@@ -66,6 +66,44 @@ class HeldBody:
         pass
 
 
+class RacingRegistry:
+    """
+    The registry, with another request's change committed just before one
+    of this service's writes: the service then writes on a record it read
+    before that change, as when another process changed the image between
+    its read and its write.
+    """
+
+    def __init__(self, registry):
+        self._registry = registry
+        self._races = []
+
+    def before(self, method, change, when=lambda kw: True):
+        """
+        Run C{change()} (a coroutine function) once, just before the next
+        call of C{method} whose keyword arguments C{when} accepts.
+        """
+        self._races.append((method, change, when))
+
+    def __getattr__(self, name):
+        real = getattr(self._registry, name)
+        if not callable(real):
+            return real
+
+        def call(*args, **kw):
+            for race in self._races:
+                method, change, when = race
+                if method == name and when(kw):
+                    self._races.remove(race)
+
+                    async def raced():
+                        await change()
+                        return await real(*args, **kw)
+                    return ensureDeferred(raced())
+            return real(*args, **kw)
+        return call
+
+
 class LifecycleTests(TestCase):
     def setUp(self):
         url = dbs.sqliteURL(self)
@@ -338,6 +376,181 @@ class LifecycleTests(TestCase):
         self.assertEqual(self.files(), [image.id])
         now[0] += datetime.timedelta(days=1)
         self.assertEqual(await other.killAbandonedUploads(), 0)
+
+    def racing(self, **kw):
+        registry = RacingRegistry(self.registry)
+        return attr.evolve(self.service, registry=registry, **kw), registry
+
+    async def saving(self, data):
+        """
+        A queued image moved to saving, as an upload elsewhere moves it,
+        and the change that activates it with C{data}.
+        """
+        image = await self.service.create(self.ctx, ImageChanges(fields=dict(RAW)))
+        await self.registry.update(image.id, {"status": "saving"}, expectStatus=["queued"])
+
+        async def activate():
+            path = os.path.join(self.dir, image.id)
+            with open(path, "wb") as f:
+                f.write(data)
+            await self.registry.update(
+                image.id, {"status": "active", "size": len(data),
+                           "checksum": hashlib.md5(data).hexdigest()},
+                expectStatus=["saving"], location="file://" + path)
+        return image, activate
+
+    @async_test
+    async def test_updateRacingActivationLeavesTheActiveImageAlone(self):
+        """
+        An update checked against a saving image, written after the upload
+        activated it, is checked again against the active image: it may
+        not change its checksum, size or formats.
+        """
+        service, racing = self.racing()
+        for change in ({"checksum": "0" * 32}, {"size": 1}, {"disk_format": "qcow2"}):
+            image, activate = await self.saving(b"abc")
+            racing.before("update", activate)
+            with self.assertRaises(errors.Forbidden):
+                await service.update(self.ctx, image.id, ImageChanges(fields=change))
+            got = await self.registry.get(image.id)
+            self.assertEqual((got.status, got.size, got.checksum, got.disk_format),
+                             ("active", 3, hashlib.md5(b"abc").hexdigest(), "raw"))
+
+    @async_test
+    async def test_harmlessUpdateRacingActivationIsWritten(self):
+        service, racing = self.racing()
+        image, activate = await self.saving(b"abc")
+        racing.before("update", activate)
+        got = await service.update(self.ctx, image.id, ImageChanges(fields={"name": "new"}))
+        self.assertEqual((got.status, got.name, got.size), ("active", "new", 3))
+
+    @async_test
+    async def test_formatsStayWhileBytesArrive(self):
+        """
+        An image becomes active only with both formats: they cannot be
+        cleared while it is saving, and an upload that finds one cleared
+        since it looked does not begin.
+        """
+        image, _ = await self.saving(b"abc")
+        with self.assertRaises(errors.Forbidden):
+            await self.service.update(self.ctx, image.id,
+                                      ImageChanges(fields={"disk_format": None}))
+        service, racing = self.racing()
+        queued = await self.service.create(self.ctx, ImageChanges(fields=dict(RAW)))
+
+        async def clear():
+            await self.registry.update(queued.id, {"container_format": None})
+        racing.before("update", clear, when=lambda kw: kw.get("expectStatus") == ["queued"])
+        with self.assertRaises(errors.BadRequest):
+            await service.update(self.ctx, queued.id, ImageChanges(), BytesBody(reactor, b"x"))
+        self.assertEqual((await self.registry.get(queued.id)).status, "queued")
+        self.assertEqual(self.files(), [])
+
+    @async_test
+    async def test_deleteRacingActivationRemovesTheBytes(self):
+        service, racing = self.racing()
+        image, activate = await self.saving(b"abc")
+        racing.before("delete", activate)
+        deleted = await service.delete(self.ctx, image.id)
+        self.assertEqual(deleted.status, "deleted")
+        self.assertEqual(self.files(), [])
+
+    @async_test
+    async def test_protectedMeanwhileIsNotDeleted(self):
+        service, racing = self.racing()
+        image = await self.upload(b"abc")
+
+        async def protect():
+            await self.registry.update(image.id, {"protected": True})
+        racing.before("delete", protect)
+        with self.assertRaises(errors.Forbidden):
+            await service.delete(self.ctx, image.id)
+        self.assertEqual((await self.registry.get(image.id)).status, "active")
+        self.assertEqual(self.files(), [image.id])
+
+    @async_test
+    async def test_propertyQuotaHoldsAgainstConcurrentUpdates(self):
+        service, racing = self.racing(config=attr.evolve(self.config, image_property_quota=3))
+        image = await self.service.create(self.ctx, ImageChanges(
+            fields=dict(RAW), properties={"a": "1"}))
+
+        async def addTwo():
+            await self.registry.update(image.id, {}, {"b": "2", "c": "3"}, purgeProperties=False)
+        racing.before("update", addTwo)
+        with self.assertRaises(errors.TooLarge):
+            await service.update(self.ctx, image.id, ImageChanges(
+                properties={"d": "4", "e": "5"}, purge_properties=False))
+        self.assertEqual(sorted((await self.registry.get(image.id)).properties), ["a", "b", "c"])
+
+    @async_test
+    async def test_losingUploadLeavesTheWinnersLease(self):
+        """
+        A second upload of an image, in the same process, that finds it
+        saving does not stop that process renewing the first's lease.
+        """
+        now = [datetime.datetime(2030, 1, 1)]
+        mine = self.leasedService(now)
+        registry = RacingRegistry(self.registry)
+        loser = attr.evolve(mine, registry=registry)
+        image = await mine.create(self.ctx, ImageChanges(fields=dict(RAW)))
+        body = HeldBody(b"partial bytes")
+        won = []
+
+        async def winnerBegins():
+            won.append(mine.update(self.ctx, image.id, ImageChanges(), body))
+            await body.started
+        # Both found the image queued; the winner moves it to saving first.
+        registry.before("update", winnerBegins, when=lambda kw: kw.get("lease") is not None)
+        with self.assertRaises(errors.Conflict):
+            await loser.update(self.ctx, image.id, ImageChanges(), BytesBody(reactor, b"x"))
+        self.assertEqual(mine.leases.held, 1)
+        body.release()
+        self.assertEqual((await won[0]).status, "active")
+        self.assertEqual(mine.leases.held, 0)
+
+    @async_test
+    async def test_deletedUploadEndsItsLease(self):
+        """
+        An upload whose image was deleted as its bytes arrived removes
+        them and ends its lease, which no status change ended.
+        """
+        now = [datetime.datetime(2030, 1, 1)]
+        mine = self.leasedService(now)
+        image, body, d = await self.heldUpload(mine)
+        await mine.delete(self.ctx, image.id)
+        body.release()
+        with self.assertRaises(errors.Conflict):
+            await d
+        self.assertEqual(self.files(), [])
+        self.assertEqual(await self.registry.renewUploads(mine.leases.holder, now[0]), 0)
+
+    @async_test
+    async def test_deletedUploadOfADeadProcessIsRemoved(self):
+        """
+        An image deleted while its bytes arrived, whose receiving process
+        then died: the reaper removes what the upload stored, and does not
+        kill the deleted image.
+        """
+        now = [datetime.datetime(2030, 1, 1)]
+        mine, other = self.leasedService(now), await self.reaper(now)
+        image, body, d = await self.heldUpload(mine)
+        await other.delete(self.ctx, image.id)
+        # The held upload's writer is alive in this process, so the store
+        # would keep its file: see that the reaper asks for it.
+        removed = []
+        real = self.store.removeAbandoned
+        self.store.removeAbandoned = lambda imageId: removed.append(imageId) or real(imageId)
+        now[0] += datetime.timedelta(seconds=61)
+        self.assertEqual(await other.killAbandonedUploads(), 0)
+        self.assertEqual(removed, [image.id])
+        self.assertEqual(await other.killAbandonedUploads(), 0)
+        self.assertEqual(removed, [image.id])
+        self.assertEqual(other.notifier.errors, [])
+        self.assertEqual((await self.registry.get(image.id, includeDeleted=True)).status,
+                         "deleted")
+        body.release()
+        with self.assertRaises(errors.Conflict):
+            await d
 
     @async_test
     async def test_deleteRemovesBytes(self):

@@ -10,8 +10,8 @@ from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import TestCase
 
 from glancetx.registry import migrate
-from glancetx.registry.registry import (Conflict, ListQuery, NotFound, QuotaExceeded, Registry,
-                                        UploadLease)
+from glancetx.registry.registry import (Conflict, ListQuery, NotFound, Protected, QuotaExceeded,
+                                        Registry, UploadLease)
 from tests import dbs
 
 
@@ -118,7 +118,7 @@ class RegistryTestsMixin:
         self.assertEqual((await self.registry.get(uid(1))).status, "saving")
         later = t0 + datetime.timedelta(seconds=1)
         self.assertEqual(await self.registry.killAbandonedUploads(later),
-                         [UploadLease(uid(1), "a", t0, "file")])
+                         [(UploadLease(uid(1), "a", t0, "file"), True)])
         self.assertEqual((await self.registry.get(uid(1))).status, "killed")
         self.assertEqual(await self.registry.killAbandonedUploads(later), [])
 
@@ -131,29 +131,116 @@ class RegistryTestsMixin:
         later = t0 + datetime.timedelta(seconds=60)
         self.assertEqual(await self.registry.renewUploads("a", later), 2)
         killed = await self.registry.killAbandonedUploads(t0 + datetime.timedelta(seconds=30))
-        self.assertEqual([lease.image_id for lease in killed], [uid(2)])
+        self.assertEqual([(lease.image_id, k) for lease, k in killed], [(uid(2), True)])
         self.assertEqual([(await self.registry.get(uid(n))).status for n in (1, 2, 3)],
                          ["saving", "killed", "saving"])
 
     @async_test
     async def test_leavingSavingEndsTheLease(self):
         """
-        An upload that ended (active, killed) or an image deleted while
-        saving holds no lease any more, so nothing kills or touches it
-        later; and a saving image with no lease (left by a version before
-        leases) is not killed either.
+        An upload that ended (active, killed) holds no lease any more, so
+        nothing kills or touches it later; and a saving image with no lease
+        (left by a version before leases) is not killed either.
         """
         t0 = datetime.datetime(2030, 1, 1)
         await self.saving(1, "a", t0)
         await self.registry.update(uid(1), {"status": "active"}, expectStatus=["saving"])
-        await self.saving(2, "a", t0)
-        await self.registry.delete(uid(2))
         await self.make(3, status="saving")
         much = t0 + datetime.timedelta(days=1)
         self.assertEqual(await self.registry.killAbandonedUploads(much), [])
         self.assertEqual(await self.registry.renewUploads("a", much), 0)
         self.assertEqual((await self.registry.get(uid(1))).status, "active")
         self.assertEqual((await self.registry.get(uid(3))).status, "saving")
+
+    @async_test
+    async def test_deletingKeepsTheUploadsLease(self):
+        """
+        An image deleted while its bytes arrive keeps its upload's lease:
+        the upload ends it (L{Registry.endUpload}), or, if its process
+        died, the reaper ends it, without killing the deleted image, so
+        that what the upload stored is removed.
+        """
+        t0 = datetime.datetime(2030, 1, 1)
+        await self.saving(1, "a", t0)
+        await self.saving(2, "a", t0)
+        await self.registry.delete(uid(1))
+        await self.registry.delete(uid(2))
+        await self.registry.endUpload(uid(2), "b")
+        await self.registry.endUpload(uid(2), "a")
+        much = t0 + datetime.timedelta(days=1)
+        self.assertEqual(await self.registry.killAbandonedUploads(much),
+                         [(UploadLease(uid(1), "a", t0, "file"), False)])
+        self.assertEqual(await self.registry.killAbandonedUploads(much), [])
+        self.assertEqual((await self.registry.get(uid(1), includeDeleted=True)).status,
+                         "deleted")
+
+    @async_test
+    async def test_deleteDecidesFromTheLocationItFinds(self):
+        """
+        A delayed delete sends an image with bytes to pending_delete and
+        one without to deleted, judged in the deleting statement itself;
+        the location comes back from the same transaction.
+        """
+        await self.make(1)
+        await self.make(2)
+        await self.registry.update(uid(2), {"status": "active", "size": 1},
+                                   location="file:///there/2")
+        one, none = await self.registry.delete(uid(1), delayed=True)
+        two, where = await self.registry.delete(uid(2), delayed=True)
+        self.assertEqual((one.status, none), ("deleted", None))
+        self.assertEqual((two.status, where), ("pending_delete", "file:///there/2"))
+
+    @async_test
+    async def test_protectedImageIsNotDeleted(self):
+        await self.make(1)
+        await self.registry.update(uid(1), {"protected": True})
+        with self.assertRaises(Protected):
+            await self.registry.delete(uid(1))
+        self.assertFalse((await self.registry.get(uid(1))).deleted)
+        with self.assertRaises(NotFound):
+            await self.registry.delete(uid(9))
+
+    @async_test
+    async def test_propertyQuotaCountedInTheTransaction(self):
+        await self.make(1, properties={"a": "1", "b": "2"})
+        with self.assertRaises(QuotaExceeded):
+            await self.registry.update(uid(1), {"name": "x"}, {"c": "3"},
+                                       purgeProperties=False, propertyQuota=2)
+        image = await self.registry.get(uid(1))
+        self.assertEqual((dict(image.properties), image.name), ({"a": "1", "b": "2"}, "img1"))
+        await self.registry.update(uid(1), {}, {"a": "9"}, purgeProperties=False,
+                                   propertyQuota=2)
+
+    @async_test
+    async def test_activationNeedsBothFormats(self):
+        await self.make(1, status="queued", disk_format="raw", container_format="bare")
+        await self.registry.update(uid(1), {"disk_format": None})
+        with self.assertRaises(Conflict) as e:
+            await self.registry.update(uid(1), {"status": "saving"}, expectStatus=["queued"],
+                                       requireFormats=True)
+        self.assertEqual(e.exception.current.status, "queued")
+        await self.registry.update(uid(1), {"status": "saving", "disk_format": "raw"},
+                                   expectStatus=["queued"], requireFormats=True)
+        with self.assertRaises(Conflict):
+            await self.registry.update(uid(1), {"status": "active", "container_format": None},
+                                       expectStatus=["saving"], requireFormats=True)
+
+    @async_test
+    async def test_deletedMarkerIsNoMarker(self):
+        """
+        A marker deleted after the service checked it is unknown, as it
+        would have been a moment before, not a key to start a page from
+        (a deleted image's status and update time changed): unless the
+        list shows deleted images.
+        """
+        for n in range(1, 4):
+            await self.make(n)
+        await self.registry.delete(uid(2))
+        for key in ("status", "updated_at", "created_at"):
+            with self.assertRaises(NotFound):
+                await self.registry.list(ListQuery(marker=uid(2), sort_key=key))
+        since = datetime.datetime(2000, 1, 1)
+        await self.registry.list(ListQuery(marker=uid(2), changes_since=since))
 
     @async_test
     async def test_purgeProperties(self):
@@ -167,7 +254,8 @@ class RegistryTestsMixin:
     @async_test
     async def test_softDelete(self):
         await self.make(1, properties={"a": "1"})
-        deleted = await self.registry.delete(uid(1))
+        deleted, location = await self.registry.delete(uid(1))
+        self.assertIsNone(location)
         self.assertTrue(deleted.deleted)
         self.assertIsNotNone(deleted.deleted_at)
         self.assertEqual(deleted.status, "deleted")

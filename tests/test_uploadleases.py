@@ -29,6 +29,8 @@ class UploadLeasesTests(SynchronousTestCase):
     def test_takeWritesHolderExpiryAndStore(self):
         self.assertEqual(self.leases.take("img", "s3"),
                          UploadLease("img", "me", datetime.datetime(2030, 1, 1, 0, 0, 30), "s3"))
+        self.assertEqual(self.leases.held, 0)
+        self.leases.hold("img")
         self.assertEqual(self.leases.held, 1)
 
     def test_renewsOnlyWhileHolding(self):
@@ -38,8 +40,8 @@ class UploadLeasesTests(SynchronousTestCase):
         """
         self.successResultOf(self.leases.renew())
         self.assertEqual(self.registry.renewals, [])
-        self.leases.take("a", "file")
-        self.leases.take("b", "file")
+        self.leases.hold("a")
+        self.leases.hold("b")
         self.now += datetime.timedelta(seconds=10)
         self.successResultOf(self.leases.renew())
         self.assertEqual(self.registry.renewals,

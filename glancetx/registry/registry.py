@@ -16,7 +16,8 @@ from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequ
 import attr
 import sqlalchemy
 from alchimia import TWISTED_STRATEGY
-from sqlalchemy import Integer, and_, bindparam, exists, func, literal_column, or_, select
+from sqlalchemy import (Integer, and_, bindparam, case, exists, false, func, literal_column,
+                        or_, select)
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.logger import Logger
@@ -62,6 +63,18 @@ class Conflict(Exception):
     """
     A unique key is taken (an image id that exists) or the row was not in
     the state the conditional update required.
+
+    @ivar current: the image as it is now, for the second case.
+    """
+
+    def __init__(self, message: str, current: Optional["ImageRecord"] = None) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+class Protected(Exception):
+    """
+    The image is protected, so it cannot be deleted.
     """
 
 
@@ -237,6 +250,9 @@ _INSERT_MEMBER = image_members.insert()
 _LOCATION = select([images.c.location]).where(images.c.id == bindparam("id"))
 _TAKE_LEASE = image_uploads.insert()
 _END_LEASE = image_uploads.delete().where(image_uploads.c.image_id == bindparam("id"))
+_END_HOLDERS_LEASE = image_uploads.delete().where(and_(
+    image_uploads.c.image_id == bindparam("id"),
+    image_uploads.c.holder == bindparam("lease_holder")))
 _RENEW_LEASES = image_uploads.update().where(
     image_uploads.c.holder == bindparam("lease_holder")).values(
     expires_at=bindparam("new_expiry", type_=image_uploads.c.expires_at.type))
@@ -394,8 +410,12 @@ class _ListShape:
 
 
 @functools.lru_cache(maxsize=256)
-def _markerStatement(sortKey: str, visibility: Optional[bool]):
+def _markerStatement(sortKey: str, visibility: Optional[bool], includeDeleted: bool):
     cond = [images.c.id == bindparam("marker")]
+    if not includeDeleted:
+        # Deleted since the service checked it, its sort key may have
+        # changed (status, updated_at): the page would start elsewhere.
+        cond.append(images.c.deleted == False)  # noqa: E712
     if visibility is not None:
         cond.append(_visibility(visibility))
     return select([SORT_KEYS[sortKey].label("k"), images.c.id]).where(and_(*cond))
@@ -608,7 +628,9 @@ class Registry:
                      purgeProperties: bool = False,
                      expectStatus: Optional[Iterable[str]] = None,
                      location: Any = attr.NOTHING,
-                     lease: Optional["UploadLease"] = None) -> ImageRecord:
+                     lease: Optional["UploadLease"] = None,
+                     requireFormats: bool = False,
+                     propertyQuota: Optional[int] = None) -> ImageRecord:
         """
         Change an image's fields and properties in one transaction.
 
@@ -619,6 +641,13 @@ class Registry:
             the complete new set (others are removed).
         @param lease: the upload lease to take with this change (to
             C{saving}).  A change to any other status ends the image's lease.
+        @param requireFormats: the update happens only if the image then
+            has both formats (one that is becoming C{active}); otherwise
+            L{Conflict}.
+        @param propertyQuota: the most live properties the image may have
+            after the change, counted in the same transaction (another
+            update may have added some since the caller looked); otherwise
+            L{QuotaExceeded}.
         """
         now = _now()
         row = dict(values)
@@ -631,11 +660,17 @@ class Registry:
             cond = and_(images.c.id == imageId, images.c.deleted == False)  # noqa: E712
             if expectStatus is not None:
                 cond = and_(cond, images.c.status.in_(list(expectStatus)))
+            if requireFormats:
+                for name in ("disk_format", "container_format"):
+                    if name not in row:
+                        cond = and_(cond, images.c[name].isnot(None))
+                    elif row[name] is None:
+                        cond = and_(cond, false())
             result = sqlconn.execute(images.update().where(cond).values(**row))
             if result.rowcount == 0:
                 # Tell a missing image from one in the wrong state.
-                _getImage(sqlconn, imageId)
-                raise Conflict("image is not in a state that allows this")
+                raise Conflict("image is not in a state that allows this",
+                               _getImage(sqlconn, imageId))
             # Leaving saving ends a lease, and an image enters it only once
             # (from queued), so a lease being taken finds no row before it.
             if endsLease:
@@ -645,7 +680,10 @@ class Registry:
                                 expires_at=lease.expires_at, store=lease.store)
             if properties is not None:
                 self._setProperties(sqlconn, imageId, properties, purgeProperties, now)
-            return _getImage(sqlconn, imageId)
+            image = _getImage(sqlconn, imageId)
+            if propertyQuota is not None and len(image.properties) > propertyQuota:
+                raise QuotaExceeded(len(image.properties))
+            return image
         return await self._run(work)
 
     @staticmethod
@@ -672,24 +710,38 @@ class Registry:
                 _insertProperties(sqlconn, imageId, {name: value}, now)
 
     @fromCoroutine
-    async def delete(self, imageId: str, status: str = "deleted") -> ImageRecord:
+    async def delete(self, imageId: str,
+                     delayed: bool = False) -> Tuple[ImageRecord, Optional[str]]:
         """
-        Soft-delete an image with its properties and members.
+        Soft-delete an unprotected image with its properties and members.
+        Returns it and the location of its bytes as they were when it was
+        deleted: an upload that became active a moment before left one.
+
+        @param delayed: an image with bytes goes to C{pending_delete}, for
+            the scrubber, rather than to C{deleted}.
+        @raise Protected: the image is protected.
         """
         now = _now()
+        status = (case([(images.c.location.isnot(None), "pending_delete")], else_="deleted")
+                  if delayed else "deleted")
 
         def work(sqlconn):
             result = sqlconn.execute(images.update().where(and_(
-                images.c.id == imageId, images.c.deleted == False)).values(  # noqa: E712
+                images.c.id == imageId, images.c.deleted == False,  # noqa: E712
+                images.c.protected == False)).values(  # noqa: E712
                 deleted=True, deleted_at=now, updated_at=now, status=status))
             if result.rowcount == 0:
+                if _getImage(sqlconn, imageId).protected:
+                    raise Protected(imageId)
                 raise NotFound(imageId)
             for table in (image_properties, image_members):
                 sqlconn.execute(table.update().where(and_(
                     table.c.image_id == imageId, table.c.deleted == False)).values(  # noqa: E712
                     deleted=True, deleted_at=now))
-            sqlconn.execute(_END_LEASE, id=imageId)
-            return _getImage(sqlconn, imageId, includeDeleted=True)
+            # An upload's lease stays: the upload ends it, or, if its
+            # process died, the reaper, which removes what it stored.
+            location = sqlconn.execute(_LOCATION, id=imageId).scalar()
+            return _getImage(sqlconn, imageId, includeDeleted=True), location
         return await self._run(work)
 
     @fromCoroutine
@@ -736,27 +788,40 @@ class Registry:
         return await self._run(work)
 
     @fromCoroutine
-    async def killAbandonedUploads(self, now: datetime.datetime,
-                                   limit: int = 100) -> List["UploadLease"]:
+    async def endUpload(self, imageId: str, holder: str) -> None:
         """
-        Kill the images in C{saving} whose upload lease ran out before
-        C{now}: their process stopped renewing it, so it died.  Each is a
-        conditional UPDATE on the lease's expiry, so a lease renewed
-        meanwhile keeps its image, and of several processes reaping at once
-        only one kills each image.  Returns the leases of the images this
-        call killed: at most C{limit}, and none for 0 (the query then only
+        End C{holder}'s lease on C{imageId}, if it still has one: its upload
+        is over and left nothing to remove (the image was deleted while its
+        bytes arrived, so no status change ended the lease).
+        """
+        def work(sqlconn):
+            sqlconn.execute(_END_HOLDERS_LEASE, id=imageId, lease_holder=holder)
+        await self._run(work)
+
+    @fromCoroutine
+    async def killAbandonedUploads(self, now: datetime.datetime,
+                                   limit: int = 100) -> List[Tuple["UploadLease", bool]]:
+        """
+        End the upload leases that ran out before C{now}, and kill their
+        images still in C{saving}: their process stopped renewing them, so
+        it died.  Each is a conditional statement on the lease's expiry, so
+        a lease renewed meanwhile keeps its image, and of several processes
+        reaping at once only one ends each lease.  Returns each lease this
+        call ended, with whether it killed its image (not if the image was
+        deleted meanwhile): whoever ends a lease removes what its upload
+        stored.  At most C{limit}, and none for 0 (the query then only
         shows that the database answers).
         """
         def work(sqlconn):
             expired = [UploadLease(*r) for r in sqlconn.execute(_EXPIRED_LEASES, now=now,
                                                                 limit=limit)]
-            killed = []
+            ended = []
             for lease in expired:
-                result = sqlconn.execute(_KILL_ABANDONED, image_id=lease.image_id, now=now)
-                sqlconn.execute(_END_EXPIRED_LEASE, id=lease.image_id, now=now)
-                if result.rowcount == 1:
-                    killed.append(lease)
-            return killed
+                killed = sqlconn.execute(_KILL_ABANDONED, image_id=lease.image_id, now=now)
+                if sqlconn.execute(_END_EXPIRED_LEASE, id=lease.image_id,
+                                   now=now).rowcount == 1:
+                    ended.append((lease, killed.rowcount == 1))
+            return ended
         return await self._run(work)
 
     # -- lists ------------------------------------------------------------
@@ -790,7 +855,8 @@ class Registry:
                 if shape.visibility:
                     markerParams["tenant"] = query.visible_to
                 marker = sqlconn.execute(
-                    _markerStatement(shape.sort_key, shape.visibility), markerParams).first()
+                    _markerStatement(shape.sort_key, shape.visibility, shape.changes_since),
+                    markerParams).first()
                 if marker is None:
                     raise NotFound(query.marker)
                 params["mkey"], params["mid"] = marker[0], marker[1]
