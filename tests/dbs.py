@@ -99,3 +99,36 @@ def rabbitURL(testCase) -> str:
     if allowed.returncode:
         raise AssertionError("rabbitmqctl set_permissions: " + (allowed.stderr or allowed.stdout))
     return "rabbit://guest:guest@127.0.0.1:5672/" + name
+
+
+def endConnections(url: str) -> int:
+    """
+    End, from the server's side, every connection to C{url}'s database
+    (as a restart of the server, or its idle timeout, would).  Returns
+    how many it ended.
+    """
+    name = url.rsplit("/", 1)[1].split("?")[0]
+    if url.startswith("postgresql"):
+        import psycopg2
+        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres",
+                                 dbname="postgres", connect_timeout=5)
+        admin.autocommit = True
+        try:
+            with admin.cursor() as c:
+                c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                          " WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+                return c.rowcount
+        finally:
+            admin.close()
+    import pymysql
+    admin = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="",
+                            connect_timeout=5, autocommit=True)
+    try:
+        with admin.cursor() as c:
+            c.execute("SELECT id FROM information_schema.processlist WHERE db = %s", (name,))
+            ids = [row[0] for row in c.fetchall()]
+            for i in ids:
+                c.execute("KILL %d" % (i,))
+            return len(ids)
+    finally:
+        admin.close()

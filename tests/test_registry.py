@@ -11,7 +11,8 @@ from twisted.trial.unittest import TestCase
 
 from glancetx.registry import migrate
 from glancetx.registry.registry import (Conflict, ListQuery, NotFound, Protected, QuotaExceeded,
-                                        Registry, UploadLease)
+                                        Registry, RegistryError, Unreachable,
+                                        UploadLease)
 from tests import dbs
 
 
@@ -243,6 +244,21 @@ class RegistryTestsMixin:
         await self.registry.list(ListQuery(marker=uid(2), changes_since=since))
 
     @async_test
+    async def test_errorsCarryNoParameters(self):
+        """
+        A failed statement's parameters, which may hold a location's
+        credentials, are not in its error's text, which is logged.
+        """
+        from glancetx.registry.schema import images
+        with self.assertRaises((RegistryError, Unreachable)) as e:
+            await self.registry._run(lambda c: c.execute(images.insert(), {
+                "id": uid(1), "location": "swift://user:SECRET@h/c/o"}))
+        self.assertNotIn("SECRET", repr(e.exception.args))
+        # Nor is the original shown beside it in a traceback.
+        self.assertTrue(e.exception.__suppress_context__)
+        self.assertIsNone(e.exception.__cause__)
+
+    @async_test
     async def test_purgeProperties(self):
         await self.make(1, properties={"a": "1", "b": "2"})
         await self.registry.update(uid(1), {}, {"b": "3", "c": "4"}, purgeProperties=True)
@@ -461,6 +477,30 @@ class RowLockTestsMixin:
     """
 
     @async_test
+    async def test_lostConnectionsAreReplaced(self):
+        """
+        The database ended every connection (a restart, idle connections
+        ended): reads and writes each run again on a new connection, and
+        none fails.
+        """
+        from twisted.internet.defer import gatherResults
+        await self.make(1)
+        # Every pooled connection open, then ended by the server.
+        await gatherResults([self.registry.list(ListQuery()) for _ in range(8)])
+        self.assertGreater(self.endConnections(), 1)
+        for n in range(2, 6):
+            await self.make(n)
+            await self.registry.update(uid(n), {"min_ram": n}, {"k": "v"})
+        self.assertEqual(len(await self.registry.list(ListQuery(limit=100))), 5)
+
+    @async_test
+    async def test_unreachableDatabase(self):
+        registry = Registry(self.deadURL, reactor)
+        self.addCleanup(registry.close)
+        with self.assertRaises(Unreachable):
+            await registry.list(ListQuery())
+
+    @async_test
     async def test_deadlockVictimRunsAgain(self):
         """
         Two transactions that lock two images in opposite orders deadlock;
@@ -500,13 +540,25 @@ class SQLiteRegistryTests(RegistryTestsMixin, TestCase):
 
 
 class PostgreSQLRegistryTests(RowLockTestsMixin, RegistryTestsMixin, TestCase):
+    deadURL = "postgresql://postgres@127.0.0.1:1/nothing"
+
     def makeURL(self):
-        return dbs.postgresURL(self)
+        self.url = dbs.postgresURL(self)
+        return self.url
+
+    def endConnections(self) -> int:
+        return dbs.endConnections(self.url)
 
 
 class MySQLRegistryTests(RowLockTestsMixin, RegistryTestsMixin, TestCase):
+    deadURL = "mysql+pymysql://root@127.0.0.1:1/nothing"
+
     def makeURL(self):
-        return dbs.mysqlURL(self)
+        self.url = dbs.mysqlURL(self)
+        return self.url
+
+    def endConnections(self) -> int:
+        return dbs.endConnections(self.url)
 
 
 class AlchimiaPinTests(TestCase):

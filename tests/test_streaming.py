@@ -482,3 +482,32 @@ class ThreadedMD5Tests(SynchronousTestCase):
         runJob(jobs)
         self.assertEqual(self.successResultOf(digest),
                          hashlib.md5(piece * 4 + b"end").hexdigest())
+
+
+class UnreachableRegistryTests(SynchronousTestCase):
+    def test_503WithTheCodeOnlyInTheLog(self):
+        """
+        A database that cannot be reached is the client's 503, and the log
+        says only its error code: no 500, no traceback.
+        """
+        from twisted.internet.defer import fail
+        from twisted.logger import globalLogPublisher
+
+        from glancetx.registry.registry import Unreachable
+
+        class Down(StoreLikeService):
+            def list(self, ctx, query):
+                return fail(Unreachable(2003))
+
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        site = GlanceSite(GlanceAPI(Down(RecordingConsumer()), Config()), Clock())
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"GET /v1/images HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertIn(b"HTTP/1.1 503 ", transport.value())
+        self.assertIn(b"The image registry is unavailable", transport.value())
+        self.assertEqual([e.get("code") for e in logged if "log_failure" in e], [])
+        self.assertIn(2003, [e.get("code") for e in logged])

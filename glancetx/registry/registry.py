@@ -18,7 +18,7 @@ import sqlalchemy
 from alchimia import TWISTED_STRATEGY
 from sqlalchemy import (Integer, and_, bindparam, case, exists, false, func, literal_column,
                         or_, select)
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.logger import Logger
 
@@ -70,6 +70,20 @@ class Conflict(Exception):
     def __init__(self, message: str, current: Optional["ImageRecord"] = None) -> None:
         super().__init__(message)
         self.current = current
+
+
+class Unreachable(Exception):
+    """
+    The database could not be reached, lost the connection, or refused the
+    work for a reason of its own; trying again later may succeed.
+    """
+
+
+class RegistryError(Exception):
+    """
+    The database refused a statement (a bug, or a schema out of date).  It
+    keeps only the error's class, code and statement.
+    """
 
 
 class Protected(Exception):
@@ -191,6 +205,10 @@ class _ConnectionPool:
             self._all.append(conn)
             return conn
         return await self._idle.get()
+
+    @property
+    def size(self) -> int:
+        return self._size
 
     def release(self, conn, broken: bool = False) -> None:
         if broken:
@@ -325,6 +343,19 @@ def _lockImage(sqlconn, imageId: str) -> None:
 #: deadlock (40P01) and serialization failure (40001).  Rare with the
 #: image row lock, but a database may still pick a victim.
 TRANSACTION_ATTEMPTS = 5
+
+
+def _code(error: DBAPIError) -> Any:
+    """
+    A database error's code, which is all of it that is logged.
+    """
+    pgcode = getattr(error.orig, "pgcode", None)
+    if pgcode:
+        return pgcode
+    args = getattr(error.orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0]
+    return type(error.orig).__name__
 
 
 def _isTransient(error: DBAPIError) -> bool:
@@ -509,6 +540,10 @@ class Registry:
         self._engine = sqlalchemy.create_engine(
             url, strategy=TWISTED_STRATEGY, reactor=reactor, **kwargs
         )
+        # A failed statement's parameters (a location, with its
+        # credentials) stay out of its error's text, and so out of logs.
+        # (alchimia's engine does not pass the flag on to create_engine.)
+        self._engine._engine.hide_parameters = True
         if sqlite:
             sqlalchemy.event.listen(self._engine._engine, "connect", _sqliteTuning)
         self._pool = _ConnectionPool(self._engine, poolSize or 4)
@@ -527,8 +562,51 @@ class Registry:
         """
         One unit of work on a pooled connection, in one transaction (or in
         autocommit for single reads), in one trip to its thread.
+
+        A transaction the database rolled back (deadlock, serialization
+        failure) runs again; so does work whose connection was lost before
+        anything was committed (the database restarted, or ended idle
+        connections), on another connection.
+
+        @raise Unreachable: the database cannot be reached, or failed the
+            work for a reason of its own (not the work's).
         """
-        conn = await self._pool.acquire()
+        attempt = 1
+        lost = 0
+        while True:
+            try:
+                conn = await self._pool.acquire()
+            except DBAPIError as e:
+                raise Unreachable(_code(e)) from None
+            broken = False
+            try:
+                return await runOnConnection(conn, self._job(conn, work, transaction))
+            except DBAPIError as e:
+                broken = bool(e.connection_invalidated)
+                if broken and getattr(e, "glancetxUncommitted", not transaction) \
+                        and lost < self._pool.size:
+                    lost += 1
+                    self.log.info("database connection lost; running the work again on"
+                                  " another ({code})", code=_code(e))
+                    continue
+                if (not broken and transaction and attempt < TRANSACTION_ATTEMPTS
+                        and _isTransient(e)):
+                    # The code only: a statement's parameters may hold a
+                    # location's credentials.
+                    self.log.info("transaction rolled back by the database ({code}); "
+                                  "running it again", code=_code(e))
+                    attempt += 1
+                    continue
+                if broken or isinstance(e, (OperationalError, InterfaceError)):
+                    raise Unreachable(_code(e)) from None
+                # The database's own text may quote the values (PostgreSQL's
+                # "Failing row contains", with a location's credentials).
+                raise RegistryError("%s (%s) in: %s" % (
+                    type(e.orig).__name__, _code(e), e.statement)) from None
+            finally:
+                self._pool.release(conn, broken=broken)
+
+    def _job(self, conn, work: Callable[[Any], T], transaction: bool) -> Callable[[Any], T]:
         cache = self._compiled
         reloadStats = (self._sqlite
                        and self._statsSeen.get(id(conn), 0) != self._statsGeneration)
@@ -538,30 +616,16 @@ class Registry:
             if reloadStats:
                 sqlconn.execute("ANALYZE sqlite_schema")
             sqlconn = sqlconn.execution_options(compiled_cache=cache)
-            if transaction:
-                with sqlconn.begin():
-                    return work(sqlconn)
-            return work(sqlconn)
-
-        broken = False
-        attempt = 1
-        try:
-            while True:
+            if not transaction:
+                return work(sqlconn)
+            with sqlconn.begin():
                 try:
-                    return await runOnConnection(conn, job)
+                    return work(sqlconn)
                 except DBAPIError as e:
-                    broken = bool(e.connection_invalidated)
-                    if (broken or not transaction or attempt >= TRANSACTION_ATTEMPTS
-                            or not _isTransient(e)):
-                        raise
-                    # The code only: a statement's parameters may hold a
-                    # location's credentials.
-                    self.log.info("transaction rolled back by the database ({code}); "
-                                  "running it again", code=getattr(e.orig, "pgcode", None)
-                                  or getattr(e.orig, "args", ("?",))[0])
-                    attempt += 1
-        finally:
-            self._pool.release(conn, broken=broken)
+                    # Failed before its commit: nothing of it was kept.
+                    e.glancetxUncommitted = True
+                    raise
+        return job
 
     @fromCoroutine
     async def optimize(self) -> None:

@@ -20,7 +20,7 @@ from werkzeug.routing import BaseConverter
 from glancetx import errors
 from glancetx.asyncutil import shield
 from glancetx.auth import NoAuth
-from glancetx.registry.registry import ListQuery
+from glancetx.registry.registry import ListQuery, Unreachable
 from glancetx.web import headers as hdrs
 from glancetx.web.sendfile import sendfilePath
 
@@ -157,6 +157,12 @@ class GlanceAPI:
     @app.handle_errors(HTTPException)
     def otherHTTPError(self, request, failure):
         return self._error(request, failure.value.code or 400, "Bad request")
+
+    @app.handle_errors(Unreachable)
+    def registryUnreachable(self, request, failure):
+        self.log.warn("the database failed answering {method} {path}: {code}",
+                      method=request.method, path=request.path, code=failure.value.args[0])
+        return self._error(request, 503, "The image registry is unavailable; try again later.")
 
     @app.handle_errors(CancelledError)
     def cancelled(self, request, failure):
