@@ -304,6 +304,9 @@ class APITests(APITestsMixin, TestCase):
                            ("/v1/images?sort_key=evil", 400), ("/v1/images?sort_dir=up", 400),
                            ("/v1/images?marker=nope", 400), ("/v1/images?size_min=x", 400),
                            ("/v1/images/detail?changes-since=yesterday", 400),
+                           ("/v1/images?changes-since=9999-12-31T23:59:59-23:59", 400),
+                           ("/v1/images/detail?changes-since=0001-01-01T00:00:00%2B23:59",
+                            400),
                            ("/v1/images/detail?protected=perhaps", 400),
                            ("/v1/images/" + "f" * 300, 404),
                            ("/v1/images/%ff%fe", 400)]:
@@ -316,6 +319,15 @@ class APITests(APITestsMixin, TestCase):
         self.assertIn("GET", resp.headers.getRawHeaders("allow")[0])
         resp, body = await self.request("PUT", "/v1/images/x/members", {}, b"{not json")
         self.assertEqual(resp.code, 400)
+        image = await self.create()
+        for data in (b"[" * 100000 + b"]" * 100000,
+                     b'{"memberships": [{"member_id": "\\ud800", "can_share": false}]}'):
+            resp, body = await self.request("PUT", "/v1/images/%s/members" % (image["id"],),
+                                            {}, data)
+            self.assertEqual(resp.code, 400, (data[:80], body))
+        resp, body = await self.request("POST", "/v1/images", {
+            "x-image-meta-location": "http://" + "a" * 70 + ".com/x"})
+        self.assertEqual(resp.code, 400, body)
         resp, body = await self.request("GET", "/v1/images", {"Accept": "application/json"})
         self.assertEqual(resp.code, 200)
         resp, body = await self.request("GET", "/v1/images?limit=x",

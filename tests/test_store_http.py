@@ -223,6 +223,14 @@ class HTTPStoreTests(TestCase):
         self.failureResultOf(self.store.get("file:///etc/passwd"), BadLocation)
         self.failureResultOf(self.store.get_size("http:///nohost"), BadLocation)
 
+    def test_hostNameIDNACannotEncode(self):
+        """
+        A host name that has no ASCII form (a label over 63 characters, an
+        empty label, a NUL) is not a location, not an unexpected error.
+        """
+        for host in ("a" * 70 + ".com", "\u00e9\u00e9..com", "a\x00b.com", "a%00b.com"):
+            self.failureResultOf(self.store.get_size("http://%s/x" % (host,)), BadLocation)
+
     async def roundTrip(self, path, store=None):
         store = store or self.store
         url = self.base + path

@@ -86,6 +86,12 @@ def _parseLocation(location: str) -> _Target:
 def _checked(url: EncodedURL) -> EncodedURL:
     if url.scheme not in ("http", "https") or not url.host:
         raise BadLocation("not an http location")
+    try:
+        # As treq will put it on the wire: a host name IDNA cannot encode
+        # (a label over 63 characters, an empty label, a NUL) fails here.
+        url.to_uri()
+    except (ValueError, UnicodeError):
+        raise BadLocation("not an http location: its host name cannot be encoded")
     return url.replace(userinfo="", fragment="")
 
 

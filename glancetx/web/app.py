@@ -7,6 +7,7 @@ unexpected is a bare 500 to the client and a logged failure here.
 """
 
 import json
+import re
 from typing import Any, Dict, Optional
 
 from klein import Klein
@@ -54,6 +55,8 @@ class ImageIdConverter(BaseConverter):
     def to_python(self, value: str) -> str:
         return value.lower()
 
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: Answers are trees of dicts and lists built here, never cyclic.  Not
 #: checking for cycles (a dict entry per container, 26 for a list page of
@@ -327,7 +330,8 @@ class GlanceAPI:
             return None
         try:
             return json.loads(request.smallBody.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            # RecursionError: arrays nested deeper than the parser goes.
             raise errors.BadRequest("Malformed JSON in request body")
 
     @app.route("/v1/images/<image:imageId>/members", methods=["GET"])
@@ -350,6 +354,9 @@ class GlanceAPI:
                 raise errors.BadRequest("Each membership needs a member_id string")
             if "\0" in entry["member_id"]:
                 raise errors.BadRequest("member_id must not contain NUL characters")
+            if _SURROGATE.search(entry["member_id"]):
+                # JSON's "\ud800" alone: no UTF-8 for the database.
+                raise errors.BadRequest("member_id must be valid Unicode text")
             canShare = entry.get("can_share", False)
             if not isinstance(canShare, bool):
                 raise errors.BadRequest("can_share must be true or false")

@@ -264,5 +264,9 @@ def parseTime(name: str, value: str) -> datetime.datetime:
     except ValueError:
         raise errors.BadRequest("Unrecognized changes-since value %r" % (value,))
     if t.tzinfo is not None:
-        t = t.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        try:
+            t = t.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        except OverflowError:
+            # 9999-12-31T23:59-23:59 is after the last UTC time there is.
+            raise errors.BadRequest("Unrecognized changes-since value %r" % (value,))
     return t
