@@ -309,6 +309,29 @@ class MalformedRequestTests(SynchronousTestCase):
         channel.dataReceived(b"GET\r\n")
         self.assertRefused(transport, b"400 Bad Request", b"Malformed HTTP request.\n")
 
+    def test_identityCodingRefused(self):
+        """
+        "Transfer-Encoding: identity" frames no body: the bytes after the
+        head are not read as the next request (a DELETE, here).
+        """
+        for framing in (b"", b"Content-Length: 5\r\n"):
+            channel, transport = self.connect()
+            channel.dataReceived(
+                b"POST /v1/images HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: identity\r\n"
+                + framing + b"\r\nDELETE /v1/images/x HTTP/1.1\r\nHost: h\r\n\r\n")
+            self.assertRefused(transport, b"400 Bad Request", b"Malformed HTTP request.\n")
+
+    def test_methodsAreCaseSensitive(self):
+        """
+        "post" is not POST: refused, rather than run as a POST that read
+        its body as no upload and dropped it.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"post /v1/images HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
+                             b"x-image-meta-name: x\r\n\r\nhello")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 501 "), transport.value())
+        self.assertIn(b"methods are case-sensitive", transport.value())
+
     def test_oneAnswerWhenRefusedBeforeDispatch(self):
         """
         A body that breaks in the same read as its headers is refused

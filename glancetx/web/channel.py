@@ -69,6 +69,11 @@ class GlanceChannel(http.HTTPChannel):
         its decoder here, by name; setup.py bounds Twisted's version, and
         the tests check this is still the place.)
         """
+        if header == b"Transfer-Encoding" and data.strip().lower() == b"identity":
+            # twisted.web takes "identity" as no coding at all, and the body
+            # as the next request; RFC 9112 6.1: a request whose final
+            # coding is not chunked is a 400, and the connection closes.
+            return self._failChooseTransferDecoder()
         chosen = super()._maybeChooseTransferDecoder(header, data)
         decoder = self._transferDecoder
         if type(decoder) is http._ChunkedTransferDecoder:

@@ -462,10 +462,15 @@ class StreamingRequest(server.Request):
             return self._refusePath(_BAD_PATH)
         if b"\0" in path:
             return self._refusePath(_NUL_PATH)
+        if not self.method.isupper():
+            # Methods are case-sensitive (RFC 9110 9.1), and "post" is none
+            # of ours: the router, which upper-cases them, would run it as
+            # a POST, without the body this request read as no upload.
+            return self._refusePath(_UNKNOWN_METHOD, 501)
         super().process()
 
-    def _refusePath(self, message: bytes) -> None:
-        self.setResponseCode(400)
+    def _refusePath(self, message: bytes, code: int = 400) -> None:
+        self.setResponseCode(code)
         self.setHeader(b"content-type", b"text/plain; charset=UTF-8")
         self.setHeader(b"content-length", b"%d" % (len(message),))
         self.write(message)
@@ -554,3 +559,4 @@ class StreamingRequest(server.Request):
 
 _BAD_PATH = b"The request path is not valid UTF-8.\n"
 _NUL_PATH = b"The request path must not contain NUL characters.\n"
+_UNKNOWN_METHOD = b"Unknown method: methods are case-sensitive.\n"
