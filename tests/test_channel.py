@@ -309,6 +309,43 @@ class MalformedRequestTests(SynchronousTestCase):
         channel.dataReceived(b"GET\r\n")
         self.assertRefused(transport, b"400 Bad Request", b"Malformed HTTP request.\n")
 
+    def test_pipelinedAnswersWaitForTheClient(self):
+        """
+        Requests pipelined in one read are not answered while the client
+        reads no answers (the transport asked to pause), so the answers do
+        not pile up in memory; they are, in order, once it reads again.
+        """
+        from twisted.internet.defer import Deferred
+        from twisted.internet.task import Clock
+
+        from glancetx.config import Config
+        from glancetx.service import GlanceSite
+        from glancetx.web.app import GlanceAPI
+
+        pending = []
+
+        class SlowLists:
+            def list(self, ctx, query):
+                pending.append(Deferred())
+                return pending[-1]
+
+        channel = GlanceSite(GlanceAPI(SlowLists(), Config()), Clock()).buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"".join(b"GET /v1/images?name=%d HTTP/1.1\r\nHost: h\r\n\r\n"
+                                      % (i,) for i in range(4)))
+        self.assertEqual(len(pending), 1)
+        channel.pauseProducing()
+        pending[0].callback([])
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 "), 1)
+        self.assertEqual((len(pending), transport.producerState), (1, "paused"))
+        channel.resumeProducing()
+        for n in range(1, 4):
+            self.assertEqual(len(pending), n + 1)
+            pending[n].callback([])
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 "), 4)
+        self.assertEqual(transport.producerState, "producing")
+
     def test_identityCodingRefused(self):
         """
         "Transfer-Encoding: identity" frames no body: the bytes after the

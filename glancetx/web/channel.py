@@ -81,6 +81,30 @@ class GlanceChannel(http.HTTPChannel):
                                                    decoder.finishCallback)
         return chosen
 
+    #: Pipelined requests already read, not yet answered because the
+    #: client is not reading the answers.
+    _held = b""
+
+    def requestDone(self, request) -> None:
+        """
+        twisted.web answers the requests a client pipelined, once read, one
+        after another even while the client reads none of the answers,
+        which then pile up in memory (one read of 64 KiB holds a thousand
+        small requests, each of whose answers may be a large list page).
+        Until the client reads, hold them, and read no more.
+        """
+        if self._waitingForTransport and self.persistent and self._dataBuffer:
+            self._held = b"".join(self._dataBuffer)
+            self._dataBuffer = []
+            self._networkProducer.pauseProducing()
+        super().requestDone(request)
+
+    def resumeProducing(self) -> None:
+        super().resumeProducing()
+        if self._held and not self._handlingRequest and not self._waitingForTransport:
+            held, self._held = self._held, b""
+            self.dataReceived(held)
+
     def timeoutConnection(self) -> None:
         """
         An upload whose store has paused the socket is not idle: its client
