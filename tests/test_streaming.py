@@ -6,7 +6,7 @@ the socket stops being read when the store pushes back.
 
 import datetime
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -511,3 +511,55 @@ class UnreachableRegistryTests(SynchronousTestCase):
         self.assertIn(b"The image registry is unavailable", transport.value())
         self.assertEqual([e.get("code") for e in logged if "log_failure" in e], [])
         self.assertIn(2003, [e.get("code") for e in logged])
+
+
+class ClientGoneDuringDownloadTests(SynchronousTestCase):
+    def test_noTracebackWhenTheClientHangsUp(self):
+        """
+        A client that hangs up while its download streams through a
+        producer (no sendfile: TLS, or the sendfile threads all busy) ends
+        the download quietly: the request has no channel any more, and
+        nothing may reach for it.
+        """
+        from twisted.logger import globalLogPublisher
+        from twisted.python.failure import Failure
+
+        class Stalled:
+            length = 10
+            done = None
+
+            def startProducing(self, consumer):
+                consumer.write(b"abc")
+                self.done = Deferred()
+                return self.done
+
+            def stopProducing(self):
+                if self.done is not None and not self.done.called:
+                    self.done.errback(ConnectionError("the consumer went away"))
+
+            def pauseProducing(self):
+                pass
+
+            def resumeProducing(self):
+                pass
+
+        producer = Stalled()
+
+        class Download(StoreLikeService):
+            def download(self, ctx, imageId):
+                return succeed((record(size=10), producer))
+
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        channel = GlanceSite(GlanceAPI(Download(RecordingConsumer()), Config()),
+                             Clock()).buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"GET /v1/images/00000000-0000-0000-0000-000000000001 HTTP/1.1"
+                             b"\r\nHost: h\r\n\r\n")
+        self.assertIn(b"abc", transport.value())
+        channel.connectionLost(Failure(ConnectionError("reset")))
+        producer.stopProducing()
+        self.assertEqual([e for e in logged if "log_failure" in e], [])
+        self.assertEqual(self.flushLoggedErrors(), [])

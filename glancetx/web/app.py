@@ -258,11 +258,17 @@ class GlanceAPI:
                 try:
                     await producer.startProducing(request)
                 finally:
-                    request.unregisterProducer()
+                    # None once the client hung up (twisted.web lets go).
+                    if request.channel is not None:
+                        request.unregisterProducer()
         except CancelledError:
             producer.stopProducing()
             raise
         except Exception as e:
+            if request.channel is None:
+                self.log.info("download of {image_id} ended: the client hung up",
+                              image_id=imageId)
+                raise CancelledError()
             # The store ended early: never pass a short body off as whole.
             self.log.warn("download of {image_id} broke off: {error}",
                           image_id=imageId, error=repr(e))
