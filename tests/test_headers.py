@@ -55,6 +55,27 @@ class ChangesFromHeadersTests(TestCase):
         self.assertRaises(errors.BadRequest, h.changesFromHeaders,
                           [(b"x-image-meta-name", [b"\xff\xfe"])])
 
+    def test_otherHeadersNotRead(self):
+        """
+        Headers that are not Glance's are not read, so bytes that are not
+        UTF-8 in them refuse nothing.
+        """
+        c = h.changesFromHeaders([(b"User-Agent", [b"caf\xe9"]),
+                                  (b"X-Forwarded-For", [b"\xe9"]),
+                                  (b"x-image-meta-name", [b"n"])])
+        self.assertEqual(dict(c.fields), {"name": "n"})
+
+    def test_repeatedHeaders(self):
+        """
+        A field given twice with different values is refused, not decided
+        by whichever came last; the same value twice is that value.
+        """
+        for name in (b"x-image-meta-size", b"x-image-meta-name",
+                     b"x-image-meta-property-a", b"x-glance-api-copy-from"):
+            self.assertRaises(errors.BadRequest, h.changesFromHeaders, [(name, [b"1", b"2"])])
+        c = h.changesFromHeaders([(b"x-image-meta-size", [b"7", b"7"])])
+        self.assertEqual(dict(c.fields), {"size": 7})
+
     def test_noneBooleanIsUnset(self):
         c = h.changesFromHeaders(hdrs([("x-image-meta-is_public", "None")]))
         self.assertNotIn("is_public", c.fields)

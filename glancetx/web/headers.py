@@ -66,6 +66,10 @@ def _text(name: str, raw: bytes, what: str = "Header") -> str:
     return text
 
 
+#: The headers outside x-image-meta-* that a create or update reads.
+_GLANCE_HEADERS = frozenset(["x-glance-api-copy-from", "x-glance-registry-purge-props"])
+
+
 def changesFromHeaders(headers: Iterable[Tuple[bytes, Iterable[bytes]]]) -> ImageChanges:
     """
     Parse the image-related request headers.  An C{x-image-meta-*} header
@@ -77,7 +81,16 @@ def changesFromHeaders(headers: Iterable[Tuple[bytes, Iterable[bytes]]]) -> Imag
     purge = True
     for rawName, values in headers:
         name = rawName.decode("latin-1").lower()
-        value = _text(name, list(values)[-1]).strip()
+        if not name.startswith(META) and name not in _GLANCE_HEADERS:
+            # Not ours to read (User-Agent, X-Forwarded-For...), so not
+            # ours to refuse either, whatever bytes it holds.
+            continue
+        values = list(values)
+        if len(set(values)) > 1:
+            # Glance joined them ("1, 2"), which no field took either.
+            raise errors.BadRequest("Header %s is given more than once, with different values"
+                                    % (name,))
+        value = _text(name, values[-1]).strip()
         if name.startswith(PROPERTY):
             key = name[len(PROPERTY):].replace("-", "_")
             if not key:
