@@ -358,6 +358,17 @@ class MalformedRequestTests(SynchronousTestCase):
                 + framing + b"\r\nDELETE /v1/images/x HTTP/1.1\r\nHost: h\r\n\r\n")
             self.assertRefused(transport, b"400 Bad Request", b"Malformed HTTP request.\n")
 
+    def test_hostThatIsNotUTF8(self):
+        from twisted.logger import globalLogPublisher
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET /v1/images HTTP/1.1\r\nHost: \xff\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), transport.value())
+        self.assertTrue(transport.value().endswith(b"The Host header is not valid UTF-8.\n"))
+        self.assertEqual([e for e in logged if "log_failure" in e], [])
+
     def test_methodsAreCaseSensitive(self):
         """
         "post" is not POST: refused, rather than run as a POST that read
