@@ -109,6 +109,30 @@ class SendfileTests(TestCase):
             self.assertEqual(await client.lost, b"HEADERS\r\n\r\n" + data)
         return ensureDeferred(go())
 
+    def test_transferFromAnOpenFileDeletedSince(self):
+        """
+        The file a reader opened is sent whole though its name was deleted
+        since, and stays open for its reader to close.
+        """
+        async def go():
+            server, client = await self.connected()
+            path = self.mktemp()
+            data = os.urandom(1024 * 1024 + 7)
+            with open(path, "wb") as f:
+                f.write(data)
+            opened = open(path, "rb", buffering=0)
+            self.addCleanup(opened.close)
+            os.unlink(path)
+            server.transport.registerProducer(NullProducer(), True)
+            s = sendfile.Sendfile(reactor, self.pool(), limit=1)
+            self.assertEqual(await s.send(FakeRequest(server.transport), opened, len(data)),
+                             len(data))
+            self.assertFalse(opened.closed)
+            self.assertEqual(os.pread(opened.fileno(), 3, 0), data[:3])
+            server.transport.loseConnection()
+            self.assertEqual(await client.lost, b"HEADERS\r\n\r\n" + data)
+        return ensureDeferred(go())
+
     def test_shortFileFails(self):
         async def go():
             server, client = await self.connected()

@@ -193,14 +193,49 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
             self.assertEqual(consumer.value(), data[:filesystem.READ_SIZE + 5])
         return ensureDeferred(go())
 
+    def test_readerServesAFileDeletedAfterItOpened(self):
+        """
+        An image deleted while its answer's head goes out is still served
+        whole: the reader opened its file when it was made.
+        """
+        async def go():
+            data, path, reader = await self.storedReader(3 * filesystem.READ_SIZE)
+            os.unlink(path)
+            consumer = CollectingConsumer()
+            await reader.startProducing(consumer)
+            self.assertEqual(consumer.value(), data)
+            self.assertEqual(reader.sendfileFile.closed if reader.sendfileFile else True, True)
+        return ensureDeferred(go())
+
     def test_readerReadErrorIsAStoreError(self):
+        class Failing:
+            closed = False
+
+            def read(self, n):
+                raise OSError(5, "Input/output error")
+
+            def close(self):
+                self.closed = True
+
         async def go():
             data, path, reader = await self.storedReader(1000)
-            os.remove(path)
-            os.mkdir(path)
+            reader.sendfileFile.close()
+            reader._fileobj = Failing()
             with self.assertRaises(StoreError) as e:
                 await reader.startProducing(CollectingConsumer())
             self.assertIn("reading the stored image failed", str(e.exception))
+        return ensureDeferred(go())
+
+    def test_openErrorIsAStoreError(self):
+        async def go():
+            store = self.makeStore()
+            stored = await store.add(self.imageId(), BytesBody(reactor, b"abc"))
+            path = os.path.join(self.dir, os.path.basename(stored.location))
+            os.remove(path)
+            os.mkdir(path)
+            with self.assertRaises(StoreError) as e:
+                await store.get(stored.location)
+            self.assertIn("opening the stored image failed", str(e.exception))
         return ensureDeferred(go())
 
     def test_readerPausesResumesAndStops(self):

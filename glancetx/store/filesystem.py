@@ -132,11 +132,13 @@ class _FileReader:
     _stopped: bool = attr.ib(default=False)
 
     @property
-    def sendfilePath(self) -> str:
+    def sendfileFile(self):
         """
-        The file itself, so a plain-TCP download can go out with sendfile.
+        The open file itself, so a plain-TCP download can go out with
+        sendfile (at explicit offsets: its position is not used).  Whoever
+        sends it stops this producer after, which closes it.
         """
-        return self._path
+        return self._fileobj
 
     def startProducing(self, consumer) -> Deferred:
         self._consumer = consumer
@@ -303,9 +305,18 @@ class FilesystemStore:
 
     @fromCoroutine
     async def get(self, location: str):
+        """
+        A reader of the file, opened now: an image deleted after this, while
+        its answer's head goes out, is still served whole from it.
+        """
         path = self._pathFor(location)
-        size = await self.get_size(location)
-        return _FileReader(path, size, self._reactor, self._pool)
+        try:
+            f, size = await self._run(_openWithSize, path)
+        except FileNotFoundError:
+            raise LocationNotFound("no image file")
+        except OSError as e:
+            raise StoreError("opening the stored image failed: %s" % (e.strerror,))
+        return _FileReader(path, size, self._reactor, self._pool, f)
 
     @fromCoroutine
     async def get_size(self, location: str) -> int:
@@ -320,6 +331,11 @@ class FilesystemStore:
     async def delete(self, location: str) -> None:
         path = self._pathFor(location)
         await self._run(_unlinkQuietly, path)
+
+
+def _openWithSize(path: str):
+    f = open(path, "rb", buffering=0)
+    return f, os.fstat(f.fileno()).st_size
 
 
 def _commit(file: AppendFile, temp: str, final: str) -> None:

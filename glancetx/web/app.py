@@ -23,7 +23,7 @@ from glancetx.asyncutil import shield
 from glancetx.auth import NoAuth
 from glancetx.registry.registry import ListQuery, Unreachable
 from glancetx.web import headers as hdrs
-from glancetx.web.sendfile import sendfilePath
+from glancetx.web.sendfile import sendfileFile
 
 #: Routes whose request bodies are image bytes, streamed (see streaming.py).
 UPLOAD_ENDPOINTS = frozenset({"createImage", "updateImage"})
@@ -247,12 +247,15 @@ class GlanceAPI:
         request.setHeader(b"content-type", b"application/octet-stream")
         request.setHeader(b"content-length", str(producer.length).encode("ascii"))
         sent = None
-        path = sendfilePath(producer)
-        if path is not None and self.sendfile is not None:
-            sent = self.sendfile.send(request, path, producer.length)
+        opened = sendfileFile(producer)
+        if opened is not None and self.sendfile is not None:
+            sent = self.sendfile.send(request, opened, producer.length)
         try:
             if sent is not None:
-                await shield(sent)
+                try:
+                    await shield(sent)
+                finally:
+                    producer.stopProducing()  # closes the file
             else:
                 request.registerProducer(producer, True)
                 try:

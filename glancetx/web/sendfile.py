@@ -13,7 +13,6 @@ the bytes in user space, and takes the producer path instead.
 
 import os
 import threading
-from typing import Optional
 
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.threads import deferToThreadPool
@@ -56,9 +55,10 @@ def canSendfile(transport) -> bool:
             and hasattr(transport, "doWrite") and not ISSLTransport.providedBy(transport))
 
 
-def _sendAll(sockfd: int, path: str, size: int, stop: threading.Event) -> int:
+def _sendAll(sockfd: int, source, size: int, stop: threading.Event) -> int:
     """
-    Send C{size} bytes of the file at C{path} to the socket; a thread job.
+    Send C{size} bytes of C{source} (a file's path, or a descriptor of its
+    own, which this closes) to the socket; a thread job.
 
     The descriptor is made blocking for the transfer (the reactor neither
     reads nor writes this connection meanwhile), with a send timeout so a
@@ -72,7 +72,8 @@ def _sendAll(sockfd: int, path: str, size: int, stop: threading.Event) -> int:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 1, 0))
         os.set_blocking(sockfd, True)
-        with open(path, "rb", buffering=0) as f:
+        with (open(source, "rb", buffering=0) if isinstance(source, str)
+              else os.fdopen(source, "rb", buffering=0)) as f:
             infd = f.fileno()
             offset = 0
             while offset < size:
@@ -111,9 +112,10 @@ class Sendfile:
     def stop(self) -> None:
         self._stop.set()
 
-    def send(self, request, path: str, size: int):
+    def send(self, request, source, size: int):
         """
-        Send the response body from C{path}, after the headers already set.
+        Send the response body from C{source} (a path, or an open file),
+        after the headers already set.
 
         @return: None if this transfer cannot be done with sendfile (the
             caller must produce the body itself; nothing has been written),
@@ -133,9 +135,15 @@ class Sendfile:
             sockfd = os.dup(transport.fileno())
         except OSError:
             return None
+        if not isinstance(source, str):
+            try:
+                source = os.dup(source.fileno())
+            except OSError:
+                os.close(sockfd)
+                return None
         self._active += 1
         transport.pauseProducing()
-        d = deferToThreadPool(self._reactor, self._pool, _sendAll, sockfd, path, size,
+        d = deferToThreadPool(self._reactor, self._pool, _sendAll, sockfd, source, size,
                               self._stop)
 
         def done(result):
@@ -150,8 +158,8 @@ class Sendfile:
         return d
 
 
-def sendfilePath(producer) -> Optional[str]:
+def sendfileFile(producer):
     """
-    The file behind a download producer, if it is a plain local file.
+    The open file behind a download producer, if it is a plain local file.
     """
-    return getattr(producer, "sendfilePath", None)
+    return getattr(producer, "sendfileFile", None)
