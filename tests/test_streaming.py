@@ -225,6 +225,7 @@ class StreamingRequestTests(SynchronousTestCase):
         out = self.transport.value()
         self.assertNotIn(b"100 Continue", out)
         self.assertIn(b"400 Bad Request", out)
+        self.assertIn(b"\r\nconnection: close", out.split(b"\r\n\r\n")[0].lower())
         self.assertEqual(self.service.calls, [])
 
     def test_clientGoneFailsBody(self):
@@ -279,6 +280,9 @@ class StreamingRequestTests(SynchronousTestCase):
         """
         channel = self.refuseAtOnce()
         self.assertIn(b"413", self.transport.value())
+        # It says it will close, so the client does not reuse the connection.
+        head = self.transport.value().split(b"\r\n\r\n")[0].lower()
+        self.assertIn(b"\r\nconnection: close", head)
         channel.dataReceived(b"b" * 1024)
         self.clock.advance(streaming.DRAIN_SECONDS - 1)
         self.assertFalse(self.transport.disconnecting)

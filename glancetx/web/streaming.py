@@ -515,6 +515,13 @@ class StreamingRequest(server.Request):
         (L{glancetx.web.channel.GlanceChannel.headWithBody}).
         """
         channel = self.channel
+        if not self.startedWriting and self._early and self.body is not None \
+                and not self.body.ended:
+            # Answered before its body ended (a refusal): the rest of the
+            # body is drained and the connection closed, so say so; a
+            # client that reused it would have its next request read as
+            # the body.
+            self.setHeader(b"connection", b"close")
         # Only a write small enough to be sent at once carries the head; a
         # larger one (a download's first read) follows it, uncopied.
         if (self.startedWriting or not data or len(data) > SEND_NOW_MAX
