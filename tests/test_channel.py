@@ -363,10 +363,12 @@ class MalformedRequestTests(SynchronousTestCase):
         logged = []
         globalLogPublisher.addObserver(logged.append)
         self.addCleanup(globalLogPublisher.removeObserver, logged.append)
-        channel, transport = self.connect()
-        channel.dataReceived(b"GET /v1/images HTTP/1.1\r\nHost: \xff\r\n\r\n")
-        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), transport.value())
-        self.assertTrue(transport.value().endswith(b"The Host header is not valid UTF-8.\n"))
+        for host in (b"\xff", b"a\x01b"):
+            channel, transport = self.connect()
+            channel.dataReceived(b"GET /v1/images HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), transport.value())
+            self.assertTrue(transport.value().endswith(
+                b"The Host header is not valid UTF-8, or holds control characters.\n"))
         self.assertEqual([e for e in logged if "log_failure" in e], [])
 
     def test_methodsAreCaseSensitive(self):

@@ -65,6 +65,15 @@ class ChangesFromHeadersTests(TestCase):
                                   (b"x-image-meta-name", [b"n"])])
         self.assertEqual(dict(c.fields), {"name": "n"})
 
+    def test_controlCharactersRefused(self):
+        for value in (b"a\x01b", b"a\x7fb", b"a\x1bb"):
+            self.assertRaises(errors.BadRequest, h.changesFromHeaders,
+                              [(b"x-image-meta-name", [value])])
+            self.assertRaises(errors.BadRequest, h.changesFromHeaders,
+                              [(b"x-image-meta-property-p", [value])])
+        c = h.changesFromHeaders([(b"x-image-meta-name", [b"a\tb \xc3\xa9"])])
+        self.assertEqual(c.fields["name"], "a\tb \u00e9")
+
     def test_repeatedHeaders(self):
         """
         A field given twice with different values is refused, not decided

@@ -66,6 +66,8 @@ def _text(name: str, raw: bytes, what: str = "Header") -> str:
     return text
 
 
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+
 #: The headers outside x-image-meta-* that a create or update reads.
 _GLANCE_HEADERS = frozenset(["x-glance-api-copy-from", "x-glance-registry-purge-props"])
 
@@ -91,6 +93,10 @@ def changesFromHeaders(headers: Iterable[Tuple[bytes, Iterable[bytes]]]) -> Imag
             raise errors.BadRequest("Header %s is given more than once, with different values"
                                     % (name,))
         value = _text(name, values[-1]).strip()
+        if _CONTROL.search(value):
+            # It would go back out raw in this image's headers (RFC 9110
+            # 5.5 allows none there but tab).
+            raise errors.BadRequest("Header %s must not contain control characters" % (name,))
         if name.startswith(PROPERTY):
             key = name[len(PROPERTY):].replace("-", "_")
             if not key:

@@ -464,9 +464,12 @@ class StreamingRequest(server.Request):
             return self._refusePath(_NUL_PATH)
         try:
             # Klein decodes it for every request, and logs a traceback
-            # and answers in HTML when it cannot.
-            (self.getHeader(b"host") or b"").decode("utf-8")
+            # and answers in HTML when it cannot; and it goes back out in
+            # Location headers and the version document's links.
+            host = (self.getHeader(b"host") or b"").decode("utf-8")
         except UnicodeDecodeError:
+            return self._refusePath(_BAD_HOST)
+        if any(c < " " or c == "\x7f" for c in host):
             return self._refusePath(_BAD_HOST)
         if not self.method.isupper():
             # Methods are case-sensitive (RFC 9110 9.1), and "post" is none
@@ -573,4 +576,4 @@ class StreamingRequest(server.Request):
 _BAD_PATH = b"The request path is not valid UTF-8.\n"
 _NUL_PATH = b"The request path must not contain NUL characters.\n"
 _UNKNOWN_METHOD = b"Unknown method: methods are case-sensitive.\n"
-_BAD_HOST = b"The Host header is not valid UTF-8.\n"
+_BAD_HOST = b"The Host header is not valid UTF-8, or holds control characters.\n"
