@@ -107,6 +107,19 @@ class ChunkedDecoderTests(SynchronousTestCase):
                 self.assertRaises(http._MalformedChunkedDataError,
                                   decode, cls, [encoded, b"\r\n" * 600])
 
+    def test_tinyChunksRefused(self):
+        """
+        A read carrying more chunks than MAX_CHUNKS_PER_READ (a client
+        holding the reactor one byte at a time) is refused, with or without
+        extensions on the size lines; as many is decoded.
+        """
+        from glancetx.web.chunked import MAX_CHUNKS_PER_READ
+        for line in (b"1\r\nx\r\n", b"1;e=v\r\nx\r\n"):
+            pieces, rest, _ = decode(ChunkedDecoder, [line * MAX_CHUNKS_PER_READ])
+            self.assertEqual(b"".join(pieces), b"x" * MAX_CHUNKS_PER_READ)
+            self.assertRaises(http._MalformedChunkedDataError, decode, ChunkedDecoder,
+                              [line * (MAX_CHUNKS_PER_READ + 1)])
+
     def test_dataAfterTheEnd(self):
         decoder = ChunkedDecoder(lambda d: None, lambda rest: None)
         decoder.dataReceived(b"0\r\n\r\n")

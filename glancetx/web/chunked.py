@@ -18,9 +18,20 @@ CPU against twisted.web's 0.47.  A curl upload ran at 472 against 394
 MiB/s, and python-glanceclient's C{image-create} at 398 against 345.
 """
 
+import re
+
 from twisted.web import http
 
 _FRAMING = ("CHUNK_LENGTH", "CRLF")
+
+#: A whole chunk-size line with no extension: the common case, parsed in
+#: one match rather than through twisted.web's buffer.
+_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})\r\n")
+
+#: More chunks than this in one read (an average under 64 bytes in a full
+#: read of 256 KiB) is a client tying up the reactor, one chunk at a time:
+#: each costs a turn of this loop.  No client sends images so.
+MAX_CHUNKS_PER_READ = 4096
 
 
 class ChunkedDecoder(http._ChunkedTransferDecoder):
@@ -35,8 +46,21 @@ class ChunkedDecoder(http._ChunkedTransferDecoder):
         # than per chunk.
         ranges = []
         pos, end = 0, len(data)
+        chunks = 0
         while pos < end:
             state = self.state
+            if state == "CHUNK_LENGTH" and not self._buffer:
+                m = _SIZE_LINE.match(data, pos)
+                if m is not None and m.group(1).strip(b"0"):
+                    chunks = self._counted(chunks)
+                    self.length = int(m.group(1), 16)
+                    self.state = "BODY"
+                    pos = m.end()
+                    continue
+            if state == "CRLF" and not self._buffer and data.startswith(b"\r\n", pos):
+                self.state = "CHUNK_LENGTH"
+                pos += 2
+                continue
             if state == "BODY" and not self._buffer:
                 take = min(self.length, end - pos)
                 ranges.append((pos, pos + take))
@@ -55,6 +79,8 @@ class ChunkedDecoder(http._ChunkedTransferDecoder):
                 while (self._buffer and self.state in _FRAMING
                        and getattr(self, "_dataReceived_" + self.state)()):
                     pass
+                if state == "CHUNK_LENGTH" and self.state == "BODY":
+                    chunks = self._counted(chunks)
             else:
                 # Trailers and what follows the body, or data after the end
                 # (which twisted.web's decoder refuses): rare and short, so
@@ -63,6 +89,14 @@ class ChunkedDecoder(http._ChunkedTransferDecoder):
                 super().dataReceived(data[pos:] if pos else data)
                 return
         self._deliver(data, ranges)
+
+    @staticmethod
+    def _counted(chunks: int) -> int:
+        chunks += 1
+        if chunks > MAX_CHUNKS_PER_READ:
+            raise http._MalformedChunkedDataError(
+                "more than %d chunks in one read" % (MAX_CHUNKS_PER_READ,))
+        return chunks
 
     def _deliver(self, data: bytes, ranges) -> None:
         if not ranges:
