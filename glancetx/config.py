@@ -89,6 +89,7 @@ _CORE: Dict[str, Tuple[Callable[[str, str], Any], Any]] = {
     "wakeup_time": (_int(1), 300),
     "upload_lease_seconds": (_int(3), 300),
     "access_log": (_str, ""),
+    "client_socket_timeout": (_int(0), 900),
 }
 
 #: Options other modules check (stores, auth, policy): known names, whose
@@ -158,6 +159,9 @@ class Config:
     upload_lease_seconds: int = 300
     #: A file for the access log; empty for the twistd log.
     access_log: str = ""
+    #: Seconds a client may read nothing of an answer before its
+    #: connection is closed (Glance's option; 0: never).
+    client_socket_timeout: int = 900
     #: Every option from the file, as raw strings, for the modules that
     #: check their own (stores, auth, policy).
     raw: Mapping[str, str] = attr.ib(factory=dict)

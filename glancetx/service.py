@@ -321,7 +321,8 @@ def buildService(config: Config, reactor=None):
         timer.setServiceParent(top)
     sendfilePool = ThreadPool(1, config.disk_threads * 2, name="glancetx-sendfile")
     ThreadPoolService(sendfilePool).setServiceParent(top)
-    sendfile = Sendfile(reactor, sendfilePool, limit=config.disk_threads * 2)
+    sendfile = Sendfile(reactor, sendfilePool, limit=config.disk_threads * 2,
+                        stallSeconds=config.client_socket_timeout)
     reactor.addSystemEventTrigger("before", "shutdown", sendfile.stop)
     if config.delayed_delete:
         scrubber = TimerService(config.wakeup_time, _logFailure(images.scrub))

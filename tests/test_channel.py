@@ -346,6 +346,32 @@ class MalformedRequestTests(SynchronousTestCase):
         self.assertEqual(transport.value().count(b"HTTP/1.1 200 "), 4)
         self.assertEqual(transport.producerState, "producing")
 
+    def test_clientThatReadsNothingIsClosed(self):
+        """
+        A client that stops reading an answer (the transport asks to pause)
+        has its connection closed after client_socket_timeout seconds,
+        unless it reads again before.
+        """
+        from twisted.internet.task import Clock
+
+        from glancetx.config import Config
+        from glancetx.service import GlanceSite
+        from glancetx.web.app import GlanceAPI
+
+        clock = Clock()
+        site = GlanceSite(GlanceAPI(None, Config(client_socket_timeout=30)), clock)
+        for readsAgain in (True, False):
+            channel = site.buildProtocol(None)
+            transport = StringTransport()
+            channel.makeConnection(transport)
+            channel.pauseProducing()
+            clock.advance(29)
+            if readsAgain:
+                channel.resumeProducing()
+            clock.advance(2)
+            self.assertEqual(transport.disconnecting, not readsAgain)
+            self.assertIsNone(channel._stallTimer)
+
     def test_identityCodingRefused(self):
         """
         "Transfer-Encoding: identity" frames no body: the bytes after the

@@ -8,6 +8,7 @@ import os
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
 
@@ -131,6 +132,28 @@ class SendfileTests(TestCase):
             self.assertEqual(os.pread(opened.fileno(), 3, 0), data[:3])
             server.transport.loseConnection()
             self.assertEqual(await client.lost, b"HEADERS\r\n\r\n" + data)
+        return ensureDeferred(go())
+
+    def test_clientThatReadsNothingFails(self):
+        """
+        A transfer the client reads nothing of for stallSeconds fails
+        (L{sendfile.Stalled}), rather than holding its thread for good.
+        """
+        async def go():
+            server, client = await self.connected()
+            path = self.mktemp()
+            with open(path, "wb") as f:
+                f.write(os.urandom(64 * 1024 * 1024))
+            server.transport.registerProducer(NullProducer(), True)
+            while client.transport is None:
+                await deferLater(reactor, 0.01, lambda: None)
+            client.transport.pauseProducing()  # reads nothing
+            s = sendfile.Sendfile(reactor, self.pool(), limit=1, stallSeconds=1)
+            with self.assertRaises(sendfile.Stalled):
+                await s.send(FakeRequest(server.transport), path, 64 * 1024 * 1024)
+            server.transport.abortConnection()
+            client.transport.resumeProducing()
+            await client.lost
         return ensureDeferred(go())
 
     def test_shortFileFails(self):

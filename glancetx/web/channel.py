@@ -99,11 +99,45 @@ class GlanceChannel(http.HTTPChannel):
             self._networkProducer.pauseProducing()
         super().requestDone(request)
 
-    def resumeProducing(self) -> None:
+    def _resumeProducing(self) -> None:
         super().resumeProducing()
         if self._held and not self._handlingRequest and not self._waitingForTransport:
             held, self._held = self._held, b""
             self.dataReceived(held)
+
+    _stallTimer = None
+
+    def pauseProducing(self) -> None:
+        """
+        The transport's buffer is full: the client is reading no answer.
+        twisted.web's idle timeout does not run while a request is being
+        answered, so a client that stops reading a download would hold the
+        connection, its file and its buffers for good: close it after
+        C{client_socket_timeout} seconds (Glance's option) unless it reads.
+        """
+        super().pauseProducing()
+        seconds = getattr(getattr(getattr(self.site, "api", None), "config", None),
+                          "client_socket_timeout", 0)
+        if seconds and self._stallTimer is None:
+            self._stallTimer = self.callLater(seconds, self._stalled, seconds)
+
+    def resumeProducing(self) -> None:
+        timer, self._stallTimer = self._stallTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._resumeProducing()
+
+    def _stalled(self, seconds: int) -> None:
+        self._stallTimer = None
+        self._log.info("closing the connection of {peer}: it read nothing for {seconds}"
+                       " seconds", peer=str(self.transport.getPeer()), seconds=seconds)
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason) -> None:
+        timer, self._stallTimer = self._stallTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        super().connectionLost(reason)
 
     def timeoutConnection(self) -> None:
         """

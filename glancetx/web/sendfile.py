@@ -13,6 +13,7 @@ the bytes in user space, and takes the producer path instead.
 
 import os
 import threading
+import time
 
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.threads import deferToThreadPool
@@ -37,6 +38,12 @@ class Stopped(Exception):
     """
 
 
+class Stalled(Exception):
+    """
+    The client read nothing of the transfer for too long.
+    """
+
+
 def transportIsIdle(transport) -> bool:
     """
     Whether everything written to C{transport} has gone to the kernel.
@@ -55,7 +62,8 @@ def canSendfile(transport) -> bool:
             and hasattr(transport, "doWrite") and not ISSLTransport.providedBy(transport))
 
 
-def _sendAll(sockfd: int, source, size: int, stop: threading.Event) -> int:
+def _sendAll(sockfd: int, source, size: int, stop: threading.Event,
+             stallSeconds: float = 0) -> int:
     """
     Send C{size} bytes of C{source} (a file's path, or a descriptor of its
     own, which this closes) to the socket; a thread job.
@@ -76,16 +84,22 @@ def _sendAll(sockfd: int, source, size: int, stop: threading.Event) -> int:
               else os.fdopen(source, "rb", buffering=0)) as f:
             infd = f.fileno()
             offset = 0
+            progress = time.monotonic()
             while offset < size:
                 if stop.is_set():
                     raise Stopped()
                 try:
                     n = os.sendfile(sockfd, infd, offset, min(size - offset, SEND_SIZE))
                 except BlockingIOError:
-                    continue  # the send timeout passed: look at the stop flag
+                    # The send timeout passed: look at the stop flag, and
+                    # at how long the client has read nothing.
+                    if stallSeconds and time.monotonic() - progress > stallSeconds:
+                        raise Stalled()
+                    continue
                 if n == 0:
                     raise ShortFile()
                 offset += n
+                progress = time.monotonic()
             return offset
     finally:
         try:
@@ -102,10 +116,13 @@ class Sendfile:
     takes the producer path) when the pool is full.
     """
 
-    def __init__(self, reactor, pool, limit: int) -> None:
+    def __init__(self, reactor, pool, limit: int, stallSeconds: float = 0) -> None:
         self._reactor = reactor
         self._pool = pool
         self._limit = limit
+        #: A transfer the client reads nothing of for this long fails
+        #: (L{Stalled}); 0: never.
+        self._stallSeconds = stallSeconds
         self._active = 0
         self._stop = threading.Event()
 
@@ -144,7 +161,7 @@ class Sendfile:
         self._active += 1
         transport.pauseProducing()
         d = deferToThreadPool(self._reactor, self._pool, _sendAll, sockfd, source, size,
-                              self._stop)
+                              self._stop, self._stallSeconds)
 
         def done(result):
             self._active -= 1
