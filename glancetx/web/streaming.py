@@ -21,6 +21,7 @@ the body re-pauses it whenever more than C{HIGH_WATER} is held.
 """
 
 import hashlib
+import re
 from functools import partial
 from io import BytesIO
 from urllib.parse import unquote_to_bytes
@@ -462,14 +463,7 @@ class StreamingRequest(server.Request):
             return self._refusePath(_BAD_PATH)
         if b"\0" in path:
             return self._refusePath(_NUL_PATH)
-        try:
-            # Klein decodes it for every request, and logs a traceback
-            # and answers in HTML when it cannot; and it goes back out in
-            # Location headers and the version document's links.
-            host = (self.getHeader(b"host") or b"").decode("utf-8")
-        except UnicodeDecodeError:
-            return self._refusePath(_BAD_HOST)
-        if any(c < " " or c == "\x7f" for c in host):
+        if not _HOST.match(self.getHeader(b"host") or b""):
             return self._refusePath(_BAD_HOST)
         if not self.method.isupper():
             # Methods are case-sensitive (RFC 9110 9.1), and "post" is none
@@ -576,4 +570,13 @@ class StreamingRequest(server.Request):
 _BAD_PATH = b"The request path is not valid UTF-8.\n"
 _NUL_PATH = b"The request path must not contain NUL characters.\n"
 _UNKNOWN_METHOD = b"Unknown method: methods are case-sensitive.\n"
-_BAD_HOST = b"The Host header is not valid UTF-8, or holds control characters.\n"
+_BAD_HOST = b"The Host header is not a host name (and port).\n"
+
+#: A Host header as RFC 3986 writes one (a reg-name in ASCII, an IPv4
+#: address, an IPv6 one in brackets), with an optional port, and whose name
+#: IDNA can encode: no empty label, none over 63 characters.  Klein hands
+#: the name to werkzeug, which raises (a 500 and a traceback) on one it
+#: cannot encode; it goes back out in Location headers and the version
+#: document's links.
+_HOST = re.compile(rb"\A(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9_~-]{1,63}\.)*[A-Za-z0-9_~-]{1,63}\.?)"
+                   rb"(?::[0-9]{0,5})?\Z|\A\Z")
