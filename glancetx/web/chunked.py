@@ -28,10 +28,10 @@ _FRAMING = ("CHUNK_LENGTH", "CRLF")
 #: one match rather than through twisted.web's buffer.
 _SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})\r\n")
 
-#: More chunks than this in one read (an average under 64 bytes in a full
+#: More chunks than this in one read (an average under 256 bytes in a full
 #: read of 256 KiB) is a client tying up the reactor, one chunk at a time:
 #: each costs a turn of this loop.  No client sends images so.
-MAX_CHUNKS_PER_READ = 4096
+MAX_CHUNKS_PER_READ = 1024
 
 
 class ChunkedDecoder(http._ChunkedTransferDecoder):
