@@ -25,7 +25,7 @@ from glancetx.images import ImageService
 from glancetx.lazytls import listeningService
 from glancetx.notifier import Notifiers
 from glancetx.registry.schema import HEAD_REVISION
-from glancetx.registry.registry import Registry
+from glancetx.registry.registry import Registry, Unreachable
 from glancetx.signals import quietRepeatedStops
 from glancetx.store.cachewarm import CacheWarmer
 from glancetx.store.filesystem import FilesystemStore
@@ -56,8 +56,16 @@ class ThreadPoolService(service.Service):
 
 
 def _logFailure(f):
+    def failed(failure):
+        if failure.check(Unreachable):
+            # The database is down: say so, once a round, without a traceback.
+            log.warn("periodic task could not reach the database ({code})",
+                     code=failure.value.args[0] if failure.value.args else "?")
+            return None
+        log.failure("periodic task failed", failure)
+
     def run():
-        return f().addErrback(lambda failure: log.failure("periodic task failed", failure))
+        return f().addErrback(failed)
     return run
 
 

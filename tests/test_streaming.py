@@ -567,3 +567,26 @@ class ClientGoneDuringDownloadTests(SynchronousTestCase):
         producer.stopProducing()
         self.assertEqual([e for e in logged if "log_failure" in e], [])
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class PeriodicTaskTests(SynchronousTestCase):
+    def test_databaseDownIsAWarning(self):
+        """
+        A periodic task (lease renewal, the reaper, the scrubber) that finds
+        the database down logs a warning with its code, not a critical
+        traceback each round; any other failure is still a failure.
+        """
+        from twisted.logger import globalLogPublisher
+
+        from glancetx.registry.registry import Unreachable
+        from glancetx.service import _logFailure
+
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        self.successResultOf(_logFailure(lambda: fail(Unreachable(2013)))())
+        self.assertEqual([(e["log_level"].name, e.get("code")) for e in logged
+                          if "code" in e], [("warn", 2013)])
+        self.assertEqual([e for e in logged if "log_failure" in e], [])
+        self.successResultOf(_logFailure(lambda: fail(ValueError("a bug")))())
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
