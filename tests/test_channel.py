@@ -444,7 +444,7 @@ class MalformedRequestTests(SynchronousTestCase):
         channel, transport = self.connect()
         channel.dataReceived(b"post /v1/images HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
                              b"x-image-meta-name: x\r\n\r\nhello")
-        self.assertTrue(transport.value().startswith(b"HTTP/1.1 501 "), transport.value())
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 400 "), transport.value())
         self.assertIn(b"methods are case-sensitive", transport.value())
 
     def test_oneAnswerWhenRefusedBeforeDispatch(self):

@@ -468,8 +468,9 @@ class StreamingRequest(server.Request):
         if not self.method.isupper():
             # Methods are case-sensitive (RFC 9110 9.1), and "post" is none
             # of ours: the router, which upper-cases them, would run it as
-            # a POST, without the body this request read as no upload.
-            return self._refusePath(_UNKNOWN_METHOD, 501)
+            # a POST, without the body this request read as no upload.  A
+            # client's mistake, so a 400 (not RFC 9110's 501: no 5xx here).
+            return self._refusePath(_UNKNOWN_METHOD)
         super().process()
 
     def _refusePath(self, message: bytes, code: int = 400) -> None:
