@@ -122,7 +122,8 @@ class GlanceChannel(http.HTTPChannel):
         super().dataReceived(data)
         if (self._headTimer is None and self.line_mode and not self._handlingRequest
                 and not self._refused and self.persistent
-                and not self.transport.disconnecting and (self._buffer or self.requests)):
+                and not self.transport.disconnecting and getattr(self.transport, "connected", True)
+                and (self._buffer or self.requests)):
             self._headTimer = self.callLater(HEAD_SECONDS, self._headTooSlow)
 
     def allHeadersReceived(self) -> None:
