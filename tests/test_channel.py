@@ -372,35 +372,6 @@ class MalformedRequestTests(SynchronousTestCase):
             self.assertEqual(transport.disconnecting, not readsAgain)
             self.assertIsNone(channel._stallTimer)
 
-    def test_headMustArriveInTime(self):
-        """
-        A request head sent a few bytes at a time, each within the idle
-        timeout, is refused HEAD_SECONDS after its first byte; a head that
-        arrives in time leaves no timer behind.
-        """
-        from twisted.internet.task import Clock
-
-        from glancetx.config import Config
-        from glancetx.service import GlanceSite
-        from glancetx.web.app import GlanceAPI
-        from glancetx.web.channel import HEAD_SECONDS
-
-        clock = Clock()
-        channel = GlanceSite(GlanceAPI(None, Config()), clock).buildProtocol(None)
-        transport = StringTransport()
-        channel.makeConnection(transport)
-        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-        self.assertIsNone(channel._headTimer)
-        transport.clear()
-        for piece in (b"GET / HT", b"TP/1.1\r\nHo", b"st: h\r\nX-A: "):
-            channel.dataReceived(piece)
-            clock.advance(HEAD_SECONDS / 3 - 1)
-        self.assertFalse(transport.disconnecting)
-        clock.advance(3)
-        self.assertRefused(transport, b"408 Request Timeout",
-                           b"The request head did not arrive within %d seconds.\n"
-                           % (HEAD_SECONDS,))
-
     def test_identityCodingRefused(self):
         """
         "Transfer-Encoding: identity" frames no body: the bytes after the

@@ -35,9 +35,6 @@ from twisted.web.http_headers import Headers
 from glancetx.web.chunked import ChunkedDecoder
 from glancetx.web.sendfile import transportIsIdle
 
-#: Seconds from a request's first byte to the end of its head.
-HEAD_SECONDS = 60
-
 #: Writes up to this size go straight to the socket when nothing is queued
 #: (a response head, a JSON body); larger ones take the usual path.
 SEND_NOW_MAX = 64 * 1024
@@ -109,36 +106,6 @@ class GlanceChannel(http.HTTPChannel):
             self.dataReceived(held)
 
     _stallTimer = None
-    _headTimer = None
-
-    def dataReceived(self, data: bytes) -> None:
-        """
-        A request's head must arrive whole within HEAD_SECONDS of the read
-        that began it: twisted.web's idle timeout starts again at every
-        byte, so a client sending a header a byte at a time held a
-        connection for as long as it liked.  (A head that arrives in one
-        read, as nearly all do, sets no timer.)
-        """
-        super().dataReceived(data)
-        if (self._headTimer is None and self.line_mode and not self._handlingRequest
-                and not self._refused and self.persistent
-                and not self.transport.disconnecting and getattr(self.transport, "connected", True)
-                and (self._buffer or self.requests)):
-            self._headTimer = self.callLater(HEAD_SECONDS, self._headTooSlow)
-
-    def allHeadersReceived(self) -> None:
-        self._cancelHeadTimer()
-        super().allHeadersReceived()
-
-    def _cancelHeadTimer(self) -> None:
-        timer, self._headTimer = self._headTimer, None
-        if timer is not None and timer.active():
-            timer.cancel()
-
-    def _headTooSlow(self) -> None:
-        self._headTimer = None
-        self._refuse(b"408 Request Timeout",
-                     b"The request head did not arrive within %d seconds." % (HEAD_SECONDS,))
 
     def pauseProducing(self) -> None:
         """
@@ -170,7 +137,6 @@ class GlanceChannel(http.HTTPChannel):
         timer, self._stallTimer = self._stallTimer, None
         if timer is not None and timer.active():
             timer.cancel()
-        self._cancelHeadTimer()
         super().connectionLost(reason)
 
     def timeoutConnection(self) -> None:
