@@ -221,6 +221,20 @@ class LocationTests(_OriginCase):
                     + ": redirected to a scheme the http store does not serve")
         return ensureDeferred(go())
 
+    def test_redirectToUnencodableHost(self):
+        """
+        A redirect to a host name IDNA cannot encode (a label over 63
+        characters) is refused, and the message says so rather than
+        blaming the scheme.
+        """
+        async def go():
+            target = b"http://" + b"a" * 64 + b".example/image"
+            location = self.serve("longlabel", Answer(302, [(b"location", target)]))
+            await self.assertRefused(
+                location, BadLocation,
+                self.plain(location) + ": redirected to a host whose name cannot be encoded")
+        return ensureDeferred(go())
+
     def test_redirectToOpaqueURI(self):
         """
         A redirect to a URI without a path of slashes (mailto:, data:,

@@ -83,6 +83,10 @@ def _parseLocation(location: str) -> _Target:
     return _Target(_checked(url), _credentials(url))
 
 
+#: Why L{_checked} refuses a URL whose host IDNA cannot encode.
+_UNENCODABLE_HOST = "its host name cannot be encoded"
+
+
 def _checked(url: EncodedURL) -> EncodedURL:
     if url.scheme not in ("http", "https") or not url.host:
         raise BadLocation("not an http location")
@@ -91,7 +95,7 @@ def _checked(url: EncodedURL) -> EncodedURL:
         # (a label over 63 characters, an empty label, a NUL) fails here.
         url.to_uri()
     except (ValueError, UnicodeError):
-        raise BadLocation("not an http location: its host name cannot be encoded")
+        raise BadLocation("not an http location: " + _UNENCODABLE_HOST)
     return url.replace(userinfo="", fragment="")
 
 
@@ -488,7 +492,10 @@ class HTTPStore:
             raise BadLocation("%s: redirected to a scheme the http store does not serve" % (what,))
         try:
             url = _checked(url)
-        except BadLocation:
+        except BadLocation as e:
+            if _UNENCODABLE_HOST in str(e):
+                raise BadLocation("%s: redirected to a host whose name cannot be encoded"
+                                  % (what,))
             raise BadLocation("%s: redirected to a scheme the http store does not serve" % (what,))
         return _Target(url, None)
 
