@@ -5,12 +5,26 @@ address and security asked of the transport once.
 """
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 
 from glancetx.web.channel import GlanceChannel
+
+
+class Accept:
+    """
+    A consumer that takes whatever a body writes.
+    """
+
+    def __init__(self):
+        self.received = []
+
+    def write(self, data: bytes) -> None:
+        self.received.append(data)
 
 
 class CountingTransport(StringTransport):
@@ -429,7 +443,31 @@ class MalformedRequestTests(SynchronousTestCase):
                              b"x-image-meta-min_disk: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                              b"3\r\nabc\r\nzz\r\n")
         channel.site.reactor.advance(0)
-        self.assertRefused(transport, b"400 Bad Request", b"Malformed HTTP request.\n")
+        self.assertRefused(transport, b"400 Bad Request",
+                           b"The chunked request body is malformed: Chunk-size must be an"
+                           b" integer.\n")
+
+    def test_malformedChunkedUploadSaysWhy(self):
+        """
+        An upload whose chunked framing breaks part way is refused with
+        what was wrong, and its body fails for that reason (which is what
+        the failed image's notification and log say), not as if the
+        client had gone away.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"PUT /v1/images/abc HTTP/1.1\r\nHost: h\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        body = channel.requests[0].body
+        failures = []
+        body.startProducing(Accept()).addErrback(failures.append)
+        channel.dataReceived(b"3\r\nabcX\r\n")
+        self.assertRefused(transport, b"400 Bad Request",
+                           b"The chunked request body is malformed: Chunk did not end"
+                           b" with CRLF.\n")
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(failures), 1)
+        self.assertEqual(failures[0].value.message,
+                         "the chunked request body is malformed: Chunk did not end with CRLF")
 
     def test_noRefusalAfterAnAnswer(self):
         """

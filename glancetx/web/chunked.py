@@ -40,7 +40,18 @@ class ChunkedDecoder(http._ChunkedTransferDecoder):
     framing states are twisted.web's, fed one line at a time.
     """
 
+    #: Why the body was refused, once it was (twisted.web catches the
+    #: error and keeps only that a request was malformed).
+    refusedBecause = None
+
     def dataReceived(self, data: bytes) -> None:
+        try:
+            self._decode(data)
+        except http._MalformedChunkedDataError as e:
+            self.refusedBecause = str(e).rstrip(".") or "malformed chunked encoding"
+            raise
+
+    def _decode(self, data: bytes) -> None:
         # The chunk data found in this read, as (start, end) ranges, handed
         # on in one piece: one call down the upload path per read rather
         # than per chunk.

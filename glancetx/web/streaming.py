@@ -136,6 +136,15 @@ class RequestBody:
 
     _abortedBecause: Optional[str] = None
 
+    def refused(self, why: str) -> None:
+        """
+        The channel refused the rest of this body (its framing is broken)
+        and is closing the connection: the upload fails for C{why}, not
+        as if the client had gone away.
+        """
+        if not self._ended and self._abortedBecause is None:
+            self._abortedBecause = why
+
     def abort(self, why: str = "the server is shutting down") -> None:
         """
         End this upload from the server's side: the client's connection is
