@@ -117,13 +117,16 @@ class _FileReader:
     Pushes a file's bytes to a consumer, one thread-pool read ahead of the
     consumer, pausing when the consumer says so.  A file shorter than the
     length it promised fails the Deferred instead of ending quietly.
+
+    It is given the file already open (the download opened it before its
+    answer's head, so a delete racing it cannot cut the body short) and
+    closes it when done.
     """
 
-    _path: str = attr.ib()
+    _fileobj = attr.ib()
     length: int = attr.ib()
     _reactor = attr.ib()
     _pool = attr.ib()
-    _fileobj = attr.ib(default=None)
     _consumer = attr.ib(default=None)
     _done: Optional[Deferred] = attr.ib(default=None)
     _remaining: int = attr.ib(default=0)
@@ -158,8 +161,6 @@ class _FileReader:
         d.addCallbacks(self._gotData, self._readFailed)
 
     def _read(self) -> bytes:
-        if self._fileobj is None:
-            self._fileobj = open(self._path, "rb", buffering=0)
         return self._fileobj.read(min(READ_SIZE, self._remaining))
 
     def _gotData(self, data: bytes) -> None:
@@ -316,7 +317,7 @@ class FilesystemStore:
             raise LocationNotFound("no image file")
         except OSError as e:
             raise StoreError("opening the stored image failed: %s" % (e.strerror,))
-        return _FileReader(path, size, self._reactor, self._pool, f)
+        return _FileReader(f, size, self._reactor, self._pool)
 
     @fromCoroutine
     async def get_size(self, location: str) -> int:
