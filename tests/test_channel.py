@@ -386,6 +386,48 @@ class MalformedRequestTests(SynchronousTestCase):
             self.assertEqual(transport.disconnecting, not readsAgain)
             self.assertIsNone(channel._stallTimer)
 
+    def test_slowHeadIsCutOff(self):
+        """
+        A request head sent a byte every few seconds is cut off one idle
+        timeout (60 seconds) after its first byte, with a 408 that says
+        why, though no single pause was that long; a head that takes less
+        is answered, and the next request gets a full timeout of its own.
+        """
+        from twisted.internet.task import Clock
+
+        from glancetx.config import Config
+        from glancetx.service import GlanceSite
+        from glancetx.web.app import GlanceAPI
+
+        clock = Clock()
+        site = GlanceSite(GlanceAPI(None, Config()), clock)
+        head = b"GET / HTTP/1.1\r\nHost: h\r\nX-Slow: " + b"a" * 40 + b"\r\n\r\n"
+
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        clock.advance(50)  # idle before the first byte: not counted
+        for n, byte in enumerate(head[:-1]):
+            channel.dataReceived(bytes([byte]))
+            clock.advance(1)
+            if n < 59:
+                self.assertFalse(transport.disconnecting, n)
+        self.assertRefused(transport, b"408 Request Timeout",
+                           b"The request head did not arrive within 60 seconds.\n")
+
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        for round in range(2):
+            for byte in head:  # 77 bytes in 38.5 seconds
+                channel.dataReceived(bytes([byte]))
+                clock.advance(0.5)
+            self.assertEqual(transport.value().count(b"HTTP/1.1 300 "), round + 1)
+            self.assertFalse(transport.disconnecting)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)  # the idle timeout only
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_identityCodingRefused(self):
         """
         "Transfer-Encoding: identity" frames no body: the bytes after the

@@ -29,6 +29,7 @@ a client reports as a dropped connection rather than as its own mistake.
 from typing import Callable
 
 from twisted.internet import tcp
+from twisted.protocols import basic
 from twisted.web import http
 from twisted.web.http_headers import Headers
 
@@ -139,18 +140,45 @@ class GlanceChannel(http.HTTPChannel):
             timer.cancel()
         super().connectionLost(reason)
 
+    def _readingHead(self) -> bool:
+        """
+        Whether part of a request's head has arrived and the rest has not.
+        """
+        return bool(self.line_mode and not self._handlingRequest
+                    and (self._buffer or self.requests))
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        A request's head must arrive whole within one idle timeout of the
+        read that began it.  twisted.web restarts the timeout at every
+        read, so a client sending its headers a byte at a time held the
+        connection, and a slot of the server's, for as long as it liked.
+        The body, once the head is in, restarts it as before.
+        """
+        if self._readingHead():
+            basic.LineReceiver.dataReceived(self, data)
+        else:
+            super().dataReceived(data)
+
     def timeoutConnection(self) -> None:
         """
         An upload whose store has paused the socket is not idle: its client
         cannot send.  Look again a timeout later (the body restarts the
         count when it resumes the socket).  twisted.web's timeout is 60
         seconds, and a remote store can stall longer than that.
+
+        A client still sending its request's head is told why it is cut off.
         """
         for request in self.requests:
             body = getattr(request, "body", None)
             if body is not None and body.holdsSocket:
                 self.setTimeout(self.timeOut)
                 return
+        if self._readingHead() and not self._refused:
+            self._refused = True
+            self.transport.write(_refusal(
+                b"408 Request Timeout",
+                b"The request head did not arrive within %d seconds." % (self.timeOut,)))
         super().timeoutConnection()
 
     def _refuse(self, status: bytes, message: bytes) -> None:
