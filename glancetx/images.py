@@ -26,7 +26,7 @@ from glancetx.policy import Policy, credsFor
 from glancetx.protections import PropertyProtections
 from glancetx.registry import registry as reg
 from glancetx.registry.registry import ImageRecord, ListQuery, MemberRecord
-from glancetx.store.remote import userMayName
+from glancetx.store.remote import userLocationRefusal
 from glancetx.store.interface import (
     BadLocation,
     LocationNotFound,
@@ -355,9 +355,9 @@ class ImageService:
                                     % (scheme or "no scheme"))
         for name, store in self.stores.items():
             if name != "file" and scheme in store.schemes:
-                if not userMayName(store, location):
-                    raise errors.BadRequest("This %s location does not name the configured"
-                                            " object store." % (name,))
+                refusal = userLocationRefusal(store, location)
+                if refusal is not None:
+                    raise errors.BadRequest(refusal)
                 return store
         raise errors.BadRequest("External source scheme '%s' is not supported" % (scheme,))
 

@@ -259,7 +259,8 @@ class _RemoteStoreMixin(APITestsMixin):
         C{address} (the store's own, or a proxy's);
       - C{storedBytes(imageId)}, C{storedNames()}, C{leftovers()} (open
         multipart uploads, or segments), C{partsStarted()};
-      - C{putSource(name, data)} and C{sourceLocation(name, host)}.
+      - C{putSource(name, data)}, C{sourceLocation(name, host)} and
+        C{credentiallessLocation(name, host)}.
     """
 
     timeout = 300
@@ -528,6 +529,29 @@ class _RemoteStoreAPIMixin(_RemoteStoreMixin):
             expect=400)
 
 
+    @async_test
+    async def test_locationWithoutCredentialsRefused(self):
+        """
+        A location a user names without credentials would be read (and
+        deleted with the image) with the operator's own account: naming
+        another image's object so read that image's bytes, and deleting
+        the new image removed them (the swift store did both).  Refused,
+        as copy-from and as a location, and the image it named is intact.
+        """
+        await self.storeServer()
+        data = os.urandom(1000)
+        victim = await self.create(data)
+        self.assertEqual(victim["status"], "active")
+        borrowed = self.credentiallessLocation(victim["id"], self.storeAddress)
+        for header in ("x-image-meta-location", "x-glance-api-copy-from"):
+            resp, body = await self.create(headers=dict(RAW, **{header: borrowed}),
+                                           expect=400)
+            self.assertIn(b"location", body)
+        resp, body = await self.request("GET", "/v1/images/detail", expect=200)
+        self.assertEqual([i["id"] for i in json.loads(body)["images"]], [victim["id"]])
+        await self.checkRoundTrip(victim, data)
+
+
 class _S3Mixin(_RemoteStoreMixin):
     storeName = "s3"
     urlVariable: str
@@ -591,6 +615,9 @@ class _S3Mixin(_RemoteStoreMixin):
         return "s3+http://%s:%s@%s/%s/%s" % (
             quote(self.access, safe=""), quote(self.secret, safe=""), address, self.bucket, name)
 
+    def credentiallessLocation(self, name: str, address: str) -> str:
+        return "s3+http://%s/%s/%s" % (address, self.bucket, name)
+
 
 class _SwiftMixin(_RemoteStoreMixin):
     storeName = "swift"
@@ -651,6 +678,9 @@ class _SwiftMixin(_RemoteStoreMixin):
         return "swift+http://%s:%s@%s%s/%s/%s" % (
             quote(USER, safe=""), quote(KEY, safe=""), address, self.authPath,
             self.container, name)
+
+    def credentiallessLocation(self, name: str, address: str) -> str:
+        return "swift+http://%s%s/%s/%s" % (address, self.authPath, self.container, name)
 
 
 class MotoS3APITests(_S3Mixin, _RemoteStoreAPIMixin, TestCase):

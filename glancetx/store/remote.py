@@ -12,7 +12,7 @@ default configuration lists, builds its client on first use, so a server
 that never fetches a URL never loads TLS (see L{glancetx.lazytls}).
 """
 
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
@@ -95,25 +95,38 @@ class HTTPStoreOnFirstUse:
         return succeed(None)
 
 
-def userMayName(store, location: str) -> bool:
+def userLocationRefusal(store, location: str) -> Optional[str]:
     """
-    Whether a location a user supplies (x-image-meta-location, copy-from)
-    may be read by C{store}.
+    Why C{store} may not read a location a user supplies
+    (x-image-meta-location, copy-from), or None if it may.
 
     http(s) locations go through the address guard when fetched.  s3 and
     swift locations are read with the operator's trusted client, so they
     must name the object store the operator configured: otherwise a user
-    could make the server talk to any host on its internal network.
+    could make the server talk to any host on its internal network.  And
+    they must carry their own credentials: the swift store reads a
+    location without any with the operator's account (its own locations
+    are written so, to keep the key out of the database), so a user
+    naming another image's object there would read it, and delete it
+    with the image (Glance refused C{swift+config} locations from users
+    for this, Launchpad bug 1334196).  The s3 store takes no location
+    without credentials at all.
     """
     if store.name == "http":
-        return True
+        return None
     try:
         if store.name == "s3":
             from glancetx.store.s3 import parseLocation
-            return parseLocation(location).host.lower() == store.host.lower()
-        if store.name == "swift":
+            if parseLocation(location).host.lower() == store.host.lower():
+                return None
+        elif store.name == "swift":
             from glancetx.store.swift import _normalAddress, parseLocation
-            return _normalAddress(parseLocation(location).authAddress) == store.authAddress
+            parsed = parseLocation(location)
+            if _normalAddress(parsed.authAddress) == store.authAddress:
+                if parsed.user is None or parsed.key is None:
+                    return ("A swift location must carry its own credentials"
+                            " (swift+https://user:key@...).")
+                return None
     except Exception:
-        return False
-    return False
+        pass
+    return "This %s location does not name the configured object store." % (store.name,)
