@@ -47,10 +47,20 @@ REAP_LIMIT = 100
 
 
 def _target(image: Optional[ImageRecord]) -> Dict[str, Any]:
+    """
+    What a policy rule sees of an image: its fields and, as Glance v1's
+    C{create_mashup_dict} made them, its properties at the top level too
+    (one never hides a field of the same name), so a Glance rule such as
+    C{not 'true':%(restricted)s} finds the property rather than nothing,
+    which under C{not} allowed what it was written to refuse.  They stay
+    under C{properties} as well.
+    """
     if image is None:
         return {}
     t = image.fields()
     t["project_id"] = image.owner
+    for key, value in image.properties.items():
+        t.setdefault(key, value)
     t["properties"] = dict(image.properties)
     return t
 
@@ -136,6 +146,21 @@ class ImageService:
         if not self.policy.enforce(rule, _target(image), credsFor(ctx)):
             raise errors.Forbidden("You are not authorized to complete %s action." % (rule,))
 
+    def _enforceDataRules(self, ctx: RequestContext, changes: ImageChanges, body,
+                          image: Optional[ImageRecord]) -> None:
+        """
+        Glance v1's rules for how a create or update supplies image data:
+        C{copy_from}, C{upload_image} (a body or a copy-from) and
+        C{set_image_location}, the rules an operator uses to keep
+        copy-from and registered locations to admins.
+        """
+        if changes.copy_from is not None:
+            self._enforce(ctx, "copy_from", image)
+        if body is not None or changes.copy_from is not None:
+            self._enforce(ctx, "upload_image", image)
+        if changes.location is not None:
+            self._enforce(ctx, "set_image_location", image)
+
     def _writeAllowed(self, ctx: RequestContext) -> None:
         if ctx.read_only:
             raise errors.Forbidden("Read-only access")
@@ -192,6 +217,11 @@ class ImageService:
                                     includeDeleted=query.changes_since is not None)
             except errors.NotFound:
                 raise errors.BadRequest("Invalid marker: no such image.")
+        if self.protections.enabled and not all(
+                self.protections.check(k, "read", ctx) for k in query.properties):
+            # A property the caller may not read is on no image it is
+            # shown: a filter on its value must not pick images out either.
+            return []
         if ctx.is_admin and query.restrict_to_visible is False:
             query = attr.evolve(query, visible_to=None)
         else:
@@ -328,6 +358,11 @@ class ImageService:
             if k not in current:
                 if not self.protections.check(k, "create", ctx):
                     raise errors.Forbidden("Property '%s' is protected" % (k,))
+            elif not self.protections.check(k, "read", ctx):
+                # Refused whatever the value, as Glance v1 did: were the
+                # same value let through as a no-op, a caller could find a
+                # property it may not read by guessing until one passed.
+                raise errors.Forbidden("Property '%s' is protected" % (k,))
             elif current[k] != v:
                 if not self.protections.check(k, "update", ctx):
                     raise errors.Forbidden("Property '%s' is protected" % (k,))
@@ -424,6 +459,7 @@ class ImageService:
                      body=None) -> ImageRecord:
         self._writeAllowed(ctx)
         self._enforce(ctx, "add_image")
+        self._enforceDataRules(ctx, changes, body, None)
         fields = self._fields(ctx, changes, None)
         self._checkPropertyQuota(len(changes.properties))
         self._checkProtections(ctx, {}, changes.properties, purge=False)
@@ -474,6 +510,7 @@ class ImageService:
         """
         self._ownerOrAdmin(ctx, image)
         self._enforce(ctx, "modify_image", image)
+        self._enforceDataRules(ctx, changes, body, image)
         fields = self._fields(ctx, changes, image)
         if image.status == "active":
             for key in ("size", "checksum"):
@@ -855,6 +892,9 @@ class ImageService:
                         canShare: Optional[bool]) -> None:
         image = await self._visible(ctx, imageId)
         await self._mayShare(ctx, image, ownerOnly=False)
+        # Glance v1 governed adding one member, as replacing them all, by
+        # modify_member; add_member (v2's name) is honoured as well.
+        self._enforce(ctx, "modify_member", image)
         self._enforce(ctx, "add_member", image)
         try:
             await self.registry.addMember(imageId, member, canShare, self._memberQuota())

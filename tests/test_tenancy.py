@@ -281,6 +281,76 @@ class TenancyMixin(APITestsMixin):
         await deferLater(reactor, 1.2, lambda: None)
         await self.as_("alice", "DELETE", "/v1/images/" + img["id"], expect=200)
 
+    async def startWithPolicy(self, rules):
+        policy = os.path.abspath(self.mktemp())
+        with open(policy, "w") as f:
+            json.dump(rules, f)
+        await self.start(policy_file=policy)
+
+    @async_test
+    async def test_dataRules(self):
+        """
+        Glance v1's copy_from, upload_image and set_image_location rules
+        govern how a create or update supplies data; an operator who keeps
+        them to admins has members refused (before the source is even
+        looked at), and a plain reservation still allowed.
+        """
+        await self.startWithPolicy({"copy_from": "role:admin", "upload_image": "role:admin",
+                                    "set_image_location": "role:admin"})
+        for header in ("x-glance-api-copy-from", "x-image-meta-location"):
+            body = await self.image("alice", data=None,
+                                    headers={header: "http://203.0.113.9/image"}, expect=403)
+            self.assertIn(b"copy_from" if "copy" in header else b"set_image_location", body)
+        body = await self.image("alice", expect=403)
+        self.assertIn(b"upload_image", body)
+        reserved = await self.image("alice", data=None)
+        self.assertEqual(reserved["status"], "queued")
+        path = "/v1/images/" + reserved["id"]
+        for headers, data, rule in (
+                ({"content-type": "application/octet-stream"}, b"bytes", b"upload_image"),
+                ({"x-glance-api-copy-from": "http://203.0.113.9/image"}, None, b"copy_from"),
+                ({"x-image-meta-location": "http://203.0.113.9/image"}, None,
+                 b"set_image_location")):
+            resp, body = await self.as_("alice", "PUT", path, headers, data, expect=403)
+            self.assertIn(rule, body)
+        resp, _ = await self.as_("alice", "HEAD", path, expect=200)
+        self.assertEqual(self.header(resp, "x-image-meta-status"), "queued")
+        self.assertEqual((await self.image("admin"))["status"], "active")
+
+    @async_test
+    async def test_addingOneMemberIsModifyMember(self):
+        """
+        Glance v1 checked modify_member when one member is added, as when
+        the list is replaced: with it kept to admins, an owner cannot share
+        one member at a time either.
+        """
+        await self.startWithPolicy({"modify_member": "role:admin"})
+        img = await self.image("alice")
+        await self.as_("alice", "PUT", "/v1/images/%s/members/t-bob" % img["id"], expect=403)
+        await self.as_("alice", "PUT", "/v1/images/%s/members" % img["id"],
+                       {"content-type": "application/json"},
+                       json.dumps({"memberships": [{"member_id": "t-bob"}]}).encode(),
+                       expect=403)
+        await self.as_("bob", "GET", "/v1/images/" + img["id"], expect=404)
+        await self.as_("admin", "PUT", "/v1/images/%s/members/t-bob" % img["id"], expect=204)
+        await self.as_("bob", "GET", "/v1/images/" + img["id"], expect=200)
+
+    @async_test
+    async def test_policySeesPropertiesByName(self):
+        """
+        A rule names a property as Glance v1's did, at the top level: a
+        download restriction on a property is enforced, not lifted by the
+        property seeming absent (which under "not" allowed it).
+        """
+        await self.startWithPolicy(
+            {"download_image": "not ('true':%(restricted)s and role:member)"})
+        restricted = await self.image(
+            "alice", headers={"x-image-meta-property-restricted": "true"})
+        free = await self.image("alice", headers={"x-image-meta-property-restricted": "no"})
+        await self.as_("alice", "GET", "/v1/images/" + restricted["id"], expect=403)
+        await self.as_("alice", "GET", "/v1/images/" + free["id"], expect=200)
+        await self.as_("admin", "GET", "/v1/images/" + restricted["id"], expect=200)
+
     # -- property protections -------------------------------------------------
 
     @async_test
@@ -317,6 +387,33 @@ class TenancyMixin(APITestsMixin):
         resp, _ = await self.as_("admin", "HEAD", "/v1/images/" + img["id"], expect=200)
         self.assertEqual(self.header(resp, "x-image-meta-property-x_secret"), "s3cr3t")
         self.assertIsNone(self.header(resp, "x-image-meta-property-os"))
+
+    @async_test
+    async def test_unreadablePropertyIsNoOracle(self):
+        """
+        A property the caller may not read cannot be found by guessing: an
+        update naming it is refused whatever the value (the right one was
+        let through as a no-op, a wrong one refused), and a list filtered
+        on it shows nothing either way.
+        """
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("[^secret_.*]\ncreate = admin\nread = admin\nupdate = admin\n"
+                    "delete = admin\n[.*]\ncreate = @\nread = @\nupdate = @\ndelete = @\n")
+        await self.start(property_protection_file=path)
+        img = await self.image("alice")
+        await self.as_("admin", "PUT", "/v1/images/" + img["id"], {
+            "x-glance-registry-purge-props": "false",
+            "x-image-meta-property-secret_pin": "4711"}, expect=200)
+        for guess in ("4711", "1234"):
+            await self.as_("alice", "PUT", "/v1/images/" + img["id"], {
+                "x-glance-registry-purge-props": "false",
+                "x-image-meta-property-secret_pin": guess}, expect=403)
+            self.assertEqual(await self.ids("alice", "?property-secret_pin=" + guess), set())
+        self.assertEqual(await self.ids("admin", "?is_public=none&property-secret_pin=4711"),
+                         {img["id"]})
+        resp, _ = await self.as_("admin", "HEAD", "/v1/images/" + img["id"], expect=200)
+        self.assertEqual(self.header(resp, "x-image-meta-property-secret_pin"), "4711")
 
 
 class TokensModeTests(TenancyMixin, TestCase):
