@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -199,6 +199,29 @@ class FakeS3(Resource):
             del self.answers[kind]
             if act:
                 getattr(self, kind)(request, key)
+            self._unanswered.append(request.notifyFinish().addErrback(lambda _: None))
+            arrived.callback(request)
+            return NOT_DONE_YET
+        self.answers[kind] = answer
+        return arrived
+
+    def holdBody(self, kind: str, status: int = 200, length: int = 100,
+                 first: bytes = b"") -> Deferred:
+        """
+        Do what S3 would with the next request of C{kind}, then send the
+        head of an answer of C{status} promising C{length} bytes, and of
+        its body only C{first}.
+
+        @return: a Deferred that fires once that head is sent.
+        """
+        arrived = Deferred()
+
+        def answer(request, key):
+            del self.answers[kind]
+            getattr(self, kind)(request, key)
+            request.setResponseCode(status)
+            request.setHeader(b"content-length", b"%d" % (length,))
+            request.write(first)
             self._unanswered.append(request.notifyFinish().addErrback(lambda _: None))
             arrived.callback(request)
             return NOT_DONE_YET
@@ -513,6 +536,106 @@ class SilenceAfterTheBytesTests(_FakeS3Case):
             self.assertEqual(str(e), "S3 upload timed out")
             self.assertEqual(self.fake.kinds[-2:], ["put", "delete"])
             self.assertNothingLeft()
+        return ensureDeferred(go())
+
+
+class SilenceInTheAnswerTests(_FakeS3Case):
+    """
+    S3 that sends an answer's head and then nothing of its body: whatever
+    waits on the body fails once it has been silent for L{CONTROL_TIMEOUT}
+    (its request's own deadline ended with the head), rather than waiting
+    for good.  An upload then leaves nothing behind.
+    """
+
+    async def failsWhenSilent(self, clock: Clock, arrived: Deferred,
+                              call: Deferred) -> Exception:
+        """
+        C{call}, whose answer's head was sent when C{arrived} fired and
+        whose body never comes, is still waiting just before the limit
+        and fails at it as S3 unavailable, saying nothing secret.
+        """
+        await arrived
+        # The head crosses loopback in real time; the limit is the clock's.
+        await deferLater(reactor, 0.3, lambda: None)
+        clock.advance(CONTROL_TIMEOUT - 1)
+        self.assertNoResult(call)
+        clock.advance(1)
+        with self.assertRaises(StoreUnavailable) as caught:
+            await call
+        self.assertPlain(caught.exception)
+        return caught.exception
+
+    def test_completionAnswerSilent(self):
+        async def go():
+            clock = Clock()
+            arrived = self.fake.holdBody("complete")
+            added = self.makeStore(clock).add(
+                IMAGE, BytesBody(reactor, b"x" * (3 * KiB), chunk=KiB // 2))
+            e = await self.failsWhenSilent(clock, arrived, added)
+            self.assertIn("sent nothing of its answer for 60 seconds", str(e))
+            self.assertNothingLeft()
+        return ensureDeferred(go())
+
+    def test_refusalSilent(self):
+        """
+        A refusal whose error document never comes is still a failure, in
+        time.
+        """
+        async def go():
+            clock = Clock()
+            arrived = self.fake.holdBody("put", status=500)
+            added = self.makeStore(clock).add(IMAGE, BytesBody(reactor, b"x" * 512))
+            e = await self.failsWhenSilent(clock, arrived, added)
+            self.assertIn("500", str(e))
+        return ensureDeferred(go())
+
+    def test_deleteAnswerSilent(self):
+        """
+        A delete S3 answered with a success whose document never comes is
+        done once the limit passes.
+        """
+        async def go():
+            clock = Clock()
+            self.fake.objects[IMAGE] = b"old"
+            arrived = self.fake.holdBody("delete", status=200)
+            deleted = self.makeStore(clock).delete(self.location())
+            await arrived
+            await deferLater(reactor, 0.3, lambda: None)
+            self.assertNoResult(deleted)
+            clock.advance(CONTROL_TIMEOUT)
+            await deleted
+            self.assertNothingLeft()
+        return ensureDeferred(go())
+
+    def test_downloadGoesSilent(self):
+        """
+        A download whose body stops is failed after the limit; one its
+        client has paused (a slow client) is not.
+        """
+        async def go():
+            clock = Clock()
+            self.fake.objects[IMAGE] = b"y" * 1000
+            arrived = self.fake.holdBody("get", length=1000, first=b"y" * 10)
+            reader = await self.makeStore(clock).get(self.location())
+            received = []
+
+            class Consumer:
+                def write(self, data):
+                    received.append(data)
+            done = reader.startProducing(Consumer())
+            await arrived
+            while not received:
+                await deferLater(reactor, 0.01, lambda: None)
+            reader.pauseProducing()
+            clock.advance(10 * CONTROL_TIMEOUT)
+            self.assertNoResult(done)
+            reader.resumeProducing()
+            clock.advance(CONTROL_TIMEOUT - 1)
+            self.assertNoResult(done)
+            clock.advance(1)
+            with self.assertRaises(StoreError):
+                await done
+            self.assertEqual(b"".join(received), b"y" * 10)
         return ensureDeferred(go())
 
 

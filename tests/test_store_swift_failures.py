@@ -72,6 +72,8 @@ class Answer:
     @ivar early: answer as soon as the request's headers arrive, before its
         body, as Swift does when it refuses a token.
     @ivar chunked: send the body without a Content-Length.
+    @ivar silent: send the head, promising a body of 100 bytes, and then
+        nothing more.
     """
 
     code: int = attr.ib()
@@ -80,6 +82,7 @@ class Answer:
     keep: bool = attr.ib(default=False)
     early: bool = attr.ib(default=False)
     chunked: bool = attr.ib(default=False)
+    silent: bool = attr.ib(default=False)
 
 
 #: Never answer: the client has to give up.
@@ -98,6 +101,18 @@ class Seen:
     method: str = attr.ib()
     uri: str = attr.ib()
     gone: Deferred = attr.ib()
+
+
+class Collect:
+    """
+    A consumer that keeps what a download writes.
+    """
+
+    def __init__(self) -> None:
+        self.received: List[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.received.append(data)
 
 
 class _FakeSwiftRequest(Request):
@@ -222,6 +237,11 @@ class FakeSwift(Resource):
         if answer.chunked:
             request.write(answer.body)
             request.finish()
+            return NOT_DONE_YET
+        if answer.silent:
+            request.setHeader(b"content-length", b"100")
+            request.write(b"")
+            self._held.append(request)
             return NOT_DONE_YET
         return answer.body
 
@@ -355,6 +375,46 @@ class SwiftFailureTests(TestCase):
                                    StoreUnavailable, "Swift answered 503 to an image upload")
             self.assertEqual(self.fake.uris("DELETE"), [IMAGE])
             self.assertNothingLeft()
+        return ensureDeferred(go())
+
+    def test_answersGoSilent(self):
+        """
+        Swift (or a proxy) that sends an answer's head and then nothing:
+        the auth answer's token, an upload's 201, a download's body.  Each
+        is given up on once its body has been silent for the request
+        timeout: the token and the 201 stand (their head said what was
+        needed), the download fails.  Nothing waits for good, and no later
+        request waits behind a stalled authentication.
+        """
+        async def go():
+            store = self.makeStore()
+            self.fake.script("GET", "/auth/v1.0", Answer(
+                200, {"X-Storage-Url": self.fake.address + ACCOUNT, "X-Auth-Token": TOKEN},
+                silent=True))
+            self.fake.script("PUT", IMAGE, Answer(201, keep=True, silent=True))
+            authAsked = self.fake.waitFor("GET", "/auth/v1.0")
+            putAsked = self.fake.waitFor("PUT", IMAGE)
+            added = store.add("img", BytesBody(reactor, b"x" * 500))
+            for asked in (authAsked, putAsked):
+                await asked
+                await deferLater(reactor, 0.3, lambda: None)
+                self.assertNoResult(added)
+                self.clock.advance(TIMEOUT)
+            await added
+            self.assertEqual(self.fake.objects["glance/img"], b"x" * 500)
+            self.assertEqual(len(self.fake.uris("GET", "/auth/v1.0")), 1)
+
+            self.fake.script("GET", IMAGE, Answer(200, silent=True))
+            getAsked = self.fake.waitFor("GET", IMAGE)
+            reader = await store.get(self.location())
+            done = reader.startProducing(Collect())
+            await getAsked
+            await deferLater(reactor, 0.3, lambda: None)
+            self.clock.advance(TIMEOUT - 1)
+            self.assertNoResult(done)
+            self.clock.advance(1)
+            with self.assertRaises(StoreError):
+                await done
         return ensureDeferred(go())
 
     def test_putRefusedIsStoreError(self):

@@ -53,6 +53,7 @@ from glancetx.errors import ConfigError
 from glancetx.store.cleanup import CleanupRetries, RetriedCleanups
 from glancetx.store.deadline import AnswerDeadline
 from glancetx.store.documents import drain, readDocument
+from glancetx.store.silence import SilentAnswer
 from glancetx.store.interface import (
     BadLocation,
     IStore,
@@ -569,6 +570,13 @@ class _PartWriter:
 
 
 @implementer(IBodyProducer, IPushProducer)
+class _CompletionUncertain(StoreUnavailable):
+    """
+    A multipart completion whose outcome is unknown: no answer came, or
+    its document did not; S3 may have assembled the object.
+    """
+
+
 class _S3Reader:
     """
     Streams a GET response's body to a consumer, pausing the connection when
@@ -869,7 +877,7 @@ class S3Store(RetriedCleanups):
         if timeout is not None:
             timer = self._reactor.callLater(timeout, expire)
         try:
-            return await d
+            return SilentAnswer(await d, self._reactor, CONTROL_TIMEOUT, "S3 " + what)
         except Exception as e:
             if not isCancellation(e):
                 raise StoreUnavailable("S3 %s failed: cannot reach the store (%s)"
@@ -886,6 +894,8 @@ class S3Store(RetriedCleanups):
     async def _document(self, response: Any, what: str) -> bytes:
         try:
             return await readDocument(response)
+        except StoreUnavailable:
+            raise
         except Exception as e:
             raise StoreUnavailable("S3 %s failed: reading the answer (%s)" % (what, _describe(e)))
 
@@ -1034,7 +1044,7 @@ class S3Store(RetriedCleanups):
             if writer.error is not None:
                 writer.error.raiseException()
             await self._complete(loc, writer.uploadId, writer.etags)
-        except BaseException:
+        except BaseException as e:
             writer.unregisterProducer()
             if not bodyEnded:
                 body.stopProducing()
@@ -1044,6 +1054,11 @@ class S3Store(RetriedCleanups):
                 await self._abort(loc, writer.uploadId)
             elif writer.initiateUncertain:
                 await self._abortUnknown(loc)
+            if isinstance(e, _CompletionUncertain):
+                # S3 may have assembled the object before its answer was
+                # lost (or went silent): then there is no upload left to
+                # abort, and the object must go.
+                await self._deleteQuietly(loc)
             raise
         return writer.total
 
@@ -1104,17 +1119,23 @@ class S3Store(RetriedCleanups):
                 for n in sorted(etags)
             ),
         )
-        response = await self._send(
-            "POST",
-            loc,
-            what,
-            query="uploadId=%s" % (quote(uploadId, safe="-_.~"),),
-            headers={"Content-Type": "application/xml"},
-            data=document.encode("utf-8"),
-        )
+        try:
+            response = await self._send(
+                "POST",
+                loc,
+                what,
+                query="uploadId=%s" % (quote(uploadId, safe="-_.~"),),
+                headers={"Content-Type": "application/xml"},
+                data=document.encode("utf-8"),
+            )
+        except StoreUnavailable as e:
+            raise _CompletionUncertain(str(e))
         await self._expect(response, what, 200)
         # S3 may answer 200 and then report the failure in the body.
-        answer = await self._document(response, what)
+        try:
+            answer = await self._document(response, what)
+        except StoreUnavailable as e:
+            raise _CompletionUncertain(str(e))
         if _rootTag(answer) != "CompleteMultipartUploadResult":
             code = _findText(answer, "Code") or "unexpected answer"
             raise StoreError("S3 %s failed: %s" % (what, code))

@@ -55,6 +55,7 @@ from glancetx.store.interface import (
 from glancetx.store.cleanup import CleanupRetries, RetriedCleanups
 from glancetx.store.deadline import AnswerDeadline
 from glancetx.store.documents import drain, readDocument
+from glancetx.store.silence import SilentAnswer
 
 MiB = 1024 * 1024
 #: Most bytes read of a JSON answer: a Keystone token with its catalog, or
@@ -947,7 +948,8 @@ class SwiftStore(RetriedCleanups):
         try:
             d = self._client.request(method, url, **kwargs)
             sent.append(d)
-            return await d
+            return SilentAnswer(await d, self._reactor, self.requestTimeout,
+                                "Swift " + method)
         except (StoreError, UploadFailed):
             raise
         except Exception as e:
