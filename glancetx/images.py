@@ -691,20 +691,49 @@ class ImageService:
             self.log.warn("could not end the upload lease of deleted image {image_id}:"
                           " {error}", image_id=imageId, error=_plain(e))
 
-    async def _deleteBytes(self, location: Optional[str], imageId: str = "") -> None:
+    async def _deleteBytes(self, location: Optional[str], imageId: str = "") -> bool:
+        """
+        Remove an image's bytes, as far as the store lets us now.  Bytes
+        already gone are what was wanted.  If the store cannot be reached,
+        a deleted image that still records these bytes goes back to
+        C{pending_delete}, so that a scrubber (of any server, after a
+        restart too) tries again; the store meanwhile retries for a while
+        in the background.  (Before, bytes whose store stayed down past
+        those retries were left behind for good.)
+
+        Returns whether the bytes are gone (or were none).
+        """
         if not location:
-            return
+            return True
         store = None
         try:
             store = self._storeFor(location)
             if store.writable:
                 await store.delete(location)
+            return True
+        except LocationNotFound:
+            return True
         except Exception as e:
             self.log.warn("could not delete the data of image {image_id} from the"
                           " {store} store: {error}", image_id=imageId,
                           store=getattr(store, "name", "?"), error=_plain(e))
-            if isinstance(e, StoreUnavailable) and hasattr(store, "deleteLater"):
+            if not isinstance(e, StoreUnavailable):
+                return False
+            if hasattr(store, "deleteLater"):
                 store.deleteLater(location)
+            if imageId and await self._requeueDelete(imageId, location):
+                self.log.info("image {image_id} is pending_delete again: the scrubber will"
+                              " remove its data once the store can be reached",
+                              image_id=imageId)
+            return False
+
+    async def _requeueDelete(self, imageId: str, location: str) -> bool:
+        try:
+            return await self.registry.requeueDelete(imageId, location)
+        except Exception as e:
+            self.log.warn("could not put image {image_id} back in pending_delete: {error}",
+                          image_id=imageId, error=_plain(e))
+            return False
 
     async def _register(self, image: ImageRecord, location: str, size: int) -> ImageRecord:
         try:
@@ -820,8 +849,8 @@ class ImageService:
             location = await self.registry.claimPendingDelete(imageId)
             if location is None:
                 continue
-            await self._deleteBytes(location, imageId)
-            done += 1
+            if await self._deleteBytes(location, imageId):
+                done += 1
         if done:
             self.log.info("scrubbed {count} deleted images", count=done)
         return done

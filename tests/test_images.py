@@ -20,7 +20,7 @@ from glancetx.images import ImageChanges, ImageService
 from glancetx.notifier import CollectingNotifier
 from glancetx.registry import migrate
 from glancetx.registry.registry import ListQuery, Registry
-from glancetx.store.interface import StoreError
+from glancetx.store.interface import LocationNotFound, StoreError, StoreUnavailable
 from glancetx.store.filesystem import FilesystemStore
 from glancetx.uploadleases import UploadLeases
 from tests import dbs
@@ -582,6 +582,52 @@ class LifecycleTests(TestCase):
         self.assertEqual(gone.status, "deleted")
         # Nothing left to do, and a second scrubber finds nothing to claim.
         self.assertEqual(await self.service.scrub(), 0)
+
+    @async_test
+    async def test_bytesOfADeleteWhileTheStoreIsDownAreScrubbed(self):
+        """
+        A delete whose store cannot be reached leaves the image
+        pending_delete, so that a scrubber (any server's, after a restart
+        too) removes its bytes once the store is back, rather than leaving
+        them behind when the store's own retries give up; a scrubber that
+        meets the store still down puts the image back again.
+        """
+        self.service.config = attr.evolve(self.config, scrub_time=0)
+        image = await self.upload(b"abc")
+        realDelete = self.store.delete
+
+        def down(location):
+            raise StoreUnavailable("the store is down")
+        self.store.delete = down
+        deleted = await self.service.delete(self.ctx, image.id)
+        self.assertEqual(deleted.status, "deleted")
+        with self.assertRaises(errors.NotFound):
+            await self.service.show(self.ctx, image.id)
+        row = await self.registry.get(image.id, includeDeleted=True)
+        self.assertEqual(row.status, "pending_delete")
+        self.assertEqual(self.files(), [image.id])
+        self.assertEqual(await self.service.scrub(), 0)
+        row = await self.registry.get(image.id, includeDeleted=True)
+        self.assertEqual(row.status, "pending_delete")
+        self.assertEqual(self.files(), [image.id])
+        self.store.delete = realDelete
+        self.assertEqual(await self.service.scrub(), 1)
+        self.assertEqual(self.files(), [])
+        row = await self.registry.get(image.id, includeDeleted=True)
+        self.assertEqual(row.status, "deleted")
+
+    @async_test
+    async def test_bytesAlreadyGoneAreNoFailure(self):
+        self.service.config = attr.evolve(self.config, delayed_delete=True, scrub_time=0)
+        image = await self.upload(b"abc")
+        await self.service.delete(self.ctx, image.id)
+
+        def gone(location):
+            raise LocationNotFound("no image file")
+        self.store.delete = gone
+        self.assertEqual(await self.service.scrub(), 1)
+        row = await self.registry.get(image.id, includeDeleted=True)
+        self.assertEqual(row.status, "deleted")
 
     @async_test
     async def test_scrubberWaitsForScrubTime(self):

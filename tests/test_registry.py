@@ -192,6 +192,27 @@ class RegistryTestsMixin:
         self.assertEqual((two.status, where), ("pending_delete", "file:///there/2"))
 
     @async_test
+    async def test_requeueDelete(self):
+        """
+        A deleted image goes back to pending_delete (for a scrubber) only
+        while it is deleted and records the bytes that could not be
+        removed: not an image of other bytes, not one in another status.
+        """
+        for n in (1, 2, 3):
+            await self.make(n)
+            await self.registry.update(uid(n), {"status": "active", "size": 1},
+                                       location="file:///there/%d" % (n,))
+        await self.registry.delete(uid(1))
+        await self.registry.delete(uid(2))
+        self.assertTrue(await self.registry.requeueDelete(uid(1), "file:///there/1"))
+        self.assertFalse(await self.registry.requeueDelete(uid(2), "file:///elsewhere"))
+        self.assertFalse(await self.registry.requeueDelete(uid(3), "file:///there/3"))
+        statuses = [(await self.registry.get(uid(n), includeDeleted=True)).status
+                    for n in (1, 2, 3)]
+        self.assertEqual(statuses, ["pending_delete", "deleted", "active"])
+        self.assertEqual(await self.registry.claimPendingDelete(uid(1)), "file:///there/1")
+
+    @async_test
     async def test_protectedImageIsNotDeleted(self):
         await self.make(1)
         await self.registry.update(uid(1), {"protected": True})

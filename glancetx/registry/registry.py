@@ -838,6 +838,21 @@ class Registry:
             return location if result.rowcount == 1 else None
         return await self._run(work)
 
+    @fromCoroutine
+    async def requeueDelete(self, imageId: str, location: str) -> bool:
+        """
+        Put a deleted image whose bytes at C{location} could not be removed
+        (the store could not be reached) back in C{pending_delete}, so a
+        scrubber tries again.  Only if it is still C{deleted} and its bytes
+        are still those: returns whether it was put back.
+        """
+        def work(sqlconn):
+            result = sqlconn.execute(images.update().where(and_(
+                images.c.id == imageId, images.c.status == "deleted",
+                images.c.location == location)).values(status="pending_delete"))
+            return result.rowcount == 1
+        return await self._run(work)
+
     # -- upload leases ----------------------------------------------------
 
     @fromCoroutine
