@@ -53,7 +53,6 @@ from glancetx.errors import ConfigError
 from glancetx.store.cleanup import CleanupRetries, RetriedCleanups
 from glancetx.store.deadline import AnswerDeadline
 from glancetx.store.documents import drain, readDocument
-from glancetx.store.silence import SilentAnswer
 from glancetx.store.interface import (
     BadLocation,
     IStore,
@@ -63,6 +62,7 @@ from glancetx.store.interface import (
     StoreUnavailable,
     UploadFailed,
 )
+from glancetx.store.silence import SilentAnswer
 
 MiB = 1024 * 1024
 
@@ -569,7 +569,6 @@ class _PartWriter:
         self._pump()
 
 
-@implementer(IBodyProducer, IPushProducer)
 class _CompletionUncertain(StoreUnavailable):
     """
     A multipart completion whose outcome is unknown: no answer came, or
@@ -577,6 +576,7 @@ class _CompletionUncertain(StoreUnavailable):
     """
 
 
+@implementer(IBodyProducer, IPushProducer)
 class _S3Reader:
     """
     Streams a GET response's body to a consumer, pausing the connection when
