@@ -691,15 +691,17 @@ class ImageService:
             self.log.warn("could not end the upload lease of deleted image {image_id}:"
                           " {error}", image_id=imageId, error=_plain(e))
 
-    async def _deleteBytes(self, location: Optional[str], imageId: str = "") -> bool:
+    async def _deleteBytes(self, location: Optional[str], imageId: str = "",
+                           retryInBackground: bool = True) -> bool:
         """
         Remove an image's bytes, as far as the store lets us now.  Bytes
         already gone are what was wanted.  If the store cannot be reached,
         a deleted image that still records these bytes goes back to
         C{pending_delete}, so that a scrubber (of any server, after a
         restart too) tries again; the store meanwhile retries for a while
-        in the background.  (Before, bytes whose store stayed down past
-        those retries were left behind for good.)
+        in the background, unless C{retryInBackground} is false (the
+        scrubber is itself the retry).  (Before, bytes whose store stayed
+        down past those retries were left behind for good.)
 
         Returns whether the bytes are gone (or were none).
         """
@@ -719,7 +721,7 @@ class ImageService:
                           store=getattr(store, "name", "?"), error=_plain(e))
             if not isinstance(e, StoreUnavailable):
                 return False
-            if hasattr(store, "deleteLater"):
+            if retryInBackground and hasattr(store, "deleteLater"):
                 store.deleteLater(location)
             if imageId and await self._requeueDelete(imageId, location):
                 self.log.info("image {image_id} is pending_delete again: the scrubber will"
@@ -840,16 +842,18 @@ class ImageService:
         """
         Remove the bytes of images deleted (with C{delayed_delete}) more
         than C{scrub_time} seconds ago; Glance's scrubber, run in-process.
-        Returns how many images were scrubbed.
+        Without C{delayed_delete}, an image is pending_delete only because
+        its store could not be reached when it was deleted: it is retried
+        at once.  Returns how many images were scrubbed.
         """
-        before = datetime.datetime.utcnow() - datetime.timedelta(
-            seconds=self.config.scrub_time)
+        wait = self.config.scrub_time if self.config.delayed_delete else 0
+        before = datetime.datetime.utcnow() - datetime.timedelta(seconds=wait)
         done = 0
         for imageId in await self.registry.pendingDeletes(before):
             location = await self.registry.claimPendingDelete(imageId)
             if location is None:
                 continue
-            if await self._deleteBytes(location, imageId):
+            if await self._deleteBytes(location, imageId, retryInBackground=False):
                 done += 1
         if done:
             self.log.info("scrubbed {count} deleted images", count=done)

@@ -332,10 +332,11 @@ def buildService(config: Config, reactor=None):
     sendfile = Sendfile(reactor, sendfilePool, limit=config.disk_threads * 2,
                         stallSeconds=config.client_socket_timeout)
     reactor.addSystemEventTrigger("before", "shutdown", sendfile.stop)
-    if config.delayed_delete:
-        scrubber = TimerService(config.wakeup_time, _logFailure(images.scrub))
-        scrubber.clock = reactor
-        scrubber.setServiceParent(top)
+    # With delayed_delete off too: a delete whose store was down leaves
+    # its image pending_delete for the scrubber.
+    scrubber = TimerService(config.wakeup_time, _logFailure(images.scrub))
+    scrubber.clock = reactor
+    scrubber.setServiceParent(top)
     api = GlanceAPI(images, config, auth, sendfile)
     if config.access_log:
         os.makedirs(os.path.dirname(config.access_log), exist_ok=True)

@@ -592,7 +592,7 @@ class LifecycleTests(TestCase):
         them behind when the store's own retries give up; a scrubber that
         meets the store still down puts the image back again.
         """
-        self.service.config = attr.evolve(self.config, scrub_time=0)
+        self.service.config = attr.evolve(self.config, scrub_time=3600)
         image = await self.upload(b"abc")
         realDelete = self.store.delete
 
@@ -611,6 +611,7 @@ class LifecycleTests(TestCase):
         self.assertEqual(row.status, "pending_delete")
         self.assertEqual(self.files(), [image.id])
         self.store.delete = realDelete
+        # Not a delayed delete: retried without waiting scrub_time.
         self.assertEqual(await self.service.scrub(), 1)
         self.assertEqual(self.files(), [])
         row = await self.registry.get(image.id, includeDeleted=True)

@@ -269,11 +269,12 @@ class _RemoteStoreMixin(APITestsMixin):
     def setUp(self):
         self.setUpStore()
 
-    async def storeServer(self, address: Optional[str] = None, **options):
+    async def storeServer(self, address: Optional[str] = None, dataDir: Optional[str] = None,
+                          **options):
         opts = self.storeOptions(address or self.storeAddress)
         opts.update(default_store=self.storeName, stores="file,http," + self.storeName)
         opts.update(options)
-        return await self.server(**opts)
+        return await self.server(dataDir=dataDir, **opts)
 
     async def status(self, imageId: str) -> Optional[str]:
         resp, _ = await self.request("HEAD", "/v1/images/" + imageId)
@@ -485,6 +486,32 @@ class _RemoteStoreAPIMixin(_RemoteStoreMixin):
         self.assertEqual(await eventually(self.storeIsEmpty, 60, 0.5), True,
                          self.glance.log()[-3000:])
         self.assertNotIn(KEY + "@", self.glance.log())
+
+    @async_test
+    async def test_deleteWhileStoreIsDownSurvivesARestart(self):
+        """
+        The bytes of an image deleted while the store is down are removed
+        once it is back even if the server that deleted it stopped first
+        (its background retries end with it): the image waits in
+        pending_delete for a scrubber, which runs without delayed_delete
+        too.
+        """
+        host, port = self.storeAddress.rsplit(":", 1)
+        proxy = TCPProxy(reactor, host, int(port))
+        await proxy.start()
+        self.addCleanup(proxy.stop)
+        first = await self.storeServer(proxy.address, wakeup_time=1)
+        image = await self.create(os.urandom(4096), RAW)
+        await proxy.cut()
+        await self.request("DELETE", "/v1/images/" + image["id"], expect=200)
+        await self.request("HEAD", "/v1/images/" + image["id"], expect=404)
+        await first.stop()
+        self.assertEqual(await self.storedNames(), [image["id"]])
+        await proxy.restore()
+        await self.storeServer(proxy.address, dataDir=first.dataDir, wakeup_time=1)
+        self.assertEqual(await eventually(self.storeIsEmpty, 60, 0.5), True,
+                         self.glance.log()[-3000:])
+        self.assertNotIn(KEY + "@", first.log() + self.glance.log())
 
     @async_test
     async def test_copyFromAndLocation(self):
