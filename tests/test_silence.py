@@ -11,25 +11,7 @@ from twisted.web.http import PotentialDataLoss
 from glancetx.store.documents import readDocument
 from glancetx.store.interface import StoreUnavailable
 from glancetx.store.silence import SilentAnswer
-
-
-class BodyTransport:
-    """
-    What twisted.web hands a body protocol: a producer to pause, resume or
-    stop.
-    """
-
-    def __init__(self):
-        self.calls = []
-
-    def pauseProducing(self):
-        self.calls.append("pause")
-
-    def resumeProducing(self):
-        self.calls.append("resume")
-
-    def stopProducing(self):
-        self.calls.append("stop")
+from tests.bodies import RecordingProducer
 
 
 class Response:
@@ -41,7 +23,7 @@ class Response:
     headers = "the headers"
 
     def __init__(self):
-        self.transport = BodyTransport()
+        self.transport = RecordingProducer()
         self.protocol = None
 
     def deliverBody(self, protocol):

@@ -363,15 +363,19 @@ class _FakeS3Case(TestCase):
                 self.assertNotIn(secret, text)
 
     async def failsAtControlTimeout(self, clock: Clock, arrived: Deferred,
-                                    call: Deferred) -> Exception:
+                                    call: Deferred, settle: float = 0) -> Exception:
         """
         C{call}, whose request C{arrived} at S3 and is never answered, is
         still waiting just before the control time-out and fails at it as
         S3 unavailable, saying nothing secret.
 
+        @param settle: real seconds to wait first (for what S3 sent to
+            cross loopback; the time-out is the clock's).
         @return: its exception.
         """
         await arrived
+        if settle:
+            await deferLater(reactor, settle, lambda: None)
         clock.advance(CONTROL_TIMEOUT - 1)
         self.assertNoResult(call)
         clock.advance(1)
@@ -551,19 +555,10 @@ class SilenceInTheAnswerTests(_FakeS3Case):
                               call: Deferred) -> Exception:
         """
         C{call}, whose answer's head was sent when C{arrived} fired and
-        whose body never comes, is still waiting just before the limit
-        and fails at it as S3 unavailable, saying nothing secret.
+        whose body never comes, fails once it has been silent for the
+        limit, not before.
         """
-        await arrived
-        # The head crosses loopback in real time; the limit is the clock's.
-        await deferLater(reactor, 0.3, lambda: None)
-        clock.advance(CONTROL_TIMEOUT - 1)
-        self.assertNoResult(call)
-        clock.advance(1)
-        with self.assertRaises(StoreUnavailable) as caught:
-            await call
-        self.assertPlain(caught.exception)
-        return caught.exception
+        return await self.failsAtControlTimeout(clock, arrived, call, settle=0.3)
 
     def test_completionAnswerSilent(self):
         async def go():
