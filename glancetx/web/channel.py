@@ -209,13 +209,12 @@ class GlanceChannel(http.HTTPChannel):
             self._refuse(b"431 Request Header Fields Too Large",
                          b"The request has more than %d headers." % (self.maxHeaders,))
         elif getattr(self._transferDecoder, "refusedBecause", None) is not None:
-            why = "the chunked request body is malformed: %s" % (
-                self._transferDecoder.refusedBecause,)
+            why = "chunked request body is malformed: " + self._transferDecoder.refusedBecause
             for request in self.requests:
                 body = getattr(request, "body", None)
                 if body is not None:
-                    body.refused(why)
-            self._refuse(b"400 Bad Request", why[0].upper().encode() + why[1:].encode() + b".")
+                    body.refused("the " + why)
+            self._refuse(b"400 Bad Request", b"The %s." % (why.encode(),))
         else:
             self._refuse(b"400 Bad Request", b"Malformed HTTP request.")
 
