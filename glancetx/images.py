@@ -114,6 +114,8 @@ class ImageService:
     """
 
     log = Logger()
+    #: Pending deletes a scrub claims per query.
+    scrubBatch = 100
 
     registry: reg.Registry = attr.ib()
     stores: Mapping[str, Any] = attr.ib()
@@ -692,7 +694,8 @@ class ImageService:
                           " {error}", image_id=imageId, error=_plain(e))
 
     async def _deleteBytes(self, location: Optional[str], imageId: str = "",
-                           retryInBackground: bool = True) -> bool:
+                           retryInBackground: bool = True,
+                           unreachable: Optional[Dict[str, int]] = None) -> bool:
         """
         Remove an image's bytes, as far as the store lets us now.  Bytes
         already gone are what was wanted.  If the store cannot be reached,
@@ -703,6 +706,10 @@ class ImageService:
         scrubber is itself the retry).  (Before, bytes whose store stayed
         down past those retries were left behind for good.)
 
+        C{unreachable}, one scrub's record of the stores it found down (by
+        name, with how many images it then put back untried): such a store
+        is not tried again in that scrub.
+
         Returns whether the bytes are gone (or were none).
         """
         if not location:
@@ -710,6 +717,10 @@ class ImageService:
         store = None
         try:
             store = self._storeFor(location)
+            if unreachable is not None and store.name in unreachable:
+                if await self._requeueDelete(imageId, location):
+                    unreachable[store.name] += 1
+                return False
             if store.writable:
                 await store.delete(location)
             return True
@@ -721,6 +732,8 @@ class ImageService:
                           store=getattr(store, "name", "?"), error=_plain(e))
             if not isinstance(e, StoreUnavailable):
                 return False
+            if unreachable is not None:
+                unreachable[store.name] = 0
             if retryInBackground and hasattr(store, "deleteLater"):
                 store.deleteLater(location)
             if imageId and await self._requeueDelete(imageId, location):
@@ -845,18 +858,36 @@ class ImageService:
         Without C{delayed_delete}, an image is pending_delete only because
         its store could not be reached when it was deleted: it is retried
         at once.  Returns how many images were scrubbed.
+
+        Every image due is tried, a page at a time (one page a wakeup fell
+        behind for good once more images were deleted between wakeups than
+        a page holds), but a store found unreachable is tried once a run:
+        each try would wait out its timeouts, and the images of other
+        stores behind them with it.
         """
         wait = self.config.scrub_time if self.config.delayed_delete else 0
         before = datetime.datetime.utcnow() - datetime.timedelta(seconds=wait)
         done = 0
-        for imageId in await self.registry.pendingDeletes(before):
-            location = await self.registry.claimPendingDelete(imageId)
-            if location is None:
-                continue
-            if await self._deleteBytes(location, imageId, retryInBackground=False):
-                done += 1
+        unreachable: Dict[str, int] = {}
+        after = None
+        while True:
+            page = await self.registry.pendingDeletes(before, self.scrubBatch, after)
+            if not page:
+                break
+            for after in page:
+                imageId = after[1]
+                location = await self.registry.claimPendingDelete(imageId)
+                if location is None:
+                    continue
+                if await self._deleteBytes(location, imageId, retryInBackground=False,
+                                           unreachable=unreachable):
+                    done += 1
         if done:
             self.log.info("scrubbed {count} deleted images", count=done)
+        for name, waiting in unreachable.items():
+            if waiting:
+                self.log.warn("{count} more deleted images wait for the {store} store,"
+                              " which could not be reached", count=waiting, store=name)
         return done
 
     # -- members -------------------------------------------------------------

@@ -618,6 +618,50 @@ class LifecycleTests(TestCase):
         self.assertEqual(row.status, "deleted")
 
     @async_test
+    async def test_scrubberWorksThroughEveryPendingDelete(self):
+        """
+        One scrub removes every image due, however many batches that takes:
+        a scrubber that took one batch a wakeup fell behind for good once
+        more images were deleted between wakeups than a batch holds.
+        """
+        self.service.config = attr.evolve(self.config, delayed_delete=True, scrub_time=0)
+        self.service.scrubBatch = 2
+        for data in (b"a", b"b", b"c", b"d", b"e"):
+            image = await self.upload(data)
+            await self.service.delete(self.ctx, image.id)
+        self.assertEqual(len(self.files()), 5)
+        self.assertEqual(await self.service.scrub(), 5)
+        self.assertEqual(self.files(), [])
+
+    @async_test
+    async def test_scrubberTriesAStoreThatIsDownOncePerRun(self):
+        """
+        Once a scrub finds a store unreachable, its other images go back to
+        pending_delete untried in that run: each try would wait for the
+        store's timeouts, and the images of other stores behind them (the
+        oldest come first) would wait for all of those.
+        """
+        self.service.config = attr.evolve(self.config, delayed_delete=True, scrub_time=0)
+        self.service.scrubBatch = 2
+        images = []
+        for data in (b"a", b"b", b"c"):
+            image = await self.upload(data)
+            await self.service.delete(self.ctx, image.id)
+            images.append(image)
+        tried = []
+
+        def down(location):
+            tried.append(location)
+            raise StoreUnavailable("the store is down")
+        self.store.delete = down
+        self.assertEqual(await self.service.scrub(), 0)
+        self.assertEqual(len(tried), 1)
+        for image in images:
+            row = await self.registry.get(image.id, includeDeleted=True)
+            self.assertEqual(row.status, "pending_delete")
+        self.assertEqual(len(self.files()), 3)
+
+    @async_test
     async def test_bytesAlreadyGoneAreNoFailure(self):
         self.service.config = attr.evolve(self.config, delayed_delete=True, scrub_time=0)
         image = await self.upload(b"abc")

@@ -213,6 +213,36 @@ class RegistryTestsMixin:
         self.assertEqual(await self.registry.claimPendingDelete(uid(1)), "file:///there/1")
 
     @async_test
+    async def test_pendingDeletesPageByPage(self):
+        """
+        The scrubber's work list comes a page at a time, each page from
+        just past the last one's end, in the order the images were deleted
+        (by id where the database keeps the same time for several): every
+        image once, and one put back meanwhile not met again.
+        """
+        for n in (1, 2, 3, 4, 5):
+            await self.make(n)
+            await self.registry.update(uid(n), {"status": "active", "size": 1},
+                                       location="file:///there/%d" % (n,))
+            await self.registry.delete(uid(n), delayed=True)
+        before = datetime.datetime.utcnow() + datetime.timedelta(seconds=5)
+        seen, after = [], None
+        while True:
+            page = await self.registry.pendingDeletes(before, 2, after)
+            if not page:
+                break
+            self.assertLessEqual(len(page), 2)
+            for after in page:
+                seen.append(after[1])
+                # Claimed and put back, as a scrub whose store is down does.
+                location = await self.registry.claimPendingDelete(after[1])
+                self.assertTrue(await self.registry.requeueDelete(after[1], location))
+        self.assertEqual(sorted(seen), [uid(n) for n in (1, 2, 3, 4, 5)])
+        self.assertEqual(len(seen), 5)
+        self.assertEqual(await self.registry.pendingDeletes(
+            datetime.datetime.utcnow() - datetime.timedelta(hours=1)), [])
+
+    @async_test
     async def test_protectedImageIsNotDeleted(self):
         await self.make(1)
         await self.registry.update(uid(1), {"protected": True})

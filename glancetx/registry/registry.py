@@ -809,18 +809,25 @@ class Registry:
         return await self._run(work)
 
     @fromCoroutine
-    async def pendingDeletes(self, deletedBefore: datetime.datetime,
-                             limit: int = 100) -> List[str]:
+    async def pendingDeletes(self, deletedBefore: datetime.datetime, limit: int = 100,
+                             after: Optional[Tuple[datetime.datetime, str]] = None,
+                             ) -> List[Tuple[datetime.datetime, str]]:
         """
-        Ids of images in C{pending_delete} deleted before a time: the
-        scrubber's work list.
+        The scrubber's work list, a page at a time: (deleted_at, id) of
+        images in C{pending_delete} deleted before a time, oldest first,
+        from just past C{after} (the last one of the page before), so that
+        images put back while their store is down are not met again.
         """
         def work(sqlconn):
-            rows = sqlconn.execute(select([images.c.id]).where(and_(
-                images.c.status == "pending_delete",
-                images.c.deleted_at < deletedBefore)).order_by(
-                images.c.deleted_at).limit(limit))
-            return [r[0] for r in rows]
+            due = and_(images.c.status == "pending_delete",
+                       images.c.deleted_at < deletedBefore)
+            if after is not None:
+                due = and_(due, or_(
+                    images.c.deleted_at > after[0],
+                    and_(images.c.deleted_at == after[0], images.c.id > after[1])))
+            rows = sqlconn.execute(select([images.c.deleted_at, images.c.id]).where(
+                due).order_by(images.c.deleted_at, images.c.id).limit(limit))
+            return [(r[0], r[1]) for r in rows]
         return await self._run(work)
 
     @fromCoroutine
