@@ -872,9 +872,12 @@ class ImageService:
         after = None
         while True:
             page = await self.registry.pendingDeletes(before, self.scrubBatch, after)
-            if not page:
+            if not page or self._stopping:
                 break
             for after in page:
+                if self._stopping:
+                    # Shutdown waits for this run: it ends with this image.
+                    break
                 imageId = after[1]
                 location = await self.registry.claimPendingDelete(imageId)
                 if location is None:

@@ -634,6 +634,28 @@ class LifecycleTests(TestCase):
         self.assertEqual(self.files(), [])
 
     @async_test
+    async def test_scrubberStopsWithTheServer(self):
+        """
+        A scrub ends with the image it is at once the server is stopping:
+        shutdown waits for the scrub under way, which now works through
+        every image due.
+        """
+        self.service.config = attr.evolve(self.config, delayed_delete=True, scrub_time=0)
+        for data in (b"a", b"b", b"c"):
+            image = await self.upload(data)
+            await self.service.delete(self.ctx, image.id)
+        realDelete = self.store.delete
+
+        def deleteThenStop(location):
+            stopped.append(Deferred.fromCoroutine(self.service.stopUploads()))
+            return realDelete(location)
+        stopped = []
+        self.store.delete = deleteThenStop
+        self.assertEqual(await self.service.scrub(), 1)
+        self.assertEqual(len(self.files()), 2)
+        await stopped[0]
+
+    @async_test
     async def test_scrubberTriesAStoreThatIsDownOncePerRun(self):
         """
         Once a scrub finds a store unreachable, its other images go back to
