@@ -59,8 +59,13 @@ from glancetx.notifier import INotifier, LoggingNotifier
 DRIVERS = {"messaging": False, "messagingv2": True}
 #: The priorities Glance sends at, as routing key suffixes.
 PRIORITIES = ("info", "error")
-#: What the oldest waiting messages are dropped to make room for.
+#: What the oldest waiting messages are dropped to make room for: at most
+#: this many wait, and at most this many bytes of them (an image with many
+#: long properties makes notifications of a megabyte and more).
 MAX_PENDING = 1000
+MAX_PENDING_BYTES = 16 * 1024 * 1024
+#: Seconds between warnings that notifications are being dropped.
+DROP_WARNING_INTERVAL = 60.0
 #: The options a transport URL's query may set.  (oslo.messaging takes
 #: any of [oslo_messaging_rabbit]'s there; these are the ones read here,
 #: and anything else is refused rather than ignored.)
@@ -246,6 +251,13 @@ class _HostsInTurn:
         delay = min(30.0, 0.5 * 2 ** (self.refusals - 1))
         return deferLater(self._reactor, delay, self._connect, factory)
 
+    @property
+    def where(self) -> str:
+        """
+        The broker connected to last, or else the first to try.
+        """
+        return str(self.current or self._brokers[0])
+
     def _connect(self, factory) -> Deferred:
         broker = self.current = self._brokers[self._next % len(self._brokers)]
         self._next += 1
@@ -275,7 +287,8 @@ class AMQPNotifier(service.Service):
                  exchange: str = "glance", topics: Sequence[str] = ("notifications",),
                  durable: bool = False, publisherId: Optional[str] = None,
                  maxPending: int = MAX_PENDING, stopTimeout: float = 5.0,
-                 tls: Optional[BrokerTLS] = None) -> None:
+                 tls: Optional[BrokerTLS] = None,
+                 maxPendingBytes: int = MAX_PENDING_BYTES) -> None:
         self._reactor = reactor
         self._endpoint = _HostsInTurn(reactor, brokers, tls)
         self._envelope = envelope
@@ -286,12 +299,23 @@ class AMQPNotifier(service.Service):
         #: (priority, message) pairs.
         self._pending: Deque[Tuple[str, bytes]] = deque()
         self._maxPending = maxPending
+        self._maxPendingBytes = maxPendingBytes
+        self._pendingBytes = 0
+        #: The message being sent, which dropping leaves alone.
+        self._sending: Optional[Tuple[str, bytes]] = None
+        #: Dropped since the broker last took one, and in all.
         self._dropped = 0
+        self._droppedInAll = 0
+        self._dropWarned: Optional[float] = None
         self._stopTimeout = stopTimeout
         self._wake: Optional[Deferred] = None
         self._client: Optional[ClientService] = None
         self._loop: Optional[Deferred] = None
         self._stopping = False
+        #: Shutdown stopped waiting for the broker (see L{_giveUp}).
+        self._givenUp = False
+        #: The connection the last send went through.
+        self._protocol: Any = None
 
     @property
     def pending(self) -> int:
@@ -313,11 +337,34 @@ class AMQPNotifier(service.Service):
             self.log.failure("notification {event_type} cannot be encoded",
                              event_type=eventType)
             return
-        if len(self._pending) >= self._maxPending:
-            self._pending.popleft()
-            self._dropped += 1
         self._pending.append((priority.lower(), body))
+        self._pendingBytes += len(body)
+        while len(self._pending) > 1 and (len(self._pending) > self._maxPending
+                                          or self._pendingBytes > self._maxPendingBytes):
+            self._dropOldest()
         self._wakeUp()
+
+    def _dropOldest(self) -> None:
+        """
+        Make room: the oldest waiting message goes, unless it is the one
+        being sent (which may well arrive), and then the next.
+        """
+        if self._pending[0] is self._sending:
+            dropped = self._pending[1]
+            del self._pending[1]
+        else:
+            dropped = self._pending.popleft()
+        self._pendingBytes -= len(dropped[1])
+        self._dropped += 1
+        self._droppedInAll += 1
+        now = self._reactor.seconds()
+        if self._dropWarned is None or now - self._dropWarned >= DROP_WARNING_INTERVAL:
+            self._dropWarned = now
+            self.log.warn("notifications: the broker at {broker} takes none, so the oldest"
+                          " waiting are dropped ({count} so far; at most {most} messages"
+                          " and {mib} MiB wait)", broker=self._endpoint.where,
+                          count=self._dropped, most=self._maxPending,
+                          mib=self._maxPendingBytes // (1024 * 1024))
 
     def _wakeUp(self) -> None:
         wake, self._wake = self._wake, None
@@ -357,17 +404,32 @@ class AMQPNotifier(service.Service):
         self._stopping = True
         self._wakeUp()
         loop = self._loop
-        timeout = self._reactor.callLater(self._stopTimeout, loop.cancel)
+        timeout = self._reactor.callLater(self._stopTimeout, self._giveUp)
 
         def stopped(_):
             if timeout.active():
                 timeout.cancel()
-            if self._pending:
-                self.log.warn("{count} notifications were not sent before shutdown",
-                              count=len(self._pending))
+            if self._givenUp and self._protocol is not None \
+                    and self._protocol.transport is not None:
+                # A broker that says nothing (blocking publishers, or cut
+                # off with the connection open) would never see a close
+                # through, nor answer one.
+                self._protocol.transport.abortConnection()
+            if self._pending or self._droppedInAll:
+                self.log.warn("{count} notifications were not sent before shutdown, and"
+                              " {dropped} were dropped before", count=len(self._pending),
+                              dropped=self._droppedInAll)
             return self._client.stopService()
 
         return loop.addBoth(stopped)
+
+    def _giveUp(self) -> None:
+        """
+        Stop waiting for the broker: the sender ends wherever it waits,
+        and a send under way is not tried again.
+        """
+        self._givenUp = True
+        self._loop.cancel()
 
     # The connection
 
@@ -417,19 +479,14 @@ class AMQPNotifier(service.Service):
                                      content_encoding="utf-8",
                                      delivery_mode=2 if self._durable else 1)
         while True:
-            if self._dropped:
-                self.log.warn("notifications: {count} dropped while the broker was away"
-                              " (at most {most} wait)", count=self._dropped,
-                              most=self._maxPending)
-                self._dropped = 0
             if not self._pending:
                 if self._stopping:
                     return
                 self._wake = Deferred()
                 await self._wake
                 continue
-            protocol = await self._connected()
-            item = self._pending[0]
+            protocol = self._protocol = await self._connected()
+            item = self._sending = self._pending[0]
             priority, body = item
             try:
                 await DeferredList(
@@ -438,6 +495,10 @@ class AMQPNotifier(service.Service):
                         properties=properties) for key in self.routingKeys([priority])],
                     fireOnOneErrback=True, consumeErrors=True)
             except Exception as e:
+                if self._givenUp:
+                    # Cancelled by shutdown (a CancelledError is an
+                    # Exception too): not a failed send to try again.
+                    raise CancelledError() from None
                 reason = getattr(e, "subFailure", None)
                 self.log.warn("notifications: sending to {broker} failed, will retry: {error}",
                               broker=str(self._endpoint.current),
@@ -446,8 +507,16 @@ class AMQPNotifier(service.Service):
                 protocol.transport.loseConnection()
                 await deferLater(self._reactor, 0.5, lambda: None)
                 continue
+            finally:
+                self._sending = None
             if self._pending and self._pending[0] is item:
                 self._pending.popleft()
+                self._pendingBytes -= len(body)
+            if self._dropped:
+                self.log.warn("notifications: the broker takes them again; {count} were"
+                              " dropped meanwhile", count=self._dropped)
+                self._dropped = 0
+                self._dropWarned = None
 
 
 @functools.lru_cache(maxsize=None)
@@ -475,6 +544,20 @@ def _connectionClass():
             self._notifier = notifier
             self._waiting: List[Deferred] = []
             self.ready.addCallbacks(self._handshaken, self._handshakeFailed)
+            # RabbitMQ's memory and disk alarms stop it reading from
+            # publishers: say why notifications stop arriving.
+            self._impl.add_on_connection_blocked_callback(self._blocked)
+            self._impl.add_on_connection_unblocked_callback(self._unblocked)
+
+        def _blocked(self, _connection, frame) -> None:
+            self._notifier.log.warn(
+                "notifications: the broker at {broker} takes no messages for now: {why}",
+                broker=self._notifier._endpoint.where,
+                why=getattr(frame.method, "reason", "") or "no reason given")
+
+        def _unblocked(self, _connection, _frame) -> None:
+            self._notifier.log.info("notifications: the broker at {broker} takes messages"
+                                    " again", broker=self._notifier._endpoint.where)
 
         def _handshaken(self, _) -> Deferred:
             d = Deferred.fromCoroutine(self._notifier._prepare(self))

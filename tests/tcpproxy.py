@@ -10,7 +10,9 @@ cut the store off in the middle of an upload and bring it back.
     await proxy.stop()
 
 While cut, the listening port is closed, so new connections are refused
-(ECONNREFUSED) rather than accepted and dropped.
+(ECONNREFUSED) rather than accepted and dropped.  C{blackHole()} instead
+keeps every connection open and throws away whatever either side sends:
+a partition, where TCP sees nothing wrong.
 
 Given C{tls} (server-side TLS options), the proxy takes TLS from its
 clients and speaks plain TCP to the server: a TLS front for a server that
@@ -36,6 +38,8 @@ class _Upstream(Protocol):
         self.downstream.upstreamReady(self)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.downstream.proxy.swallowing:
+            return
         self.downstream.proxy.bytesFromServer += len(data)
         self.downstream.transport.write(data)
 
@@ -79,6 +83,8 @@ class _Downstream(Protocol):
         self.transport.resumeProducing()
 
     def dataReceived(self, data: bytes) -> None:
+        if self.proxy.swallowing:
+            return
         self.proxy.bytesToServer += len(data)
         if self.upstream is None:
             self._pending.append(data)
@@ -120,6 +126,7 @@ class TCPProxy:
         self.accepted = 0
         self.bytesToServer = 0
         self.bytesFromServer = 0
+        self.swallowing = False
         self._listening = None
 
     async def start(self) -> int:
@@ -154,10 +161,18 @@ class TCPProxy:
             conn.abort()
         return d
 
+    def blackHole(self) -> None:
+        """
+        From now on throw away what either side sends, on every connection,
+        and keep them all open.
+        """
+        self.swallowing = True
+
     async def restore(self) -> int:
         """
-        Listen again on the same port.
+        Listen again on the same port, and pass bytes on again.
         """
+        self.swallowing = False
         if self._listening is None:
             await self.start()
         return self.port

@@ -13,15 +13,15 @@ import os
 import urllib.parse
 
 from twisted.internet import reactor
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from glancetx import config
-from glancetx.amqpnotifier import (AMQPNotifier, Broker, encode, fromConfig, parseTransportURL,
-                                   urlOptions)
+from glancetx.amqpnotifier import (AMQPNotifier, Broker, _connectionClass, encode, fromConfig,
+                                   parseTransportURL, urlOptions)
 from glancetx.errors import ConfigError
 from glancetx.notifier import LoggingNotifier
 from tests import dbs
@@ -238,7 +238,7 @@ class QueueTests(SynchronousTestCase):
     """
 
     def notifier(self, **kwargs):
-        return AMQPNotifier(MemoryReactor(), [Broker("h", 5672, "u", "p", "/")], **kwargs)
+        return AMQPNotifier(MemoryReactorClock(), [Broker("h", 5672, "u", "p", "/")], **kwargs)
 
     def test_oldestDropped(self):
         n = self.notifier(maxPending=3)
@@ -249,6 +249,75 @@ class QueueTests(SynchronousTestCase):
                for _, b in n._pending]
         self.assertEqual(ids, ["2", "3", "4"])
         self.assertEqual(n._dropped, 2)
+
+    def test_bytesBounded(self):
+        """
+        What waits is bounded in bytes too: an image with many long
+        properties makes notifications of a megabyte and more, and a
+        thousand of those waiting for a blocked broker took gigabytes.
+        """
+        n = self.notifier(maxPendingBytes=10000)
+        for i in range(10):
+            n.notify("image.update", {"id": str(i), "big": "x" * 3000})
+        self.assertEqual(n.pending, 3)
+        self.assertLessEqual(sum(len(b) for _, b in n._pending), 10000)
+        self.assertEqual(n._pendingBytes, sum(len(b) for _, b in n._pending))
+        self.assertEqual(n._dropped, 7)
+
+    def test_theOneBeingSentIsNotDropped(self):
+        """
+        The message under way may yet arrive: dropping it counted one more
+        lost than was.
+        """
+        n = self.notifier(maxPending=2)
+        n.notify("image.update", {"id": "0"})
+        n._sending = n._pending[0]
+        for i in (1, 2, 3):
+            n.notify("image.update", {"id": str(i)})
+        ids = [json.loads(json.loads(b)["oslo.message"])["payload"]["id"]
+               for _, b in n._pending]
+        self.assertEqual(ids, ["0", "3"])
+
+    def test_dropsAreSaidWhenTheyHappen(self):
+        """
+        Dropping is said when it starts, then at most once a minute, not
+        only once the broker takes messages again (which may be never).
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        n = self.notifier(maxPending=1)
+
+        def warnings():
+            return [e for e in events if "dropped" in e.get("log_format", "")]
+        for i in range(5):
+            n.notify("image.update", {"id": str(i)})
+        self.assertEqual(len(warnings()), 1)
+        n._reactor.advance(61)
+        n.notify("image.update", {"id": "5"})
+        self.assertEqual(len(warnings()), 2)
+        self.assertEqual(warnings()[-1]["count"], 5)
+
+    def test_blockedBrokerIsLogged(self):
+        """
+        RabbitMQ under a memory or disk alarm blocks publishers, saying so
+        on the connection: the log says it, and when it ends.
+        """
+        from pika import ConnectionParameters, frame, spec
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        n = self.notifier()
+        conn = _connectionClass()(ConnectionParameters(), n, custom_reactor=n._reactor)
+        conn._impl.callbacks.process(0, spec.Connection.Blocked, conn._impl, frame.Method(
+            0, spec.Connection.Blocked(reason="low on memory")))
+        conn._impl.callbacks.process(0, spec.Connection.Unblocked, conn._impl, frame.Method(
+            0, spec.Connection.Unblocked()))
+        said = [formatEvent(e) for e in events if "broker" in e.get("log_format", "")]
+        self.assertEqual(said, [
+            "notifications: the broker at h:5672 takes no messages for now: low on memory",
+            "notifications: the broker at h:5672 takes messages again"])
 
     def test_unencodablePayloadLogged(self):
         events = []
@@ -427,6 +496,35 @@ class RabbitMQTests(APITestsMixin, TestCase):
         self.assertEqual(sorted(set(m["payload"]["name"] for m in messages)),
                          sorted("n%d" % i for i in range(20)))
         self.assertNotIn("were not sent", glance.log())
+
+    @async_test
+    async def test_stopEndsWhileTheBrokerSaysNothing(self):
+        """
+        A broker that goes silent with the connection open (a partition, or
+        RabbitMQ blocking publishers under a memory alarm) holds shutdown
+        for the notifier's stop timeout (5 s), not for good: the send it
+        waits on is given up, the connection dropped, and what was not
+        sent is counted in the log.
+        """
+        glance, proxy = await self.glanceBehindProxy()
+        self.assertTrue(await eventually(self.queueDeclared, 30, 0.2))
+        await self.create(headers=RAW)
+        await self.events("notifications.info", 1)
+        proxy.blackHole()
+        for i in range(5):
+            await self.create(headers=dict(RAW, **{"x-image-meta-name": "n%d" % i}))
+        started = reactor.seconds()
+        glance.process.signalProcess("TERM")
+        ended = glance.watcher.ended
+        timer = reactor.callLater(30, lambda: glance.process.signalProcess("KILL"))
+        try:
+            await ended
+        finally:
+            if timer.active():
+                timer.cancel()
+        self.assertLess(reactor.seconds() - started, 20)
+        self.assertIn("5 notifications were not sent before shutdown", glance.log())
+        self.checkLog()
 
     @async_test
     async def test_unreachableBrokerDoesNotStopTheServer(self):
