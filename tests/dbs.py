@@ -57,7 +57,7 @@ def postgresURL(testCase) -> str:
     return "postgresql://postgres@127.0.0.1:5432/" + name
 
 
-def mysqlURL(testCase) -> str:
+def mysqlURL(testCase, charset: str = "utf8mb4") -> str:
     try:
         import pymysql
         admin = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="",
@@ -66,7 +66,7 @@ def mysqlURL(testCase) -> str:
         unavailable("MariaDB", str(e).strip())
     name = _name()
     with admin.cursor() as c:
-        c.execute("CREATE DATABASE %s CHARACTER SET utf8mb4" % (name,))
+        c.execute("CREATE DATABASE %s CHARACTER SET %s" % (name, charset))
 
     def drop():
         with admin.cursor() as c:

@@ -52,6 +52,29 @@ class MigrationTests(TestCase):
             columns = {c["name"] for c in inspector.get_columns(table.name)}
             self.assertEqual(columns, {c.name for c in table.columns}, table.name)
 
+    def test_mysqlTextIsExactUTF8(self):
+        """
+        On MySQL/MariaDB, even in a database made in latin1, the text
+        columns take any Unicode and compare byte for byte (see migration
+        0004).
+        """
+        import sqlalchemy
+        url = dbs.mysqlURL(self, charset="latin1")
+        migrate.sync(url)
+        engine = sqlalchemy.create_engine(url)
+        self.addCleanup(engine.dispose)
+        with engine.begin() as conn:
+            for n, owner in enumerate(("alice", "ALICE", "alicé", "alice ")):
+                conn.execute(
+                    "INSERT INTO images (id, name, status, is_public, min_disk, min_ram,"
+                    " owner, protected, created_at, deleted) VALUES"
+                    " (%s, %s, 'active', 0, 0, 0, %s, 0, NOW(), 0)",
+                    ("id-%d" % (n,), "Ωmega 😀", owner))
+            self.assertEqual(conn.execute(
+                "SELECT COUNT(*) FROM images WHERE owner = 'alice'").scalar(), 1)
+            self.assertEqual(conn.execute(
+                "SELECT DISTINCT name FROM images").scalar(), "Ωmega 😀")
+
 
 class ManageCommandTests(TestCase):
     """

@@ -445,6 +445,50 @@ class RegistryTestsMixin:
                                                marker=uid(2)))
 
     @async_test
+    async def test_textComparedExactly(self):
+        """
+        Tenants, members, names and properties are compared byte for byte
+        on every database.  MariaDB's default collation ignores case,
+        accents and trailing spaces, so there tenant C{ALICE} (or C{alicé})
+        read C{alice}'s private images, and C{Bob} and C{bob} as members of
+        one image were a 500.
+        """
+        await self.make(1, owner="alice", name="CaseName", properties={"distro": "Ubuntu"})
+        await self.make(2, owner="carol")
+        await self.registry.addMember(uid(2), "bob", False, 10)
+
+        async def ids(tenant):
+            return sorted(i.id for i in await self.registry.list(
+                ListQuery(restrict_to_visible=True, visible_to=tenant)))
+
+        self.assertEqual(await ids("alice"), [uid(1)])
+        for other in ("ALICE", "alicé", "alice "):
+            self.assertEqual(await ids(other), [], other)
+            self.assertFalse(await self.registry.isVisible(uid(1), other), other)
+        self.assertEqual(await ids("BOB"), [])
+        self.assertEqual(await self.registry.sharedWith("BOB"), [])
+        with self.assertRaises(NotFound):
+            await self.registry.deleteMember(uid(2), "BOB")
+        await self.registry.addMember(uid(2), "Bob", False, 10)
+        await self.registry.addMember(uid(2), "bob ", False, 10)
+        self.assertEqual(sorted(m.member for m in await self.registry.members(uid(2))),
+                         ["Bob", "bob", "bob "])
+        await self.registry.replaceMembers(uid(2), {"cafe": False, "café": False}, 10)
+        self.assertEqual(sorted(m.member for m in await self.registry.members(uid(2))),
+                         ["cafe", "café"])
+
+        async def listed(**kw):
+            return [i.id for i in await self.registry.list(ListQuery(**kw))]
+
+        self.assertEqual(await listed(filters={"name": "CaseName"}), [uid(1)])
+        self.assertEqual(await listed(filters={"name": "casename"}), [])
+        self.assertEqual(await listed(properties={"distro": "UBUNTU"}), [])
+        self.assertEqual(await listed(properties={"distro": "Ubuntu"}), [uid(1)])
+        # Text outside Latin-1, whatever the database's own default.
+        await self.make(3, name="Ωmega 😀", properties={"note": "😀"})
+        self.assertEqual((await self.registry.get(uid(3))).name, "Ωmega 😀")
+
+    @async_test
     async def test_changesSinceIncludesDeleted(self):
         await self.make(1)
         await self.make(2)

@@ -29,7 +29,7 @@ DateTime = _DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
 
 #: The newest migration; the server compares the database with it without
 #: loading alembic (a test keeps it equal to alembic's head).
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 metadata = MetaData()
 
