@@ -55,6 +55,23 @@ class ChangesFromHeadersTests(TestCase):
         self.assertRaises(errors.BadRequest, h.changesFromHeaders,
                           [(b"x-image-meta-name", [b"\xff\xfe"])])
 
+    def test_integersOfAnyLength(self):
+        """
+        However many digits: int() refuses a string of more than 4,300 with
+        a ValueError, which was a 500.  Leading zeros are no value.
+        """
+        huge = "9" * 5000
+        for name in ("x-image-meta-size", "x-image-meta-min_disk", "x-image-meta-min_ram",
+                     "x-image-meta-virtual_size"):
+            e = self.assertRaises(errors.BadRequest, h.changesFromHeaders,
+                                  hdrs([(name, huge)]))
+            self.assertIn("too large", e.message)
+            e = self.assertRaises(errors.BadRequest, h.changesFromHeaders,
+                                  hdrs([(name, "-" + huge)]))
+            self.assertIn("must not be negative", e.message)
+        c = h.changesFromHeaders(hdrs([("x-image-meta-size", "0" * 5000 + "42")]))
+        self.assertEqual(c.fields["size"], 42)
+
     def test_otherHeadersNotRead(self):
         """
         Headers that are not Glance's are not read, so bytes that are not
@@ -139,6 +156,13 @@ class ListQueryTests(TestCase):
     def test_defaultsAndCap(self):
         self.assertEqual(self.parse()["limit"], 25)
         self.assertEqual(self.parse(limit="5000")["limit"], 1000)
+        self.assertEqual(self.parse(limit="9" * 5000)["limit"], 1000)
+        self.assertEqual(self.parse(limit="0" * 5000 + "7")["limit"], 7)
+
+    def test_integerFiltersOfAnyLength(self):
+        for name in ("size_min", "size_max", "min_ram", "min_disk"):
+            self.assertRaises(errors.BadRequest, self.parse, **{name: "9" * 5000})
+        self.assertRaises(errors.BadRequest, self.parse, limit="-" + "9" * 5000)
 
     def test_filters(self):
         q = self.parse(**{"name": "x", "size_min": "3", "protected": "true",

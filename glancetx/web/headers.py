@@ -41,10 +41,27 @@ def parseBool(name: str, value: str) -> bool:
 _INTEGER = re.compile(r"[+-]?[0-9]+\Z")
 
 
+#: More digits than any value taken here has (2 ** 63 has 19).
+_TOO_MANY_DIGITS = 2 ** 63
+
+
+def _wireInt(text: str) -> int:
+    """
+    An integer that matched L{_INTEGER}; one of more than 19 significant
+    digits is taken as +/-2 ** 63, beyond every bound, since int() refuses
+    a string of more than 4,300 digits with a ValueError (a 500).
+    """
+    text = text.strip()
+    digits = text.lstrip("+-").lstrip("0")
+    if len(digits) > 19:
+        return -_TOO_MANY_DIGITS if text.startswith("-") else _TOO_MANY_DIGITS
+    return int(text[0] + (digits or "0")) if text[0] in "+-" else int(digits or "0")
+
+
 def parseInt(name: str, value: str) -> int:
     if not _INTEGER.match(value.strip()):
         raise errors.BadRequest("Invalid value for %s: %r is not an integer" % (name, value))
-    n = int(value.strip())
+    n = _wireInt(value)
     if n < 0:
         raise errors.BadRequest("Invalid value for %s: must not be negative" % (name,))
     if n > 2 ** 63 - 1:
@@ -215,7 +232,7 @@ def parseListQuery(args: Mapping[bytes, list], limitDefault: int, limitMax: int,
     else:
         if not _INTEGER.match(limit.strip()):
             raise errors.BadRequest("limit param must be an integer")
-        n = int(limit.strip())
+        n = _wireInt(limit)
         if n < 0:
             raise errors.BadRequest("limit param must be positive")
         q["limit"] = min(n, limitMax)
