@@ -277,16 +277,43 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
         """
         from glancetx.store import appendfile
 
-        def full(self, chunks):
-            raise OSError(28, "No space left on device")
-        self.patch(appendfile.AppendFile, "append", full)
+        def broken(self, chunks):
+            raise OSError(5, "Input/output error")
+        self.patch(appendfile.AppendFile, "append", broken)
         store = self.makeStore()
 
         async def go():
             with self.assertRaises(StoreError) as caught:
                 await store.add(os.urandom(16).hex(), BytesBody(reactor, b"x" * (3 * MiB)))
-            self.assertIn("No space left on device", str(caught.exception))
+            self.assertIn("Input/output error", str(caught.exception))
             self.assertEqual(os.listdir(self.dir), [])
+        return ensureDeferred(go())
+
+    def test_fullDiskIsTheClients413(self):
+        """
+        A disk (or quota) with no room left is Glance's 413 "Image storage
+        media is full", not a store that is down, which a client would
+        try again at once; nothing is left behind.  So too when the file
+        cannot even be made.
+        """
+        from glancetx.store import appendfile
+        realAppend, realCreate = appendfile.AppendFile.append, appendfile.AppendFile.create
+
+        async def go():
+            for code, where in ((28, "append"), (122, "append"), (28, "create")):
+                def full(*args, **kwargs):
+                    raise OSError(code, os.strerror(code))
+                self.patch(appendfile.AppendFile, "append",
+                           full if where == "append" else realAppend)
+                self.patch(appendfile.AppendFile, "create",
+                           staticmethod(full if where == "create" else realCreate))
+                store = self.makeStore()
+                with self.assertRaises(UploadFailed) as caught:
+                    await store.add(os.urandom(16).hex(), BytesBody(reactor, b"x" * (3 * MiB)))
+                self.assertEqual(caught.exception.code, 413)
+                self.assertEqual(caught.exception.message,
+                                 "Image storage media is full: %s" % (os.strerror(code),))
+                self.assertEqual(os.listdir(self.dir), [])
         return ensureDeferred(go())
 
     def _flushesOfAdd(self, earlyFlush):

@@ -9,6 +9,7 @@ never see a partial file under an image's name.  How the bytes reach the disk
 (around the page cache where possible) is L{glancetx.store.appendfile}'s.
 """
 
+import errno
 import os
 import uuid
 from typing import List, Optional
@@ -32,6 +33,7 @@ from glancetx.store.interface import (
     LocationNotFound,
     StoredImage,
     StoreError,
+    UploadFailed,
 )
 
 #: Size of one read for downloads.
@@ -208,6 +210,21 @@ class _FileReader:
             self._close()
 
 
+#: A disk, or a quota, with no room left.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _writeFailed(error: OSError, what: str) -> Exception:
+    """
+    What a failed write of an image's file is to the upload: no room left
+    is Glance's 413 (the client's to deal with, not a store that is down
+    for it to try again at once); anything else is the store's failure.
+    """
+    if error.errno in _FULL:
+        return UploadFailed(413, "Image storage media is full: %s" % (error.strerror,))
+    return StoreError("%s: %s" % (what, error.strerror))
+
+
 @implementer(IStore)
 @attr.s(eq=False)
 class FilesystemStore:
@@ -266,7 +283,7 @@ class FilesystemStore:
             file = await self._run(AppendFile.create, temp, self.directIO,
                                    earlyFlush=EARLY_FLUSH if self.earlyFlush else 0)
         except OSError as e:
-            raise StoreError("cannot create image file: %s" % (e.strerror,))
+            raise _writeFailed(e, "cannot create image file")
         share = self._budget.join()
         writer = _FileWriter(file, self._reactor, self._pool, share)
         writer.registerProducer(body, True)
@@ -283,7 +300,7 @@ class FilesystemStore:
             await writer.abandon()
             await self._run(discard, file, temp)
             if isinstance(e, OSError):
-                raise StoreError("writing the image failed: %s" % (e.strerror,))
+                raise _writeFailed(e, "writing the image failed")
             raise
         finally:
             share.leave()
