@@ -133,6 +133,25 @@ class GlanceSite(server.Site):
         self.api = api
         self.reactor = reactor
 
+    #: When a failed access log write was last said (reactor seconds).
+    _logFailureSaid: Optional[float] = None
+
+    def log(self, request) -> None:
+        """
+        The access log line.  A write that fails (a full disk) is said at
+        most once a minute; it raised out of twisted.web's C{finish}
+        before the request was cleaned up, with a traceback per request,
+        and a C{Connection: close} connection stayed open.
+        """
+        try:
+            super().log(request)
+        except OSError as e:
+            now = self.reactor.seconds()
+            if self._logFailureSaid is None or now - self._logFailureSaid >= 60:
+                self._logFailureSaid = now
+                log.warn("the access log {path} cannot be written ({error}); requests"
+                         " go on, unlogged", path=self.logPath, error=e.strerror or str(e))
+
     def isUpload(self, method: bytes, path: bytes) -> bool:
         return self.api.isUpload(method, path)
 

@@ -553,3 +553,45 @@ class MalformedRequestTests(SynchronousTestCase):
         channel.dataReceived(b"zz\r\n")
         self.assertEqual(transport.value(), answer)
         self.assertTrue(transport.disconnecting)
+
+
+class AccessLogTests(SynchronousTestCase):
+    """
+    The access log, written to a file of its own.
+    """
+
+    def test_unwritableLogLosesNoAnswer(self):
+        """
+        A log file that cannot be written (a full disk): each request is
+        still answered and cleaned up, a C{Connection: close} connection
+        closes, and the failure is said once a minute, not per request.
+        """
+        from twisted.internet.task import Clock
+        from twisted.logger import globalLogPublisher
+
+        from glancetx.config import Config
+        from glancetx.service import GlanceSite
+        from glancetx.web.app import GlanceAPI
+
+        class Full:
+            def write(self, line):
+                raise OSError(28, "No space left on device")
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        clock = Clock()
+        site = GlanceSite(GlanceAPI(None, Config()), clock, "/nowhere/access.log")
+        site._logFile = Full()
+        for n in range(3):
+            channel = site.buildProtocol(None)
+            transport = StringTransport()
+            channel.makeConnection(transport)
+            channel.dataReceived(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 300 "))
+            self.assertTrue(transport.disconnecting, n)
+            clock.advance(30)
+        said = [e for e in events if "access log" in e.get("log_format", "")]
+        self.assertEqual(len(said), 2)
+        self.assertEqual(said[0]["error"], "No space left on device")
+        self.assertEqual(self.flushLoggedErrors(), [])
