@@ -262,11 +262,17 @@ class ImageService:
             raise errors.Unavailable("The stored image data is damaged; it is not served.")
         return self._readableProperties(ctx, image), producer
 
-    def sent(self, ctx: RequestContext, image: ImageRecord, sent: int) -> None:
-        payload = payloadFor(image)
-        payload.update(bytes_sent=sent, image_id=image.id, receiver_tenant_id=ctx.tenant,
-                       receiver_user_id=ctx.user, owner_id=image.owner)
-        self.notifier.notify("image.send", payload)
+    def sent(self, ctx: RequestContext, image: ImageRecord, sent: int,
+             destination: Optional[str] = None) -> None:
+        """
+        Glance v1's image.send, once a download has ended: INFO if it sent
+        the whole image, ERROR (with what it did send) if not.
+        """
+        payload = {"bytes_sent": sent, "image_id": image.id, "owner_id": image.owner,
+                   "receiver_tenant_id": ctx.tenant, "receiver_user_id": ctx.user,
+                   "destination_ip": destination}
+        whole = sent == (image.size or 0)
+        self.notifier.notify("image.send", payload, "INFO" if whole else "ERROR")
 
     def _storeFor(self, location: Optional[str]):
         scheme = (location or "").split("://", 1)[0]
@@ -498,8 +504,10 @@ class ImageService:
                 continue
         else:
             raise errors.Conflict("The image changed while it was being updated; try again.")
-        self.notifier.notify("image.update", payloadFor(image))
         image = await self._supplyData(image, changes, body, plan)
+        # Once its data is handled, as Glance v1 sent it: Ceilometer's
+        # image.size meter reads the size from it.
+        self.notifier.notify("image.update", payloadFor(image))
         return self._readableProperties(ctx, image)
 
     async def _updateFrom(self, ctx: RequestContext, image: ImageRecord,
@@ -658,8 +666,7 @@ class ImageService:
             await self._deleteBytes(stored.location, image.id)
             raise errors.Conflict("Image %s was killed during the upload: this server had"
                                   " not renewed its upload lease in time." % (image.id,))
-        self.notifier.notify("image.upload", payloadFor(image))
-        self.notifier.notify("image.activate", payloadFor(image))
+        self._activated(image, uploaded=True)
         return image
 
     async def _uploadFailed(self, imageId: str, why: str) -> None:
@@ -756,8 +763,19 @@ class ImageService:
                                                expectStatus=["queued"], location=location)
         except (reg.Conflict, reg.NotFound):
             raise errors.Conflict("Image is not queued.")
-        self.notifier.notify("image.activate", payloadFor(image))
+        self._activated(image)
         return image
+
+    def _activated(self, image: ImageRecord, uploaded: bool = False) -> None:
+        """
+        Glance v1's events of an image made active: C{image.upload} for
+        bytes it stored, then C{image.activate} and C{image.update} (the
+        active image, with its size, which Ceilometer's image.size meter
+        reads from C{image.upload} and C{image.update}).
+        """
+        events = ("image.upload",) if uploaded else ()
+        for event in events + ("image.activate", "image.update"):
+            self.notifier.notify(event, payloadFor(image))
 
     def _startCopy(self, image: ImageRecord, source: str, sourceStore, store) -> None:
         d = self._copy(image, source, sourceStore, store)

@@ -10,6 +10,7 @@ import datetime
 import hashlib
 import json
 import os
+import struct
 import urllib.parse
 
 from twisted.internet import reactor
@@ -424,7 +425,7 @@ class RabbitMQTests(APITestsMixin, TestCase):
                            expect=200)
         await self.request("DELETE", "/v1/images/" + iid, expect=200)
         expected = ["image.create", "image.prepare", "image.upload", "image.activate",
-                    "image.send", "image.update", "image.delete"]
+                    "image.update", "image.send", "image.update", "image.delete"]
         for queue in ("notifications.info", "monitor.info"):
             messages = await self.events(queue, len(expected))
             self.assertEqual([m["event_type"] for m in messages], expected, queue)
@@ -435,7 +436,13 @@ class RabbitMQTests(APITestsMixin, TestCase):
                 self.assertNotIn("location", m["payload"])
             byType = {m["event_type"]: m["payload"] for m in messages}
             self.assertEqual(byType["image.upload"]["checksum"], hashlib.md5(data).hexdigest())
-            self.assertEqual(byType["image.send"]["bytes_sent"], len(data))
+            # Glance v1's image.send payload, as Ceilometer's meters read it.
+            self.assertEqual(byType["image.send"], {
+                "bytes_sent": len(data), "image_id": iid, "owner_id": image["owner"],
+                "receiver_tenant_id": image["owner"], "receiver_user_id": "admin",
+                "destination_ip": "127.0.0.1"})
+            self.assertEqual([m["payload"]["size"] for m in messages
+                              if m["event_type"] == "image.update"], [len(data)] * 2)
         self.assertEqual(len({m["message_id"] for m in messages}), len(expected))
 
         # A failed upload is an ERROR whose payload is the message.
@@ -496,6 +503,34 @@ class RabbitMQTests(APITestsMixin, TestCase):
         self.assertEqual(sorted(set(m["payload"]["name"] for m in messages)),
                          sorted("n%d" % i for i in range(20)))
         self.assertNotIn("were not sent", glance.log())
+
+    @async_test
+    async def test_cutDownloadIsAnError(self):
+        """
+        A download the client leaves before its end is an ERROR image.send
+        with the bytes that went out, as Glance's was; it sent nothing.
+        """
+        import socket
+
+        await self.glance(self.transportURL)
+        size = 64 * 1024 * 1024
+        image = await self.create(b"x" * size)
+
+        def readSomeThenLeave():
+            with socket.create_connection(("127.0.0.1", self.glance.port)) as s:
+                s.sendall(b"GET /v1/images/%s HTTP/1.1\r\nHost: h\r\n\r\n"
+                          % (image["id"].encode(),))
+                got = 0
+                while got < 256 * 1024:
+                    got += len(s.recv(65536))
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await deferToThread(readSomeThenLeave)
+        [sent] = await self.events("notifications.error", 1)
+        self.assertEqual((sent["event_type"], sent["priority"]), ("image.send", "ERROR"))
+        self.assertEqual(sent["payload"]["image_id"], image["id"])
+        self.assertLess(sent["payload"]["bytes_sent"], size)
+        self.assertNotIn("broke off", self.glance.log())
+        self.checkLog()
 
     @async_test
     async def test_stopEndsWhileTheBrokerSaysNothing(self):
@@ -651,7 +686,7 @@ class RabbitMQTests(APITestsMixin, TestCase):
         # The listener declares its queues too; start it once ours exist
         # (what is sent before it consumes waits there).
         self.assertTrue(await eventually(self.queueDeclared, 30, 0.2))
-        listening = self.osloListener(9)
+        listening = self.osloListener(10)
         image = await self.create(os.urandom(1000))
         await self.request("GET", "/v1/images/" + image["id"], expect=200)
         await self.create(os.urandom(10), {"x-image-meta-checksum": "0" * 32}, expect=400)
@@ -665,8 +700,8 @@ class RabbitMQTests(APITestsMixin, TestCase):
         # threads, so it prints them in no fixed order (test_eventsReachRabbitMQ
         # checks the queue's order).
         self.assertEqual(sorted(e for p, _, e, _, _ in got if p == "INFO"), sorted([
-            "image.create", "image.prepare", "image.upload", "image.activate", "image.send",
-            "image.create", "image.prepare", "image.delete"]))
+            "image.create", "image.prepare", "image.upload", "image.activate", "image.update",
+            "image.send", "image.create", "image.prepare", "image.delete"]))
         [failed] = [payload for p, _, e, payload, _ in got if p == "ERROR"]
         self.assertIn("checksum", failed)
         for _, publisher, _, payload, messageId in got:

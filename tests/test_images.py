@@ -145,9 +145,56 @@ class LifecycleTests(TestCase):
         self.assertEqual(image.checksum, hashlib.md5(data).hexdigest())
         got, producer = await self.service.download(self.ctx, image.id)
         self.assertEqual(await readAll(reactor, producer), data)
-        self.assertEqual(self.events(), ["image.create", "image.update", "image.prepare",
-                                         "image.upload", "image.activate"])
+        # Glance v1's: the activation's image.update, then the update's own,
+        # each once the image is active.
+        self.assertEqual(self.events(), ["image.create", "image.prepare", "image.upload",
+                                         "image.activate", "image.update", "image.update"])
+        for event, payload in self.notifier.events[-2:]:
+            self.assertEqual((payload["status"], payload["size"]), ("active", len(data)))
         self.assertEqual(self.notifier.errors, [])
+
+    @async_test
+    async def test_eventsAsGlanceSentThem(self):
+        """
+        Each way to an active image sends Glance v1's events, ending with
+        an image.update of the active image: Ceilometer's image.size meter
+        reads its size from image.upload and image.update, so an image
+        registered by location was not metered, and one made active by an
+        update was metered at 0 (its image.update went out before).
+        """
+        @attr.s
+        class Origin:
+            name = "http"
+            schemes = ("http", "https")
+            writable = False
+
+            async def get_size(self, location):
+                return 5
+
+        self.service.stores["http"] = Origin()
+        image = await self.upload(b"abc")
+        self.assertEqual(self.events(), ["image.create", "image.prepare", "image.upload",
+                                         "image.activate", "image.update"])
+        self.notifier.events.clear()
+        image = await self.service.create(self.ctx, ImageChanges(
+            fields=dict(RAW), location="http://origin.example/image"))
+        self.assertEqual(self.events(), ["image.create", "image.activate", "image.update"])
+        self.assertEqual(self.notifier.events[-1][1]["size"], 5)
+        self.notifier.events.clear()
+        image = await self.service.create(self.ctx, ImageChanges(fields=dict(RAW)))
+        await self.service.update(self.ctx, image.id, ImageChanges(
+            location="http://origin.example/image"))
+        self.assertEqual(self.events(), ["image.create", "image.activate", "image.update",
+                                         "image.update"])
+        self.assertEqual([p["size"] for _, p in self.notifier.events[-2:]], [5, 5])
+        # An update whose upload fails sends its ERROR, and no image.update.
+        self.notifier.events.clear()
+        image = await self.service.create(self.ctx, ImageChanges(fields=dict(RAW)))
+        with self.assertRaises(errors.BadRequest):
+            await self.service.update(self.ctx, image.id, ImageChanges(),
+                                      BytesBody(reactor, b"x" * 1000, failAfter=10))
+        self.assertEqual(self.events(), ["image.create", "image.prepare"])
+        self.assertEqual(len(self.notifier.errors), 1)
 
     @async_test
     async def test_notificationsNeverCarryTheLocation(self):

@@ -91,6 +91,27 @@ def _versions(request) -> Dict[str, Any]:
     ]}
 
 
+#: A download's send failing for these is the client gone, not the store.
+_CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+
+
+def _peerHost(request) -> Optional[str]:
+    """
+    The client's address, for image.send's C{destination_ip}; None on a
+    UNIX socket.
+    """
+    return getattr(request.getClientAddress(), "host", None)
+
+
+def _bodySent(request, error: Optional[BaseException]) -> int:
+    """
+    The bytes of a download's body that went out before it ended: what the
+    sendfile thread reports (on C{error}), or what twisted.web wrote.
+    """
+    sent = getattr(error, "bytesSent", None)
+    return sent if sent is not None else request.sentLength
+
+
 class GlanceAPI:
     """
     One instance per service; its Klein app is bound to it.
@@ -250,6 +271,7 @@ class GlanceAPI:
         opened = sendfileFile(producer)
         if opened is not None and self.sendfile is not None:
             sent = self.sendfile.send(request, opened, producer.length)
+        destination = _peerHost(request)
         try:
             if sent is not None:
                 try:
@@ -266,11 +288,15 @@ class GlanceAPI:
                         request.unregisterProducer()
         except CancelledError:
             producer.stopProducing()
+            self.service.sent(ctx, image, _bodySent(request, None), destination)
             raise
         except Exception as e:
-            if request.channel is None:
+            self.service.sent(ctx, image, _bodySent(request, e), destination)
+            if request.channel is None or isinstance(e, _CLIENT_GONE):
                 self.log.info("download of {image_id} ended: the client hung up",
                               image_id=imageId)
+                if request.channel is not None:
+                    request.transport.abortConnection()
                 raise CancelledError()
             # The store ended early: never pass a short body off as whole.
             self.log.warn("download of {image_id} broke off: {error}",
@@ -278,7 +304,7 @@ class GlanceAPI:
             request.channel.persistent = False
             request.transport.abortConnection()
             raise CancelledError()
-        self.service.sent(ctx, image, producer.length)
+        self.service.sent(ctx, image, producer.length, destination)
         return None
 
     def _uploadBody(self, request):

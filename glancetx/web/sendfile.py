@@ -85,21 +85,26 @@ def _sendAll(sockfd: int, source, size: int, stop: threading.Event,
             infd = f.fileno()
             offset = 0
             progress = time.monotonic()
-            while offset < size:
-                if stop.is_set():
-                    raise Stopped()
-                try:
-                    n = os.sendfile(sockfd, infd, offset, min(size - offset, SEND_SIZE))
-                except BlockingIOError:
-                    # The send timeout passed: look at the stop flag, and
-                    # at how long the client has read nothing.
-                    if stallSeconds and time.monotonic() - progress > stallSeconds:
-                        raise Stalled()
-                    continue
-                if n == 0:
-                    raise ShortFile()
-                offset += n
-                progress = time.monotonic()
+            try:
+                while offset < size:
+                    if stop.is_set():
+                        raise Stopped()
+                    try:
+                        n = os.sendfile(sockfd, infd, offset, min(size - offset, SEND_SIZE))
+                    except BlockingIOError:
+                        # The send timeout passed: look at the stop flag, and
+                        # at how long the client has read nothing.
+                        if stallSeconds and time.monotonic() - progress > stallSeconds:
+                            raise Stalled()
+                        continue
+                    if n == 0:
+                        raise ShortFile()
+                    offset += n
+                    progress = time.monotonic()
+            except Exception as e:
+                # What went out before (image.send reports it).
+                e.bytesSent = offset
+                raise
             return offset
     finally:
         try:
