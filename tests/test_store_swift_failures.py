@@ -14,6 +14,7 @@ the background clean-up retries, which the tests advance by hand; the bytes
 go over real loopback sockets with the real reactor.
 """
 
+import datetime
 import fnmatch
 import hashlib
 import json
@@ -891,7 +892,7 @@ class SwiftFailureTests(TestCase):
             for kind, message in [
                 (StoreError, "Swift auth refused the credentials (401)"),
                 (StoreError, "Swift auth refused the credentials (403)"),
-                (StoreUnavailable, "Swift answered 500 to authentication"),
+                (StoreUnavailable, "Swift's auth answered 500 to authentication"),
                 (StoreError, "Swift auth answer has no storage URL or token"),
                 (StoreError, "Swift auth answer has no storage URL or token"),
             ]:
@@ -920,7 +921,7 @@ class SwiftFailureTests(TestCase):
             for kind, message in [
                 (StoreError, "Keystone refused the credentials (401)"),
                 (StoreError, "Keystone refused the credentials (403)"),
-                (StoreUnavailable, "Swift answered 503 to Keystone authentication"),
+                (StoreUnavailable, "Keystone answered 503 to authentication"),
                 (StoreError, "Keystone's token answer is not the JSON expected"),
                 (StoreError, "Keystone's token answer is not the JSON expected"),
                 (StoreError, "Keystone's token answer has no X-Subject-Token"),
@@ -929,6 +930,60 @@ class SwiftFailureTests(TestCase):
                 await self.assertFails(store.get_size(self.location(keystone)), kind, message)
             self.assertEqual(len(self.fake.uris("POST", tokens)), 7)
             self.assertEqual(self.fake.uris("HEAD"), [])
+        return ensureDeferred(go())
+
+    def test_keystoneNotNamedSwift(self):
+        """
+        Keystone down, or silent, is said to be Keystone: an operator read
+        "cannot reach Swift" while Swift was well.
+        """
+        async def go():
+            store = self.makeStore(authAddress="http://127.0.0.1:1/v3", authVersion=3)
+            await self.assertFails(store.get_size(self.location("http://127.0.0.1:1/v3")),
+                                   StoreUnavailable, "cannot reach Keystone (ConnectionRefusedError)")
+            keystone = self.fake.address + "/v3"
+            store = self.makeStore(authAddress=keystone, authVersion=3)
+            self.fake.script("POST", "/v3/auth/tokens", HANG)
+            arriving = self.fake.waitFor("POST", "/v3/auth/tokens")
+            size = store.get_size(self.location(keystone))
+            await arriving
+            self.clock.advance(TIMEOUT)
+            await self.assertFails(size, StoreUnavailable, "Keystone did not answer POST in time")
+        return ensureDeferred(go())
+
+    def test_tokenRenewedBeforeItEnds(self):
+        """
+        A token that will end within a minute is renewed before the next
+        request, as glance_store's swift_store_expire_soon_interval: Swift
+        checks a token as a request begins, and each segment of an upload
+        that outlived its token was refused.  Both auth versions say when
+        their tokens end.
+        """
+        async def go():
+            keystone = self.fake.address + "/v3"
+            ends = (datetime.datetime.now(datetime.timezone.utc)
+                    + datetime.timedelta(seconds=90)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            catalog = {"token": {"expires_at": ends, "catalog": [{
+                "type": "object-store", "endpoints": [
+                    {"interface": "public", "url": self.fake.address + ACCOUNT}]}]}}
+            self.fake.script("POST", "/v3/auth/tokens", *[Answer(
+                201, {"X-Subject-Token": TOKEN, "Content-Type": "application/json"},
+                json.dumps(catalog).encode())] * 2)
+            self.fake.script("GET", "/auth/v1.0", *[Answer(
+                200, {"X-Storage-Url": self.fake.address + ACCOUNT, "X-Auth-Token": TOKEN,
+                      "X-Auth-Token-Expires": "90"})] * 2)
+            self.fake.objects["glance/img"] = b"abc"
+            for store, location, method, path in (
+                    (self.makeStore(), self.location(), "GET", "/auth/v1.0"),
+                    (self.makeStore(authAddress=keystone, authVersion=3),
+                     self.location(keystone), "POST", "/v3/auth/tokens")):
+                self.assertEqual(await store.get_size(location), 3)
+                self.clock.advance(20)
+                self.assertEqual(await store.get_size(location), 3)
+                self.assertEqual(len(self.fake.uris(method, path)), 1)
+                self.clock.advance(20)
+                self.assertEqual(await store.get_size(location), 3)
+                self.assertEqual(len(self.fake.uris(method, path)), 2)
         return ensureDeferred(go())
 
     async def sizeNeverAnswered(self) -> Deferred:

@@ -24,6 +24,7 @@ credentials in them never leave the server, and only L{redact}ed forms are
 logged.
 """
 
+import datetime
 import json
 import uuid
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
@@ -72,6 +73,11 @@ REQUEST_TIMEOUT = 60.0
 #: Authenticated sessions kept (one per distinct credentials seen in
 #: locations).
 MAX_SESSIONS = 32
+#: A token this close to its end (seconds) is renewed before a request, as
+#: glance_store's swift_store_expire_soon_interval: Swift checks a token
+#: when a request begins, so each segment of a long upload gets one that
+#: lasts at least that long (an upload that outlived its token failed).
+EXPIRE_SOON = 60
 
 _V3_INTERFACES = {
     "publicURL": "public",
@@ -98,6 +104,8 @@ class _Credentials:
 class _Session:
     storageUrl: str = attr.ib()
     token: str = attr.ib(repr=False)
+    #: When the token runs out (reactor seconds), if the auth service said.
+    expiresAt: Optional[float] = attr.ib(default=None)
 
 
 @attr.s(frozen=True, slots=True)
@@ -199,14 +207,39 @@ def _header(response, name: str) -> Optional[str]:
     return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
-def _statusError(response, what: str) -> StoreError:
+def _statusError(response, what: str, who: str = "Swift") -> StoreError:
     """
-    The error for an unexpected answer: 5xx means Swift is not well, anything
-    else that the store or its configuration is wrong.
+    The error for an unexpected answer: 5xx means Swift (or C{who}) is not
+    well, anything else that the store or its configuration is wrong.
     """
     if response.code >= 500:
-        return StoreUnavailable("Swift answered %d to %s" % (response.code, what))
-    return StoreError("Swift answered %d to %s" % (response.code, what))
+        return StoreUnavailable("%s answered %d to %s" % (who, response.code, what))
+    return StoreError("%s answered %d to %s" % (who, response.code, what))
+
+
+def _seconds(value: Optional[str]) -> Optional[float]:
+    """
+    A token's remaining life as tempauth gives it (X-Auth-Token-Expires).
+    """
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _secondsUntil(when: Optional[str]) -> Optional[float]:
+    """
+    Seconds from now to Keystone's C{expires_at} (ISO 8601, UTC).
+    """
+    if not isinstance(when, str):
+        return None
+    try:
+        end = datetime.datetime.fromisoformat(when.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=datetime.timezone.utc)
+    return (end - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
 
 
 async def _json(response) -> Any:
@@ -933,10 +966,11 @@ class SwiftStore(RetriedCleanups):
 
     # HTTP plumbing
 
-    async def _send(self, method: str, url: str, **kwargs: Any):
+    async def _send(self, method: str, url: str, who: str = "Swift", **kwargs: Any):
         """
         One request; a body without a timeout (image bytes, at the uploading
         client's pace) gives its answer C{requestTimeout} once it is sent.
+        C{who} answers it, as errors name it (Keystone, for a token).
         """
         kwargs.setdefault("allow_redirects", False)
         kwargs.setdefault("reactor", self._reactor)
@@ -949,13 +983,13 @@ class SwiftStore(RetriedCleanups):
             d = self._client.request(method, url, **kwargs)
             sent.append(d)
             return SilentAnswer(await d, self._reactor, self.requestTimeout,
-                                "Swift " + method)
+                                "%s %s" % (who, method))
         except (StoreError, UploadFailed):
             raise
         except Exception as e:
             if isCancellation(e):
-                raise StoreUnavailable("Swift did not answer %s in time" % (method,))
-            raise StoreUnavailable("cannot reach Swift (%s)" % (type(e).__name__,))
+                raise StoreUnavailable("%s did not answer %s in time" % (who, method))
+            raise StoreUnavailable("cannot reach %s (%s)" % (who, type(e).__name__))
         finally:
             if deadline is not None:
                 deadline.cancel()
@@ -966,7 +1000,7 @@ class SwiftStore(RetriedCleanups):
         authentication at a time per credentials.
         """
         session = self._sessions.get(creds)
-        if session is not None and session is not stale:
+        if session is not None and session is not stale and not self._endsSoon(session):
             return session
         waiters = self._authWaiters.get(creds)
         if waiters is not None:
@@ -988,6 +1022,13 @@ class SwiftStore(RetriedCleanups):
             d.callback(session)
         return session
 
+    def _endsSoon(self, session: _Session) -> bool:
+        return (session.expiresAt is not None
+                and self._reactor.seconds() >= session.expiresAt - EXPIRE_SOON)
+
+    def _expiresIn(self, seconds: Optional[float]) -> Optional[float]:
+        return None if seconds is None else self._reactor.seconds() + seconds
+
     async def _authenticate(self, creds: _Credentials) -> _Session:
         if self.authVersion == 3:
             return await self._authenticateV3(creds)
@@ -996,17 +1037,20 @@ class SwiftStore(RetriedCleanups):
             creds.authAddress,
             headers={"X-Auth-User": creds.user, "X-Auth-Key": creds.key},
             timeout=self.requestTimeout,
+            who="Swift's auth",
         )
         await drain(response)
         if response.code in (401, 403):
             raise StoreError("Swift auth refused the credentials (%d)" % (response.code,))
         if not _ok(response):
-            raise _statusError(response, "authentication")
+            raise _statusError(response, "authentication", "Swift's auth")
         url = _header(response, "X-Storage-Url")
         token = _header(response, "X-Auth-Token") or _header(response, "X-Storage-Token")
         if not url or not token:
             raise StoreError("Swift auth answer has no storage URL or token")
-        return _Session(storageUrl=_normalAddress(self.endpoint or url), token=token)
+        lasts = _header(response, "X-Auth-Token-Expires")
+        return _Session(storageUrl=_normalAddress(self.endpoint or url), token=token,
+                        expiresAt=self._expiresIn(_seconds(lasts)))
 
     async def _authenticateV3(self, creds: _Credentials) -> _Session:
         if self.projectName is not None:
@@ -1037,23 +1081,26 @@ class SwiftStore(RetriedCleanups):
                 },
             }
         }
-        response = await self._send("POST", url, json=request, timeout=self.requestTimeout)
+        response = await self._send("POST", url, json=request, timeout=self.requestTimeout,
+                                    who="Keystone")
         if response.code in (401, 403):
             await drain(response)
             raise StoreError("Keystone refused the credentials (%d)" % (response.code,))
         if not _ok(response):
             await drain(response)
-            raise _statusError(response, "Keystone authentication")
+            raise _statusError(response, "authentication", "Keystone")
         token = _header(response, "X-Subject-Token")
         try:
             answer = await _json(response)
             catalog = answer["token"].get("catalog", [])
+            expiresAt = answer["token"].get("expires_at")
         except Exception:
             raise StoreError("Keystone's token answer is not the JSON expected")
         if not token:
             raise StoreError("Keystone's token answer has no X-Subject-Token")
         storageUrl = self.endpoint or self._pickEndpoint(catalog)
-        return _Session(storageUrl=_normalAddress(storageUrl), token=token)
+        return _Session(storageUrl=_normalAddress(storageUrl), token=token,
+                        expiresAt=self._expiresIn(_secondsUntil(expiresAt)))
 
     def _pickEndpoint(self, catalog: List[Dict[str, Any]]) -> str:
         for service in catalog:
