@@ -75,6 +75,8 @@ class Answer:
     @ivar chunked: send the body without a Content-Length.
     @ivar silent: send the head, promising a body of 100 bytes, and then
         nothing more.
+    @ivar deaf: with C{early}, read no more of the body after answering
+        (the client's writes back up, its body unfinished).
     """
 
     code: int = attr.ib()
@@ -84,6 +86,7 @@ class Answer:
     early: bool = attr.ib(default=False)
     chunked: bool = attr.ib(default=False)
     silent: bool = attr.ib(default=False)
+    deaf: bool = attr.ib(default=False)
 
 
 #: Never answer: the client has to give up.
@@ -221,6 +224,9 @@ class FakeSwift(Resource):
                 b"Content-Length: %d" % (len(answer.body),)]
         head += [("%s: %s" % item).encode("ascii") for item in answer.headers.items()]
         request.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + answer.body)
+        if answer.deaf:
+            request.transport.pauseProducing()
+            self._held.append(request)
 
     def render(self, request: Request):
         answer = request.answer or self._default(request)
@@ -520,6 +526,9 @@ class SwiftFailureTests(TestCase):
         await self.assertFails(store.add(image, body), kind, message)
         self.assertNothingLeft(kept)
         self.assertNotIn(ACCOUNT + "/glance/" + image, self.fake.uris("PUT"))
+        # A segment answered before its body ended is no critical error
+        # with a traceback in twisted.web's log.
+        self.assertEqual([line for line in self.logged if "not in valid state" in line], [])
 
     async def silentAfterTheBytes(self, uri: str, data: bytes) -> None:
         """
@@ -565,6 +574,26 @@ class SwiftFailureTests(TestCase):
         return ensureDeferred(self.failSegment(
             self.makeStore(), "img", Answer(401, early=True),
             StoreError, "Swift refused the token during an upload"))
+
+    def test_segmentAnsweredWhileItsBodyIsSent(self):
+        """
+        Swift refuses a segment's token and reads no more of it, its body
+        still being sent: the upload fails as a refused token, and
+        twisted.web logs no critical error with a traceback (a body that
+        fails after its answer was one).
+        """
+        async def go():
+            size = 8 * 1024 * 1024
+            store = self.makeStore(largeObjectSize=size, chunkSize=size)
+            self.fake.script("PUT", segmentsOf("img", "00000002"),
+                             Answer(401, early=True, deaf=True))
+            body = BytesBody(reactor, b"x" * (3 * size), chunk=256 * 1024)
+            await self.assertFails(store.add("img", body), StoreError,
+                                   "Swift refused the token during an upload")
+            self.assertNothingLeft()
+            self.assertEqual([line for line in self.logged if "not in valid state" in line],
+                             [])
+        return ensureDeferred(go())
 
     def test_segmentUnavailable(self):
         return ensureDeferred(self.failSegment(

@@ -517,17 +517,31 @@ class _SegmentBody:
         if done is not None:
             done.callback(None)
 
+    #: Swift answered this PUT before its body ended (a 401, say).
+    answered = False
+
     def abort(self, reason: Failure) -> None:
         """
         Give up: the Agent then drops the connection, so Swift discards the
-        partial segment.
+        partial segment.  Where Swift has answered already, the connection
+        is dropped here instead: twisted.web logs a body that fails after
+        the answer as a critical error, with a traceback.
         """
         if self._failure is None:
             self._failure = reason
         self._buffer, self._buffered = [], 0
         done, self._done = self._done, None
-        if done is not None:
-            done.errback(reason)
+        if done is None:
+            return
+        if self.answered:
+            # The transport, under twisted.web's length-enforcing or
+            # chunking consumer.
+            transport = (getattr(self._consumer, "_consumer", None)
+                         or getattr(self._consumer, "transport", None))
+            if hasattr(transport, "abortConnection"):
+                transport.abortConnection()
+                return
+        done.errback(reason)
 
     def pauseProducing(self) -> None:
         self._transportPaused = True
@@ -1289,6 +1303,7 @@ class SwiftStore(RetriedCleanups):
         response = await self._authed(
             creds, "PUT", _objectPath(self.segmentsContainer, name), data=segment,
             replayable=False, headers={"Content-Type": "application/octet-stream"})
+        segment.answered = True
         await drain(response)
         if response.code == 201:
             etag = _header(response, "Etag")
