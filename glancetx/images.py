@@ -44,6 +44,10 @@ _AMI = ("ami", "ari", "aki")
 MAX_INT32 = 2 ** 31 - 1
 #: Abandoned uploads killed in one round at most (the rest in the next).
 REAP_LIMIT = 100
+#: Seconds after a failed upload to a remote store before a reaper makes
+#: sure nothing of it is left: past the store's own two minutes of
+#: retries, and again as long as the store cannot be reached.
+SWEEP_DELAY = 300
 
 
 def _target(image: Optional[ImageRecord]) -> Dict[str, Any]:
@@ -640,13 +644,13 @@ class ImageService:
         try:
             stored = await store.add(image.id, verifying)
         except UploadFailed as e:
-            await self._uploadFailed(image.id, "upload failed: %s" % (e.message,))
+            await self._uploadFailed(image.id, "upload failed: %s" % (e.message,), store)
             raise errors.errorForCode(e.code, e.message)
         except StoreError as e:
-            await self._uploadFailed(image.id, "store error: %s" % (_plain(e),))
+            await self._uploadFailed(image.id, "store error: %s" % (_plain(e),), store)
             raise errors.Unavailable("Error storing the image data; the store is unavailable.")
         except BaseException as e:
-            await self._uploadFailed(image.id, "unexpected error: %r" % (e,))
+            await self._uploadFailed(image.id, "unexpected error: %r" % (e,), store)
             raise
         finally:
             share.leave()
@@ -669,10 +673,31 @@ class ImageService:
         self._activated(image, uploaded=True)
         return image
 
-    async def _uploadFailed(self, imageId: str, why: str) -> None:
+    async def _uploadFailed(self, imageId: str, why: str, store: Any = None) -> None:
         # Glance's ERROR notification: the payload is the message.
         self.notifier.notify("image.upload", _redacted("Image %s %s" % (imageId, why)), "ERROR")
         await self._kill(imageId, why)
+        if getattr(store, "sweptAfterFailure", False):
+            # The store removes the parts itself, retrying while it cannot be
+            # reached, but only for a while and only in this process: a store
+            # down for longer (or a restart) left them for good.
+            await self._sweepLater(imageId, store.name)
+
+    async def _sweepLater(self, imageId: str, storeName: str) -> None:
+        """
+        Have a reaper (of any process) make sure, in L{SWEEP_DELAY}
+        seconds, that nothing of a failed upload of C{imageId} is left in
+        the store.
+        """
+        if self.leases is None:
+            return
+        at = self.leases.now() + datetime.timedelta(seconds=SWEEP_DELAY)
+        try:
+            await self.registry.sweepLater(imageId, storeName, at)
+        except Exception as e:
+            self.log.warn("could not leave a reminder to remove what the failed upload of"
+                          " image {image_id} may have left in the {store} store: {error}",
+                          image_id=imageId, store=storeName, error=_plain(e))
 
     async def _kill(self, imageId: str, why: str) -> None:
         self.log.info("image {image_id} killed: {why}", image_id=imageId, why=why)
@@ -862,11 +887,14 @@ class ImageService:
                           image_id=imageId, store=storeName)
             return
         try:
-            await store.removeAbandoned(imageId)
+            await store.removeAbandoned(imageId, retry=False)
         except Exception as e:
             self.log.warn("could not remove what an abandoned upload of image {image_id}"
                           " left in the {store} store: {error}", image_id=imageId,
                           store=storeName, error=_plain(e))
+            if isinstance(e, StoreUnavailable):
+                # Again later, whatever restarts come between.
+                await self._sweepLater(imageId, storeName)
 
     @fromCoroutine
     async def scrub(self) -> int:

@@ -127,4 +127,11 @@ class StoreContractMixin:
             self.assertFalse(await maybeDeferred(self.holds, store, image))
             await store.removeAbandoned(image)
             self.assertEqual(await store.get_size(kept.location), 5000)
+            # As a reaper asks, raising rather than retrying in memory.
+            other = self.imageId()
+            await maybeDeferred(self.leaveAbandonedUpload, store, other)
+            await store.removeAbandoned(other, retry=False)
+            self.assertFalse(await maybeDeferred(self.holds, store, other))
+            await store.removeAbandoned(other, retry=False)
+            self.assertEqual(await store.get_size(kept.location), 5000)
         return ensureDeferred(go())

@@ -16,7 +16,7 @@ from twisted.trial.unittest import TestCase
 from glancetx import errors
 from glancetx.config import Config
 from glancetx.context import RequestContext, noauthContext
-from glancetx.images import ImageChanges, ImageService
+from glancetx.images import SWEEP_DELAY, ImageChanges, ImageService
 from glancetx.notifier import CollectingNotifier
 from glancetx.registry import migrate
 from glancetx.registry.registry import ListQuery, Registry
@@ -572,6 +572,61 @@ class LifecycleTests(TestCase):
         self.assertEqual(await self.registry.renewUploads(mine.leases.holder, now[0]), 0)
 
     @async_test
+    async def test_failedRemoteUploadIsSweptLater(self):
+        """
+        A failed upload to a remote store leaves a reminder in the registry:
+        past the store's own two minutes of retries, a reaper (any
+        process's) makes sure nothing of it is left, and while the store
+        cannot be reached it tries again later.  A store down for longer
+        than its retries left a failed upload's segments for good.
+        """
+        now = [datetime.datetime(2030, 1, 1)]
+        mine = self.leasedService(now)
+        removals = []
+
+        @attr.s
+        class Remote:
+            name = "remote"
+            schemes = ("remote",)
+            writable = True
+            sweptAfterFailure = True
+            down = attr.ib(default=True)
+
+            async def add(self, imageId, body):
+                raise StoreUnavailable("the store went away mid-upload")
+
+            async def removeAbandoned(self, imageId, retry=True):
+                removals.append((imageId, retry))
+                if self.down:
+                    raise StoreUnavailable("still away")
+
+        remote = Remote()
+        self.service.stores["remote"] = remote  # the reaper's too
+        image = await mine.create(self.ctx, ImageChanges(fields=dict(RAW)))
+        with self.assertRaises(errors.Unavailable):
+            await mine.update(self.ctx, image.id, ImageChanges(store="remote"),
+                              BytesBody(reactor, b"abc"))
+        self.assertEqual((await self.registry.get(image.id)).status, "killed")
+        other = await self.reaper(now)
+        now[0] += datetime.timedelta(seconds=SWEEP_DELAY - 10)
+        self.assertEqual(await other.killAbandonedUploads(), 0)
+        self.assertEqual(removals, [])
+        now[0] += datetime.timedelta(seconds=20)
+        self.assertEqual(await other.killAbandonedUploads(), 0)
+        self.assertEqual(removals, [(image.id, False)])
+        # Still away: tried again a sweep later, not before.
+        self.assertEqual(await other.killAbandonedUploads(), 0)
+        self.assertEqual(len(removals), 1)
+        remote.down = False
+        now[0] += datetime.timedelta(seconds=SWEEP_DELAY + 10)
+        self.assertEqual(await other.killAbandonedUploads(), 0)
+        self.assertEqual(len(removals), 2)
+        now[0] += datetime.timedelta(seconds=SWEEP_DELAY + 10)
+        self.assertEqual(await other.killAbandonedUploads(), 0)
+        self.assertEqual(len(removals), 2)
+        self.assertEqual(other.notifier.errors, [])
+
+    @async_test
     async def test_deletedUploadOfADeadProcessIsRemoved(self):
         """
         An image deleted while its bytes arrived, whose receiving process
@@ -586,7 +641,7 @@ class LifecycleTests(TestCase):
         # would keep its file: see that the reaper asks for it.
         removed = []
         real = self.store.removeAbandoned
-        self.store.removeAbandoned = lambda imageId: removed.append(imageId) or real(imageId)
+        self.store.removeAbandoned = lambda imageId, **kw: removed.append(imageId) or real(imageId)
         now[0] += datetime.timedelta(seconds=61)
         self.assertEqual(await other.killAbandonedUploads(), 0)
         self.assertEqual(removed, [image.id])

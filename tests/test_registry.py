@@ -12,7 +12,7 @@ from twisted.trial.unittest import TestCase
 from glancetx.registry import migrate
 from glancetx.registry.registry import (Conflict, ListQuery, NotFound, Protected, QuotaExceeded,
                                         Registry, RegistryError, Unreachable,
-                                        UploadLease)
+                                        SWEEP_HOLDER, UploadLease)
 from tests import dbs
 
 
@@ -122,6 +122,24 @@ class RegistryTestsMixin:
                          [(UploadLease(uid(1), "a", t0, "file"), True)])
         self.assertEqual((await self.registry.get(uid(1))).status, "killed")
         self.assertEqual(await self.registry.killAbandonedUploads(later), [])
+
+    @async_test
+    async def test_sweepReminder(self):
+        """
+        A failed upload's reminder is a lease no process renews: it ends
+        once run out, killing nothing, and is left only where the image has
+        no lease already.
+        """
+        t0 = datetime.datetime(2030, 1, 1)
+        await self.make(1, status="killed")
+        self.assertTrue(await self.registry.sweepLater(uid(1), "swift", t0))
+        self.assertFalse(await self.registry.sweepLater(uid(1), "swift", t0))
+        later = t0 + datetime.timedelta(seconds=1)
+        self.assertEqual(await self.registry.killAbandonedUploads(later),
+                         [(UploadLease(uid(1), SWEEP_HOLDER, t0, "swift"), False)])
+        self.assertEqual((await self.registry.get(uid(1))).status, "killed")
+        self.assertEqual(await self.registry.killAbandonedUploads(later), [])
+        self.assertTrue(await self.registry.sweepLater(uid(1), "swift", later))
 
     @async_test
     async def test_renewingKeepsOnlyTheHoldersUploads(self):

@@ -274,6 +274,9 @@ _END_HOLDERS_LEASE = image_uploads.delete().where(and_(
 _RENEW_LEASES = image_uploads.update().where(
     image_uploads.c.holder == bindparam("lease_holder")).values(
     expires_at=bindparam("new_expiry", type_=image_uploads.c.expires_at.type))
+#: The holder of a lease left to remind reapers of a failed upload's
+#: parts (L{Registry.sweepLater}); no process renews it.
+SWEEP_HOLDER = "sweep"
 _EXPIRED_LEASES = select([image_uploads.c.image_id, image_uploads.c.holder,
                            image_uploads.c.expires_at, image_uploads.c.store]).where(
     image_uploads.c.expires_at < bindparam("now", type_=image_uploads.c.expires_at.type)
@@ -883,6 +886,24 @@ class Registry:
         def work(sqlconn):
             sqlconn.execute(_END_HOLDERS_LEASE, id=imageId, lease_holder=holder)
         await self._run(work)
+
+    @fromCoroutine
+    async def sweepLater(self, imageId: str, store: str, at: datetime.datetime) -> bool:
+        """
+        Leave a reminder that a failed upload of C{imageId} may have left
+        parts in C{store}: an upload lease of no process, running out at
+        C{at}, which a reaper (any process's, after restarts too) then ends
+        by removing what is there.  Not if the image has a lease already.
+        Returns whether it was left.
+        """
+        def work(sqlconn):
+            if sqlconn.execute(select([image_uploads.c.image_id]).where(
+                    image_uploads.c.image_id == imageId)).first() is not None:
+                return False
+            sqlconn.execute(image_uploads.insert().values(
+                image_id=imageId, holder=SWEEP_HOLDER, expires_at=at, store=store))
+            return True
+        return await self._run(work)
 
     @fromCoroutine
     async def killAbandonedUploads(self, now: datetime.datetime,

@@ -234,6 +234,8 @@ class FilesystemStore:
 
     log = Logger()
     name = "file"
+    #: A failed upload's file is removed at once, on this machine.
+    sweptAfterFailure = False
     schemes = ("file",)
     writable = True
 
@@ -318,7 +320,7 @@ class FilesystemStore:
         return final
 
     @fromCoroutine
-    async def removeAbandoned(self, image_id: str) -> None:
+    async def removeAbandoned(self, image_id: str, retry: bool = True) -> None:
         await self._run(_removeAbandoned, self._finalPath(image_id))
 
     @fromCoroutine

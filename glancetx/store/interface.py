@@ -107,16 +107,24 @@ class IStore(Interface):
         @return: Deferred firing with None.
         """
 
-    def removeAbandoned(image_id):
+    def removeAbandoned(image_id, retry=True):
         """
         Remove whatever an upload of C{image_id} left here when its process
-        died: partial bytes, or whole bytes that never reached the registry.
+        died, or when its own removal after a failure could not finish:
+        partial bytes, or whole bytes that never reached the registry.
         Called once the image is killed, so nothing else may write under
         C{image_id} any more.  A store that cannot be reached is tried again
-        in the background for a while; nothing to remove is not an error.
+        in the background for a while, or, with C{retry} false, fails with
+        L{StoreUnavailable} (the caller tries again later); nothing to
+        remove is not an error.
 
         @return: Deferred firing with None.
         """
+
+    sweptAfterFailure = Attribute(
+        "Whether a failed upload may leave parts here that the store's own"
+        " removal, retried for a while in memory, may not get to: then the"
+        " registry keeps a reminder to remove them later (S3 and Swift).")
 
 
 def redact(location: str) -> str:

@@ -731,6 +731,9 @@ class S3Store(RetriedCleanups):
 
     log = Logger()
     name = "s3"
+    #: A failed upload's parts are removed over the network, which may be
+    #: down longer than the store's own retries last.
+    sweptAfterFailure = True
     schemes = ("s3", "s3+http", "s3+https")
     writable = True
 
@@ -1236,12 +1239,16 @@ class S3Store(RetriedCleanups):
                 )
 
     @fromCoroutine
-    async def removeAbandoned(self, image_id: str) -> None:
+    async def removeAbandoned(self, image_id: str, retry: bool = True) -> None:
         """
         A dead upload's open multipart upload, or the object a single PUT
         finished before the registry heard of it (the key is the image id).
         """
         loc = self._location(_checkedKey(image_id))
+        if not retry:
+            await self._abortAllFor(loc)
+            await self._delete(loc)
+            return
         await self._abortUnknown(loc)
         await self._deleteQuietly(loc)
 

@@ -873,6 +873,9 @@ class SwiftStore(RetriedCleanups):
 
     log = Logger()
     name = "swift"
+    #: A failed upload's parts are removed over the network, which may be
+    #: down longer than the store's own retries last.
+    sweptAfterFailure = True
     schemes = ("swift", "swift+http", "swift+https")
     writable = True
 
@@ -1384,7 +1387,7 @@ class SwiftStore(RetriedCleanups):
         return writer.received
 
     @fromCoroutine
-    async def removeAbandoned(self, image_id: str) -> None:
+    async def removeAbandoned(self, image_id: str, retry: bool = True) -> None:
         """
         A dead upload's segments (named C{<image id>/<upload id>/<n>}), and
         the object or manifest it finished before the registry heard of it.
@@ -1394,6 +1397,8 @@ class SwiftStore(RetriedCleanups):
         try:
             await self._removeAbandonedOnce(creds, image_id)
         except StoreUnavailable as e:
+            if not retry:
+                raise
             self.log.warn(
                 "Swift store: could not remove what an abandoned upload of image {image_id}"
                 " left: {why}", image_id=image_id, why=str(e))
