@@ -60,7 +60,8 @@ install_pkgs() {
     apt-get update -q
     # policy-rc.d on this image keeps apt from starting the services itself.
     apt-get install -y -q swift swift-proxy swift-account swift-container \
-        swift-object memcached python3-swiftclient attr xfsprogs curl
+        swift-object memcached python3-swiftclient attr xfsprogs curl \
+        python3-keystonemiddleware
     # Alternative to the Debian swift packages (2.30.1): a venv, then
     # SWIFT_BIN=<venv>/bin:   python3 -m venv V && V/bin/pip install swift
     # (2.38.x, ~7 s; memcached still comes from apt).

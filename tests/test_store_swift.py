@@ -9,6 +9,8 @@ Without it they are skipped, or fail when C{CI=true}.
 
 import json
 import os
+from typing import Any, Dict
+from urllib.parse import quote
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -73,23 +75,39 @@ class SwiftStoreTests(StoreContractMixin, TestCase):
     test has a container of its own, removed afterwards.
     """
 
+    #: The account's credentials, and how to authenticate them (a subclass
+    #: runs the same tests with Keystone v3).
+    user = USER
+    key = KEY
+
+    def authUrl(self) -> str:
+        return swiftAuthUrl()
+
+    def authOptions(self) -> Dict[str, Any]:
+        return {}
+
+    def location(self, container: str, obj: str) -> str:
+        return makeLocation(self.authUrl(), self.user, self.key, container, obj)
+
     def makeStore(self, **overrides) -> SwiftStore:
-        authUrl = swiftAuthUrl()
+        authUrl = self.authUrl()
         self.containerName = "glancetx-test-" + os.urandom(6).hex()
         kwargs = dict(
             authAddress=authUrl,
-            user=USER,
-            key=KEY,
+            user=self.user,
+            key=self.key,
             container=self.containerName,
             createContainer=True,
             largeObjectSize=LARGE_OBJECT_SIZE,
             chunkSize=CHUNK_SIZE,
+            **self.authOptions(),
         )
         kwargs.update(overrides)
         store = SwiftStore(reactor, _client(self), **kwargs)
         # Clean up with known-good credentials, whatever the test changed.
-        cleaner = SwiftStore(reactor, _client(self), authAddress=authUrl, user=USER,
-                             key=KEY, container=self.containerName)
+        cleaner = SwiftStore(reactor, _client(self), authAddress=authUrl, user=self.user,
+                             key=self.key, container=self.containerName,
+                             **self.authOptions())
         self.addCleanup(lambda: ensureDeferred(self._removeContainers(cleaner)))
         self.store = store
         return store
@@ -186,7 +204,7 @@ class SwiftStoreTests(StoreContractMixin, TestCase):
             r = await store._authed(creds, "PUT", "/%s/img" % (c,), data=b"",
                                     headers={"X-Object-Manifest": "%s/img-" % (c,)})
             self.assertEqual(r.code, 201)
-            location = makeLocation(swiftAuthUrl(), USER, KEY, c, "img")
+            location = self.location(c, "img")
             self.assertEqual(await store.get_size(location), 5)
             self.assertEqual(await readAll(reactor, await store.get(location)), b"abcde")
             await store.delete(location)
@@ -264,16 +282,17 @@ class SwiftStoreTests(StoreContractMixin, TestCase):
         async def go():
             store = await self._store()
             stored = await store.add("abc", BytesBody(reactor, b"x"))
-            host = swiftAuthUrl().split("://", 1)[1]
+            host = self.authUrl().split("://", 1)[1]
             self.assertEqual(
                 stored.location,
-                "swift+http://test%%3Atester:testing@%s/%s/abc" % (host, self.containerName))
+                "swift+http://%s:%s@%s/%s/abc" % (quote(self.user, safe=""), self.key, host,
+                                                   self.containerName))
         return ensureDeferred(go())
 
     def test_missingObject(self):
         async def go():
             store = await self._store()
-            location = makeLocation(swiftAuthUrl(), USER, KEY, self.containerName, "nope")
+            location = self.location(self.containerName, "nope")
             await store._ensureContainer(store._configuredCredentials(), self.containerName, True)
             with self.assertRaises(LocationNotFound):
                 await store.get(location)
@@ -293,7 +312,7 @@ class SwiftStoreTests(StoreContractMixin, TestCase):
             with self.assertRaises(StoreError) as caught:
                 await store.add(self.imageId(), body)
             self.assertIn("does not exist", str(caught.exception))
-            self.assertNotIn(KEY, str(caught.exception))
+            self.assertNotIn(self.key, str(caught.exception))
         return ensureDeferred(go())
 
     def test_badCredentials(self):
