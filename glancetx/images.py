@@ -700,7 +700,9 @@ class ImageService:
                           image_id=imageId, store=storeName, error=_plain(e))
 
     async def _kill(self, imageId: str, why: str) -> None:
-        self.log.info("image {image_id} killed: {why}", image_id=imageId, why=why)
+        # Redacted as the notification is: an unexpected error's repr may
+        # quote a location.
+        self.log.info("image {image_id} killed: {why}", image_id=imageId, why=_redacted(why))
         try:
             await self.registry.update(imageId, {"status": "killed"},
                                        expectStatus=["saving", "queued"])

@@ -80,6 +80,9 @@ class StoreLikeService:
         self.started.callback(body)
         return done.addCallback(lambda _: record(size=len(self.consumer.received())))
 
+    def sent(self, ctx, image, sent, destination=None):
+        pass
+
 
 HEAD = (b"POST /v1/images HTTP/1.1\r\nHost: example\r\n"
         b"Content-Type: application/octet-stream\r\n"

@@ -375,6 +375,7 @@ class HTTPStore:
     name = "http"
     schemes = ("http", "https")
     writable = False
+    sweptAfterFailure = False
 
     _client: HTTPClient = attr.ib()
     _clock = attr.ib()
@@ -387,7 +388,7 @@ class HTTPStore:
         # Glance's http store never deleted the origin's data; neither do we.
         return succeed(None)
 
-    def removeAbandoned(self, image_id: str) -> Deferred:
+    def removeAbandoned(self, image_id: str, retry: bool = True) -> Deferred:
         # Nothing is ever uploaded here.
         return succeed(None)
 

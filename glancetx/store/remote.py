@@ -69,6 +69,7 @@ class HTTPStoreOnFirstUse:
     name = "http"
     schemes = ("http", "https")
     writable = False
+    sweptAfterFailure = False
 
     def __init__(self, build: Callable[[], object]) -> None:
         self._build = build
@@ -91,7 +92,7 @@ class HTTPStoreOnFirstUse:
     def delete(self, location: str) -> Deferred:
         return self._built().delete(location)
 
-    def removeAbandoned(self, image_id: str) -> Deferred:
+    def removeAbandoned(self, image_id: str, retry: bool = True) -> Deferred:
         return succeed(None)
 
 
