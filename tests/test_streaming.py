@@ -7,8 +7,10 @@ the socket stops being read when the store pushes back.
 import datetime
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import UNKNOWN_LENGTH
 
@@ -593,3 +595,43 @@ class PeriodicTaskTests(SynchronousTestCase):
         self.assertEqual([e for e in logged if "log_failure" in e], [])
         self.successResultOf(_logFailure(lambda: fail(ValueError("a bug")))())
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+
+class SmallBodiesTests(SynchronousTestCase):
+    """
+    Bodies of requests that are not uploads (member lists) are held whole
+    until they end, each up to 1 MiB, and all of them together up to
+    L{streaming.SMALL_BODIES_MAX}.
+    """
+
+    def connect(self):
+        channel = GlanceSite(GlanceAPI(StoreLikeService(RecordingConsumer()), Config()),
+                             Clock()).buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        return channel, transport
+
+    def put(self, channel, length, data):
+        channel.dataReceived(
+            b"PUT /v1/images/00000000-0000-0000-0000-000000000001/members HTTP/1.1\r\n"
+            b"Host: h\r\nContent-Length: %d\r\n\r\n%s" % (length, data))
+
+    def test_boundedInAll(self):
+        """
+        Slow clients each holding part of a body, together past the bound:
+        the next body is refused (503, to try again) instead of held, and
+        what a client held is let go when it leaves.  Two hundred such
+        clients held 200 MiB.
+        """
+        self.patch(streaming, "SMALL_BODIES_MAX", 100)
+        slow, _ = self.connect()
+        self.put(slow, 90, b"[" + b" " * 59)
+        self.assertEqual(streaming.StreamingRequest.smallBodiesHeld, 60)
+        channel, transport = self.connect()
+        self.put(channel, 50, b'{"memberships": []}' + b" " * 31)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 503 "), transport.value())
+        self.assertIn(b"Too many request bodies are arriving at once; try again.",
+                      transport.value())
+        self.assertEqual(streaming.StreamingRequest.smallBodiesHeld, 60)
+        slow.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(streaming.StreamingRequest.smallBodiesHeld, 0)

@@ -361,6 +361,9 @@ class GlanceAPI:
     def _jsonBody(self, request) -> Optional[Any]:
         if request.smallBodyTooLarge:
             raise errors.TooLarge("Request body too large")
+        if request.smallBodyRefused:
+            raise errors.Unavailable("Too many request bodies are arriving at once;"
+                                     " try again.")
         if not request.smallBody.strip():
             return None
         try:

@@ -49,6 +49,10 @@ UPLOAD_READ_SIZE = 256 * 1024
 #: Bodies of requests that are not uploads (member lists) are read whole,
 #: but no more than this.
 SMALL_BODY_MAX = 1024 * 1024
+#: And no more than this of all such bodies still arriving, in the whole
+#: process: a client may take a minute over each, and two hundred of them
+#: held 200 MiB (a request beyond it is the client's to retry, 503).
+SMALL_BODIES_MAX = 32 * 1024 * 1024
 #: After an early answer (an upload refused part way), how much more of the
 #: body is read and thrown away so the client can see the answer, and for
 #: how long, before the connection is closed.
@@ -405,6 +409,11 @@ class StreamingRequest(server.Request):
     body: Optional[RequestBody] = None
     smallBody = b""
     smallBodyTooLarge = False
+    #: The process's small bodies are at L{SMALL_BODIES_MAX}: this one was
+    #: not kept.
+    smallBodyRefused = False
+    #: Bytes of small bodies, of every request, still arriving.
+    smallBodiesHeld = 0
     _early = False
     _finishPending = False
     _drained = 0
@@ -498,13 +507,23 @@ class StreamingRequest(server.Request):
                 return
             self.body.dataReceived(data)
             return
-        if self.smallBodyTooLarge:
+        if self.smallBodyTooLarge or self.smallBodyRefused:
+            return
+        if StreamingRequest.smallBodiesHeld + len(data) > SMALL_BODIES_MAX:
+            self.smallBodyRefused = True
+            self._dropSmallBody()
             return
         self._smallParts.append(data)
         self._smallSize += len(data)
+        StreamingRequest.smallBodiesHeld += len(data)
         if self._smallSize > SMALL_BODY_MAX:
             self.smallBodyTooLarge = True
-            self._smallParts = []
+            self._dropSmallBody()
+
+    def _dropSmallBody(self) -> None:
+        StreamingRequest.smallBodiesHeld -= self._smallSize
+        self._smallSize = 0
+        self._smallParts = []
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self._early:
@@ -513,7 +532,7 @@ class StreamingRequest(server.Request):
                 self._finishNow()
             return
         self.smallBody = b"".join(getattr(self, "_smallParts", []))
-        self._smallParts = []
+        self._dropSmallBody()
         super().requestReceived(command, path, version)
 
     def write(self, data: bytes) -> None:
@@ -572,6 +591,7 @@ class StreamingRequest(server.Request):
         timer = getattr(self, "_drainTimer", None)
         if timer is not None and timer.active():
             timer.cancel()
+        self._dropSmallBody()
         super().connectionLost(reason)
         if self.body is not None:
             self.body.connectionLost()
