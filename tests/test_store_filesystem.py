@@ -289,6 +289,29 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
             self.assertEqual(os.listdir(self.dir), [])
         return ensureDeferred(go())
 
+    def test_failureAfterTheRenameLeavesNothing(self):
+        """
+        A commit that fails once the file has its final name (the
+        directory cannot be opened to make the name durable: no
+        descriptors left) removes it: the failed upload's discard knew only
+        the temporary name, so the file stayed.
+        """
+        realOpen = os.open
+        store = self.makeStore()
+        directory = os.path.abspath(self.dir)
+
+        def noDescriptors(path, *args, **kwargs):
+            if os.path.abspath(path) == directory:
+                raise OSError(24, "Too many open files")
+            return realOpen(path, *args, **kwargs)
+        self.patch(filesystem.os, "open", noDescriptors)
+
+        async def go():
+            with self.assertRaises(StoreError):
+                await store.add(os.urandom(16).hex(), BytesBody(reactor, b"x" * (3 * MiB)))
+            self.assertEqual(os.listdir(self.dir), [])
+        return ensureDeferred(go())
+
     def test_fullDiskIsTheClients413(self):
         """
         A disk (or quota) with no room left is Glance's 413 "Image storage

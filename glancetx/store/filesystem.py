@@ -366,12 +366,18 @@ def _commit(file: AppendFile, temp: str, final: str) -> None:
     # sweep can take it for a dead one's leftover in between.
     file.sync()
     os.rename(temp, final)
-    file.close()
-    dirfd = os.open(os.path.dirname(final), os.O_RDONLY)
     try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
+        file.close()
+        dirfd = os.open(os.path.dirname(final), os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+    except BaseException:
+        # The upload fails: its file must not stay under the image's name
+        # (the caller's discard knows only the temporary one).
+        _unlinkQuietly(final)
+        raise
 
 
 def _removeAbandoned(final: str) -> None:
