@@ -107,6 +107,19 @@ class ChunkedDecoderTests(SynchronousTestCase):
                 self.assertRaises(http._MalformedChunkedDataError,
                                   decode, cls, [encoded, b"\r\n" * 600])
 
+    def test_chunkNoUploadCanHave(self):
+        """
+        A chunk size of 17 or more hex digits (twisted.web takes any
+        number) is refused at once, where the body would otherwise wait
+        for bytes that never come; 16 digits are still taken.
+        """
+        for size in (b"f" * 17, b"f" * 20, b"1" + b"0" * 16):
+            self.assertRaises(http._MalformedChunkedDataError,
+                              decode, ChunkedDecoder, [size + b"\r\nhello"])
+        self.assertRaises(http._MalformedChunkedDataError,
+                          decode, ChunkedDecoder, [b"f" * 20 + b";ext=1\r\nhello"])
+        decode(ChunkedDecoder, [b"0" * 10 + b"5;ext=1\r\nhello\r\n0\r\n\r\n"])
+
     def test_tinyChunksRefused(self):
         """
         A read carrying more chunks than MAX_CHUNKS_PER_READ (a client

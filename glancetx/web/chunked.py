@@ -28,6 +28,9 @@ _FRAMING = ("CHUNK_LENGTH", "CRLF")
 #: one match rather than through twisted.web's buffer.
 _SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})\r\n")
 
+#: A chunk as large as this (17 hex digits) is none an upload can have.
+_MAX_CHUNK = 16 ** 16
+
 #: More chunks than this in one read (an average under 256 bytes in a full
 #: read of 256 KiB) is a client tying up the reactor, one chunk at a time:
 #: each costs a turn of this loop.  No client sends images so.
@@ -91,6 +94,10 @@ class ChunkedDecoder(http._ChunkedTransferDecoder):
                        and getattr(self, "_dataReceived_" + self.state)()):
                     pass
                 if state == "CHUNK_LENGTH" and self.state == "BODY":
+                    if self.length >= _MAX_CHUNK:
+                        # twisted.web takes any number of hex digits; a chunk
+                        # no upload can have would only be waited for.
+                        raise http._MalformedChunkedDataError("Chunk-size too large")
                     chunks = self._counted(chunks)
             else:
                 # Trailers and what follows the body, or data after the end
