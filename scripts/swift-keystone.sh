@@ -35,22 +35,16 @@ start() {
     if [ -f "$RUN/proxy-ks.pid" ] && alive "$(cat "$RUN/proxy-ks.pid")"; then
         echo "keystone proxy already running" >&2; return 1
     fi
-    cat > "$ETC/proxy-server-ks.conf" <<EOF
-[DEFAULT]
-bind_ip = 127.0.0.1
-bind_port = $KS_PROXY_PORT
-workers = ${SWIFT_WORKERS:-1}
-user = $(id -un)
-swift_dir = $ETC
-log_name = proxy-server-ks
-log_level = INFO
-
-[pipeline:main]
-pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk authtoken keystoneauth copy slo dlo versioned_writes symlink proxy-logging proxy-server
-
-[app:proxy-server]
-use = egg:swift#proxy
-account_autocreate = true
+    # The all-in-one's proxy, with Keystone's token check in place of
+    # tempauth (and of s3api, which would need Keystone's s3token).
+    sed -e "s/^bind_port = .*/bind_port = $KS_PROXY_PORT/" \
+        -e "s/^log_name = proxy-server\$/log_name = proxy-server-ks/" \
+        -e "/^pipeline = /s/ s3api tempauth / authtoken keystoneauth /" \
+        "$ETC/proxy-server.conf" > "$ETC/proxy-server-ks.conf"
+    grep -q "^pipeline = .* authtoken keystoneauth " "$ETC/proxy-server-ks.conf" || {
+        echo "the all-in-one's proxy pipeline has no 's3api tempauth' to replace" >&2
+        return 1; }
+    cat >> "$ETC/proxy-server-ks.conf" <<EOF
 
 [filter:authtoken]
 paste.filter_factory = keystonemiddleware.auth_token:filter_factory
@@ -72,32 +66,6 @@ http_request_max_retries = 1
 use = egg:swift#keystoneauth
 operator_roles = admin, member
 reseller_admin_role = ResellerAdmin
-
-[filter:cache]
-use = egg:swift#memcache
-memcache_servers = 127.0.0.1:$MC_PORT
-[filter:catch_errors]
-use = egg:swift#catch_errors
-[filter:gatekeeper]
-use = egg:swift#gatekeeper
-[filter:healthcheck]
-use = egg:swift#healthcheck
-[filter:proxy-logging]
-use = egg:swift#proxy_logging
-[filter:listing_formats]
-use = egg:swift#listing_formats
-[filter:bulk]
-use = egg:swift#bulk
-[filter:copy]
-use = egg:swift#copy
-[filter:slo]
-use = egg:swift#slo
-[filter:dlo]
-use = egg:swift#dlo
-[filter:versioned_writes]
-use = egg:swift#versioned_writes
-[filter:symlink]
-use = egg:swift#symlink
 EOF
     "$BIN/swift-proxy-server" "$ETC/proxy-server-ks.conf" -v > "$LOG/proxy-ks.log" 2>&1 &
     echo $! > "$RUN/proxy-ks.pid"

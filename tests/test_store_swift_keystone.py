@@ -11,6 +11,7 @@ and service, keystone.sh's).
 
 import os
 
+import attr
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SkipTest
@@ -61,9 +62,7 @@ class KeystoneSwiftStoreTests(base.SwiftStoreTests):
             self.assertTrue(3000 < left <= 3600, left)
             # One that ends within the minute is renewed before the next
             # request: the next request goes with a new token.
-            store._sessions[creds] = type(session)(
-                storageUrl=session.storageUrl, token=session.token,
-                expiresAt=reactor.seconds() + 30)
+            store._sessions[creds] = attr.evolve(session, expiresAt=reactor.seconds() + 30)
             self.assertEqual(await store.get_size(stored.location), 10)
             renewed = store._sessions[creds]
             self.assertNotEqual(renewed.token, session.token)
