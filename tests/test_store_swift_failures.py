@@ -595,6 +595,24 @@ class SwiftFailureTests(TestCase):
                              [])
         return ensureDeferred(go())
 
+    def test_wholeAnsweredWhileItsBodyIsSent(self):
+        """
+        The same for an image sent in one PUT: refused, its body still
+        going, it fails as a refused token, with no critical error in
+        twisted.web's log.
+        """
+        async def go():
+            size = 8 * 1024 * 1024
+            store = self.makeStore(largeObjectSize=4 * size, chunkSize=4 * size)
+            self.fake.script("PUT", IMAGE, Answer(401, early=True, deaf=True))
+            body = BytesBody(reactor, b"x" * size, chunk=256 * 1024)
+            await self.assertFails(store.add("img", body), StoreError,
+                                   "Swift refused the token during an upload")
+            self.assertNothingLeft()
+            self.assertEqual([line for line in self.logged if "not in valid state" in line],
+                             [])
+        return ensureDeferred(go())
+
     def test_segmentUnavailable(self):
         return ensureDeferred(self.failSegment(
             self.makeStore(), "img", Answer(503, keep=True),
