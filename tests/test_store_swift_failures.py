@@ -528,7 +528,7 @@ class SwiftFailureTests(TestCase):
         self.assertNotIn(ACCOUNT + "/glance/" + image, self.fake.uris("PUT"))
         # A segment answered before its body ended is no critical error
         # with a traceback in twisted.web's log.
-        self.assertEqual([line for line in self.logged if "not in valid state" in line], [])
+        self.assertNoCriticalWriteError()
 
     async def silentAfterTheBytes(self, uri: str, data: bytes) -> None:
         """
@@ -575,43 +575,33 @@ class SwiftFailureTests(TestCase):
             self.makeStore(), "img", Answer(401, early=True),
             StoreError, "Swift refused the token during an upload"))
 
+    async def refusedWhileSending(self, uri: str, largeObjectSize: int, size: int) -> None:
+        """
+        Upload C{size} bytes; Swift refuses the token of the PUT of C{uri}
+        and reads no more of it, its body still being sent.  The upload
+        fails as a refused token, leaves nothing, and twisted.web logs no
+        critical error with a traceback (a body that fails after its
+        answer was one).
+        """
+        store = self.makeStore(largeObjectSize=largeObjectSize, chunkSize=largeObjectSize)
+        self.fake.script("PUT", uri, Answer(401, early=True, deaf=True))
+        body = BytesBody(reactor, b"x" * size, chunk=256 * 1024)
+        await self.assertFails(store.add("img", body), StoreError,
+                               "Swift refused the token during an upload")
+        self.assertNothingLeft()
+        self.assertNoCriticalWriteError()
+
+    def assertNoCriticalWriteError(self) -> None:
+        self.assertEqual([line for line in self.logged if "not in valid state" in line], [])
+
     def test_segmentAnsweredWhileItsBodyIsSent(self):
-        """
-        Swift refuses a segment's token and reads no more of it, its body
-        still being sent: the upload fails as a refused token, and
-        twisted.web logs no critical error with a traceback (a body that
-        fails after its answer was one).
-        """
-        async def go():
-            size = 8 * 1024 * 1024
-            store = self.makeStore(largeObjectSize=size, chunkSize=size)
-            self.fake.script("PUT", segmentsOf("img", "00000002"),
-                             Answer(401, early=True, deaf=True))
-            body = BytesBody(reactor, b"x" * (3 * size), chunk=256 * 1024)
-            await self.assertFails(store.add("img", body), StoreError,
-                                   "Swift refused the token during an upload")
-            self.assertNothingLeft()
-            self.assertEqual([line for line in self.logged if "not in valid state" in line],
-                             [])
-        return ensureDeferred(go())
+        size = 8 * 1024 * 1024
+        return ensureDeferred(self.refusedWhileSending(
+            segmentsOf("img", "00000002"), size, 3 * size))
 
     def test_wholeAnsweredWhileItsBodyIsSent(self):
-        """
-        The same for an image sent in one PUT: refused, its body still
-        going, it fails as a refused token, with no critical error in
-        twisted.web's log.
-        """
-        async def go():
-            size = 8 * 1024 * 1024
-            store = self.makeStore(largeObjectSize=4 * size, chunkSize=4 * size)
-            self.fake.script("PUT", IMAGE, Answer(401, early=True, deaf=True))
-            body = BytesBody(reactor, b"x" * size, chunk=256 * 1024)
-            await self.assertFails(store.add("img", body), StoreError,
-                                   "Swift refused the token during an upload")
-            self.assertNothingLeft()
-            self.assertEqual([line for line in self.logged if "not in valid state" in line],
-                             [])
-        return ensureDeferred(go())
+        size = 8 * 1024 * 1024
+        return ensureDeferred(self.refusedWhileSending(IMAGE, 4 * size, size))
 
     def test_segmentUnavailable(self):
         return ensureDeferred(self.failSegment(
