@@ -57,10 +57,12 @@ def _wireInt(text: str) -> int:
     a string of more than 4,300 digits with a ValueError (a 500).
     """
     text = text.strip()
-    digits = text.lstrip("+-").lstrip("0")
+    sign = -1 if text.startswith("-") else 1
+    # Leading zeros count towards int()'s limit too.
+    digits = text.lstrip("+-").lstrip("0") or "0"
     if len(digits) > 19:
-        return -_TOO_MANY_DIGITS if text.startswith("-") else _TOO_MANY_DIGITS
-    return int(text[0] + (digits or "0")) if text[0] in "+-" else int(digits or "0")
+        return sign * _TOO_MANY_DIGITS
+    return sign * int(digits)
 
 
 def parseInt(name: str, value: str) -> int:
