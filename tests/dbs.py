@@ -101,6 +101,36 @@ def rabbitURL(testCase) -> str:
     return "rabbit://guest:guest@127.0.0.1:5672/" + name
 
 
+def alterWithin(url: str, seconds: int) -> None:
+    """
+    Add a column to C{url}'s images table, as a migration would, waiting
+    at most C{seconds} for the table's lock; raises if that wait runs out.
+    (Blocking: run it in a thread.)
+    """
+    name = url.rsplit("/", 1)[1].split("?")[0]
+    if url.startswith("postgresql"):
+        import psycopg2
+        conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres",
+                                dbname=name, connect_timeout=5)
+        try:
+            with conn.cursor() as c:
+                c.execute("SET lock_timeout = '%ds'" % (seconds,))
+                c.execute("ALTER TABLE images ADD COLUMN lock_probe integer")
+            conn.commit()
+        finally:
+            conn.close()
+        return
+    import pymysql
+    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="",
+                           database=name, connect_timeout=5, autocommit=True)
+    try:
+        with conn.cursor() as c:
+            c.execute("SET SESSION lock_wait_timeout = %d" % (seconds,))
+            c.execute("ALTER TABLE images ADD COLUMN lock_probe INT")
+    finally:
+        conn.close()
+
+
 def endConnections(url: str) -> int:
     """
     End, from the server's side, every connection to C{url}'s database

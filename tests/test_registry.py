@@ -607,6 +607,20 @@ class RowLockTestsMixin:
         self.assertEqual(len(await self.registry.list(ListQuery(limit=100))), 5)
 
     @async_test
+    async def test_readsLeaveNoTransactionOpen(self):
+        """
+        A read by id leaves its pooled connection outside any transaction.
+        Left open, the transaction kept its read locks until that
+        connection next wrote, and a migration's ALTER TABLE waited for
+        them, with every later query queued behind the ALTER.
+        """
+        from twisted.internet.threads import deferToThread
+        await self.make(1)
+        self.assertEqual((await self.registry.get(uid(1))).name, "img1")
+        self.assertEqual(await self.registry.getLocation(uid(1)), None)
+        await deferToThread(dbs.alterWithin, self.url, 3)
+
+    @async_test
     async def test_unreachableDatabase(self):
         registry = Registry(self.deadURL, reactor)
         self.addCleanup(registry.close)

@@ -614,13 +614,28 @@ class Registry:
         reloadStats = (self._sqlite
                        and self._statsSeen.get(id(conn), 0) != self._statsGeneration)
         self._statsSeen[id(conn)] = self._statsGeneration
+        sqlite = self._sqlite
 
         def job(sqlconn):
             if reloadStats:
                 sqlconn.execute("ANALYZE sqlite_schema")
             sqlconn = sqlconn.execution_options(compiled_cache=cache)
             if not transaction:
-                return work(sqlconn)
+                result = work(sqlconn)
+                if not sqlite:
+                    # psycopg2 and PyMySQL begin a transaction with the
+                    # first SELECT, and SQLAlchemy 1.3 ends only writes'.
+                    # On a connection pooled for the life of the process
+                    # it would hold its read locks until the connection
+                    # next wrote, and a migration's ALTER TABLE would wait
+                    # for them, every later query queued behind it.
+                    try:
+                        sqlconn.connection.rollback()
+                    except Exception:
+                        # The read has its answer; a connection that
+                        # cannot roll back is broken, and is replaced.
+                        sqlconn.invalidate()
+                return result
             with sqlconn.begin():
                 try:
                     return work(sqlconn)
