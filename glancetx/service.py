@@ -218,7 +218,9 @@ def schemaRevision(url: str):
     """
     import sqlalchemy
 
-    engine = sqlalchemy.create_engine(url)
+    from glancetx.registry.timeouts import connectArgs
+
+    engine = sqlalchemy.create_engine(url, connect_args=connectArgs(url))
     try:
         with engine.connect() as conn:
             if not engine.dialect.has_table(conn, "alembic_version"):

@@ -53,6 +53,46 @@ class RegistryTestsMixin:
         self.assertIsInstance(got.created_at, datetime.datetime)
 
     @async_test
+    async def test_workPastItsDeadlineIsUnreachable(self):
+        """
+        Work that the database has not answered within the registry's
+        timeout fails as L{Unreachable} then, rather than when (or if) the
+        database answers; the next work gets a connection of its own.
+        """
+        import time
+        self.registry.timeout = 0.3
+        started = reactor.seconds()
+        with self.assertRaises(Unreachable):
+            await self.registry._run(lambda c: time.sleep(1.0))
+        self.assertLess(reactor.seconds() - started, 0.9)
+        self.registry.timeout = 30
+        self.assertEqual(await self.registry.list(ListQuery()), [])
+
+    @async_test
+    async def test_closeDoesNotWaitLongForBusyConnections(self):
+        """
+        The close at shutdown waits only so long for a connection whose
+        work the database has not answered: a silent database held the
+        server's stop for as long as it stayed silent.
+        """
+        import threading
+        import time
+
+        from twisted.internet.threads import deferToThread
+        running = threading.Event()
+
+        def work(sqlconn):
+            running.set()
+            time.sleep(2.0)
+        busy = ensureDeferred(self.registry._run(work))
+        await deferToThread(running.wait, 10)
+        self.registry.closeSeconds = 0.3
+        started = reactor.seconds()
+        await self.registry.close()
+        self.assertLess(reactor.seconds() - started, 1.0)
+        await busy
+
+    @async_test
     async def test_readsOfOneTurnShareATrip(self):
         """
         Reads by id asked for in the same reactor turn go to a database
@@ -619,6 +659,35 @@ class RowLockTestsMixin:
         self.assertEqual((await self.registry.get(uid(1))).name, "img1")
         self.assertEqual(await self.registry.getLocation(uid(1)), None)
         await deferToThread(dbs.alterWithin, self.url, 3)
+
+    @async_test
+    async def test_silentDatabaseIsUnreachableInTime(self):
+        """
+        A database that takes the connection's bytes and answers nothing
+        (a hung server, a firewall that drops its traffic): work fails as
+        L{Unreachable} once the registry's timeout has passed, and once
+        the database answers again new work runs on new connections.
+        """
+        import re
+
+        from tests.tcpproxy import TCPProxy
+        port = int(re.search(r"127\.0\.0\.1:(\d+)", self.url).group(1))
+        proxy = TCPProxy(reactor, "127.0.0.1", port)
+        await proxy.start()
+        self.addCleanup(proxy.stop)
+        registry = Registry(self.url.replace("127.0.0.1:%d" % (port,), proxy.address), reactor)
+        self.addCleanup(registry.close)
+        registry.timeout = 1.0
+        await self.make(1)
+        self.assertEqual((await registry.get(uid(1))).name, "img1")
+        proxy.blackHole()
+        started = reactor.seconds()
+        with self.assertRaises(Unreachable):
+            await registry.get(uid(1))
+        self.assertLess(reactor.seconds() - started, 3.0)
+        await proxy.restore()
+        registry.timeout = 30
+        self.assertEqual([i.id for i in await registry.list(ListQuery())], [uid(1)])
 
     @async_test
     async def test_unreachableDatabase(self):

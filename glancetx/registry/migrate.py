@@ -13,6 +13,8 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from glancetx.registry.timeouts import connectArgs
+
 _HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 
 
@@ -27,7 +29,7 @@ def headRevision() -> str:
 
 
 def currentRevision(url: str):
-    engine = sqlalchemy.create_engine(url)
+    engine = sqlalchemy.create_engine(url, connect_args=connectArgs(url))
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
@@ -39,7 +41,11 @@ def sync(url: str, revision: str = "head") -> None:
     """
     Bring the database at C{url} up to C{revision}.
     """
-    engine = sqlalchemy.create_engine(url)
+    # A migration may rebuild tables for minutes, so its own connection
+    # has no read limit; asking the revision first, with one, ends a
+    # sync against a database that says nothing.
+    currentRevision(url)
+    engine = sqlalchemy.create_engine(url, connect_args=connectArgs(url, longStatements=True))
     try:
         with engine.begin() as conn:
             cfg = _alembicConfig()

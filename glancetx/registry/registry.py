@@ -19,12 +19,13 @@ from alchimia import TWISTED_STRATEGY
 from sqlalchemy import (Integer, and_, bindparam, case, exists, false, func, literal_column,
                         or_, select)
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
-from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.defer import Deferred, DeferredQueue, TimeoutError, gatherResults
 from twisted.logger import Logger
 
 from glancetx.asyncutil import fromCoroutine
 from glancetx.registry.batch import ReadBatcher
 from glancetx.registry.schema import image_members, image_properties, image_uploads, images
+from glancetx.registry.timeouts import WORK_SECONDS, connectArgs
 
 T = TypeVar("T")
 
@@ -184,27 +185,43 @@ class _ConnectionPool:
     A fixed number of alchimia connections, each with its own worker thread,
     lent out one unit of work at a time.  A connection that raised a
     database error is closed and replaced rather than returned, since it may
-    be broken.
+    be broken; so is one whose work ran past its deadline, but its place is
+    taken only once its thread is free, so a silent database cannot make
+    threads pile up.
     """
 
-    def __init__(self, engine, size: int) -> None:
+    def __init__(self, engine, size: int, clock) -> None:
         self._engine = engine
+        self._clock = clock
+        # Idle connections, or None: a place freed for a new one.
         self._idle: DeferredQueue = DeferredQueue()
         self._size = size
         self._made = 0
         self._all: List[Any] = []
 
-    async def acquire(self):
-        if not self._idle.pending and self._made < self._size:
-            self._made += 1
-            try:
-                conn = await self._engine.connect()
-            except BaseException:
-                self._made -= 1
-                raise
-            self._all.append(conn)
-            return conn
-        return await self._idle.get()
+    async def acquire(self, seconds: float):
+        """
+        A connection, within C{seconds} if all are lent out.
+
+        @raise TimeoutError: none came free in time.
+        """
+        deadline = self._clock.seconds() + seconds
+        while True:
+            if not self._idle.pending and self._made < self._size:
+                self._made += 1
+                try:
+                    # Bounded by the driver's own connect timeouts.
+                    conn = await self._engine.connect()
+                except BaseException:
+                    self._freed()
+                    raise
+                self._all.append(conn)
+                return conn
+            wait = self._idle.get()
+            wait.addTimeout(max(0.0, deadline - self._clock.seconds()), self._clock)
+            conn = await wait
+            if conn is not None:
+                return conn
 
     @property
     def size(self) -> int:
@@ -212,19 +229,40 @@ class _ConnectionPool:
 
     def release(self, conn, broken: bool = False) -> None:
         if broken:
-            self._made -= 1
             self._all.remove(conn)
-            conn.close().addErrback(lambda f: None)
+            # The close waits, on the connection's thread, for any work
+            # still running there; only then is its place free.
+            conn.close().addErrback(lambda f: None).addBoth(lambda _: self._freed())
             return
         self._idle.put(conn)
 
-    async def closeAll(self) -> None:
+    def _freed(self) -> None:
+        self._made -= 1
+        if self._idle.waiting:
+            # Someone waits: it makes the new connection.
+            self._idle.put(None)
+
+    async def closeAll(self, seconds: float) -> None:
+        """
+        Close every connection; a connection whose thread is still held by
+        a silent database is left to it (the threads are daemons) after
+        C{seconds}, so that the server's stop does not wait on it.
+        """
         conns, self._all = self._all, []
-        for conn in conns:
-            try:
-                await conn.close()
-            except Exception:
-                pass
+        open_ = set(range(len(conns)))
+
+        def closed(_, i):
+            open_.discard(i)
+        closing = gatherResults([c.close().addErrback(lambda f: None).addCallback(closed, i)
+                                 for i, c in enumerate(conns)])
+        closing.addTimeout(seconds, self._clock)
+        try:
+            await closing
+        except TimeoutError:
+            self.log.warn("{count} database connections were still busy at shutdown;"
+                          " left open", count=len(open_))
+
+    log = Logger()
 
 
 def runOnConnection(conn, work: Callable[[Any], T]) -> "Deferred[T]":
@@ -522,6 +560,12 @@ class Registry:
 
     log = Logger()
 
+    #: Seconds a unit of work may take, waiting for a connection included,
+    #: before it fails with L{Unreachable}.
+    timeout = WORK_SECONDS
+    #: Seconds the close at shutdown waits for connections still at work.
+    closeSeconds = 5.0
+
     def __init__(self, url: str, reactor, poolSize: Optional[int] = None) -> None:
         kwargs: Dict[str, Any] = {}
         sqlite = url.startswith("sqlite")
@@ -535,6 +579,7 @@ class Registry:
         else:
             kwargs["pool_pre_ping"] = True
             kwargs["pool_recycle"] = 3600
+            kwargs["connect_args"] = connectArgs(url)
         if url.startswith("mysql"):
             # As PostgreSQL does by default: each statement sees what is
             # committed, and InnoDB takes no gap locks, which otherwise
@@ -549,7 +594,8 @@ class Registry:
         self._engine._engine.hide_parameters = True
         if sqlite:
             sqlalchemy.event.listen(self._engine._engine, "connect", _sqliteTuning)
-        self._pool = _ConnectionPool(self._engine, poolSize or 4)
+        self._clock = reactor
+        self._pool = _ConnectionPool(self._engine, poolSize or 4, reactor)
         # Bounded: statements built per call (updates) would otherwise each
         # stay in it for good.
         self._compiled = sqlalchemy.util.LRUCache(500)
@@ -576,14 +622,26 @@ class Registry:
         """
         attempt = 1
         lost = 0
+        deadline = self._clock.seconds() + self.timeout
         while True:
             try:
-                conn = await self._pool.acquire()
+                conn = await self._pool.acquire(max(0.0, deadline - self._clock.seconds()))
             except DBAPIError as e:
                 raise Unreachable(_code(e)) from None
+            except TimeoutError:
+                raise Unreachable("no connection free within %d s" % (self.timeout,)) from None
             broken = False
             try:
-                return await runOnConnection(conn, self._job(conn, work, transaction))
+                running = runOnConnection(conn, self._job(conn, work, transaction))
+                running.addTimeout(max(0.0, deadline - self._clock.seconds()), self._clock)
+                return await running
+            except TimeoutError:
+                # Its thread may still be waiting on the database; the
+                # connection is not lent again.
+                broken = True
+                self.log.warn("the database did not answer within {seconds} s",
+                              seconds=self.timeout)
+                raise Unreachable("no answer within %d s" % (self.timeout,)) from None
             except DBAPIError as e:
                 broken = bool(e.connection_invalidated)
                 if broken and getattr(e, "glancetxUncommitted", not transaction) \
@@ -667,7 +725,7 @@ class Registry:
 
     @fromCoroutine
     async def close(self) -> None:
-        await self._pool.closeAll()
+        await self._pool.closeAll(self.closeSeconds)
 
     # -- images ---------------------------------------------------------
 

@@ -1,0 +1,46 @@
+"""
+How long the database may take, and the drivers' own limits behind that.
+
+A database that accepts connections and then says nothing (a hung server,
+a proxy or firewall that swallows traffic, another client's lock) held
+every request that touched it for as long as it stayed silent: no answer,
+not even a 503, and the SIGTERM that should end the server waited too.
+TCP notices no peer that acknowledges and stays silent, and libpq has no
+read timeout, so the limit that always holds is the registry's own
+deadline on each unit of work (L{WORK_SECONDS}); the drivers' limits
+here bound what runs on after it: connecting, and PyMySQL's reads.
+"""
+
+from typing import Any, Dict
+
+from sqlalchemy.engine.url import make_url
+
+#: A unit of registry work, waiting for a pooled connection included.
+WORK_SECONDS = 30.0
+
+#: Connecting, the server's greeting and the login included (libpq's
+#: connect_timeout covers all of them; PyMySQL's only the TCP connect, its
+#: read timeout the rest).
+CONNECT_SECONDS = 10
+
+#: PyMySQL's socket reads and writes: longer than L{WORK_SECONDS}, so the
+#: registry's deadline answers first and this frees the worker thread.
+MYSQL_IO_SECONDS = 60
+
+
+def connectArgs(url: str, longStatements: bool = False) -> Dict[str, Any]:
+    """
+    The driver's connect arguments for C{url}.  C{longStatements} (a
+    migration that rebuilds tables) leaves reads without a limit.
+    """
+    args: Dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        args["connect_timeout"] = CONNECT_SECONDS
+    elif url.startswith("mysql"):
+        args["connect_timeout"] = CONNECT_SECONDS
+        if not longStatements:
+            args["read_timeout"] = MYSQL_IO_SECONDS
+            args["write_timeout"] = MYSQL_IO_SECONDS
+    # What the operator's URL says (?connect_timeout=...) wins.
+    given = make_url(url).query
+    return {k: v for k, v in args.items() if k not in given}
