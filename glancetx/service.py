@@ -30,6 +30,7 @@ from glancetx.signals import quietRepeatedStops
 from glancetx.store.cachewarm import CacheWarmer
 from glancetx.store.filesystem import FilesystemStore
 from glancetx.uploadleases import UploadLeases
+from glancetx.web.accesslog import AppendedLog
 from glancetx.web.app import V1_ALIASES, GlanceAPI
 from glancetx.web.channel import GlanceChannel
 from glancetx.web.sendfile import Sendfile
@@ -151,6 +152,11 @@ class GlanceSite(server.Site):
                 self._logFailureSaid = now
                 log.warn("the access log {path} cannot be written ({error}); requests"
                          " go on, unlogged", path=self.logPath, error=e.strerror or str(e))
+
+    def _openLogFile(self, path: str) -> AppendedLog:
+        # Not twisted.web's LogFile, which rotated it every megabyte into
+        # files that were never deleted (see glancetx.web.accesslog).
+        return AppendedLog(path, self.reactor)
 
     def isUpload(self, method: bytes, path: bytes) -> bool:
         return self.api.isUpload(method, path)
