@@ -101,13 +101,14 @@ _PASSED_ON: FrozenSet[str] = frozenset("""
     s3_store_host s3_store_access_key s3_store_secret_key s3_store_bucket
     s3_store_create_bucket_on_put s3_store_bucket_url_format
     s3_store_large_object_size s3_store_large_object_chunk_size s3_store_region
+    s3_store_region_name
     s3_store_max_parts_in_flight
     swift_store_auth_address swift_store_user swift_store_key
     swift_store_auth_version swift_store_container
     swift_store_create_container_on_put swift_store_large_object_size
     swift_store_large_object_chunk_size swift_store_project_name
     swift_store_project_domain_name swift_store_user_domain_name
-    swift_store_region swift_store_endpoint_type swift_store_service_type
+    swift_store_region swift_store_endpoint swift_store_endpoint_type swift_store_service_type
     swift_store_auth_insecure
     notification_driver notification_transport_url notification_topics
     transport_url control_exchange amqp_durable_queues

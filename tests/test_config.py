@@ -93,6 +93,27 @@ class ConfigTests(TestCase):
         e = self.assertRaises(ConfigError, config.build, "tcp:1", "d", {"imgae_size_cap": "1"})
         self.assertEqual(str(e), "imgae_size_cap: unknown option")
 
+    def test_everyStoreOptionIsKnown(self):
+        """
+        Every option a store driver reads can be given: the Swift store
+        read C{swift_store_endpoint}, but the start refused it as unknown.
+        """
+        import glob
+        import re
+        here = os.path.dirname(os.path.abspath(config.__file__))
+        names = set()
+        for path in glob.glob(os.path.join(here, "store", "*.py")):
+            with open(path) as f:
+                source = f.read()
+            names.update(re.findall(r'_[A-Za-z]+\(conf, "([a-z0-9_]+)"', source))
+            names.update(re.findall(r'conf\.get\("([a-z0-9_]+)"', source))
+        self.assertIn("swift_store_endpoint", names)
+        for name in sorted(names):
+            try:
+                config.build("tcp:1", "d", {name: "x"})
+            except ConfigError as e:
+                self.assertNotIn("unknown option", str(e))
+
     def test_badValues(self):
         for name, value in [("image_size_cap", "big"), ("image_size_cap", "0"),
                             ("default_store", "tape"), ("disk_formats", "raw,floppy"),
