@@ -8,6 +8,7 @@ import argparse
 import sys
 
 import sqlalchemy.exc
+from alembic.util.exc import CommandError
 
 from glancetx import config as cfg
 from glancetx.errors import ConfigError
@@ -34,8 +35,9 @@ def main(argv=None) -> int:
             print("database is at revision %s" % (migrate.headRevision(),))
         else:
             print(migrate.currentRevision(config.sql_connection))
-    except ConfigError as e:
-        print("glancetx-manage: %s" % (e,), file=sys.stderr)
+    except (ConfigError, CommandError) as e:
+        print("glancetx-manage: %s" % (str(e).strip().splitlines() or ["failed"])[0],
+              file=sys.stderr)
         return 1
     except sqlalchemy.exc.DBAPIError as e:
         # The driver's own first line says why (refused, no such database,

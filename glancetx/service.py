@@ -24,7 +24,7 @@ from glancetx.errors import ConfigError
 from glancetx.images import ImageService
 from glancetx.lazytls import listeningService
 from glancetx.notifier import Notifiers
-from glancetx.registry.schema import HEAD_REVISION
+from glancetx.registry.schema import HEAD_REVISION, REVISIONS, newerSchema
 from glancetx.registry.registry import Registry, Unreachable
 from glancetx.signals import quietRepeatedStops
 from glancetx.store.cachewarm import CacheWarmer
@@ -197,6 +197,8 @@ def prepareRegistry(url: str) -> None:
         current = schemaRevision(url)
     except Exception as e:
         raise ConfigError("sql_connection: cannot connect: %s" % (str(e).splitlines()[0],))
+    if current is not None and current not in REVISIONS:
+        raise ConfigError("sql_connection: " + newerSchema(current))
     if current != HEAD_REVISION:
         raise ConfigError("sql_connection: database schema is at %s, not %s; run"
                           " 'glancetx-manage db sync' first" % (current, HEAD_REVISION))

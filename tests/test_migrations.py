@@ -1,7 +1,7 @@
 from twisted.trial.unittest import TestCase
 
 from glancetx.registry import migrate
-from glancetx.registry.schema import HEAD_REVISION, metadata
+from glancetx.registry.schema import HEAD_REVISION, REVISIONS, metadata
 from glancetx.service import prepareRegistry, schemaRevision
 from glancetx.errors import ConfigError
 from tests import dbs
@@ -10,6 +10,31 @@ from tests import dbs
 class MigrationTests(TestCase):
     def test_headConstantMatchesAlembic(self):
         self.assertEqual(HEAD_REVISION, migrate.headRevision())
+        from alembic.script import ScriptDirectory
+        walk = ScriptDirectory.from_config(migrate._alembicConfig()).walk_revisions()
+        self.assertEqual(REVISIONS, tuple(reversed([r.revision for r in walk])))
+
+    def test_syncsAtOnceOnMariaDB(self):
+        """
+        Two db syncs at once on a new database (two hosts' deploy scripts)
+        both succeed: one waits for the other's migration lock. They raced
+        before, and one failed about half the time.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.defer import gatherResults
+        from twisted.internet.threads import deferToThreadPool
+        from twisted.python.threadpool import ThreadPool
+        pool = ThreadPool(4, 4)
+        pool.start()
+        self.addCleanup(pool.stop)
+        urls = [dbs.mysqlURL(self) for _ in range(3)]
+        d = gatherResults([deferToThreadPool(reactor, pool, migrate.sync, url)
+                           for url in urls for _ in range(2)], consumeErrors=True)
+
+        def synced(_):
+            for url in urls:
+                self.assertEqual(migrate.currentRevision(url), HEAD_REVISION)
+        return d.addCallback(synced)
 
     def test_sqliteMigratedAtStart(self):
         url = dbs.sqliteURL(self)
@@ -87,6 +112,31 @@ class ManageCommandTests(TestCase):
         done = subprocess.run([sys.executable, "-m", "glancetx.manage"] + list(args),
                               capture_output=True, text=True, timeout=120)
         return done.returncode, done.stdout, done.stderr
+
+    def test_newerSchemaIsSaidSo(self):
+        """
+        A database that a newer glancetx migrated: the server and db sync
+        each say so in one line; the server advised running db sync, and
+        db sync printed alembic's traceback.
+        """
+        import os
+
+        import sqlalchemy
+        url = dbs.postgresURL(self)
+        migrate.sync(url)
+        engine = sqlalchemy.create_engine(url)
+        with engine.begin() as conn:
+            conn.execute("UPDATE alembic_version SET version_num = '0099'")
+        engine.dispose()
+        e = self.assertRaises(ConfigError, prepareRegistry, url)
+        self.assertIn("at 0099, which this glancetx does not know", str(e))
+        self.assertNotIn("db sync", str(e))
+        conf = os.path.abspath(self.mktemp())
+        with open(conf, "w") as f:
+            f.write("[DEFAULT]\nsql_connection = %s\n" % (url,))
+        code, out, err = self.manage("--config", conf, "db", "sync")
+        self.assertEqual((code, err.count("\n")), (1, 1), err)
+        self.assertIn("a newer glancetx has migrated it", err)
 
     def test_syncAndVersion(self):
         """

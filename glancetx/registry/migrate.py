@@ -13,6 +13,8 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from glancetx.errors import ConfigError
+from glancetx.registry.schema import REVISIONS, newerSchema
 from glancetx.registry.timeouts import connectArgs
 
 _HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
@@ -44,12 +46,38 @@ def sync(url: str, revision: str = "head") -> None:
     # A migration may rebuild tables for minutes, so its own connection
     # has no read limit; asking the revision first, with one, ends a
     # sync against a database that says nothing.
-    currentRevision(url)
+    current = currentRevision(url)
+    if current is not None and current not in REVISIONS:
+        raise ConfigError(newerSchema(current))
     engine = sqlalchemy.create_engine(url, connect_args=connectArgs(url, longStatements=True))
     try:
         with engine.begin() as conn:
+            _oneAtATime(conn)
             cfg = _alembicConfig()
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
     finally:
         engine.dispose()
+
+
+#: PostgreSQL's advisory lock key for migrations ("glancetx" in ASCII).
+_PG_LOCK = 0x676c616e63657478
+
+
+def _oneAtATime(conn) -> None:
+    """
+    Hold the database's lock for migrations until this one ends.  Two
+    syncs at once (two hosts' deploy scripts) raced on MariaDB: one failed
+    with "Table 'images' already exists", or with alembic's own error, as
+    both ran the same migration.  The second now waits, then finds the
+    schema current.
+    """
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.execute("SELECT pg_advisory_xact_lock(%d)" % (_PG_LOCK,))
+    elif dialect == "mysql":
+        # Held by the session until the engine is disposed of: MySQL's DDL
+        # commits, but does not release it.
+        got = conn.execute("SELECT GET_LOCK('glancetx-db-sync', 600)").scalar()
+        if got != 1:
+            raise ConfigError("another db sync has held the migration lock for 10 minutes")

@@ -27,9 +27,19 @@ from sqlalchemy.dialects import mysql
 #: MySQL's DATETIME drops fractions of a second unless asked to keep them.
 DateTime = _DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
 
-#: The newest migration; the server compares the database with it without
-#: loading alembic (a test keeps it equal to alembic's head).
-HEAD_REVISION = "0004"
+#: Every migration, oldest first; the server compares the database with
+#: the newest without loading alembic (a test keeps them equal to alembic's).
+REVISIONS = ("0001", "0002", "0003", "0004")
+HEAD_REVISION = REVISIONS[-1]
+
+
+def newerSchema(revision: str) -> str:
+    """
+    What to say of a database that a newer glancetx has migrated: the
+    advice to run db sync would not help.
+    """
+    return ("database schema is at %s, which this glancetx does not know (its newest is %s):"
+            " a newer glancetx has migrated it; run that one" % (revision, HEAD_REVISION))
 
 metadata = MetaData()
 
