@@ -702,14 +702,22 @@ class ImageService:
     async def _kill(self, imageId: str, why: str) -> None:
         # Redacted as the notification is: an unexpected error's repr may
         # quote a location.
-        self.log.info("image {image_id} killed: {why}", image_id=imageId, why=_redacted(why))
         try:
             await self.registry.update(imageId, {"status": "killed"},
                                        expectStatus=["saving", "queued"])
         except reg.Conflict:
-            pass
+            return
         except reg.NotFound:
             await self._endLease(imageId)
+            return
+        except reg.Unreachable:
+            # Its upload lease, no longer renewed, runs out, and a reaper
+            # kills it once the database is back.
+            self.log.warn("image {image_id} could not be marked killed ({why}): the"
+                          " database is unreachable; it will be once its upload lease"
+                          " runs out", image_id=imageId, why=_redacted(why))
+            return
+        self.log.info("image {image_id} killed: {why}", image_id=imageId, why=_redacted(why))
 
     async def _endLease(self, imageId: str) -> None:
         """
@@ -871,7 +879,8 @@ class ImageService:
         count = 0
         for lease, imageKilled in ended:
             if imageKilled:
-                why = "upload abandoned: the process receiving it stopped"
+                why = ("upload abandoned: its upload lease ran out (the process receiving"
+                       " it stopped, or could not reach the database)")
                 self.log.info("image {image_id} killed: {why}", image_id=lease.image_id, why=why)
                 self.notifier.notify("image.upload", "Image %s %s" % (lease.image_id, why),
                                      "ERROR")

@@ -628,7 +628,7 @@ class APITests(APITestsMixin, TestCase):
         self.assertEqual(await self.statusOf("orphan"), "saving")
         await self.waitForStatus("orphan", "killed", 20)
         self.assertEqual(os.listdir(images), [])
-        self.assertIn("upload abandoned: the process receiving it stopped", self.glance.log())
+        self.assertIn("upload abandoned: its upload lease ran out", self.glance.log())
         self.assertNotIn("Traceback", self.glance.log())
 
 

@@ -224,6 +224,36 @@ class LifecycleTests(TestCase):
         self.assertIn(image.id, message)
 
     @async_test
+    async def test_killThatCannotBeRecordedIsSaidSo(self):
+        """
+        An upload fails while the database cannot be reached: the client
+        gets the upload's own error, and the log says the image is not
+        killed yet (it said "killed" before the kill was tried, and nothing
+        once it failed).
+        """
+        from twisted.logger import globalLogPublisher
+
+        from glancetx.registry.registry import Unreachable
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        real = self.registry.update
+
+        def update(imageId, values, *a, **kw):
+            if values.get("status") == "killed":
+                raise Unreachable("refused")
+            return real(imageId, values, *a, **kw)
+        self.patch(self.registry, "update", update)
+        body = BytesBody(reactor, os.urandom(300000), failAfter=100000)
+        with self.assertRaises(errors.BadRequest):
+            await self.service.create(self.ctx, ImageChanges(fields=dict(RAW)), body)
+        [image] = await self.registry.list(ListQuery())
+        self.assertEqual(image.status, "saving")
+        said = [e["log_format"] for e in logged if "image_id" in e]
+        self.assertTrue(any("could not be marked killed" in f for f in said), said)
+        self.assertFalse(any(f.startswith("image {image_id} killed") for f in said), said)
+
+    @async_test
     async def test_unexpectedStoreFailureKills(self):
         """
         Even a failure no store should raise leaves the image killed, with
@@ -372,8 +402,8 @@ class LifecycleTests(TestCase):
         self.assertEqual(await other.killAbandonedUploads(), 1)
         self.assertEqual((await self.registry.get(image.id)).status, "killed")
         self.assertEqual(other.notifier.errors, [
-            ("image.upload", "Image %s upload abandoned: the process receiving it stopped"
-             % (image.id,))])
+            ("image.upload", "Image %s upload abandoned: its upload lease ran out (the process"
+             " receiving it stopped, or could not reach the database)" % (image.id,))])
         body.release()
         with self.assertRaises(errors.Conflict):
             await d
