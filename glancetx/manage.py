@@ -1,7 +1,8 @@
 """
-C{glancetx-manage db sync|version [--config FILE] [--data-dir DIR]}: schema
-management for a shared database, run by an operator before starting (or
-upgrading) the glancetx processes.
+C{glancetx-manage db sync|version|purge [--config FILE] [--data-dir DIR]}:
+schema management for a shared database, run by an operator before
+starting (or upgrading) the glancetx processes, and the purge of images
+deleted long ago.
 """
 
 import argparse
@@ -21,8 +22,15 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default="glance-data")
     sub = parser.add_subparsers(dest="group", required=True)
     db = sub.add_parser("db", help="registry schema")
-    db.add_argument("action", choices=["sync", "version"])
+    db.add_argument("action", choices=["sync", "version", "purge"])
+    # Glance's spellings too: glance-manage db purge --age_in_days --max_rows.
+    db.add_argument("--age-in-days", "--age_in_days", dest="age", type=int, default=30,
+                    help="purge: images deleted more than this many days ago (30)")
+    db.add_argument("--max-rows", "--max_rows", dest="maxRows", type=int, default=100,
+                    help="purge: at most this many images (100), -1 for all")
     args = parser.parse_args(argv)
+    if args.action == "purge" and (args.age < 0 or args.maxRows == 0 or args.maxRows < -1):
+        parser.error("--age-in-days must be 0 or more, --max-rows 1 or more (or -1)")
     try:
         options = cfg.readINI(args.config) if args.config else {}
         config = cfg.build(cfg.DEFAULT_PORT, args.data_dir, options)
@@ -33,6 +41,14 @@ def main(argv=None) -> int:
                     config.sql_connection[len("sqlite:///"):])), exist_ok=True)
             migrate.sync(config.sql_connection)
             print("database is at revision %s" % (migrate.headRevision(),))
+        elif args.action == "purge":
+            from glancetx.registry.purge import purge
+            if migrate.currentRevision(config.sql_connection) != migrate.headRevision():
+                raise ConfigError("the database schema is not current; run db sync first")
+            removed = purge(config.sql_connection, args.age, args.maxRows)
+            print("removed %d images, %d image properties and %d image members deleted"
+                  " more than %d days ago" % (removed["images"], removed["image_properties"],
+                                              removed["image_members"], args.age))
         else:
             print(migrate.currentRevision(config.sql_connection))
     except (ConfigError, CommandError) as e:

@@ -1,0 +1,93 @@
+"""
+Removing the rows of images deleted long ago, as Glance's
+C{glance-manage db purge} did.
+
+A delete keeps the image's row (C{deleted}, with its properties and
+members), so that lists with C{changes-since} can tell caches what went;
+without a purge the tables only grow, and every such list pages through
+them.  Only images in C{deleted} go: one in C{pending_delete} still has
+bytes in a store for the scrubber to remove, and one with an upload lease
+or a sweep reminder still has a store to be cleaned, and both need their
+row to find them.
+
+This blocks: it runs from C{glancetx-manage}, never in the server.
+"""
+
+import datetime
+from typing import Dict
+
+import sqlalchemy
+from sqlalchemy import and_, exists, select
+
+from glancetx.registry.schema import image_members, image_properties, image_uploads, images
+from glancetx.registry.timeouts import connectArgs
+
+#: Rows removed in one transaction, so that a large purge holds no lock
+#: for long.
+BATCH = 500
+
+
+def purge(url: str, ageInDays: int, maxRows: int,
+          now: datetime.datetime = None) -> Dict[str, int]:
+    """
+    Remove images deleted more than C{ageInDays} days ago, at most
+    C{maxRows} of them (-1: all), with their properties and members; and
+    as many properties and members that were themselves deleted that long
+    ago from images that remain.
+
+    @return: how many rows went, by table.
+    """
+    cutoff = (now or datetime.datetime.utcnow()) - datetime.timedelta(days=ageInDays)
+    removed = {"images": 0, "image_properties": 0, "image_members": 0}
+    engine = sqlalchemy.create_engine(url, connect_args=connectArgs(url))
+    try:
+        for child in (image_properties, image_members):
+            _purgeChildren(engine, child, cutoff, maxRows, removed)
+        _purgeImages(engine, cutoff, maxRows, removed)
+    finally:
+        engine.dispose()
+    return removed
+
+
+def _batches(maxRows: int):
+    left = maxRows
+    while left != 0:
+        size = BATCH if left < 0 else min(BATCH, left)
+        yield size
+        if left > 0:
+            left -= size
+
+
+def _purgeImages(engine, cutoff, maxRows: int, removed: Dict[str, int]) -> None:
+    due = and_(images.c.deleted == True,  # noqa: E712 (SQL, not Python)
+               images.c.status == "deleted",
+               images.c.deleted_at < cutoff,
+               ~exists().where(image_uploads.c.image_id == images.c.id))
+    for size in _batches(maxRows):
+        with engine.begin() as conn:
+            ids = [r[0] for r in conn.execute(
+                select([images.c.id]).where(due).order_by(images.c.deleted_at).limit(size))]
+            if not ids:
+                return
+            for child in (image_properties, image_members):
+                removed[child.name] += conn.execute(
+                    child.delete().where(child.c.image_id.in_(ids))).rowcount
+            removed["images"] += conn.execute(
+                images.delete().where(images.c.id.in_(ids))).rowcount
+        if len(ids) < size:
+            return
+
+
+def _purgeChildren(engine, table, cutoff, maxRows: int, removed: Dict[str, int]) -> None:
+    due = and_(table.c.deleted == True,  # noqa: E712
+               table.c.deleted_at < cutoff)
+    for size in _batches(maxRows):
+        with engine.begin() as conn:
+            ids = [r[0] for r in conn.execute(
+                select([table.c.id]).where(due).order_by(table.c.id).limit(size))]
+            if not ids:
+                return
+            removed[table.name] += conn.execute(
+                table.delete().where(table.c.id.in_(ids))).rowcount
+        if len(ids) < size:
+            return
