@@ -264,6 +264,13 @@ class ImageService:
             self.log.error("stored data of {image_id} is {length} bytes, not {size}",
                            image_id=imageId, length=producer.length, size=image.size)
             raise errors.Unavailable("The stored image data is damaged; it is not served.")
+        stated = getattr(producer, "md5", None)
+        if stated is not None and image.checksum and stated != image.checksum.lower():
+            producer.stopProducing()
+            self.log.error("stored data of {image_id} has MD5 {stated} by its store's word,"
+                           " not the image's checksum {checksum}: it was replaced in the store",
+                           image_id=imageId, stated=stated, checksum=image.checksum)
+            raise errors.Unavailable("The stored image data is damaged; it is not served.")
         return self._readableProperties(ctx, image), producer
 
     def sent(self, ctx: RequestContext, image: ImageRecord, sent: int,

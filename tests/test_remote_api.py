@@ -371,6 +371,25 @@ class _RemoteStoreAPIMixin(_RemoteStoreMixin):
         self.assertNotIn(KEY, log)
 
     @async_test
+    async def test_replacedObjectIsNotServed(self):
+        """
+        An image's object replaced in the store by other bytes of the same
+        size (a stray PUT, a restore from the wrong backup): the store's
+        ETag, its MD5, is not the image's checksum, so the download is a
+        503 before any byte goes out, and the log says why.  It was served
+        whole, as a 200 under the old checksum.
+        """
+        await self.storeServer()
+        data = os.urandom(1000)
+        image = await self.create(data)
+        await self.checkRoundTrip(image, data)
+        await self.putSource(image["id"], os.urandom(1000))
+        await self.request("GET", "/v1/images/" + image["id"], expect=503)
+        self.assertIn("it was replaced in the store", self.glance.log())
+        # The image itself can still be deleted.
+        await self.checkDeleted(image["id"])
+
+    @async_test
     async def test_uploadChunked(self):
         """
         The same with chunked bodies (unknown length), and the reserve-then-

@@ -91,7 +91,9 @@ class IStore(Interface):
         @return: Deferred firing with an L{IBodyProducer} whose C{length} is
             the image size and whose C{startProducing} writes exactly that
             many bytes, failing (L{StoreError}) if the store ends early.
-            Fails with L{LocationNotFound} if nothing is there.
+            Fails with L{LocationNotFound} if nothing is there.  It may
+            have an C{md5} attribute: the bytes' MD5 (lower-case hex) as
+            the store states it, or None where it states none.
         """
 
     def get_size(location):

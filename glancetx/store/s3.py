@@ -53,6 +53,7 @@ from glancetx.errors import ConfigError
 from glancetx.store.cleanup import CleanupRetries, RetriedCleanups
 from glancetx.store.deadline import AnswerDeadline
 from glancetx.store.documents import drain, readDocument
+from glancetx.store.etags import plainMD5
 from glancetx.store.interface import (
     BadLocation,
     IStore,
@@ -582,6 +583,9 @@ class _S3Reader:
     Streams a GET response's body to a consumer, pausing the connection when
     the consumer pauses, and failing if the body ends short.
     """
+
+    #: The object's MD5 as the store states it, where it does.
+    md5: Optional[str] = None
 
     def __init__(self, response: Any, length: int) -> None:
         self._response = response
@@ -1261,7 +1265,16 @@ class S3Store(RetriedCleanups):
         if length is UNKNOWN_LENGTH:
             await drain(response, 0)
             raise StoreError("S3 download failed: no Content-Length in the answer")
-        return _S3Reader(response, length)
+        reader = _S3Reader(response, length)
+        headers = response.headers
+        # Only an object S3 does not encrypt (or encrypts with its own keys,
+        # which AWS documents as keeping the MD5 ETag; other S3s differ,
+        # so not even that) has its MD5 as its ETag.
+        if not (headers.hasHeader(b"x-amz-server-side-encryption")
+                or headers.hasHeader(b"x-amz-server-side-encryption-customer-algorithm")):
+            reader.md5 = plainMD5(
+                headers.getRawHeaders(b"etag", [b""])[0].decode("latin-1"))
+        return reader
 
     @fromCoroutine
     async def get_size(self, location: str) -> int:

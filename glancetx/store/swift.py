@@ -56,6 +56,7 @@ from glancetx.store.interface import (
 from glancetx.store.cleanup import CleanupRetries, RetriedCleanups
 from glancetx.store.deadline import AnswerDeadline
 from glancetx.store.documents import drain, readDocument
+from glancetx.store.etags import plainMD5
 from glancetx.store.silence import SilentAnswer
 
 MiB = 1024 * 1024
@@ -758,6 +759,9 @@ class _Download(Protocol):
     starts this producer, and afterwards whenever the consumer pauses it.
     """
 
+    #: The object's MD5 as Swift states it, where it does.
+    md5: Optional[str] = None
+
     def __init__(self, length: int) -> None:
         self.length = length
         self._received = 0
@@ -1430,6 +1434,10 @@ class SwiftStore(RetriedCleanups):
             await drain(response)
             raise StoreError("Swift's download answer has no Content-Length")
         download = _Download(length)
+        # A large object's ETag is a digest of its segments' digests.
+        if not (_header(response, "X-Static-Large-Object")
+                or _header(response, "X-Object-Manifest")):
+            download.md5 = plainMD5(_header(response, "Etag"))
         response.deliverBody(download)
         return download
 
