@@ -228,7 +228,7 @@ def schemaRevision(url: str):
 
     from glancetx.registry.timeouts import connectArgs
 
-    engine = sqlalchemy.create_engine(url, connect_args=connectArgs(url))
+    engine = sqlalchemy.create_engine(url, connect_args=connectArgs(url, quick=True))
     try:
         with engine.connect() as conn:
             if not engine.dialect.has_table(conn, "alembic_version"):

@@ -31,7 +31,7 @@ def headRevision() -> str:
 
 
 def currentRevision(url: str):
-    engine = sqlalchemy.create_engine(url, connect_args=connectArgs(url))
+    engine = sqlalchemy.create_engine(url, connect_args=connectArgs(url, quick=True))
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()

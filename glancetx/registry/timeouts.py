@@ -28,10 +28,11 @@ CONNECT_SECONDS = 10
 MYSQL_IO_SECONDS = 60
 
 
-def connectArgs(url: str, longStatements: bool = False) -> Dict[str, Any]:
+def connectArgs(url: str, longStatements: bool = False, quick: bool = False) -> Dict[str, Any]:
     """
     The driver's connect arguments for C{url}.  C{longStatements} (a
-    migration that rebuilds tables) leaves reads without a limit.
+    migration that rebuilds tables) leaves reads without a limit;
+    C{quick} (a look at the schema's revision) gives them the connect's.
     """
     args: Dict[str, Any] = {}
     if url.startswith("postgresql"):
@@ -39,8 +40,9 @@ def connectArgs(url: str, longStatements: bool = False) -> Dict[str, Any]:
     elif url.startswith("mysql"):
         args["connect_timeout"] = CONNECT_SECONDS
         if not longStatements:
-            args["read_timeout"] = MYSQL_IO_SECONDS
-            args["write_timeout"] = MYSQL_IO_SECONDS
+            io = CONNECT_SECONDS if quick else MYSQL_IO_SECONDS
+            args["read_timeout"] = io
+            args["write_timeout"] = io
     # What the operator's URL says (?connect_timeout=...) wins.
     given = make_url(url).query
     return {k: v for k, v in args.items() if k not in given}
