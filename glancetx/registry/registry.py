@@ -190,6 +190,8 @@ class _ConnectionPool:
     threads pile up.
     """
 
+    log = Logger()
+
     def __init__(self, engine, size: int, clock) -> None:
         self._engine = engine
         self._clock = clock
@@ -261,8 +263,6 @@ class _ConnectionPool:
         except TimeoutError:
             self.log.warn("{count} database connections were still busy at shutdown;"
                           " left open", count=len(open_))
-
-    log = Logger()
 
 
 def runOnConnection(conn, work: Callable[[Any], T]) -> "Deferred[T]":
