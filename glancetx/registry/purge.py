@@ -63,31 +63,35 @@ def _purgeImages(engine, cutoff, maxRows: int, removed: Dict[str, int]) -> None:
                images.c.status == "deleted",
                images.c.deleted_at < cutoff,
                ~exists().where(image_uploads.c.image_id == images.c.id))
-    for size in _batches(maxRows):
-        with engine.begin() as conn:
-            ids = [r[0] for r in conn.execute(
-                select([images.c.id]).where(due).order_by(images.c.deleted_at).limit(size))]
-            if not ids:
-                return
-            for child in (image_properties, image_members):
-                removed[child.name] += conn.execute(
-                    child.delete().where(child.c.image_id.in_(ids))).rowcount
-            removed["images"] += conn.execute(
-                images.delete().where(images.c.id.in_(ids))).rowcount
-        if len(ids) < size:
-            return
+
+    def remove(conn, ids):
+        for child in (image_properties, image_members):
+            removed[child.name] += conn.execute(
+                child.delete().where(child.c.image_id.in_(ids))).rowcount
+        removed["images"] += conn.execute(images.delete().where(images.c.id.in_(ids))).rowcount
+    _inBatches(engine, select([images.c.id]).where(due).order_by(images.c.deleted_at),
+               remove, maxRows)
 
 
 def _purgeChildren(engine, table, cutoff, maxRows: int, removed: Dict[str, int]) -> None:
     due = and_(table.c.deleted == True,  # noqa: E712
                table.c.deleted_at < cutoff)
+
+    def remove(conn, ids):
+        removed[table.name] += conn.execute(table.delete().where(table.c.id.in_(ids))).rowcount
+    _inBatches(engine, select([table.c.id]).where(due).order_by(table.c.id), remove, maxRows)
+
+
+def _inBatches(engine, due, remove, maxRows: int) -> None:
+    """
+    C{remove(conn, ids)} the rows whose ids C{due} selects, a batch per
+    transaction, C{maxRows} in all (-1: every one).
+    """
     for size in _batches(maxRows):
         with engine.begin() as conn:
-            ids = [r[0] for r in conn.execute(
-                select([table.c.id]).where(due).order_by(table.c.id).limit(size))]
+            ids = [r[0] for r in conn.execute(due.limit(size))]
             if not ids:
                 return
-            removed[table.name] += conn.execute(
-                table.delete().where(table.c.id.in_(ids))).rowcount
+            remove(conn, ids)
         if len(ids) < size:
             return
