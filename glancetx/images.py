@@ -259,19 +259,19 @@ class ImageService:
             self.log.warn("store {store} failed to serve {image_id}: {error}",
                           store=store.name, image_id=imageId, error=str(e))
             raise errors.Unavailable("The image store is unavailable; try again later.")
-        if image.size is not None and producer.length != image.size:
-            producer.stopProducing()
-            self.log.error("stored data of {image_id} is {length} bytes, not {size}",
-                           image_id=imageId, length=producer.length, size=image.size)
-            raise errors.Unavailable("The stored image data is damaged; it is not served.")
         stated = getattr(producer, "md5", None)
-        if stated is not None and image.checksum and stated != image.checksum.lower():
-            producer.stopProducing()
-            self.log.error("stored data of {image_id} has MD5 {stated} by its store's word,"
-                           " not the image's checksum {checksum}: it was replaced in the store",
-                           image_id=imageId, stated=stated, checksum=image.checksum)
-            raise errors.Unavailable("The stored image data is damaged; it is not served.")
-        return self._readableProperties(ctx, image), producer
+        if image.size is not None and producer.length != image.size:
+            damage = ("stored data of {image_id} is {length} bytes, not {size}",
+                      dict(length=producer.length, size=image.size))
+        elif stated is not None and image.checksum and stated != image.checksum.lower():
+            damage = ("stored data of {image_id} has MD5 {stated} by its store's word, not the"
+                      " image's checksum {checksum}: it was replaced in the store",
+                      dict(stated=stated, checksum=image.checksum))
+        else:
+            return self._readableProperties(ctx, image), producer
+        producer.stopProducing()
+        self.log.error(damage[0], image_id=imageId, **damage[1])
+        raise errors.Unavailable("The stored image data is damaged; it is not served.")
 
     def sent(self, ctx: RequestContext, image: ImageRecord, sent: int,
              destination: Optional[str] = None) -> None:

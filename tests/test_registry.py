@@ -87,9 +87,15 @@ class RegistryTestsMixin:
         busy = ensureDeferred(self.registry._run(work))
         await deferToThread(running.wait, 10)
         self.registry.closeSeconds = 0.3
+        from twisted.logger import globalLogPublisher
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
         started = reactor.seconds()
         await self.registry.close()
         self.assertLess(reactor.seconds() - started, 1.0)
+        self.assertEqual([e.get("count") for e in logged if "still busy" in e.get("log_format", "")],
+                         [1])
         await busy
 
     @async_test

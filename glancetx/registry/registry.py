@@ -20,9 +20,10 @@ from sqlalchemy import (Integer, and_, bindparam, case, exists, false, func, lit
                         or_, select)
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from twisted.internet.defer import Deferred, DeferredQueue, TimeoutError, gatherResults
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from glancetx.asyncutil import fromCoroutine
+from glancetx.asyncutil import firstOf, fromCoroutine
 from glancetx.registry.batch import ReadBatcher
 from glancetx.registry.schema import image_members, image_properties, image_uploads, images
 from glancetx.registry.timeouts import WORK_SECONDS, connectArgs
@@ -251,18 +252,14 @@ class _ConnectionPool:
         C{seconds}, so that the server's stop does not wait on it.
         """
         conns, self._all = self._all, []
-        open_ = set(range(len(conns)))
-
-        def closed(_, i):
-            open_.discard(i)
-        closing = gatherResults([c.close().addErrback(lambda f: None).addCallback(closed, i)
-                                 for i, c in enumerate(conns)])
-        closing.addTimeout(seconds, self._clock)
-        try:
-            await closing
-        except TimeoutError:
+        closes = [c.close().addErrback(lambda f: None) for c in conns]
+        timer = deferLater(self._clock, seconds, lambda: None)
+        await firstOf(gatherResults(closes), timer)
+        timer.cancel()
+        busy = sum(1 for d in closes if not d.called)
+        if busy:
             self.log.warn("{count} database connections were still busy at shutdown;"
-                          " left open", count=len(open_))
+                          " left open", count=busy)
 
 
 def runOnConnection(conn, work: Callable[[Any], T]) -> "Deferred[T]":

@@ -1267,9 +1267,9 @@ class S3Store(RetriedCleanups):
             raise StoreError("S3 download failed: no Content-Length in the answer")
         reader = _S3Reader(response, length)
         headers = response.headers
-        # Only an object S3 does not encrypt (or encrypts with its own keys,
-        # which AWS documents as keeping the MD5 ETag; other S3s differ,
-        # so not even that) has its MD5 as its ETag.
+        # An encrypted object's ETag is no MD5 under KMS's or a client's
+        # key; under S3's own keys AWS keeps the MD5, but other S3s need
+        # not.  So only an object without encryption is checked.
         if not (headers.hasHeader(b"x-amz-server-side-encryption")
                 or headers.hasHeader(b"x-amz-server-side-encryption-customer-algorithm")):
             reader.md5 = plainMD5(
