@@ -131,6 +131,37 @@ def alterWithin(url: str, seconds: int) -> None:
         conn.close()
 
 
+def holdWrites(url: str, imageId: str):
+    """
+    From a connection of its own, as another process would, take the lock
+    that a write to C{imageId} in C{url} must wait for: the row's on
+    PostgreSQL and MySQL, the database's one write lock on SQLite.
+    Returns a function that lets it go.  (Blocking, but quick.)
+    """
+    if url.startswith("sqlite"):
+        import sqlite3
+        conn = sqlite3.connect(url[len("sqlite:///"):], isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+    else:
+        name = url.rsplit("/", 1)[1].split("?")[0]
+        if url.startswith("postgresql"):
+            import psycopg2
+            conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres",
+                                    dbname=name, connect_timeout=5)
+        else:
+            import pymysql
+            conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="",
+                                   database=name, connect_timeout=5)
+        cursor = conn.cursor()
+        cursor.execute("SELECT id FROM images WHERE id = %s FOR UPDATE", (imageId,))
+        assert cursor.fetchall(), imageId
+
+    def release() -> None:
+        conn.rollback()
+        conn.close()
+    return release
+
+
 def endConnections(url: str) -> int:
     """
     End, from the server's side, every connection to C{url}'s database

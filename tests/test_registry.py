@@ -7,6 +7,7 @@ import datetime
 
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from glancetx.registry import migrate
@@ -32,7 +33,7 @@ class RegistryTestsMixin:
         raise NotImplementedError()
 
     def setUp(self):
-        url = self.makeURL()
+        url = self.url = self.makeURL()
         migrate.sync(url)
         self.registry = Registry(url, reactor)
         self.addCleanup(self.registry.close)
@@ -628,6 +629,35 @@ class RegistryTestsMixin:
         failures = [f.getErrorMessage() for ok, f in results
                     if not ok and not f.check(NotFound)]
         self.assertEqual(failures, [])
+
+    @async_test
+    async def test_readsDoNotWaitBehindHeldWriters(self):
+        """
+        Another process holds what writes to an image wait for (its row's
+        lock, or SQLite's one writer), and more writes than there are
+        pooled connections wait on it: reads still answer at once.  They
+        once queued for the connections the waiting writes held, so a lock
+        held elsewhere for 30 s made every HEAD and list here wait 30 s.
+        """
+        from twisted.internet.defer import gatherResults
+        await self.make(1)
+        release = dbs.holdWrites(self.url, uid(1))
+        writes = []
+        try:
+            self.registry.timeout = 10.0
+            writes = [self.registry.update(uid(1), {"min_ram": n}) for n in range(8)]
+            # The writes have taken their connections, and wait.
+            await deferLater(reactor, 0.5, lambda: None)
+            self.assertEqual([w.called for w in writes], [False] * 8)
+            started = reactor.seconds()
+            self.assertEqual((await self.registry.get(uid(1))).min_ram, 0)
+            self.assertEqual([i.id for i in await self.registry.list(ListQuery())], [uid(1)])
+            self.assertEqual(await self.registry.getLocation(uid(1)), None)
+            self.assertLess(reactor.seconds() - started, 2.0)
+        finally:
+            release()
+        await gatherResults(writes)
+        self.assertIn((await self.registry.get(uid(1))).min_ram, range(8))
 
 
 class RowLockTestsMixin:

@@ -566,13 +566,22 @@ class Registry:
     def __init__(self, url: str, reactor, poolSize: Optional[int] = None) -> None:
         kwargs: Dict[str, Any] = {}
         sqlite = url.startswith("sqlite")
+        # Reads and writes each have connections of their own: writes that
+        # wait on a lock held elsewhere (another process's transaction, an
+        # image's row) would otherwise hold every connection, and each read,
+        # which waits on no lock, would queue behind them.  SQLite has one
+        # writer at a time: more than one writing connection here would only
+        # take turns by sleeping in its busy handler.
+        readers = poolSize or (3 if sqlite else 4)
+        writers = 1 if sqlite else readers
+        # Ours are held for the life of the process; SQLAlchemy's pool only
+        # opens them.
+        kwargs["pool_size"] = readers + writers
         if sqlite:
             # In WAL mode readers run beside the one writer; a writer that
             # finds the database busy waits (timeout) rather than failing.
-            poolSize = poolSize or 3
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
             kwargs["poolclass"] = sqlalchemy.pool.QueuePool
-            kwargs["pool_size"] = poolSize
         else:
             kwargs["pool_pre_ping"] = True
             kwargs["pool_recycle"] = 3600
@@ -592,7 +601,8 @@ class Registry:
         if sqlite:
             sqlalchemy.event.listen(self._engine._engine, "connect", _sqliteTuning)
         self._clock = reactor
-        self._pool = _ConnectionPool(self._engine, poolSize or 4, reactor)
+        self._writers = _ConnectionPool(self._engine, writers, reactor)
+        self._readers = _ConnectionPool(self._engine, readers, reactor)
         # Bounded: statements built per call (updates) would otherwise each
         # stay in it for good.
         self._compiled = sqlalchemy.util.LRUCache(500)
@@ -604,10 +614,13 @@ class Registry:
         #: Single-statement reads by id, batched per reactor turn.
         self._reads = ReadBatcher(reactor, self._runRead, (NotFound,))
 
-    async def _run(self, work: Callable[[Any], T], transaction: bool = True) -> T:
+    async def _run(self, work: Callable[[Any], T], transaction: bool = True,
+                   writes: Optional[bool] = None) -> T:
         """
         One unit of work on a pooled connection, in one transaction (or in
-        autocommit for single reads), in one trip to its thread.
+        autocommit for single reads), in one trip to its thread: on a
+        writer's connection if it C{writes} (as every transaction is taken
+        to), else on a reader's.
 
         A transaction the database rolled back (deadlock, serialization
         failure) runs again; so does work whose connection was lost before
@@ -617,12 +630,13 @@ class Registry:
         @raise Unreachable: the database cannot be reached, or failed the
             work for a reason of its own (not the work's).
         """
+        pool = self._writers if (transaction if writes is None else writes) else self._readers
         attempt = 1
         lost = 0
         deadline = self._clock.seconds() + self.timeout
         while True:
             try:
-                conn = await self._pool.acquire(max(0.0, deadline - self._clock.seconds()))
+                conn = await pool.acquire(max(0.0, deadline - self._clock.seconds()))
             except DBAPIError as e:
                 raise Unreachable(_code(e)) from None
             except TimeoutError:
@@ -642,7 +656,7 @@ class Registry:
             except DBAPIError as e:
                 broken = bool(e.connection_invalidated)
                 if broken and getattr(e, "glancetxUncommitted", not transaction) \
-                        and lost < self._pool.size:
+                        and lost < pool.size:
                     lost += 1
                     self.log.info("database connection lost; running the work again on"
                                   " another ({code})", code=_code(e))
@@ -662,7 +676,7 @@ class Registry:
                 raise RegistryError("%s (%s) in: %s" % (
                     type(e.orig).__name__, _code(e), e.statement)) from None
             finally:
-                self._pool.release(conn, broken=broken)
+                pool.release(conn, broken=broken)
 
     def _job(self, conn, work: Callable[[Any], T], transaction: bool) -> Callable[[Any], T]:
         cache = self._compiled
@@ -715,14 +729,15 @@ class Registry:
 
         def work(sqlconn):
             sqlconn.execute("ANALYZE")
-        await self._run(work, transaction=False)
+        await self._run(work, transaction=False, writes=True)
         # Other open connections keep the statistics they loaded; each
         # reloads them before its next unit of work.
         self._statsGeneration += 1
 
     @fromCoroutine
     async def close(self) -> None:
-        await self._pool.closeAll(self.closeSeconds)
+        await gatherResults([Deferred.fromCoroutine(pool.closeAll(self.closeSeconds))
+                             for pool in (self._writers, self._readers)])
 
     # -- images ---------------------------------------------------------
 
@@ -901,7 +916,7 @@ class Registry:
             rows = sqlconn.execute(select([images.c.deleted_at, images.c.id]).where(
                 due).order_by(images.c.deleted_at, images.c.id).limit(limit))
             return [(r[0], r[1]) for r in rows]
-        return await self._run(work)
+        return await self._run(work, writes=False)
 
     @fromCoroutine
     async def claimPendingDelete(self, imageId: str) -> Optional[str]:
@@ -1041,13 +1056,13 @@ class Registry:
             rows = sqlconn.execute(statement, params).fetchall()
             props = _propertiesFor(sqlconn, [r[0] for r in rows])
             return [ImageRecord(*r, properties=props.get(r[0], {})) for r in rows]
-        return await self._run(work)
+        return await self._run(work, writes=False)
 
     # -- members ------------------------------------------------------------
 
     @fromCoroutine
     async def members(self, imageId: str) -> List[MemberRecord]:
-        return await self._run(lambda c: _members(c, imageId))
+        return await self._run(lambda c: _members(c, imageId), writes=False)
 
     @fromCoroutine
     async def member(self, imageId: str, member: str) -> MemberRecord:
@@ -1136,7 +1151,7 @@ class Registry:
                     image_members.c.deleted == False,  # noqa: E712
                     images.c.deleted == False)).order_by(image_members.c.image_id))  # noqa: E712
             return [MemberRecord(i, member, bool(c)) for i, c in rows]
-        return await self._run(work)
+        return await self._run(work, writes=False)
 
 
 class QuotaExceeded(Exception):
