@@ -853,16 +853,35 @@ class ImageService:
         if image.protected:
             raise errors.Forbidden("Image is protected; it cannot be deleted.")
         try:
-            image, location = await self.registry.delete(
-                imageId, delayed=self.config.delayed_delete)
+            # An image with bytes is pending_delete first, even when they
+            # are removed at once: should the database commit this but
+            # answer too late, a scrubber still finds them.
+            image, _ = await self.registry.delete(imageId, delayed=True)
         except reg.NotFound:
             raise errors.NotFound("Image not found.")
         except reg.Protected:
             raise errors.Forbidden("Image is protected; it cannot be deleted.")
-        if image.status == "deleted":
-            await self._deleteBytes(location, imageId)
+        if image.status == "pending_delete" and not self.config.delayed_delete:
+            await self._deleteNow(imageId)
+            image = attr.evolve(image, status="deleted")
         self.notifier.notify("image.delete", payloadFor(image))
         return image
+
+    async def _deleteNow(self, imageId: str) -> None:
+        """
+        Take a just-deleted image's bytes from C{pending_delete} and remove
+        them.  The delete is committed whatever happens here: if the
+        database cannot be reached, the scrubber removes them later.
+        """
+        try:
+            location = await self.registry.claimPendingDelete(imageId)
+        except reg.Unreachable as e:
+            self.log.warn("image {image_id} is deleted; its data waits for the scrubber,"
+                          " since the registry could not be reached: {error}",
+                          image_id=imageId, error=_plain(e))
+            return
+        # None: another process's scrubber claimed them first.
+        await self._deleteBytes(location, imageId)
 
     @fromCoroutine
     async def killAbandonedUploads(self) -> int:

@@ -19,7 +19,7 @@ from glancetx.context import RequestContext, noauthContext
 from glancetx.images import SWEEP_DELAY, ImageChanges, ImageService
 from glancetx.notifier import CollectingNotifier
 from glancetx.registry import migrate
-from glancetx.registry.registry import ListQuery, Registry
+from glancetx.registry.registry import ListQuery, Registry, Unreachable
 from glancetx.store.interface import LocationNotFound, StoreError, StoreUnavailable
 from glancetx.store.filesystem import FilesystemStore
 from glancetx.uploadleases import UploadLeases
@@ -748,6 +748,52 @@ class LifecycleTests(TestCase):
         self.assertEqual(self.files(), [])
         row = await self.registry.get(image.id, includeDeleted=True)
         self.assertEqual(row.status, "deleted")
+
+    @async_test
+    async def test_bytesOfADeleteWhoseAnswerWasLostAreScrubbed(self):
+        """
+        The database committed a delete but answered after the registry's
+        deadline: the client got a 503, and the image is deleted all the
+        same.  Its bytes once stayed in the store for good, since nothing
+        recorded that they were still to be removed; a scrubber now
+        removes them.
+        """
+        image = await self.upload(b"abc")
+        onTime = self.registry.delete
+
+        async def late(*args, **kw):
+            await onTime(*args, **kw)
+            raise Unreachable("no answer within 30 s")
+        self.registry.delete = late
+        with self.assertRaises(Unreachable):
+            await self.service.delete(self.ctx, image.id)
+        with self.assertRaises(errors.NotFound):
+            await self.service.show(self.ctx, image.id)
+        self.assertEqual(self.files(), [image.id])
+        self.assertEqual(await self.service.scrub(), 1)
+        self.assertEqual(self.files(), [])
+        row = await self.registry.get(image.id, includeDeleted=True)
+        self.assertEqual(row.status, "deleted")
+
+    @async_test
+    async def test_deleteThatCannotClaimItsBytesLeavesThemToTheScrubber(self):
+        """
+        The delete is committed, then the database cannot be reached to
+        take the bytes for removal: the delete still succeeds, and a
+        scrubber removes them later.
+        """
+        image = await self.upload(b"abc")
+
+        async def unreachable(imageId):
+            raise Unreachable("no answer within 30 s")
+        self.registry.claimPendingDelete = unreachable
+        deleted = await self.service.delete(self.ctx, image.id)
+        self.assertEqual(deleted.status, "deleted")
+        self.assertEqual(self.events()[-1], "image.delete")
+        self.assertEqual(self.files(), [image.id])
+        del self.registry.claimPendingDelete
+        self.assertEqual(await self.service.scrub(), 1)
+        self.assertEqual(self.files(), [])
 
     @async_test
     async def test_scrubberWorksThroughEveryPendingDelete(self):
