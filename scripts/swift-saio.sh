@@ -245,7 +245,7 @@ build_rings() {
 
 wait_port() {  # wait_port PORT NAME
     local i
-    for i in $(seq 1 300); do
+    for i in $(seq 1 600); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
         sleep 0.1
     done

@@ -289,6 +289,27 @@ class SwiftStoreTests(StoreContractMixin, TestCase):
                                                    self.containerName))
         return ensureDeferred(go())
 
+    def test_locationsWithARotatedKeyStillRead(self):
+        """
+        A location records the account's key as it was when the image was
+        written.  Once the operator has changed that key (and the store's
+        configuration with it), the store's own account's images still
+        read and delete, with the key as configured now; before, each one
+        answered 503 for good.
+        """
+        async def go():
+            store, stored = await self._roundTrip(b"rotated" * 10)
+            self.assertIn(":%s@" % (quote(self.key, safe=""),), stored.location)
+            stale = stored.location.replace(":%s@" % (quote(self.key, safe=""),),
+                                            ":an-old-key@", 1)
+            self.assertNotEqual(stale, stored.location)
+            self.assertEqual(await store.get_size(stale), 70)
+            self.assertEqual(await readAll(reactor, await store.get(stale)), b"rotated" * 10)
+            await store.delete(stale)
+            with self.assertRaises(LocationNotFound):
+                await store.get_size(stored.location)
+        return ensureDeferred(go())
+
     def test_missingObject(self):
         async def go():
             store = await self._store()
@@ -657,6 +678,22 @@ class LocationTests(TestCase):
         creds, parsed = store._locate("swift+http://127.0.0.1:8080/auth/v1.0/glance/x")
         self.assertEqual(creds.user, "test:tester")
         self.assertRaises(BadLocation, store._locate, "swift+http://elsewhere/auth/v1.0/glance/x")
+
+    def test_ownAccountsLocationsUseTheKeyAsConfiguredNow(self):
+        """
+        This store's account's locations authenticate with the key as
+        configured now, not the one they were written with; another
+        account's location keeps its own.
+        """
+        store = SwiftStore.fromConfig(_conf(swift_store_key="rotated"), reactor, None)
+        auth = "http://127.0.0.1:8080/auth/v1.0"
+        creds, _ = store._locate(makeLocation(auth, "test:tester", "testing", "glance", "x"))
+        self.assertEqual((creds.user, creds.key), ("test:tester", "rotated"))
+        creds, _ = store._locate(makeLocation(auth, "test2:tester2", "other", "glance", "x"))
+        self.assertEqual((creds.user, creds.key), ("test2:tester2", "other"))
+        elsewhere = "http://10.0.0.1:8080/auth/v1.0"
+        creds, _ = store._locate(makeLocation(elsewhere, "test:tester", "testing", "glance", "x"))
+        self.assertEqual((creds.authAddress, creds.key), (elsewhere, "testing"))
 
     def test_keyNotInRepr(self):
         store = SwiftStore.fromConfig(_conf(), reactor, None)

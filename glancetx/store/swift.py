@@ -977,9 +977,14 @@ class SwiftStore(RetriedCleanups):
 
     def _locate(self, location: str) -> Tuple[_Credentials, SwiftLocation]:
         parsed = parseLocation(location)
-        if parsed.user is not None and parsed.key is not None:
+        ours = parsed.authAddress == self.authAddress
+        if parsed.user is not None and parsed.key is not None \
+                and not (ours and parsed.user == self.user):
             creds = _Credentials(parsed.authAddress, parsed.user, parsed.key)
-        elif parsed.authAddress == self.authAddress:
+        elif ours:
+            # This account's own (or naming none): the key as configured
+            # now, which a rotation may have changed since the location
+            # was written.
             creds = self._configuredCredentials()
         else:
             raise BadLocation("Swift location names no credentials")
