@@ -66,6 +66,11 @@ MAX_PENDING = 1000
 MAX_PENDING_BYTES = 16 * 1024 * 1024
 #: Seconds between warnings that notifications are being dropped.
 DROP_WARNING_INTERVAL = 60.0
+#: Seconds from the TCP connection to a channel ready to publish on (the
+#: AMQP handshake and the declarations).  pika's Twisted adapter has no
+#: limit of its own, so a listener that never spoke held the notifier for
+#: good; pika's own connection workflow allows 15 s (stack_timeout).
+HANDSHAKE_SECONDS = 15.0
 #: The options a transport URL's query may set.  (oslo.messaging takes
 #: any of [oslo_messaging_rabbit]'s there; these are the ones read here,
 #: and anything else is refused rather than ignored.)
@@ -247,9 +252,17 @@ class _HostsInTurn:
 
     def connect(self, factory) -> Deferred:
         if not self.refusals:
-            return self._connect(factory)
-        delay = min(30.0, 0.5 * 2 ** (self.refusals - 1))
-        return deferLater(self._reactor, delay, self._connect, factory)
+            d = self._connect(factory)
+        else:
+            delay = min(30.0, 0.5 * 2 ** (self.refusals - 1))
+            d = deferLater(self._reactor, delay, self._connect, factory)
+        return d.addErrback(self._unreachable)
+
+    def _unreachable(self, reason):
+        # No broker answers now: ClientService's back-off takes over, and
+        # the refusals' would only add to it.
+        self.refusals = 0
+        return reason
 
     @property
     def where(self) -> str:
@@ -448,8 +461,9 @@ class AMQPNotifier(service.Service):
                 await channel.queue_declare(queue=key, durable=self._durable)
                 await channel.queue_bind(queue=key, exchange=self._exchange, routing_key=key)
         except Exception as e:
-            self.log.warn("notifications: cannot use the broker at {broker}: {error}",
-                          broker=str(broker), error=_describe(e))
+            if not protocol.timedOut:
+                self.log.warn("notifications: cannot use the broker at {broker}: {error}",
+                              broker=str(broker), error=_describe(e))
             raise
         self.log.info("notifications: connected to the broker at {broker}",
                       broker=str(broker))
@@ -537,6 +551,10 @@ def _connectionClass():
         channelInUse = None
         _usable: Optional[bool] = None
         _lostBecause = None
+        _deadline = None
+        #: Whether the deadline for a usable channel passed, and the
+        #: connection was dropped for it.
+        timedOut = False
 
         def __init__(self, parameters, notifier: "AMQPNotifier",
                      custom_reactor=None) -> None:
@@ -548,6 +566,22 @@ def _connectionClass():
             # publishers: say why notifications stop arriving.
             self._impl.add_on_connection_blocked_callback(self._blocked)
             self._impl.add_on_connection_unblocked_callback(self._unblocked)
+
+        def connectionMade(self) -> None:
+            super().connectionMade()
+            self._deadline = self._notifier._reactor.callLater(
+                HANDSHAKE_SECONDS, self._tooSlow)
+
+        def _tooSlow(self) -> None:
+            self._deadline = None
+            self.timedOut = True
+            self._notifier.log.warn(
+                "notifications: the broker at {broker} did not finish the AMQP handshake"
+                " within {seconds} s", broker=str(self._notifier._endpoint.current),
+                seconds=HANDSHAKE_SECONDS)
+            self._notifier._endpoint.refusals += 1
+            self._settle(False)
+            self.transport.abortConnection()
 
         def _blocked(self, _connection, frame) -> None:
             self._notifier.log.warn(
@@ -564,6 +598,9 @@ def _connectionClass():
             return d.addCallbacks(self._opened, self._refused)
 
         def _handshakeFailed(self, reason) -> None:
+            if self.timedOut:
+                # Said, and counted, when the deadline passed.
+                return
             lost = self._lostBecause
             if lost is not None and type(lost.value).__module__.startswith("OpenSSL"):
                 # pika says only that the connection failed.
@@ -580,11 +617,15 @@ def _connectionClass():
             self._refused(reason)
 
         def _opened(self, channel) -> None:
+            if self.timedOut:
+                return
             self.channelInUse = channel
             self._notifier._endpoint.refusals = 0
             self._settle(True)
 
         def _refused(self, reason) -> None:
+            if self.timedOut:
+                return
             self._notifier._endpoint.refusals += 1
             # Logged by prepare, or a failed handshake, whose
             # connection is already being closed.
@@ -599,6 +640,9 @@ def _connectionClass():
             self._settle(False)
 
         def _settle(self, usable: bool) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
             if self._usable is None or not usable:
                 self._usable = usable
                 waiting, self._waiting = self._waiting, []

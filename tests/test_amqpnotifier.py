@@ -14,15 +14,17 @@ import struct
 import urllib.parse
 
 from twisted.internet import reactor
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from glancetx import config
-from glancetx.amqpnotifier import (AMQPNotifier, Broker, _connectionClass, encode, fromConfig,
-                                   parseTransportURL, urlOptions)
+from glancetx.amqpnotifier import (HANDSHAKE_SECONDS, AMQPNotifier, Broker, _connectionClass,
+                                   encode, fromConfig, parseTransportURL, urlOptions)
 from glancetx.errors import ConfigError
 from glancetx.notifier import LoggingNotifier
 from tests import dbs
@@ -329,6 +331,140 @@ class QueueTests(SynchronousTestCase):
         self.assertEqual(n.pending, 0)
         self.assertTrue([e for e in events if e.get("log_failure") is not None])
         self.flushLoggedErrors(TypeError)
+
+
+class RefusalBackoffTests(SynchronousTestCase):
+    """
+    A broker that takes the TCP connection but refuses the login (wrong
+    password, a virtual host the user may not use) counts as a success to
+    L{ClientService}, whose own back-off restarts each time; the endpoint
+    backs off on refusals in a row instead, up to 30 s, until a channel opens.
+    """
+
+    def setUp(self):
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.defer import fail, succeed
+        from twisted.internet.error import ConnectionRefusedError
+        from twisted.internet.testing import StringTransport
+
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.clock = MemoryReactorClock()
+        self.notifier = n = AMQPNotifier(self.clock, [Broker("h", 5672, "u", "p", "/")])
+        self.attempts, self.connections = [], []
+
+        #: Whether TCP connections are refused (the broker is down).
+        self.down = False
+
+        def connect(factory):
+            # TCP accepts unless the broker is down; what the broker then
+            # says is up to the test.
+            n._endpoint.current = n._endpoint._brokers[0]
+            self.attempts.append(self.clock.seconds())
+            if self.down:
+                return fail(ConnectionRefusedError())
+            protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5672))
+            protocol.makeConnection(StringTransport())
+            self.connections.append(protocol)
+            return succeed(protocol)
+
+        n._endpoint._connect = connect
+        n.startService()
+        self.addCleanup(n._client.stopService)
+        self.addCleanup(n._loop.cancel)
+
+    def next(self) -> float:
+        """
+        The seconds until the next attempt.
+        """
+        count = len(self.attempts)
+        for _ in range(2000):
+            if len(self.attempts) > count:
+                return self.attempts[-1] - self.attempts[-2]
+            self.clock.advance(0.05)
+        self.fail("no attempt after 100 s")
+
+    def refuse(self) -> None:
+        """
+        The broker closes the connection during the handshake, as RabbitMQ
+        does when it refuses a login.
+        """
+        self.connections[-1].connectionLost(Failure(ConnectionDone()))
+
+    def test_refusalsInARowBackOff(self):
+        gaps = []
+        for _ in range(10):
+            self.refuse()
+            gaps.append(self.next())
+        # ClientService's first retry (0.75 s and up to 1 s of jitter) and
+        # then the endpoint's 0.5, 1, 2, ... up to 30 s.
+        for gap, least in zip(gaps, [0.5, 1, 2, 4, 8, 16, 30, 30, 30, 30]):
+            self.assertGreaterEqual(gap, least + 0.75, gaps)
+            self.assertLessEqual(gap, least + 1.9, gaps)
+        warned = [e for e in self.events if e.get("log_level") is not None
+                  and e["log_level"].name == "warn"]
+        self.assertEqual(len(warned), 10, [formatEvent(e) for e in warned])
+
+    def test_openChannelResets(self):
+        for _ in range(6):
+            self.refuse()
+            gap = self.next()
+        self.assertGreater(gap, 16)
+        # This one gets its channel (pika is done with the handshake, and
+        # _prepare with the channel); then the broker goes away.
+        connection = self.connections[-1]._protocol  # (inside ClientService's proxy)
+        connection.ready = None
+        connection._opened(object())
+        self.assertEqual(self.notifier._endpoint.refusals, 0)
+        self.connections[-1].connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(self.notifier._endpoint.refusals, 0)
+        # Only ClientService's first retry: 0.75 s and up to 1 s of jitter.
+        self.assertLess(self.next(), 1.9)
+        self.refuse()
+        self.assertGreaterEqual(self.next(), 0.5 + 0.75)
+
+    def test_brokerDownAfterRefusalsIsTriedEvery30s(self):
+        """
+        After a run of refusals the broker goes down: connecting is tried
+        at most about 30 s apart, as for a broker that was simply down.
+        The refusals' delay once came on top of ClientService's own, and
+        the attempts drifted to a minute apart.
+        """
+        for _ in range(8):
+            self.refuse()
+            self.next()
+        self.down = True
+        self.refuse()
+        gaps = [self.next() for _ in range(14)]
+        self.assertLessEqual(max(gaps), 30 + 1.9, gaps)
+        self.assertGreaterEqual(max(gaps[-4:]), 29, gaps)
+
+    def test_silentBrokerIsLeftAfterTheHandshakeDeadline(self):
+        """
+        A broker (or whatever listens on its port) that takes the
+        connection and says nothing: once the handshake has run for
+        L{HANDSHAKE_SECONDS} the connection is dropped, with a warning, and
+        the next one is made after a back-off.  Before, the notifier waited
+        on it for good, and said nothing until shutdown.
+        """
+        transport = self.connections[-1].transport
+        self.clock.advance(HANDSHAKE_SECONDS - 0.5)
+        self.assertFalse(transport.disconnected)
+        self.assertEqual(len(self.attempts), 1)
+        self.clock.advance(0.5)
+        # (StringTransport marks an abort this way.)
+        self.assertTrue(transport.disconnected)
+
+        def warnings():
+            return [formatEvent(e) for e in self.events if e.get("log_level") is not None
+                    and e["log_level"].name == "warn"]
+        self.assertEqual(len(warnings()), 1, warnings())
+        self.assertIn("did not finish the AMQP handshake within", warnings()[0])
+        # The abort's end: one warning says what happened, not two.
+        self.connections[-1].connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(len(warnings()), 1, warnings())
+        self.assertGreaterEqual(self.next(), 0.5 + 0.75)
 
 
 class RabbitMQTests(APITestsMixin, TestCase):
