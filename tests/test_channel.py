@@ -595,3 +595,39 @@ class AccessLogTests(SynchronousTestCase):
         self.assertEqual(len(said), 2)
         self.assertEqual(said[0]["error"], "No space left on device")
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class LostConnectionTests(SynchronousTestCase):
+    """
+    A connection lost with bytes still queued lets go of them at once,
+    not when its transport is collected.
+    """
+
+    def test_writeBuffersDropped(self):
+        import socket
+
+        from twisted.internet import tcp
+        from twisted.internet.error import ConnectionLost
+        from twisted.internet.testing import MemoryReactor
+
+        from glancetx.web.sendfile import transportIsIdle
+
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        ours.setblocking(False)
+        channel = GlanceChannel()
+        transport = tcp.Connection(ours, channel, reactor=MemoryReactor())
+        transport.connected = True
+        channel.transport = transport
+        # The peer reads nothing: the kernel takes some, the rest waits in
+        # the transport's two buffers.
+        transport.write(b"x" * (4 * 1024 * 1024))
+        transport.doWrite()
+        transport.write(b"y" * (1024 * 1024))
+        self.assertGreater(len(transport.dataBuffer) - transport.offset, 0)
+        self.assertEqual(transport._tempDataLen, 1024 * 1024)
+        transport.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(transport.dataBuffer, b"")
+        self.assertEqual(transport._tempDataBuffer, [])
+        self.assertTrue(transportIsIdle(transport))

@@ -206,6 +206,9 @@ class _FileReader:
     def stopProducing(self) -> None:
         self._stopped = True
         self._done = None
+        # The consumer (a request) and this reader refer to each other
+        # until the request's connection is collected.
+        self._consumer = None
         if not self._reading:
             self._close()
 
