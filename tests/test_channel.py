@@ -603,6 +603,9 @@ class LostConnectionTests(SynchronousTestCase):
     not when its transport is collected.
     """
 
+    def wrap(self, transport, channel):
+        return transport
+
     def test_writeBuffersDropped(self):
         import socket
 
@@ -619,7 +622,7 @@ class LostConnectionTests(SynchronousTestCase):
         channel = GlanceChannel()
         transport = tcp.Connection(ours, channel, reactor=MemoryReactor())
         transport.connected = True
-        channel.transport = transport
+        channel.transport = self.wrap(transport, channel)
         # The peer reads nothing: the kernel takes some, the rest waits in
         # the transport's two buffers.
         transport.write(b"x" * (4 * 1024 * 1024))
@@ -631,3 +634,16 @@ class LostConnectionTests(SynchronousTestCase):
         self.assertEqual(transport.dataBuffer, b"")
         self.assertEqual(transport._tempDataBuffer, [])
         self.assertTrue(transportIsIdle(transport))
+
+
+class LostTLSConnectionTests(LostConnectionTests):
+    """
+    The same under TLS, whose protocol is the channel's transport and
+    sends through the TCP transport beneath it.
+    """
+
+    def wrap(self, transport, channel):
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
+        tls = TLSMemoryBIOProtocol(None, channel)
+        tls.transport = transport
+        return tls

@@ -63,13 +63,20 @@ def dropWriteBuffers(transport) -> None:
     against 82 without them).
     (Private attributes of Twisted's transport, as L{transportIsIdle}
     reads; nothing is written to a transport once its connection is lost.)
+    Under TLS the bytes wait in the TCP transport beneath (the TLS
+    protocol passes attributes it lacks on to it, hence the instance's
+    own dictionary).
     """
-    if getattr(transport, "_tempDataBuffer", None) is None:
-        return
-    transport.dataBuffer = b""
-    transport.offset = 0
-    transport._tempDataBuffer = []
-    transport._tempDataLen = 0
+    for _ in range(3):
+        if transport is None:
+            return
+        if "_tempDataBuffer" in getattr(transport, "__dict__", ()):
+            transport.dataBuffer = b""
+            transport.offset = 0
+            transport._tempDataBuffer = []
+            transport._tempDataLen = 0
+            return
+        transport = getattr(transport, "transport", None)
 
 
 class GlanceChannel(http.HTTPChannel):
