@@ -1023,7 +1023,7 @@ class ImageService:
 
     @fromCoroutine
     async def replaceMembers(self, ctx: RequestContext, imageId: str,
-                             members: Mapping[str, bool]) -> None:
+                             members: Mapping[str, Optional[bool]]) -> None:
         image = await self._visible(ctx, imageId)
         await self._mayShare(ctx, image, ownerOnly=True)
         self._enforce(ctx, "modify_member", image)

@@ -444,6 +444,36 @@ class APITests(APITestsMixin, TestCase):
         await self.request("GET", base + "/tenant9", expect=404)
 
     @async_test
+    async def test_canShareNotGivenIsKept(self):
+        """
+        A membership written again without can_share keeps the one it has,
+        whether one member is PUT (with no body, or none for it) or the
+        whole list is; a new member without it cannot share.  So Glance
+        v1's registry did; replacing the list with curl once took every
+        member's right to share away.
+        """
+        await self.server()
+        image = await self.create(b"abc")
+        base = "/v1/images/%s/members" % (image["id"],)
+
+        async def members():
+            resp, body = await self.request("GET", base, expect=200)
+            return [(m["member_id"], m["can_share"]) for m in json.loads(body)["members"]]
+        await self.request("PUT", base + "/t1", {},
+                           json.dumps({"member": {"can_share": True}}).encode(), expect=204)
+        await self.request("PUT", base + "/t1", expect=204)
+        await self.request("PUT", base + "/t1", {}, json.dumps({"member": {}}).encode(),
+                           expect=204)
+        self.assertEqual(await members(), [("t1", True)])
+        await self.request("PUT", base, {}, json.dumps({"memberships": [
+            {"member_id": "t1"}, {"member_id": "t2"}]}).encode(), expect=204)
+        self.assertEqual(await members(), [("t1", True), ("t2", False)])
+        await self.request("PUT", base, {}, json.dumps({"memberships": [
+            {"member_id": "t1", "can_share": False}, {"member_id": "t2", "can_share": True}]}
+        ).encode(), expect=204)
+        self.assertEqual(await members(), [("t1", False), ("t2", True)])
+
+    @async_test
     async def test_textNoDatabaseStores(self):
         """
         Text no database column can hold (a NUL character, which PostgreSQL

@@ -1072,10 +1072,11 @@ class Registry:
         raise NotFound(member)
 
     @fromCoroutine
-    async def replaceMembers(self, imageId: str, members: Mapping[str, bool],
+    async def replaceMembers(self, imageId: str, members: Mapping[str, Optional[bool]],
                              quota: int) -> None:
         """
-        Make the member list exactly C{members} (member → can_share).
+        Make the member list exactly C{members} (member → can_share, or
+        None: a member already there keeps its own, a new one cannot share).
         """
         now = _now()
 
@@ -1092,15 +1093,15 @@ class Registry:
                     image_members.c.member.in_(gone))))
             for member, canShare in members.items():
                 if member in current:
-                    if current[member] != canShare:
+                    if canShare is not None and current[member] != canShare:
                         sqlconn.execute(image_members.update().where(and_(
                             image_members.c.image_id == imageId,
                             image_members.c.member == member)).values(
                             can_share=canShare, updated_at=now))
                 else:
                     sqlconn.execute(_INSERT_MEMBER, image_id=imageId, member=member,
-                                    can_share=canShare, status="accepted", created_at=now,
-                                    updated_at=now, deleted=False)
+                                    can_share=bool(canShare), status="accepted",
+                                    created_at=now, updated_at=now, deleted=False)
         await self._run(work)
 
     @fromCoroutine

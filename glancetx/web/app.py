@@ -385,7 +385,7 @@ class GlanceAPI:
         body = self._jsonBody(request)
         if not isinstance(body, dict) or not isinstance(body.get("memberships"), list):
             raise errors.BadRequest('Expected a body of the form {"memberships": [...]}')
-        members: Dict[str, bool] = {}
+        members: Dict[str, Optional[bool]] = {}
         for entry in body["memberships"]:
             if not isinstance(entry, dict) or not isinstance(entry.get("member_id"), str) \
                     or not entry["member_id"].strip() or len(entry["member_id"]) > 255:
@@ -395,8 +395,9 @@ class GlanceAPI:
             if _SURROGATE.search(entry["member_id"]):
                 # JSON's "\ud800" alone: no UTF-8 for the database.
                 raise errors.BadRequest("member_id must be valid Unicode text")
-            canShare = entry.get("can_share", False)
-            if not isinstance(canShare, bool):
+            # None: a member listed already keeps its own; a new one has none.
+            canShare = entry.get("can_share")
+            if canShare is not None and not isinstance(canShare, bool):
                 raise errors.BadRequest("can_share must be true or false")
             members[entry["member_id"]] = canShare
         await self.service.replaceMembers(ctx, imageId, members)
