@@ -444,6 +444,28 @@ class APITests(APITestsMixin, TestCase):
         await self.request("GET", base + "/tenant9", expect=404)
 
     @async_test
+    async def test_writesAnswerWithTheChecksumAsETag(self):
+        """
+        A create or update that leaves the image with a checksum answers
+        with it as the ETag, as Glance v1 did; one without has none.
+        """
+        import hashlib
+        await self.server()
+        resp, body = await self.request("POST", "/v1/images", dict(RAW), b"abc", expect=201)
+        image = json.loads(body)["image"]
+        self.assertEqual(self.header(resp, "etag"), hashlib.md5(b"abc").hexdigest())
+        resp, body = await self.request(
+            "PUT", "/v1/images/" + image["id"], {"x-image-meta-name": "n"}, expect=200)
+        self.assertEqual(self.header(resp, "etag"), hashlib.md5(b"abc").hexdigest())
+        resp, body = await self.request("POST", "/v1/images", {"x-image-meta-name": "q"},
+                                        expect=201)
+        self.assertIsNone(self.header(resp, "etag"))
+        queued = json.loads(body)["image"]
+        resp, body = await self.request("PUT", "/v1/images/" + queued["id"], dict(RAW),
+                                        b"defg", expect=200)
+        self.assertEqual(self.header(resp, "etag"), hashlib.md5(b"defg").hexdigest())
+
+    @async_test
     async def test_canShareNotGivenIsKept(self):
         """
         A membership written again without can_share keeps the one it has,

@@ -64,6 +64,15 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _encoder = json.JSONEncoder(check_circular=False)
 
 
+def _checksumAsETag(request, image) -> None:
+    """
+    Glance v1 answered a HEAD, a download, a create and an update with the
+    image's checksum as the ETag, once it had one.
+    """
+    if image.checksum:
+        request.setHeader(b"etag", image.checksum.encode("ascii"))
+
+
 def _json(request, status: int, body: Any) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json; charset=UTF-8")
@@ -249,8 +258,7 @@ class GlanceAPI:
     def _metaHeaders(self, request, image) -> None:
         for name, value in hdrs.imageHeaders(image).items():
             request.setHeader(name, value)
-        if image.checksum:
-            request.setHeader(b"etag", image.checksum.encode("ascii"))
+        _checksumAsETag(request, image)
         request.setHeader(b"location", ("%s/v1/images/%s" % (
             _baseURL(request), image.id)).encode("utf-8"))
 
@@ -338,6 +346,7 @@ class GlanceAPI:
         image = await shield(self.service.create(ctx, changes, body))
         request.setHeader(b"location", ("%s/v1/images/%s" % (
             _baseURL(request), image.id)).encode("utf-8"))
+        _checksumAsETag(request, image)
         return _json(request, 201, {"image": hdrs.imageDict(image)})
 
     @app.route("/v1/images/<image:imageId>", methods=["PUT"], endpoint="updateImage")
@@ -346,6 +355,7 @@ class GlanceAPI:
         changes = self._changes(request)
         body = self._uploadBody(request)
         image = await shield(self.service.update(ctx, imageId, changes, body))
+        _checksumAsETag(request, image)
         return _json(request, 200, {"image": hdrs.imageDict(image)})
 
     @app.route("/v1/images/<image:imageId>", methods=["DELETE"])
