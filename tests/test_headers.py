@@ -31,6 +31,21 @@ class ChangesFromHeadersTests(TestCase):
         self.assertEqual((c.store, c.copy_from, c.location, c.purge_properties),
                          ("s3", "http://h/x", "swift://a/b", False))
 
+    def test_sourceSchemesInAnyCase(self):
+        """
+        A URL's scheme is read in any case (RFC 3986), and kept in lower
+        case, so an image registered at HTTP://... is served by the http
+        store like any other.  The rest of the URL is kept as given.
+        """
+        c = h.changesFromHeaders(hdrs([("x-image-meta-location", "HTTPS://Host/A%41")]))
+        self.assertEqual(c.location, "https://Host/A%41")
+        c = h.changesFromHeaders(hdrs([("x-glance-api-copy-from", "Http://H/x")]))
+        self.assertEqual(c.copy_from, "http://H/x")
+        c = h.changesFromHeaders(hdrs([("x-image-meta-copy_from", "SWIFT+HTTP://u:K@h/a/c/o")]))
+        self.assertEqual(c.copy_from, "swift+http://u:K@h/a/c/o")
+        c = h.changesFromHeaders(hdrs([("x-image-meta-location", "no-scheme/X")]))
+        self.assertEqual(c.location, "no-scheme/X")
+
     def test_propertyKeysAsGlanceReadThem(self):
         """
         A property key is lower-cased and its hyphens become underscores, as

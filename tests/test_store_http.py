@@ -231,6 +231,16 @@ class HTTPStoreTests(TestCase):
         for host in ("a" * 70 + ".com", "\u00e9\u00e9..com", "a\x00b.com", "a%00b.com"):
             self.failureResultOf(self.store.get_size("http://%s/x" % (host,)), BadLocation)
 
+    def test_ipv6LiteralsRefusedAsSuch(self):
+        """
+        An IPv6 address as the host is refused, saying so (the HTTP client
+        here cannot encode one, and the address guard reads IPv4 only); it
+        was refused as a host name that cannot be encoded.
+        """
+        for url in ("http://[2001:db8::1]/x", "https://[::ffff:127.0.0.1]:8443/x"):
+            f = self.failureResultOf(self.store.get_size(url), BadLocation)
+            self.assertIn("IPv6", str(f.value))
+
     async def roundTrip(self, path, store=None):
         store = store or self.store
         url = self.base + path

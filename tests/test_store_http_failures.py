@@ -235,6 +235,17 @@ class LocationTests(_OriginCase):
                 self.plain(location) + ": redirected to a host whose name cannot be encoded")
         return ensureDeferred(go())
 
+    def test_redirectToIPv6Address(self):
+        """
+        A redirect to an IPv6 address is refused, saying so.
+        """
+        async def go():
+            location = self.serve("v6", Answer(302, [(b"location", b"http://[::1]:8080/i")]))
+            await self.assertRefused(
+                location, BadLocation,
+                self.plain(location) + ": redirected to an IPv6 address, which is not supported")
+        return ensureDeferred(go())
+
     def test_redirectToOpaqueURI(self):
         """
         A redirect to a URI without a path of slashes (mailto:, data:,

@@ -85,11 +85,16 @@ def _parseLocation(location: str) -> _Target:
 
 #: Why L{_checked} refuses a URL whose host IDNA cannot encode.
 _UNENCODABLE_HOST = "its host name cannot be encoded"
+#: Why L{_checked} refuses a URL whose host is an IPv6 address.
+_IPV6_HOST = "an IPv6 address as the host is not supported; use a host name"
 
 
 def _checked(url: EncodedURL) -> EncodedURL:
-    if url.scheme not in ("http", "https") or not url.host:
+    if url.scheme.lower() not in ("http", "https") or not url.host:
         raise BadLocation("not an http location")
+    if ":" in url.host:
+        # treq puts the host through IDNA, which refuses an IPv6 address.
+        raise BadLocation(_IPV6_HOST)
     try:
         # As treq will put it on the wire: a host name IDNA cannot encode
         # (a label over 63 characters, an empty label, a NUL) fails here.
@@ -496,6 +501,9 @@ class HTTPStore:
         except BadLocation as e:
             if _UNENCODABLE_HOST in str(e):
                 raise BadLocation("%s: redirected to a host whose name cannot be encoded"
+                                  % (what,))
+            if str(e) == _IPV6_HOST:
+                raise BadLocation("%s: redirected to an IPv6 address, which is not supported"
                                   % (what,))
             raise BadLocation("%s: redirected to a scheme the http store does not serve" % (what,))
         return _Target(url, None)

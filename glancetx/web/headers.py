@@ -143,20 +143,29 @@ def changesFromHeaders(headers: Iterable[Tuple[bytes, Iterable[bytes]]]) -> Imag
                     fields[field] = parseBool(field, value)
             elif field in _INT_FIELDS:
                 fields[field] = parseInt(field, value)
-            elif field in ("location", "store"):
+            elif field == "store":
                 extra[field] = value
-            elif field == "copy_from":
-                extra["copy_from"] = value
+            elif field in ("location", "copy_from"):
+                extra[field] = _lowerScheme(value)
             else:
                 fields[field] = value if value != "" or field == "name" else None
         elif name == "x-glance-api-copy-from":
-            extra["copy_from"] = value
+            extra["copy_from"] = _lowerScheme(value)
         elif name == "x-glance-registry-purge-props":
             purge = parseBool(name, value)
     return ImageChanges(fields=fields, properties=properties, store=extra.get("store"),
                         location=extra.get("location") or None,
                         copy_from=extra.get("copy_from") or None,
                         purge_properties=purge)
+
+
+def _lowerScheme(url: str) -> str:
+    """
+    A URL's scheme is case-insensitive (RFC 3986 3.1); the stores know
+    theirs in lower case, as they write them.
+    """
+    scheme, sep, rest = url.partition("://")
+    return scheme.lower() + sep + rest if sep else url
 
 
 def _render(value: Any) -> Any:
