@@ -44,6 +44,9 @@ _AMI = ("ami", "ari", "aki")
 MAX_INT32 = 2 ** 31 - 1
 #: Abandoned uploads killed in one round at most (the rest in the next).
 REAP_LIMIT = 100
+#: The answer to an upload whose image another process killed meanwhile.
+_KILLED_DURING_UPLOAD = ("Image %s was killed during the upload: this server had not renewed"
+                         " its upload lease in time.")
 #: Seconds after a failed upload to a remote store before a reaper makes
 #: sure nothing of it is left: past the store's own two minutes of
 #: retries, and again as long as the store cannot be reached.
@@ -654,7 +657,11 @@ class ImageService:
             await self._uploadFailed(image.id, "upload failed: %s" % (e.message,), store)
             raise errors.errorForCode(e.code, e.message)
         except StoreError as e:
-            await self._uploadFailed(image.id, "store error: %s" % (_plain(e),), store)
+            if await self._uploadFailed(image.id, "store error: %s" % (_plain(e),),
+                                        store) == "killed":
+                # A reaper took this process for dead and removed the
+                # parts: that failed the store, and a retry would not help.
+                raise errors.Conflict(_KILLED_DURING_UPLOAD % (image.id,))
             raise errors.Unavailable("Error storing the image data; the store is unavailable.")
         except BaseException as e:
             await self._uploadFailed(image.id, "unexpected error: %r" % (e,), store)
@@ -675,20 +682,33 @@ class ImageService:
             # Killed by another process that took this one for dead (its
             # lease ran out while the database could not be reached).
             await self._deleteBytes(stored.location, image.id)
-            raise errors.Conflict("Image %s was killed during the upload: this server had"
-                                  " not renewed its upload lease in time." % (image.id,))
+            raise errors.Conflict(_KILLED_DURING_UPLOAD % (image.id,))
         self._activated(image, uploaded=True)
         return image
 
-    async def _uploadFailed(self, imageId: str, why: str, store: Any = None) -> None:
+    async def _uploadFailed(self, imageId: str, why: str, store: Any = None) -> Optional[str]:
+        """
+        Kill the image of a failed upload.  Returns the status that kept it
+        from being killed here, if one did (C{killed}: by another process).
+        """
         # Glance's ERROR notification: the payload is the message.
         self.notifier.notify("image.upload", _redacted("Image %s %s" % (imageId, why)), "ERROR")
-        await self._kill(imageId, why)
-        if getattr(store, "sweptAfterFailure", False):
+        swept = getattr(store, "sweptAfterFailure", False)
+        reminder = None
+        if swept and self.leases is not None:
             # The store removes the parts itself, retrying while it cannot be
             # reached, but only for a while and only in this process: a store
-            # down for longer (or a restart) left them for good.
+            # down for longer (or a restart) left them for good.  So the
+            # kill leaves a reminder for a reaper, in the same commit.
+            reminder = reg.UploadLease(
+                imageId, reg.SWEEP_HOLDER,
+                self.leases.now() + datetime.timedelta(seconds=SWEEP_DELAY), store.name)
+        kept = await self._kill(imageId, why, reminder)
+        if swept:
+            # Where the kill did not happen here (the image was deleted, or
+            # killed by a reaper, meanwhile): unless one is there already.
             await self._sweepLater(imageId, store.name)
+        return kept
 
     async def _sweepLater(self, imageId: str, storeName: str) -> None:
         """
@@ -706,25 +726,31 @@ class ImageService:
                           " image {image_id} may have left in the {store} store: {error}",
                           image_id=imageId, store=storeName, error=_plain(e))
 
-    async def _kill(self, imageId: str, why: str) -> None:
+    async def _kill(self, imageId: str, why: str,
+                    reminder: Optional[reg.UploadLease] = None) -> Optional[str]:
+        """
+        Returns the status that kept the image from being killed here, if
+        one did.
+        """
         # Redacted as the notification is: an unexpected error's repr may
         # quote a location.
         try:
             await self.registry.update(imageId, {"status": "killed"},
-                                       expectStatus=["saving", "queued"])
-        except reg.Conflict:
-            return
+                                       expectStatus=["saving", "queued"], lease=reminder)
+        except reg.Conflict as e:
+            return e.current.status if e.current is not None else None
         except reg.NotFound:
             await self._endLease(imageId)
-            return
+            return None
         except reg.Unreachable:
             # Its upload lease, no longer renewed, runs out, and a reaper
             # kills it once the database is back.
             self.log.warn("image {image_id} could not be marked killed ({why}): the"
                           " database is unreachable; it will be once its upload lease"
                           " runs out", image_id=imageId, why=_redacted(why))
-            return
+            return None
         self.log.info("image {image_id} killed: {why}", image_id=imageId, why=_redacted(why))
+        return None
 
     async def _endLease(self, imageId: str) -> None:
         """
@@ -896,8 +922,13 @@ class ImageService:
         # nothing of its holder: until this reaper has reached the database
         # twice in a row, it only looks.
         limit = REAP_LIMIT if self._reapsInARow >= 2 else 0
+        # Each lease ended here stays as a reminder until what its upload
+        # stored is removed: should this process die before, another
+        # reaper removes it once the reminder runs out.
+        claimUntil = self.leases.now() + datetime.timedelta(seconds=SWEEP_DELAY)
         try:
-            ended = await self.registry.killAbandonedUploads(self.leases.now(), limit)
+            ended = await self.registry.killAbandonedUploads(self.leases.now(), limit,
+                                                             claimUntil)
         except BaseException:
             self._reapsInARow = 0
             raise
@@ -913,25 +944,40 @@ class ImageService:
                 count += 1
             # Killed here, or deleted while its upload ran: either way
             # what the upload stored is this reaper's to remove.
-            await self._removeAbandoned(lease.store, lease.image_id)
+            if await self._removeAbandoned(lease.store, lease.image_id):
+                await self._endReminder(lease.image_id)
         return count
 
-    async def _removeAbandoned(self, storeName: str, imageId: str) -> None:
+    async def _removeAbandoned(self, storeName: str, imageId: str) -> bool:
+        """
+        Remove what an abandoned upload of C{imageId} left in a store.
+        Returns whether that is over (done, or not to be tried again);
+        False: the store could not be reached, and the image's reminder
+        stays, for a reaper to try again when it runs out, whatever
+        restarts come between.
+        """
         store = self.stores.get(storeName)
         if store is None:
             self.log.warn("image {image_id}'s abandoned upload went to the {store} store,"
                           " which this server does not have: whatever it left there stays",
                           image_id=imageId, store=storeName)
-            return
+            return True
         try:
             await store.removeAbandoned(imageId, retry=False)
         except Exception as e:
             self.log.warn("could not remove what an abandoned upload of image {image_id}"
                           " left in the {store} store: {error}", image_id=imageId,
                           store=storeName, error=_plain(e))
-            if isinstance(e, StoreUnavailable):
-                # Again later, whatever restarts come between.
-                await self._sweepLater(imageId, storeName)
+            return not isinstance(e, StoreUnavailable)
+        return True
+
+    async def _endReminder(self, imageId: str) -> None:
+        try:
+            await self.registry.endUpload(imageId, reg.SWEEP_HOLDER)
+        except Exception as e:
+            # It runs out, and a reaper then finds nothing left to remove.
+            self.log.info("could not end the sweep reminder of image {image_id}: {error}",
+                          image_id=imageId, error=_plain(e))
 
     @fromCoroutine
     async def scrub(self) -> int:

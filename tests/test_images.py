@@ -657,6 +657,76 @@ class LifecycleTests(TestCase):
         self.assertEqual(other.notifier.errors, [])
 
     @async_test
+    async def test_failedRemoteUploadsReminderIsWrittenWithItsKill(self):
+        """
+        The reminder to sweep a failed remote upload is written in the
+        same commit that kills its image: a process that died between
+        the two left the parts with nothing to say they were there.
+        """
+        now = [datetime.datetime(2030, 1, 1)]
+        mine = self.leasedService(now)
+        removals = []
+
+        class Remote:
+            name = "remote"
+            schemes = ("remote",)
+            writable = True
+            sweptAfterFailure = True
+
+            async def add(self, imageId, body):
+                raise StoreUnavailable("the store went away mid-upload")
+
+            async def removeAbandoned(self, imageId, retry=True):
+                removals.append(imageId)
+
+        self.service.stores["remote"] = Remote()
+
+        async def died(*args, **kw):
+            raise RuntimeError("the process died after the kill")
+        self.registry.sweepLater = died
+        image = await mine.create(self.ctx, ImageChanges(fields=dict(RAW)))
+        with self.assertRaises(errors.Unavailable):
+            await mine.update(self.ctx, image.id, ImageChanges(store="remote"),
+                              BytesBody(reactor, b"abc"))
+        self.assertEqual((await self.registry.get(image.id)).status, "killed")
+        del self.registry.sweepLater
+        other = await self.reaper(now)
+        now[0] += datetime.timedelta(seconds=SWEEP_DELAY + 10)
+        self.assertEqual(await other.killAbandonedUploads(), 0)
+        self.assertEqual(removals, [image.id])
+
+    @async_test
+    async def test_storeFailureOfAnUploadKilledMeanwhileIsAConflict(self):
+        """
+        An upload whose image another process killed meanwhile (its lease
+        had run out), and whose store then fails (the reaper aborted its
+        multipart upload), is answered 409 as any upload killed meanwhile:
+        not a 503, which invites the client to send it again.
+        """
+        registry = self.registry
+
+        class Remote:
+            name = "remote"
+            schemes = ("remote",)
+            writable = True
+            sweptAfterFailure = True
+
+            async def add(self, imageId, body):
+                await registry.update(imageId, {"status": "killed"}, expectStatus=["saving"])
+                raise StoreError("S3 part 3 upload failed")
+
+            async def removeAbandoned(self, imageId, retry=True):
+                pass
+
+        self.service.stores["remote"] = Remote()
+        image = await self.service.create(self.ctx, ImageChanges(fields=dict(RAW)))
+        with self.assertRaises(errors.Conflict) as caught:
+            await self.service.update(self.ctx, image.id, ImageChanges(store="remote"),
+                                      BytesBody(reactor, b"abc"))
+        self.assertIn("was killed during the upload", caught.exception.message)
+        self.assertEqual((await self.registry.get(image.id)).status, "killed")
+
+    @async_test
     async def test_deletedUploadOfADeadProcessIsRemoved(self):
         """
         An image deleted while its bytes arrived, whose receiving process
@@ -683,6 +753,53 @@ class LifecycleTests(TestCase):
         body.release()
         with self.assertRaises(errors.Conflict):
             await d
+
+    @async_test
+    async def test_reaperThatDiesBeforeRemovingLeavesItToAnother(self):
+        """
+        A reaper kills a dead process's upload and dies before it has
+        removed what that upload stored: another reaper removes it once
+        L{SWEEP_DELAY} has passed.  The kill once ended the lease, the only
+        record that anything was left, in the same commit, and the parts
+        stayed in the store for good.  A removal that is done ends the
+        record, so nothing is removed twice.
+        """
+        from twisted.internet.defer import Deferred as Never
+        now = [datetime.datetime(2030, 1, 1)]
+        mine, dying = self.leasedService(now), await self.reaper(now)
+        image, body, d = await self.heldUpload(mine)
+        removed = []
+        real = self.store.removeAbandoned
+        reached, stuck = Never(), Never()
+
+        def neverDone(imageId, **kw):
+            removed.append(imageId)
+            reached.callback(None)
+            return stuck
+        # The first reaper never gets past the store.
+        self.store.removeAbandoned = neverDone
+        now[0] += datetime.timedelta(seconds=61)
+        dead = dying.killAbandonedUploads()
+        await reached
+        self.assertEqual(removed, [image.id])
+        self.assertEqual((await self.registry.get(image.id)).status, "killed")
+        self.store.removeAbandoned = lambda imageId, **kw: removed.append(imageId) or real(imageId)
+        other = await self.reaper(now)
+        now[0] += datetime.timedelta(seconds=SWEEP_DELAY - 1)
+        self.assertEqual(await other.killAbandonedUploads(), 0)
+        self.assertEqual(removed, [image.id])
+        now[0] += datetime.timedelta(seconds=2)
+        self.assertEqual(await other.killAbandonedUploads(), 0)
+        self.assertEqual(removed, [image.id, image.id])
+        now[0] += datetime.timedelta(seconds=SWEEP_DELAY + 1)
+        self.assertEqual(await other.killAbandonedUploads(), 0)
+        self.assertEqual(removed, [image.id, image.id])
+        body.release()
+        with self.assertRaises(errors.Conflict):
+            await d
+        # (The first reaper's store call, answered at last.)
+        stuck.callback(None)
+        await dead
 
     @async_test
     async def test_deleteRemovesBytes(self):

@@ -326,6 +326,11 @@ _KILL_ABANDONED = images.update().where(and_(
 _END_EXPIRED_LEASE = image_uploads.delete().where(and_(
     image_uploads.c.image_id == bindparam("id"),
     image_uploads.c.expires_at < bindparam("now", type_=image_uploads.c.expires_at.type)))
+_CLAIM_EXPIRED_LEASE = image_uploads.update().where(and_(
+    image_uploads.c.image_id == bindparam("id"),
+    image_uploads.c.expires_at < bindparam("now", type_=image_uploads.c.expires_at.type))
+).values(holder=SWEEP_HOLDER,
+         expires_at=bindparam("claim_until", type_=image_uploads.c.expires_at.type))
 _MEMBERS = select([image_members.c.member, image_members.c.can_share]).where(and_(
     image_members.c.image_id == bindparam("id"),
     image_members.c.deleted == False)).order_by(image_members.c.member)  # noqa: E712
@@ -991,8 +996,9 @@ class Registry:
         return await self._run(work)
 
     @fromCoroutine
-    async def killAbandonedUploads(self, now: datetime.datetime,
-                                   limit: int = 100) -> List[Tuple["UploadLease", bool]]:
+    async def killAbandonedUploads(self, now: datetime.datetime, limit: int = 100,
+                                   claimUntil: Optional[datetime.datetime] = None,
+                                   ) -> List[Tuple["UploadLease", bool]]:
         """
         End the upload leases that ran out before C{now}, and kill their
         images still in C{saving}: their process stopped renewing them, so
@@ -1003,6 +1009,11 @@ class Registry:
         deleted meanwhile): whoever ends a lease removes what its upload
         stored.  At most C{limit}, and none for 0 (the query then only
         shows that the database answers).
+
+        With C{claimUntil}, an ended lease is not deleted: it becomes a
+        sweep reminder (L{sweepLater}) running out then, which the caller
+        ends once the removal is done (L{endUpload} with L{SWEEP_HOLDER}).
+        A caller that dies first leaves it for another reaper.
         """
         def work(sqlconn):
             expired = [UploadLease(*r) for r in sqlconn.execute(_EXPIRED_LEASES, now=now,
@@ -1010,8 +1021,12 @@ class Registry:
             ended = []
             for lease in expired:
                 killed = sqlconn.execute(_KILL_ABANDONED, image_id=lease.image_id, now=now)
-                if sqlconn.execute(_END_EXPIRED_LEASE, id=lease.image_id,
-                                   now=now).rowcount == 1:
+                if claimUntil is None:
+                    claimed = sqlconn.execute(_END_EXPIRED_LEASE, id=lease.image_id, now=now)
+                else:
+                    claimed = sqlconn.execute(_CLAIM_EXPIRED_LEASE, id=lease.image_id,
+                                              now=now, claim_until=claimUntil)
+                if claimed.rowcount == 1:
                     ended.append((lease, killed.rowcount == 1))
             return ended
         return await self._run(work)
