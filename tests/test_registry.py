@@ -659,6 +659,38 @@ class RegistryTestsMixin:
         await gatherResults(writes)
         self.assertIn((await self.registry.get(uid(1))).min_ram, range(8))
 
+    @async_test
+    async def test_lockWaitEndsBeforeTheDeadline(self):
+        """
+        A write waiting on a lock held elsewhere (another process's
+        transaction on the row, SQLite's one writer) gives up in the
+        database after L{timeouts.LOCK_SECONDS}, before the registry's
+        deadline: the database rolls it back, so it cannot commit after its
+        caller was told it failed, and its connection is lent again.  The
+        wait once ran to the deadline, whose connection was then held
+        until the database let its thread go, and a few such waits took
+        every connection writes have.
+        """
+        from glancetx.registry import timeouts
+        self.patch(timeouts, "LOCK_SECONDS", 1)
+        registry = Registry(self.url, reactor)
+        self.addCleanup(registry.close)
+        registry.timeout = 8.0
+        await self.make(1)
+        release = dbs.holdWrites(self.url, uid(1))
+        try:
+            for n in range(6):
+                started = reactor.seconds()
+                with self.assertRaises(Unreachable):
+                    await registry.update(uid(1), {"min_ram": n})
+                self.assertLess(reactor.seconds() - started, 4.0)
+        finally:
+            release()
+        started = reactor.seconds()
+        await registry.update(uid(1), {"min_ram": 9})
+        self.assertLess(reactor.seconds() - started, 2.0)
+        self.assertEqual((await registry.get(uid(1))).min_ram, 9)
+
 
 class RowLockTestsMixin:
     """

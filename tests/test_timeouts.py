@@ -4,7 +4,8 @@ The database drivers' own limits.
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from glancetx.registry.timeouts import CONNECT_SECONDS, MYSQL_IO_SECONDS, connectArgs
+from glancetx.registry.timeouts import (CONNECT_SECONDS, LOCK_SECONDS, MYSQL_IO_SECONDS,
+                                        WORK_SECONDS, connectArgs)
 
 MY = "mysql+pymysql://root@127.0.0.1:3306/glance"
 
@@ -12,12 +13,24 @@ MY = "mysql+pymysql://root@127.0.0.1:3306/glance"
 class ConnectArgsTests(SynchronousTestCase):
     def test_postgresql(self):
         self.assertEqual(connectArgs("postgresql://u@h/glance"),
-                         {"connect_timeout": CONNECT_SECONDS})
+                         {"connect_timeout": CONNECT_SECONDS,
+                          "options": "-c lock_timeout=%d" % (LOCK_SECONDS * 1000,)})
 
     def test_mysqlReadsOutlastTheRegistrysDeadline(self):
-        self.assertEqual(connectArgs(MY), {"connect_timeout": CONNECT_SECONDS,
-                                           "read_timeout": MYSQL_IO_SECONDS,
-                                           "write_timeout": MYSQL_IO_SECONDS})
+        self.assertEqual(connectArgs(MY), {
+            "connect_timeout": CONNECT_SECONDS, "read_timeout": MYSQL_IO_SECONDS,
+            "write_timeout": MYSQL_IO_SECONDS,
+            "init_command": "SET SESSION innodb_lock_wait_timeout = %d" % (LOCK_SECONDS,)})
+
+    def test_lockWaitsEndBeforeTheRegistrysDeadline(self):
+        self.assertLess(LOCK_SECONDS, WORK_SECONDS)
+
+    def test_migrationsWaitForLocks(self):
+        """
+        A migration waits for the locks it needs as long as it takes.
+        """
+        self.assertNotIn("options", connectArgs("postgresql://u@h/g", longStatements=True))
+        self.assertNotIn("init_command", connectArgs(MY, longStatements=True))
 
     def test_mysqlQuickLook(self):
         """
@@ -32,7 +45,7 @@ class ConnectArgsTests(SynchronousTestCase):
                          {"connect_timeout": CONNECT_SECONDS})
 
     def test_theURLWins(self):
-        self.assertEqual(connectArgs("postgresql://u@h/glance?connect_timeout=3"), {})
+        self.assertEqual(connectArgs("postgresql://u@h/glance?connect_timeout=3&options=x"), {})
         self.assertNotIn("read_timeout", connectArgs(MY + "?read_timeout=5"))
 
     def test_sqlite(self):

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from glancetx.asyncutil import firstOf, fromCoroutine
 from glancetx.registry.batch import ReadBatcher
 from glancetx.registry.schema import image_members, image_properties, image_uploads, images
+from glancetx.registry import timeouts
 from glancetx.registry.timeouts import WORK_SECONDS, connectArgs
 
 T = TypeVar("T")
@@ -406,7 +407,9 @@ def _isTransient(error: DBAPIError) -> bool:
     if getattr(orig, "pgcode", None) in ("40P01", "40001"):
         return True
     args = getattr(orig, "args", ())
-    return bool(args) and args[0] in (1213, 1205)
+    # Not MySQL's lock wait timeout (1205), nor PostgreSQL's (55P03): the
+    # lock is held elsewhere for longer than a retry could wait.
+    return bool(args) and args[0] == 1213
 
 
 def _purgeDeletedMembers(sqlconn, imageId: str) -> None:
@@ -585,7 +588,8 @@ class Registry:
         if sqlite:
             # In WAL mode readers run beside the one writer; a writer that
             # finds the database busy waits (timeout) rather than failing.
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            kwargs["connect_args"] = {"check_same_thread": False,
+                                      "timeout": timeouts.LOCK_SECONDS}
             kwargs["poolclass"] = sqlalchemy.pool.QueuePool
         else:
             kwargs["pool_pre_ping"] = True

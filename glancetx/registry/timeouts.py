@@ -18,6 +18,14 @@ from sqlalchemy.engine.url import make_url
 #: A unit of registry work, waiting for a pooled connection included.
 WORK_SECONDS = 30.0
 
+#: How long a statement may wait for a lock that another transaction
+#: holds (a row another process is writing; SQLite's one writer): less
+#: than L{WORK_SECONDS}, so that the wait ends in the database, which rolls
+#: the statement back.  Past the registry's deadline the work would go on
+#: in its thread, holding its connection, and could still commit after
+#: its caller had answered that it failed.
+LOCK_SECONDS = 20
+
 #: Connecting, the server's greeting and the login included (libpq's
 #: connect_timeout covers all of them; PyMySQL's only the TCP connect, its
 #: read timeout the rest).
@@ -37,12 +45,16 @@ def connectArgs(url: str, longStatements: bool = False, quick: bool = False) -> 
     args: Dict[str, Any] = {}
     if url.startswith("postgresql"):
         args["connect_timeout"] = CONNECT_SECONDS
+        if not longStatements:
+            args["options"] = "-c lock_timeout=%d" % (LOCK_SECONDS * 1000,)
     elif url.startswith("mysql"):
         args["connect_timeout"] = CONNECT_SECONDS
         if not longStatements:
             io = CONNECT_SECONDS if quick else MYSQL_IO_SECONDS
             args["read_timeout"] = io
             args["write_timeout"] = io
+            args["init_command"] = "SET SESSION innodb_lock_wait_timeout = %d" % (
+                LOCK_SECONDS,)
     # What the operator's URL says (?connect_timeout=...) wins.
     given = make_url(url).query
     return {k: v for k, v in args.items() if k not in given}
