@@ -13,8 +13,7 @@ MY = "mysql+pymysql://root@127.0.0.1:3306/glance"
 class ConnectArgsTests(SynchronousTestCase):
     def test_postgresql(self):
         self.assertEqual(connectArgs("postgresql://u@h/glance"),
-                         {"connect_timeout": CONNECT_SECONDS,
-                          "options": "-c lock_timeout=%d" % (LOCK_SECONDS * 1000,)})
+                         {"connect_timeout": CONNECT_SECONDS})
 
     def test_mysqlReadsOutlastTheRegistrysDeadline(self):
         self.assertEqual(connectArgs(MY), {
@@ -29,7 +28,6 @@ class ConnectArgsTests(SynchronousTestCase):
         """
         A migration waits for the locks it needs as long as it takes.
         """
-        self.assertNotIn("options", connectArgs("postgresql://u@h/g", longStatements=True))
         self.assertNotIn("init_command", connectArgs(MY, longStatements=True))
 
     def test_mysqlQuickLook(self):
@@ -45,7 +43,7 @@ class ConnectArgsTests(SynchronousTestCase):
                          {"connect_timeout": CONNECT_SECONDS})
 
     def test_theURLWins(self):
-        self.assertEqual(connectArgs("postgresql://u@h/glance?connect_timeout=3&options=x"), {})
+        self.assertEqual(connectArgs("postgresql://u@h/glance?connect_timeout=3"), {})
         self.assertNotIn("read_timeout", connectArgs(MY + "?read_timeout=5"))
 
     def test_sqlite(self):

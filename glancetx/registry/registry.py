@@ -609,6 +609,9 @@ class Registry:
         self._engine._engine.hide_parameters = True
         if sqlite:
             sqlalchemy.event.listen(self._engine._engine, "connect", _sqliteTuning)
+        elif url.startswith("postgresql"):
+            sqlalchemy.event.listen(self._engine._engine, "connect",
+                                    timeouts.postgresLockTimeout)
         self._clock = reactor
         self._writers = _ConnectionPool(self._engine, writers, reactor)
         self._readers = _ConnectionPool(self._engine, readers, reactor)

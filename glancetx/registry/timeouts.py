@@ -45,8 +45,8 @@ def connectArgs(url: str, longStatements: bool = False, quick: bool = False) -> 
     args: Dict[str, Any] = {}
     if url.startswith("postgresql"):
         args["connect_timeout"] = CONNECT_SECONDS
-        if not longStatements:
-            args["options"] = "-c lock_timeout=%d" % (LOCK_SECONDS * 1000,)
+        # (lock_timeout is set once connected, by postgresLockTimeout: an
+        # options startup parameter is refused by PgBouncer.)
     elif url.startswith("mysql"):
         args["connect_timeout"] = CONNECT_SECONDS
         if not longStatements:
@@ -58,3 +58,14 @@ def connectArgs(url: str, longStatements: bool = False, quick: bool = False) -> 
     # What the operator's URL says (?connect_timeout=...) wins.
     given = make_url(url).query
     return {k: v for k, v in args.items() if k not in given}
+
+
+def postgresLockTimeout(dbapiConnection, record) -> None:
+    """
+    A new PostgreSQL connection's lock waits end after L{LOCK_SECONDS}
+    (a SQLAlchemy C{connect} listener).
+    """
+    cursor = dbapiConnection.cursor()
+    cursor.execute("SET lock_timeout = %d" % (LOCK_SECONDS * 1000,))
+    cursor.close()
+    dbapiConnection.commit()
