@@ -24,9 +24,9 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from glancetx.asyncutil import firstOf, fromCoroutine
+from glancetx.registry import timeouts
 from glancetx.registry.batch import ReadBatcher
 from glancetx.registry.schema import image_members, image_properties, image_uploads, images
-from glancetx.registry import timeouts
 from glancetx.registry.timeouts import WORK_SECONDS, connectArgs
 
 T = TypeVar("T")
