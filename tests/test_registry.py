@@ -765,6 +765,36 @@ class RowLockTestsMixin:
             await registry.list(ListQuery())
 
     @async_test
+    async def test_oneLockedImageHoldsUpNoOtherReaping(self):
+        """
+        An abandoned upload whose image's row another transaction holds
+        (its process froze mid-write) is passed over, and the others are
+        reaped: they were all one transaction, and that one row held up
+        every kill, run after run.
+        """
+        from glancetx.registry import timeouts
+        self.patch(timeouts, "LOCK_SECONDS", 1)
+        registry = Registry(self.url, reactor)
+        self.addCleanup(registry.close)
+        t0 = datetime.datetime(2030, 1, 1)
+        for n in (1, 2, 3):
+            await self.make(n, status="queued")
+            await registry.update(uid(n), {"status": "saving"}, expectStatus=["queued"],
+                                  lease=UploadLease(uid(n), "dead", t0 + datetime.timedelta(
+                                      seconds=n), "file"))
+        release = dbs.holdWrites(self.url, uid(1))
+        try:
+            later = t0 + datetime.timedelta(seconds=60)
+            killed = await registry.killAbandonedUploads(later)
+            self.assertEqual(sorted(lease.image_id for lease, _ in killed), [uid(2), uid(3)])
+        finally:
+            release()
+        self.assertEqual([(await registry.get(uid(n))).status for n in (1, 2, 3)],
+                         ["saving", "killed", "killed"])
+        killed = await registry.killAbandonedUploads(later)
+        self.assertEqual([lease.image_id for lease, _ in killed], [uid(1)])
+
+    @async_test
     async def test_deadlockVictimRunsAgain(self):
         """
         Two transactions that lock two images in opposite orders deadlock;

@@ -402,6 +402,11 @@ def _code(error: DBAPIError) -> Any:
     return type(error.orig).__name__
 
 
+#: The codes of a lock wait that ran out (PostgreSQL's lock_timeout,
+#: InnoDB's innodb_lock_wait_timeout), as L{Unreachable} carries them.
+_LOCK_WAITS = ("55P03", "1205")
+
+
 def _isTransient(error: DBAPIError) -> bool:
     orig = error.orig
     if getattr(orig, "pgcode", None) in ("40P01", "40001"):
@@ -1022,21 +1027,42 @@ class Registry:
         ends once the removal is done (L{endUpload} with L{SWEEP_HOLDER}).
         A caller that dies first leaves it for another reaper.
         """
-        def work(sqlconn):
-            expired = [UploadLease(*r) for r in sqlconn.execute(_EXPIRED_LEASES, now=now,
-                                                                limit=limit)]
-            ended = []
-            for lease in expired:
+        def expired(sqlconn):
+            return [UploadLease(*r) for r in sqlconn.execute(_EXPIRED_LEASES, now=now,
+                                                             limit=limit)]
+
+        def reap(lease):
+            def work(sqlconn):
                 killed = sqlconn.execute(_KILL_ABANDONED, image_id=lease.image_id, now=now)
                 if claimUntil is None:
                     claimed = sqlconn.execute(_END_EXPIRED_LEASE, id=lease.image_id, now=now)
                 else:
                     claimed = sqlconn.execute(_CLAIM_EXPIRED_LEASE, id=lease.image_id,
                                               now=now, claim_until=claimUntil)
-                if claimed.rowcount == 1:
-                    ended.append((lease, killed.rowcount == 1))
-            return ended
-        return await self._run(work)
+                return claimed.rowcount == 1, killed.rowcount == 1
+            return work
+
+        ended = []
+        # Each in a transaction of its own: an image whose row another
+        # transaction holds (its process froze mid-write) would hold up
+        # every other kill with it, run after run.
+        for lease in await self._run(expired, writes=False):
+            try:
+                claimed, killed = await self._run(reap(lease))
+            except Unreachable as e:
+                if str(e) in _LOCK_WAITS:
+                    self.log.warn("the abandoned upload of image {image_id} is passed over"
+                                  " for now: another transaction holds its image ({code})",
+                                  image_id=lease.image_id, code=str(e))
+                    continue
+                if ended:
+                    # The database went away: what was reaped so far is
+                    # still the caller's to clean up.
+                    break
+                raise
+            if claimed:
+                ended.append((lease, killed))
+        return ended
 
     # -- lists ------------------------------------------------------------
 
