@@ -104,6 +104,36 @@ class RacingRegistry:
         return call
 
 
+@attr.s
+class FailingRemote:
+    """
+    A remote store whose parts are swept after a failed upload, as S3's
+    and Swift's are: every upload fails as C{fail} (a coroutine function
+    of the image id) says, and removals are recorded, failing while it is
+    C{down}.
+    """
+
+    fail = attr.ib()
+    down = attr.ib(default=False)
+    removals = attr.ib(factory=list)
+    name = "remote"
+    schemes = ("remote",)
+    writable = True
+    sweptAfterFailure = True
+
+    async def add(self, imageId, body):
+        await self.fail(imageId)
+
+    async def removeAbandoned(self, imageId, retry=True):
+        self.removals.append((imageId, retry))
+        if self.down:
+            raise StoreUnavailable("still away")
+
+
+async def wentAway(imageId):
+    raise StoreUnavailable("the store went away mid-upload")
+
+
 class LifecycleTests(TestCase):
     def setUp(self):
         url = dbs.sqliteURL(self)
@@ -612,25 +642,8 @@ class LifecycleTests(TestCase):
         """
         now = [datetime.datetime(2030, 1, 1)]
         mine = self.leasedService(now)
-        removals = []
-
-        @attr.s
-        class Remote:
-            name = "remote"
-            schemes = ("remote",)
-            writable = True
-            sweptAfterFailure = True
-            down = attr.ib(default=True)
-
-            async def add(self, imageId, body):
-                raise StoreUnavailable("the store went away mid-upload")
-
-            async def removeAbandoned(self, imageId, retry=True):
-                removals.append((imageId, retry))
-                if self.down:
-                    raise StoreUnavailable("still away")
-
-        remote = Remote()
+        remote = FailingRemote(wentAway, down=True)
+        removals = remote.removals
         self.service.stores["remote"] = remote  # the reaper's too
         image = await mine.create(self.ctx, ImageChanges(fields=dict(RAW)))
         with self.assertRaises(errors.Unavailable):
@@ -665,21 +678,8 @@ class LifecycleTests(TestCase):
         """
         now = [datetime.datetime(2030, 1, 1)]
         mine = self.leasedService(now)
-        removals = []
-
-        class Remote:
-            name = "remote"
-            schemes = ("remote",)
-            writable = True
-            sweptAfterFailure = True
-
-            async def add(self, imageId, body):
-                raise StoreUnavailable("the store went away mid-upload")
-
-            async def removeAbandoned(self, imageId, retry=True):
-                removals.append(imageId)
-
-        self.service.stores["remote"] = Remote()
+        remote = FailingRemote(wentAway)
+        self.service.stores["remote"] = remote
 
         async def died(*args, **kw):
             raise RuntimeError("the process died after the kill")
@@ -693,7 +693,7 @@ class LifecycleTests(TestCase):
         other = await self.reaper(now)
         now[0] += datetime.timedelta(seconds=SWEEP_DELAY + 10)
         self.assertEqual(await other.killAbandonedUploads(), 0)
-        self.assertEqual(removals, [image.id])
+        self.assertEqual(remote.removals, [(image.id, False)])
 
     @async_test
     async def test_storeFailureOfAnUploadKilledMeanwhileIsAConflict(self):
@@ -703,22 +703,10 @@ class LifecycleTests(TestCase):
         multipart upload), is answered 409 as any upload killed meanwhile:
         not a 503, which invites the client to send it again.
         """
-        registry = self.registry
-
-        class Remote:
-            name = "remote"
-            schemes = ("remote",)
-            writable = True
-            sweptAfterFailure = True
-
-            async def add(self, imageId, body):
-                await registry.update(imageId, {"status": "killed"}, expectStatus=["saving"])
-                raise StoreError("S3 part 3 upload failed")
-
-            async def removeAbandoned(self, imageId, retry=True):
-                pass
-
-        self.service.stores["remote"] = Remote()
+        async def killedMeanwhile(imageId):
+            await self.registry.update(imageId, {"status": "killed"}, expectStatus=["saving"])
+            raise StoreError("S3 part 3 upload failed")
+        self.service.stores["remote"] = FailingRemote(killedMeanwhile)
         image = await self.service.create(self.ctx, ImageChanges(fields=dict(RAW)))
         with self.assertRaises(errors.Conflict) as caught:
             await self.service.update(self.ctx, image.id, ImageChanges(store="remote"),
