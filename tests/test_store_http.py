@@ -25,6 +25,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web import util
 from twisted.web.static import Data
 from zope.interface.verify import verifyObject
 
@@ -36,6 +37,7 @@ from glancetx.store.interface import (
     LocationNotFound,
     StoreError,
     StoreUnavailable,
+    redact,
 )
 from tests.bodies import CollectingConsumer, readAll
 from tests.test_netguard import FakeResolver
@@ -196,7 +198,8 @@ def makeRoot(test):
 
 class HTTPStoreTests(TestCase):
     def setUp(self):
-        self.port = reactor.listenTCP(0, Site(makeRoot(self)), interface="127.0.0.1")
+        self.root = makeRoot(self)
+        self.port = reactor.listenTCP(0, Site(self.root), interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
         self.base = "http://127.0.0.1:%d" % (self.port.getHost().port,)
         self.pool = HTTPConnectionPool(reactor, persistent=False)
@@ -231,19 +234,42 @@ class HTTPStoreTests(TestCase):
         for host in ("a" * 70 + ".com", "\u00e9\u00e9..com", "a\x00b.com", "a%00b.com"):
             self.failureResultOf(self.store.get_size("http://%s/x" % (host,)), BadLocation)
 
-    def test_ipv6LiteralsRefusedAsSuch(self):
+    def test_ipv6Literal(self):
         """
-        An IPv6 address as the host is refused, saying so (the HTTP client
-        here cannot encode one, and the address guard reads IPv4 only); it
-        was refused as a host name that cannot be encoded.
+        An IPv6 address as the host is a location like any other: an
+        operator on an IPv6-only network registers one.  hyperlink puts
+        every host through IDNA on its way to the wire, which refuses an
+        IPv6 address; that was answered with a 400 saying IPv6 was not
+        supported.
         """
-        for url in ("http://[2001:db8::1]/x", "https://[::ffff:127.0.0.1]:8443/x"):
-            f = self.failureResultOf(self.store.get_size(url), BadLocation)
-            self.assertIn("IPv6", str(f.value))
+        port = reactor.listenTCP(0, Site(makeRoot(self)), interface="::1")
+        self.addCleanup(port.stopListening)
+        store = self.makeStore("::1/128")
+        return ensureDeferred(self.roundTrip(
+            "/image", store, base="http://[::1]:%d" % (port.getHost().port,)))
 
-    async def roundTrip(self, path, store=None):
+    def test_ipv6Redirect(self):
+        """
+        A redirect to an IPv6 address is followed like any other.
+        """
+        port = reactor.listenTCP(0, Site(makeRoot(self)), interface="::1")
+        self.addCleanup(port.stopListening)
+        store = self.makeStore("::1/128, 127.0.0.0/8")
+        self.root.putChild(b"tov6", util.Redirect(b"http://[::1]:%d/image" % (port.getHost().port,)))
+        return ensureDeferred(self.roundTrip("/tov6", store))
+
+    def test_ipv6NotAnAddress(self):
+        """
+        Brackets that hold no IPv6 address (one with a zone, a letter that
+        is not hex, no closing bracket) are not a location.
+        """
+        for url in ("http://[fe80::1%25eth0]/x", "http://[::g]/x", "http://[::1/x"):
+            f = self.failureResultOf(self.store.get_size(url), BadLocation)
+            self.assertEqual(str(f.value), "not an http location")
+
+    async def roundTrip(self, path, store=None, base=None):
         store = store or self.store
-        url = self.base + path
+        url = (base or self.base) + path
         size = await store.get_size(url)
         self.assertEqual(size, len(IMAGE))
         producer = await store.get(url)
@@ -676,3 +702,15 @@ class HTTPStoreOnFirstUseTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(lazy.get_size("http://a/b")), 10)
         self.assertEqual(self.successResultOf(lazy.get_size("http://a/bc")), 11)
         self.assertEqual(len(built), 1)
+
+
+class RedactTests(SynchronousTestCase):
+    def test_ipv6KeepsItsBrackets(self):
+        """
+        A log line names an IPv6 host in brackets, as a URL must, without
+        the credentials; it lost the brackets, which made the port part of
+        the address.
+        """
+        self.assertEqual(redact("http://u:secret@[2001:db8::1]:8080/images/x?q#f"),
+                         "http://[2001:db8::1]:8080/images/x")
+        self.assertEqual(redact("https://[::1]/x"), "https://[::1]/x")

@@ -85,23 +85,38 @@ def _parseLocation(location: str) -> _Target:
 
 #: Why L{_checked} refuses a URL whose host IDNA cannot encode.
 _UNENCODABLE_HOST = "its host name cannot be encoded"
-#: Why L{_checked} refuses a URL whose host is an IPv6 address.
-_IPV6_HOST = "an IPv6 address as the host is not supported; use a host name"
 
 
 def _checked(url: EncodedURL) -> EncodedURL:
+    """
+    C{url} as it goes on the wire: an http(s) URL, its host name through
+    IDNA, without the credentials (sent as a header) or the fragment.
+    """
     if url.scheme.lower() not in ("http", "https") or not url.host:
         raise BadLocation("not an http location")
     if ":" in url.host:
-        # treq puts the host through IDNA, which refuses an IPv6 address.
-        raise BadLocation(_IPV6_HOST)
-    try:
-        # As treq will put it on the wire: a host name IDNA cannot encode
-        # (a label over 63 characters, an empty label, a NUL) fails here.
-        url.to_uri()
-    except (ValueError, UnicodeError):
-        raise BadLocation("not an http location: " + _UNENCODABLE_HOST)
-    return url.replace(userinfo="", fragment="")
+        # An IPv6 address, which hyperlink checked when it parsed the URL.
+        # IDNA has nothing to do for it, and hyperlink's would refuse it.
+        wire = url.replace(host="").to_uri().replace(host=url.host)
+    else:
+        try:
+            # A host name IDNA cannot encode (a label over 63 characters,
+            # an empty label, a NUL) fails here.
+            wire = url.to_uri()
+        except (ValueError, UnicodeError):
+            raise BadLocation("not an http location: " + _UNENCODABLE_HOST)
+    return wire.replace(userinfo="", fragment="")
+
+
+class _WireURL(EncodedURL):
+    """
+    A URL L{_checked} has already put in its wire form.  treq calls
+    C{to_uri()} on every URL it is given, and hyperlink's puts the host
+    through IDNA even when it is an IPv6 address, which IDNA refuses.
+    """
+
+    def to_uri(self) -> "_WireURL":
+        return self
 
 
 def _credentials(url: EncodedURL) -> Optional[Tuple[str, str]]:
@@ -502,9 +517,6 @@ class HTTPStore:
             if _UNENCODABLE_HOST in str(e):
                 raise BadLocation("%s: redirected to a host whose name cannot be encoded"
                                   % (what,))
-            if str(e) == _IPV6_HOST:
-                raise BadLocation("%s: redirected to an IPv6 address, which is not supported"
-                                  % (what,))
             raise BadLocation("%s: redirected to a scheme the http store does not serve" % (what,))
         return _Target(url, None)
 
@@ -514,7 +526,7 @@ class HTTPStore:
         auth = first.auth if target.origin == first.origin else None
         d = self._client.request(
             method,
-            target.url.to_text(),
+            _WireURL.from_text(target.url.to_text()),
             headers=headers,
             auth=auth,
             allow_redirects=False,

@@ -136,6 +136,8 @@ def redact(location: str) -> str:
     try:
         parts = urlsplit(location)
         host = parts.hostname or ""
+        if ":" in host:
+            host = "[%s]" % (host,)
         if parts.port:
             host = "%s:%d" % (host, parts.port)
     except ValueError:  # a bad IPv6 address, a port that is not a number
