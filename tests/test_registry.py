@@ -8,9 +8,11 @@ import datetime
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from glancetx.registry import migrate
+from glancetx.registry.schema import images
 from glancetx.registry.registry import (Conflict, ListQuery, NotFound, Protected, QuotaExceeded,
                                         Registry, RegistryError, Unreachable,
                                         SWEEP_HOLDER, UploadLease)
@@ -68,6 +70,35 @@ class RegistryTestsMixin:
         self.assertLess(reactor.seconds() - started, 0.9)
         self.registry.timeout = 30
         self.assertEqual(await self.registry.list(ListQuery()), [])
+
+    @async_test
+    async def test_workPastItsDeadlineIsNotCommitted(self):
+        """
+        A transaction still running when its caller was answered
+        L{Unreachable} is rolled back, not committed: that caller was told
+        the write failed (a 503), and an upload's activation that committed
+        later turned an image active after its client had been told so.
+        The database was slow, not locked, so no lock timeout ended it.
+        """
+        import threading
+        import time
+        await self.make(1, status="saving")
+        finished = threading.Event()
+
+        def slowWrite(sqlconn):
+            sqlconn.execute(images.update().where(images.c.id == uid(1)).values(
+                status="active"))
+            time.sleep(1.0)
+            finished.set()
+
+        self.registry.timeout = 0.3
+        with self.assertRaises(Unreachable):
+            await self.registry._run(slowWrite)
+        self.registry.timeout = 30
+        await deferToThread(finished.wait, 10)
+        self.assertTrue(finished.is_set())
+        await deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual((await self.registry.get(uid(1))).status, "saving")
 
     @async_test
     async def test_closeDoesNotWaitLongForBusyConnections(self):

@@ -263,6 +263,13 @@ class _ConnectionPool:
                           " left open", count=busy)
 
 
+class _TooLate(Exception):
+    """
+    Rolls back a transaction whose caller has been answered already.
+    Nobody waits for it: the caller's Deferred timed out.
+    """
+
+
 def runOnConnection(conn, work: Callable[[Any], T]) -> "Deferred[T]":
     """
     Run C{work(sqlalchemyConnection)} on an alchimia connection's own worker
@@ -659,13 +666,18 @@ class Registry:
             except TimeoutError:
                 raise Unreachable("no connection free within %d s" % (self.timeout,)) from None
             broken = False
+            # Set on the reactor's thread, read on the connection's: a
+            # list, as the GIL makes its append seen at once.
+            answered: List[bool] = []
             try:
-                running = runOnConnection(conn, self._job(conn, work, transaction))
+                running = runOnConnection(conn, self._job(conn, work, transaction, answered))
                 running.addTimeout(max(0.0, deadline - self._clock.seconds()), self._clock)
                 return await running
             except TimeoutError:
                 # Its thread may still be waiting on the database; the
-                # connection is not lent again.
+                # connection is not lent again, and the work, if it gets
+                # as far as its commit, rolls back instead.
+                answered.append(True)
                 broken = True
                 self.log.warn("the database did not answer within {seconds} s",
                               seconds=self.timeout)
@@ -695,7 +707,17 @@ class Registry:
             finally:
                 pool.release(conn, broken=broken)
 
-    def _job(self, conn, work: Callable[[Any], T], transaction: bool) -> Callable[[Any], T]:
+    def _job(self, conn, work: Callable[[Any], T], transaction: bool,
+             answered: List[bool]) -> Callable[[Any], T]:
+        """
+        C{work} as its connection's thread runs it.  A transaction whose
+        caller was C{answered} (L{Unreachable}, when the deadline passed)
+        while it ran is rolled back, not committed: that caller was told
+        it failed, and a database that is slow (not locked, so no lock
+        timeout ends the wait) would otherwise keep it, as an upload's
+        activation committed after its client was answered 503.  Only a
+        commit already under way when the deadline passes can still land.
+        """
         cache = self._compiled
         reloadStats = (self._sqlite
                        and self._statsSeen.get(id(conn), 0) != self._statsGeneration)
@@ -724,11 +746,14 @@ class Registry:
                 return result
             with sqlconn.begin():
                 try:
-                    return work(sqlconn)
+                    result = work(sqlconn)
                 except DBAPIError as e:
                     # Failed before its commit: nothing of it was kept.
                     e.glancetxUncommitted = True
                     raise
+                if answered:
+                    raise _TooLate()
+                return result
         return job
 
     @fromCoroutine
