@@ -714,3 +714,49 @@ class RedactTests(SynchronousTestCase):
         self.assertEqual(redact("http://u:secret@[2001:db8::1]:8080/images/x?q#f"),
                          "http://[2001:db8::1]:8080/images/x")
         self.assertEqual(redact("https://[::1]/x"), "https://[::1]/x")
+
+
+class QuietConnectionsTests(TestCase):
+    """
+    Twisted's HTTP client logs two lines at info level ("Starting factory",
+    "Stopping factory") for every connection it opens, saying nothing an
+    operator can use (Twisted #9330): two lines for every URL fetched.
+    """
+
+    def test_httpStoreLogsNoFactoryLines(self):
+        from twisted.logger import globalLogPublisher
+
+        from glancetx.store.remote import makeRemoteStores
+
+        class Config:
+            stores = ["http"]
+            raw = {"copy_from_allowed_networks": "127.0.0.0/8"}
+
+        port = reactor.listenTCP(0, Site(makeRoot(self)), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        store = makeRemoteStores(Config(), reactor)["http"]
+
+        async def fetch():
+            url = "http://127.0.0.1:%d/image" % (port.getHost().port,)
+            self.assertEqual(await store.get_size(url), len(IMAGE))
+            await store._built()._client._agent._pool.closeCachedConnections()
+            factories = [e for e in events if "factory" in e.get("log_format", "").lower()]
+            self.assertEqual(factories, [])
+        return ensureDeferred(fetch())
+
+    def test_trustedClientLogsNoFactoryLines(self):
+        """
+        The S3 and Swift drivers' client is as quiet.
+        """
+        from glancetx.store.remote import makeRemoteStores
+
+        class Config:
+            stores = ["s3"]
+            raw = {"s3_store_host": "http://127.0.0.1:1", "s3_store_access_key": "a",
+                   "s3_store_secret_key": "s", "s3_store_bucket": "images"}
+
+        store = makeRemoteStores(Config(), reactor)["s3"]
+        self.assertFalse(store._client._agent._pool._factory.noisy)

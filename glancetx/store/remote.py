@@ -28,23 +28,21 @@ def makeRemoteStores(config, reactor) -> Dict[str, object]:
         allowed = parseNetworks(raw.get("copy_from_allowed_networks", ""))
 
         def buildHTTPStore():
-            from twisted.web.client import HTTPConnectionPool
-
             from glancetx.netguard import guardedHTTPClient
             from glancetx.store.http import HTTPStore
 
-            pool = HTTPConnectionPool(reactor, persistent=True)
-            return HTTPStore(guardedHTTPClient(reactor, allowed, pool=pool), reactor)
+            return HTTPStore(guardedHTTPClient(reactor, allowed, pool=quietPool(reactor)),
+                             reactor)
 
         stores["http"] = HTTPStoreOnFirstUse(buildHTTPStore)
     trusted = None
     if "s3" in config.stores or "swift" in config.stores:
         from treq.client import HTTPClient
-        from twisted.web.client import Agent, HTTPConnectionPool
+        from twisted.web.client import Agent
 
         from glancetx.lazytls import HTTPEndpoints
 
-        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool = quietPool(reactor)
         pool.maxPersistentPerHost = 8
         trusted = HTTPClient(
             Agent.usingEndpointFactory(reactor, HTTPEndpoints(reactor), pool=pool))
@@ -57,6 +55,25 @@ def makeRemoteStores(config, reactor) -> Dict[str, object]:
 
         stores["swift"] = SwiftStore.fromConfig(raw, reactor, trusted)
     return stores
+
+
+def quietPool(reactor):
+    """
+    A persistent connection pool whose connections are not logged.
+    Twisted's HTTP client factory logs "Starting factory" and "Stopping
+    factory" at info level for every connection it opens: two lines for
+    every URL fetched and every new connection to S3 or Swift, which say
+    nothing an operator can use (Twisted #9330).  The factory class is
+    private to twisted.web.client, hence a test that holds it to its name.
+    """
+    from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
+
+    class QuietFactory(_HTTP11ClientFactory):
+        noisy = False
+
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool._factory = QuietFactory
+    return pool
 
 
 @implementer(IStore)
