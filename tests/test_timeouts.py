@@ -4,8 +4,9 @@ The database drivers' own limits.
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from glancetx.registry.timeouts import (CONNECT_SECONDS, LOCK_SECONDS, MYSQL_IO_SECONDS,
-                                        WORK_SECONDS, connectArgs)
+from glancetx.registry.timeouts import (CONNECT_SECONDS, IDLE_IN_TRANSACTION_SECONDS,
+                                        LOCK_SECONDS, MYSQL_IO_SECONDS, WORK_SECONDS,
+                                        connectArgs)
 
 MY = "mysql+pymysql://root@127.0.0.1:3306/glance"
 
@@ -23,6 +24,13 @@ class ConnectArgsTests(SynchronousTestCase):
 
     def test_lockWaitsEndBeforeTheRegistrysDeadline(self):
         self.assertLess(LOCK_SECONDS, WORK_SECONDS)
+
+    def test_onlyAFrozenTransactionIsEnded(self):
+        """
+        A session idle in a transaction is ended only well after any work
+        the registry still waits for would have had its answer.
+        """
+        self.assertGreaterEqual(IDLE_IN_TRANSACTION_SECONDS, 2 * WORK_SECONDS)
 
     def test_migrationsWaitForLocks(self):
         """

@@ -623,7 +623,7 @@ class Registry:
             sqlalchemy.event.listen(self._engine._engine, "connect", _sqliteTuning)
         elif url.startswith("postgresql"):
             sqlalchemy.event.listen(self._engine._engine, "connect",
-                                    timeouts.postgresLockTimeout)
+                                    timeouts.postgresLimits)
         self._clock = reactor
         self._writers = _ConnectionPool(self._engine, writers, reactor)
         self._readers = _ConnectionPool(self._engine, readers, reactor)

@@ -26,6 +26,15 @@ WORK_SECONDS = 30.0
 #: its caller had answered that it failed.
 LOCK_SECONDS = 20
 
+#: How long a PostgreSQL session may sit inside a transaction without a
+#: statement running before the database ends it, rolling back and
+#: releasing its locks.  A transaction runs in one trip to its
+#: connection's thread, statement after statement, so only a process that
+#: froze (SIGSTOP, a VM paused) or hung mid-transaction sits there; its
+#: locks held up every other process's write to the rows, and the reaper
+#: that should kill its abandoned uploads, for as long as it stayed so.
+IDLE_IN_TRANSACTION_SECONDS = 60
+
 #: Connecting, the server's greeting and the login included (libpq's
 #: connect_timeout covers all of them; PyMySQL's only the TCP connect, its
 #: read timeout the rest).
@@ -45,7 +54,7 @@ def connectArgs(url: str, longStatements: bool = False, quick: bool = False) -> 
     args: Dict[str, Any] = {}
     if url.startswith("postgresql"):
         args["connect_timeout"] = CONNECT_SECONDS
-        # (lock_timeout is set once connected, by postgresLockTimeout: an
+        # (lock_timeout is set once connected, by postgresLimits: an
         # options startup parameter is refused by PgBouncer.)
     elif url.startswith("mysql"):
         args["connect_timeout"] = CONNECT_SECONDS
@@ -60,12 +69,16 @@ def connectArgs(url: str, longStatements: bool = False, quick: bool = False) -> 
     return {k: v for k, v in args.items() if k not in given}
 
 
-def postgresLockTimeout(dbapiConnection, record) -> None:
+def postgresLimits(dbapiConnection, record) -> None:
     """
-    A new PostgreSQL connection's lock waits end after L{LOCK_SECONDS}
-    (a SQLAlchemy C{connect} listener).
+    A new PostgreSQL connection's lock waits end after L{LOCK_SECONDS},
+    and its session ends after L{IDLE_IN_TRANSACTION_SECONDS} idle inside a
+    transaction (a SQLAlchemy C{connect} listener; migrations connect
+    without it).
     """
     cursor = dbapiConnection.cursor()
     cursor.execute("SET lock_timeout = %d" % (LOCK_SECONDS * 1000,))
+    cursor.execute("SET idle_in_transaction_session_timeout = %d"
+                   % (IDLE_IN_TRANSACTION_SECONDS * 1000,))
     cursor.close()
     dbapiConnection.commit()
