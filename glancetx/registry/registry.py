@@ -624,6 +624,9 @@ class Registry:
         elif url.startswith("postgresql"):
             sqlalchemy.event.listen(self._engine._engine, "connect",
                                     timeouts.postgresLimits)
+        elif url.startswith("mysql"):
+            sqlalchemy.event.listen(self._engine._engine, "connect",
+                                    timeouts.mariadbLimits)
         self._clock = reactor
         self._writers = _ConnectionPool(self._engine, writers, reactor)
         self._readers = _ConnectionPool(self._engine, readers, reactor)

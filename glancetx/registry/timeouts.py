@@ -26,7 +26,7 @@ WORK_SECONDS = 30.0
 #: its caller had answered that it failed.
 LOCK_SECONDS = 20
 
-#: How long a PostgreSQL session may sit inside a transaction without a
+#: How long a PostgreSQL or MariaDB session may sit inside a transaction without a
 #: statement running before the database ends it, rolling back and
 #: releasing its locks.  A transaction runs in one trip to its
 #: connection's thread, statement after statement, so only a process that
@@ -82,3 +82,18 @@ def postgresLimits(dbapiConnection, record) -> None:
                    % (IDLE_IN_TRANSACTION_SECONDS * 1000,))
     cursor.close()
     dbapiConnection.commit()
+
+
+def mariadbLimits(dbapiConnection, record) -> None:
+    """
+    A new MariaDB connection's session ends after
+    L{IDLE_IN_TRANSACTION_SECONDS} idle inside a transaction (a SQLAlchemy
+    C{connect} listener).  MySQL has no such limit, and its sessions keep
+    the server's.
+    """
+    if "mariadb" not in dbapiConnection.get_server_info().lower():
+        return
+    cursor = dbapiConnection.cursor()
+    cursor.execute("SET SESSION idle_transaction_timeout = %d"
+                   % (IDLE_IN_TRANSACTION_SECONDS,))
+    cursor.close()
