@@ -738,7 +738,36 @@ class SwiftS3APITests(_S3Mixin, _RemoteStoreAPIMixin, TestCase):
 
 
 class SwiftAPITests(_SwiftMixin, _RemoteStoreAPIMixin, TestCase):
-    pass
+    @async_test
+    async def test_ownAccountWithAnotherKeyRefused(self):
+        """
+        A location that names the store's own account (its auth address and
+        user) is read with the key as configured now, so that images
+        written before a key rotation still read.  A user's location naming
+        that account with any other key was therefore read, and deleted
+        with its image, with the operator's key: anyone allowed to set a
+        location could read or destroy every image in the store.  Refused,
+        as copy-from and as a location, and the image it named is intact;
+        with the right key it is accepted.
+        """
+        await self.storeServer()
+        data = os.urandom(1000)
+        victim = await self.create(data)
+        borrowed = "swift+http://%s:%s@%s%s/%s/%s" % (
+            quote(USER, safe=""), "not-the-key", self.storeAddress, self.authPath,
+            self.container, victim["id"])
+        for header in ("x-image-meta-location", "x-glance-api-copy-from"):
+            resp, body = await self.create(headers=dict(RAW, **{header: borrowed}),
+                                           expect=400)
+            self.assertIn(b"key", body)
+            self.assertNotIn(KEY.encode("ascii"), body)
+            self.assertNotIn(b"not-the-key", body)
+        resp, body = await self.request("GET", "/v1/images/detail", expect=200)
+        self.assertEqual([i["id"] for i in json.loads(body)["images"]], [victim["id"]])
+        await self.checkRoundTrip(victim, data)
+        image = await self.create(headers=dict(RAW, **{
+            "x-image-meta-location": self.sourceLocation(victim["id"], self.storeAddress)}))
+        self.assertEqual(image["status"], "active")
 
 
 # --- http sources ----------------------------------------------------------

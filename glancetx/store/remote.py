@@ -123,12 +123,12 @@ def userLocationRefusal(store, location: str) -> Optional[str]:
     must name the object store the operator configured: otherwise a user
     could make the server talk to any host on its internal network.  And
     they must carry their own credentials: the swift store reads a
-    location without any with the operator's account (its own locations
-    are written so, to keep the key out of the database), so a user
-    naming another image's object there would read it, and delete it
-    with the image (Glance refused C{swift+config} locations from users
-    for this, Launchpad bug 1334196).  The s3 store takes no location
-    without credentials at all.
+    location without any, or one naming its own account, with the
+    operator's key as configured now, so a user naming another image's
+    object there would read it, and delete it with the image (Glance
+    refused C{swift+config} locations from users for this, Launchpad bug
+    1334196); one naming the store's own account must carry its current
+    key.  The s3 store takes no location without credentials at all.
     """
     if store.name == "http":
         return None
@@ -141,10 +141,7 @@ def userLocationRefusal(store, location: str) -> Optional[str]:
             from glancetx.store.swift import _normalAddress, parseLocation
             parsed = parseLocation(location)
             if _normalAddress(parsed.authAddress) == store.authAddress:
-                if parsed.user is None or parsed.key is None:
-                    return ("A swift location must carry its own credentials"
-                            " (swift+https://user:key@...).")
-                return None
+                return store.refusesFromUser(parsed)
     except Exception:
         pass
     return "This %s location does not name the configured object store." % (store.name,)

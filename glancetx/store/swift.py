@@ -25,6 +25,7 @@ logged.
 """
 
 import datetime
+import hmac
 import json
 import uuid
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
@@ -974,6 +975,22 @@ class SwiftStore(RetriedCleanups):
 
     def _configuredCredentials(self) -> _Credentials:
         return _Credentials(self.authAddress, self.user, self._key)
+
+    def refusesFromUser(self, parsed: SwiftLocation) -> Optional[str]:
+        """
+        Why a location a user supplies may not be read, or None.  One that
+        names this store's own account is read with the key as configured
+        now (L{_locate}), so it must carry that key: with any other, a
+        user would borrow the operator's, and read, or delete with the
+        image, every object in the account.
+        """
+        if parsed.user is None or parsed.key is None:
+            return ("A swift location must carry its own credentials"
+                    " (swift+https://user:key@...).")
+        if parsed.user == self.user and not hmac.compare_digest(
+                parsed.key.encode("utf-8"), self._key.encode("utf-8")):
+            return "This swift location names the store's own account with another key."
+        return None
 
     def _locate(self, location: str) -> Tuple[_Credentials, SwiftLocation]:
         parsed = parseLocation(location)
