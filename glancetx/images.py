@@ -81,7 +81,13 @@ def _plain(e: Exception) -> str:
 
 
 def _redacted(text: str) -> str:
-    return re.sub(r"[a-z0-9+]+://[^\s'\"]+", lambda m: redact(m.group(0)), text)
+    return _URL_IN_TEXT.sub(lambda m: redact(m.group(0)), text)
+
+
+#: A URL scheme (RFC 3986 3.1).
+_SCHEME = re.compile(r"\A[a-z][a-z0-9+.-]*\Z")
+#: What L{_redacted} takes for a URL in a message: schemes in any case.
+_URL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+", re.IGNORECASE)
 
 
 @attr.s(auto_attribs=True)
@@ -406,7 +412,12 @@ class ImageService:
         return store
 
     def _locationStore(self, location: str):
-        scheme = location.split("://", 1)[0].lower() if "://" in location else ""
+        scheme, sep, _ = location.partition("://")
+        scheme = scheme.lower()
+        if not sep or not _SCHEME.match(scheme):
+            # Not echoed: what comes before a later "://" may be anything,
+            # credentials included ("smb:user:secret@host/?u=http://...").
+            scheme = ""
         if scheme == "file" or not scheme:
             raise errors.BadRequest("External sources are not supported: '%s'"
                                     % (scheme or "no scheme"))

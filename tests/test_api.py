@@ -280,6 +280,10 @@ class APITests(APITestsMixin, TestCase):
              "External sources are not supported: 'file'"),
             ({"x-glance-api-copy-from": "gopher://x/y"}, None, 400,
              "scheme 'gopher' is not supported"),
+            ({"x-image-meta-location": "smb:user:SEKRIT@host/share?u=http://x/"}, None, 400,
+             "External sources are not supported: 'no scheme'"),
+            ({"x-glance-api-copy-from": "user:SEKRIT@127.0.0.1/x?next=http://a/"}, None, 400,
+             "External sources are not supported: 'no scheme'"),
             ({"x-image-meta-location": "http://x/y", "x-glance-api-copy-from": "http://x/y"},
              None, 400, "only one way"),
             ({"Content-Type": "text/plain"}, b"abc", 400, "application/octet-stream"),
@@ -294,6 +298,7 @@ class APITests(APITestsMixin, TestCase):
             self.assertEqual(resp.code, code, (headers, body))
             self.assertIn(why.encode(), body, headers)
             self.assertNotIn(b"Traceback", body)
+            self.assertNotIn(b"SEKRIT", body.upper())
         # Nothing was stored, and no image was made.
         self.assertEqual(os.listdir(os.path.join(self.glance.dataDir, "images")), [])
         for status in ("queued", "saving", "active", "killed"):

@@ -11,7 +11,7 @@ import attr
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.python.threadpool import ThreadPool
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from glancetx import errors
 from glancetx.config import Config
@@ -1103,3 +1103,17 @@ class LifecycleTests(TestCase):
         self.assertEqual(image.status, "killed")
         self.assertEqual(self.files(), [(await self.registry.list(ListQuery(
             filters={"status": "active"})))[0].id])
+
+
+class RedactedTests(SynchronousTestCase):
+    def test_schemeInAnyCase(self):
+        """
+        The second lock on the door: a location in an error's text loses
+        its credentials whatever the case of its scheme (it passed over
+        C{HTTP://user:pass@host}).
+        """
+        from glancetx.images import _redacted
+        for text in ("failed: HTTP://u:SEKRIT@h/x", "failed: Swift+HTTP://u:SEKRIT@h/a/c/o",
+                     "x http://u:SEKRIT@h/x y"):
+            self.assertNotIn("SEKRIT", _redacted(text))
+        self.assertEqual(_redacted("failed: HTTP://u:SEKRIT@h/x"), "failed: http://h/x")

@@ -715,6 +715,17 @@ class RedactTests(SynchronousTestCase):
                          "http://[2001:db8::1]:8080/images/x")
         self.assertEqual(redact("https://[::1]/x"), "https://[::1]/x")
 
+    def test_slashInPassword(self):
+        """
+        A password with a raw "/" ends the authority early, so its
+        credentials did not look like credentials and went into messages
+        and log lines whole; such a location is now not shown at all.
+        """
+        for location in ("http://user:123/SEKRITpw@127.0.0.1:8080/404",
+                         "http://user:a/b/SEKRIT@host/x"):
+            self.assertEqual(redact(location), "<unparseable location>")
+            self.assertNotIn("SEKRIT", redact(location))
+
 
 class QuietConnectionsTests(TestCase):
     """

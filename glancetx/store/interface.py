@@ -142,4 +142,9 @@ def redact(location: str) -> str:
             host = "%s:%d" % (host, parts.port)
     except ValueError:  # a bad IPv6 address, a port that is not a number
         return "<unparseable location>"
+    if "@" in parts.path:
+        # A password with a "/" in it, not percent-encoded, ends the
+        # authority early: "http://user:12/secret@host/x" reads as host
+        # "user", port 12, and the rest of the password in the path.
+        return "<unparseable location>"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
