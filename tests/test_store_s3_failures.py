@@ -37,7 +37,7 @@ from glancetx.store.interface import (
     UploadFailed,
 )
 from glancetx.store.s3 import CONTROL_TIMEOUT, S3Location, S3Store
-from tests.bodies import BytesBody
+from tests.bodies import BytesBody, readAll
 from tests.test_store_s3 import SECRET
 
 ACCESS = "AKIDFAILURES"
@@ -887,4 +887,29 @@ class ReadFailureTests(_FakeS3Case):
             download.cancel()
             with self.assertRaises(CancelledError):
                 await download
+        return ensureDeferred(go())
+
+
+class S3OnIPv6Tests(_FakeS3Case):
+    """
+    An S3 endpoint named by an IPv6 address: every request failed before
+    it was sent (treq put the address through IDNA), and the exception
+    escaped the driver as an unexpected error, a 500.
+    """
+
+    def test_roundTrip(self):
+        port = reactor.listenTCP(0, Site(self.fake), interface="::1")
+        self.addCleanup(port.stopListening)
+        host = "[::1]:%d" % (port.getHost().port,)
+        store = self.makeStore(host=host)
+
+        async def go():
+            data = b"v6" * (3 * KiB)
+            stored = await store.add(IMAGE, BytesBody(reactor, data, chunk=KiB // 2))
+            self.assertEqual(self.fake.objects, {IMAGE: data})
+            self.assertIn("@" + host + "/", stored.location)
+            self.assertEqual(await store.get_size(stored.location), len(data))
+            self.assertEqual(await readAll(reactor, await store.get(stored.location)), data)
+            await store.delete(stored.location)
+            self.assertEqual(self.fake.objects, {})
         return ensureDeferred(go())

@@ -164,12 +164,13 @@ class FakeSwift(Resource):
         self._waiters: List[tuple] = []
         self._held: List[Request] = []
 
-    def serve(self, test: TestCase) -> None:
+    def serve(self, test: TestCase, interface: str = "127.0.0.1") -> None:
         port = reactor.listenTCP(0, Site(self, requestFactory=_FakeSwiftRequest),
-                                 interface="127.0.0.1")
+                                 interface=interface)
         test.addCleanup(port.stopListening)
         test.addCleanup(self._hangUp)
-        self.address = "http://127.0.0.1:%d" % (port.getHost().port,)
+        host = "[%s]" % (interface,) if ":" in interface else interface
+        self.address = "http://%s:%d" % (host, port.getHost().port)
 
     def _hangUp(self) -> None:
         for request in self._held:
@@ -1058,4 +1059,32 @@ class SwiftFailureTests(TestCase):
         async def go():
             await self.assertFails(await self.sizeNeverAnswered(),
                                    StoreUnavailable, "Swift did not answer HEAD in time")
+        return ensureDeferred(go())
+
+
+class SwiftOnIPv6Tests(TestCase):
+    """
+    A Swift whose auth address, and the storage URL it hands out, name an
+    IPv6 address: every request failed before it was sent, as treq put the
+    address through IDNA ("cannot reach Swift's auth (InvalidCodepoint)").
+    """
+
+    def test_roundTrip(self):
+        fake = FakeSwift()
+        fake.serve(self, "::1")
+        store = SwiftStore(reactor, _client(self), authAddress=fake.authAddress, user=USER,
+                           key=KEY, container="glance", createContainer=True,
+                           largeObjectSize=CHUNK, chunkSize=CHUNK, requestTimeout=TIMEOUT)
+
+        async def go():
+            data = b"v6" * 250
+            stored = await store.add("img", BytesBody(reactor, data))
+            self.assertIn("@[::1]:", stored.location)
+            self.assertEqual(await store.get_size(stored.location), len(data))
+            reader = await store.get(stored.location)
+            collected = Collect()
+            await reader.startProducing(collected)
+            self.assertEqual(b"".join(collected.received), data)
+            await store.delete(stored.location)
+            self.assertNotIn("glance/img", fake.objects)
         return ensureDeferred(go())

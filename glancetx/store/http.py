@@ -42,6 +42,7 @@ from glancetx.store.interface import (
     StoreUnavailable,
     redact,
 )
+from glancetx.store.wireurl import WireURL, asURI
 
 #: Redirects followed for one request (Glance's http store followed 5).
 MAX_REDIRECTS = 5
@@ -94,29 +95,13 @@ def _checked(url: EncodedURL) -> EncodedURL:
     """
     if url.scheme.lower() not in ("http", "https") or not url.host:
         raise BadLocation("not an http location")
-    if ":" in url.host:
-        # An IPv6 address, which hyperlink checked when it parsed the URL.
-        # IDNA has nothing to do for it, and hyperlink's would refuse it.
-        wire = url.replace(host="").to_uri().replace(host=url.host)
-    else:
-        try:
-            # A host name IDNA cannot encode (a label over 63 characters,
-            # an empty label, a NUL) fails here.
-            wire = url.to_uri()
-        except (ValueError, UnicodeError):
-            raise BadLocation("not an http location: " + _UNENCODABLE_HOST)
+    try:
+        # A host name IDNA cannot encode (a label over 63 characters, an
+        # empty label, a NUL) fails here.
+        wire = asURI(url)
+    except (ValueError, UnicodeError):
+        raise BadLocation("not an http location: " + _UNENCODABLE_HOST)
     return wire.replace(userinfo="", fragment="")
-
-
-class _WireURL(EncodedURL):
-    """
-    A URL L{_checked} has already put in its wire form.  treq calls
-    C{to_uri()} on every URL it is given, and hyperlink's puts the host
-    through IDNA even when it is an IPv6 address, which IDNA refuses.
-    """
-
-    def to_uri(self) -> "_WireURL":
-        return self
 
 
 def _credentials(url: EncodedURL) -> Optional[Tuple[str, str]]:
@@ -526,7 +511,7 @@ class HTTPStore:
         auth = first.auth if target.origin == first.origin else None
         d = self._client.request(
             method,
-            _WireURL.from_text(target.url.to_text()),
+            WireURL.from_text(target.url.to_text()),
             headers=headers,
             auth=auth,
             allow_redirects=False,

@@ -64,6 +64,7 @@ from glancetx.store.interface import (
     UploadFailed,
 )
 from glancetx.store.silence import SilentAnswer
+from glancetx.store.wireurl import forTreq
 
 MiB = 1024 * 1024
 
@@ -872,14 +873,20 @@ class S3Store(RetriedCleanups):
         deadline = None
         if timeout is None and IBodyProducer.providedBy(data):
             data = deadline = AnswerDeadline(data, self._reactor, CONTROL_TIMEOUT, expire)
-        d = self._client.request(
-            method,
-            url,
-            headers=signed,
-            data=data,
-            allow_redirects=False,
-            unbuffered=True,
-        )
+        try:
+            d = self._client.request(
+                method,
+                forTreq(url),
+                headers=signed,
+                data=data,
+                allow_redirects=False,
+                unbuffered=True,
+            )
+        except Exception as e:
+            if deadline is not None:
+                deadline.cancel()
+            raise StoreUnavailable("S3 %s failed: cannot reach the store (%s)"
+                                   % (what, _describe(e)))
         timer = None
         if timeout is not None:
             timer = self._reactor.callLater(timeout, expire)

@@ -59,6 +59,7 @@ from glancetx.store.deadline import AnswerDeadline
 from glancetx.store.documents import drain, readDocument
 from glancetx.store.etags import plainMD5
 from glancetx.store.silence import SilentAnswer
+from glancetx.store.wireurl import forTreq
 
 MiB = 1024 * 1024
 #: Most bytes read of a JSON answer: a Keystone token with its catalog, or
@@ -1023,7 +1024,7 @@ class SwiftStore(RetriedCleanups):
             deadline = kwargs["data"] = AnswerDeadline(
                 kwargs["data"], self._reactor, self.requestTimeout, lambda: sent[0].cancel())
         try:
-            d = self._client.request(method, url, **kwargs)
+            d = self._client.request(method, forTreq(url), **kwargs)
             sent.append(d)
             return SilentAnswer(await d, self._reactor, self.requestTimeout,
                                 "%s %s" % (who, method))
