@@ -8,7 +8,7 @@ import os
 
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import FileBodyProducer
 
 from tests.server import GlanceServer
@@ -726,3 +726,22 @@ class MySQLAPITests(SharedDatabaseMixin, APITests):
     def databaseURL(self):
         from tests import dbs
         return dbs.mysqlURL(self)
+
+
+class BaseURLTests(SynchronousTestCase):
+    def test_noHostHeaderIPv6(self):
+        """
+        Without a Host header (HTTP/1.0) the links name the address the
+        client reached, an IPv6 one in brackets: "http://::1:9292/v1/" was
+        no URL at all.
+        """
+        from twisted.internet.address import IPv4Address, IPv6Address
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from glancetx.web.app import _baseURL
+        request = DummyRequest([b""])
+        request.isSecure = lambda: False
+        request.getHost = lambda: IPv6Address("TCP", "::1", 9292)
+        self.assertEqual(_baseURL(request), "http://[::1]:9292")
+        request.getHost = lambda: IPv4Address("TCP", "127.0.0.1", 9292)
+        self.assertEqual(_baseURL(request), "http://127.0.0.1:9292")

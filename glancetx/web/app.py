@@ -84,8 +84,11 @@ def _json(request, status: int, body: Any) -> bytes:
 def _baseURL(request) -> str:
     host = request.getHeader(b"host")
     if not host:
+        # An HTTP/1.0 client may send none: the address it reached, an
+        # IPv6 one in brackets.
         h = request.getHost()
-        host = ("%s:%d" % (h.host, h.port)).encode("ascii")
+        address = "[%s]" % (h.host,) if ":" in h.host else h.host
+        host = ("%s:%d" % (address, h.port)).encode("ascii")
     scheme = "https" if request.isSecure() else "http"
     return "%s://%s" % (scheme, host.decode("latin-1"))
 
