@@ -28,6 +28,8 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
+from glancetx.errors import ConfigError
+
 _HIDDEN = ("OpenSSL",)
 _IMPORTED_WITHOUT_TLS = (
     "twisted.internet.posixbase",
@@ -143,7 +145,18 @@ def listeningService(description: str, factory, reactor) -> service.IService:
     if tcp is None:
         from twisted.application import strports
 
-        return strports.service(description, factory, reactor=reactor)
+        try:
+            return strports.service(description, factory, reactor=reactor)
+        except Exception as e:
+            # strports' parsers raise what they meet: a TypeError for an
+            # IPv6 address whose colons are not escaped, a ValueError, a
+            # KeyError.  All say the description is wrong.
+            hint = ""
+            if isinstance(e, TypeError) and "::" in description:
+                hint = ("; escape an IPv6 address's colons, as in"
+                        " tcp6:9292:interface=\\:\\:1")
+            raise ConfigError("--port: not an endpoint Twisted can listen on: %r (%s: %s)%s"
+                              % (description, type(e).__name__, e, hint))
     port, interface, backlog = tcp
     return internet.TCPServer(port, factory, backlog=backlog, interface=interface,
                               reactor=reactor)

@@ -70,6 +70,29 @@ class TwistdTests(TestCase):
                 self.assertNotIn("Usage:", text)
         return ensureDeferred(go())
 
+    def test_badPortIsOneLine(self):
+        """
+        A --port Twisted cannot parse stops the start with one line naming
+        --port: an IPv6 address whose colons are not escaped (saying so),
+        an unknown endpoint type, a missing certificate.  Each was a
+        40-line traceback.
+        """
+        async def go():
+            for port, why in [("tcp:0:interface=::1", "escape an IPv6 address's colons"),
+                              ("bogus:1234", "Unknown endpoint type"),
+                              ("ssl:0:privateKey=/nonexistent.pem", "nonexistent.pem")]:
+                out, err, code = await getProcessOutputAndValue(
+                    TWISTD, ["-n", "--pidfile=", "glance", "--port", port,
+                             "--data-dir", os.path.abspath(self.mktemp())],
+                    env=dict(os.environ))
+                self.assertNotEqual(code, 0)
+                text = (out + err).decode()
+                self.assertNotIn("Traceback", text)
+                lines = [l for l in text.splitlines() if "--port" in l]
+                self.assertEqual(len(lines), 1, text)
+                self.assertIn(why, lines[0])
+        return ensureDeferred(go())
+
     def test_accessLogFile(self):
         """
         With access_log set, request lines go to that file (combined log
