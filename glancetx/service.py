@@ -26,7 +26,7 @@ from glancetx.lazytls import listeningService
 from glancetx.notifier import Notifiers
 from glancetx.registry.schema import HEAD_REVISION, REVISIONS, newerSchema
 from glancetx.registry.registry import Registry, Unreachable
-from glancetx.signals import quietRepeatedStops
+from glancetx.signals import quietRepeatedStops, sayOnHangUp
 from glancetx.store.cachewarm import CacheWarmer
 from glancetx.store.filesystem import FilesystemStore
 from glancetx.uploadleases import UploadLeases
@@ -325,6 +325,7 @@ def buildService(config: Config, reactor=None):
         from twisted.internet import reactor
     tuneMalloc()
     reactor.addSystemEventTrigger("before", "shutdown", quietRepeatedStops, reactor)
+    sayOnHangUp()
     top = StopInOrder()
     diskPool = ThreadPool(1, config.disk_threads, name="glancetx-disk")
     ThreadPoolService(diskPool).setServiceParent(top)

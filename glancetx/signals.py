@@ -1,5 +1,6 @@
 """
-A stop signal that arrives while the server is already shutting down.
+A stop signal that arrives while the server is already shutting down, and
+a SIGHUP.
 
 Twisted's handlers call C{reactor.stop()} for every SIGTERM or SIGINT.
 The shutdown can take seconds (uploads are ended and cleaned up,
@@ -37,3 +38,19 @@ def quietRepeatedStops(reactor) -> None:
 def _stillStopping(number: int, frame: Optional[FrameType]) -> None:
     log.info("Received {signal} again: still shutting down.",
              signal=signal.Signals(number).name)
+
+
+def sayOnHangUp() -> None:
+    """
+    Answer SIGHUP with a line instead of its default action, which ended
+    the server at once and without a word: operators and log rotation
+    send it by habit, expecting a reload.  A handler someone else
+    installed is left as it is.
+    """
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:
+        signal.signal(signal.SIGHUP, _hungUp)
+
+
+def _hungUp(number: int, frame: Optional[FrameType]) -> None:
+    log.warn("Received SIGHUP: glancetx reloads nothing; restart it to apply a changed"
+             " configuration (SIGUSR1 reopens the twistd log file).")

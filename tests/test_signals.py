@@ -7,7 +7,7 @@ import signal
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
 
-from glancetx.signals import quietRepeatedStops
+from glancetx.signals import quietRepeatedStops, sayOnHangUp
 
 
 class _Reactor:
@@ -60,3 +60,30 @@ class QuietRepeatedStopsTests(TestCase):
         quietRepeatedStops(self.reactor)
         self.assertIs(signal.getsignal(signal.SIGTERM), own)
         self.assertIs(signal.getsignal(signal.SIGINT), signal.default_int_handler)
+
+
+class HangUpTests(TestCase):
+    def setUp(self):
+        self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))
+
+    def test_hangUpIsOneLine(self):
+        """
+        SIGHUP, which operators and log rotation send by habit, ended the
+        server at once (the default action), with no line logged and its
+        uploads left C{saving}.  It now says in one line that nothing is
+        reloaded, and the server goes on.
+        """
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        sayOnHangUp()
+        with capturedLogs() as events:
+            signal.raise_signal(signal.SIGHUP)
+        self.assertEqual([e["log_format"].format(**e) for e in events],
+                         ["Received SIGHUP: glancetx reloads nothing; restart it to apply a"
+                          " changed configuration (SIGUSR1 reopens the twistd log file)."])
+
+    def test_othersHandlerStays(self):
+        def own(number, frame):
+            pass
+        signal.signal(signal.SIGHUP, own)
+        sayOnHangUp()
+        self.assertIs(signal.getsignal(signal.SIGHUP), own)

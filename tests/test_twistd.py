@@ -93,6 +93,25 @@ class TwistdTests(TestCase):
                 self.assertIn(why, lines[0])
         return ensureDeferred(go())
 
+    def test_hangUpKeepsServing(self):
+        """
+        SIGHUP is answered with one line, and the server goes on serving:
+        it died at once, without a word, its uploads left C{saving}.
+        """
+        async def go():
+            glance = await GlanceServer(self).start()
+            os.kill(glance.pid(), signal.SIGHUP)
+            for _ in range(100):
+                if "Received SIGHUP" in glance.log():
+                    break
+                await deferLater(reactor, 0.05, lambda: None)
+            http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+            resp = await http.get(glance.url + "/versions")
+            self.assertIn(b"v1.1", await resp.content())
+            self.assertIn("glancetx reloads nothing", glance.log())
+            self.assertNoResult(glance.watcher.ended)
+        return ensureDeferred(go())
+
     def test_accessLogFile(self):
         """
         With access_log set, request lines go to that file (combined log
