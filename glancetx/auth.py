@@ -287,6 +287,10 @@ def makeAuth(conf: Mapping[str, str], policy: Policy, reactor: IClock) -> IAuth:
         change check.
     @raise ConfigError: naming the option at fault.
     """
+    if "auth_strategy" in conf and not _option(conf, "auth_strategy"):
+        # Empty is not "the default": that would make every caller an admin.
+        raise ConfigError("auth_strategy: must not be empty; one of "
+                          + ", ".join(AUTH_STRATEGIES))
     strategy = (_option(conf, "auth_strategy") or "noauth").lower()
     if strategy not in AUTH_STRATEGIES:
         raise ConfigError(

@@ -58,6 +58,34 @@ def _str(name: str, value: str) -> str:
     return value.strip()
 
 
+def _databaseURL(name: str, value: str) -> str:
+    """
+    A database URL the registry can use.  Its own parse error repeats the
+    URL, password and all, so it is not passed on.
+    """
+    from sqlalchemy.engine.url import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    v = value.strip()
+    if not v:
+        raise ConfigError("%s: must not be empty" % (name,))
+    try:
+        url = make_url(v)
+    except (ArgumentError, ValueError):
+        raise ConfigError("%s: not a database URL (dialect+driver://user:password@host/name)"
+                          % (name,))
+    backend = url.get_backend_name()
+    if backend not in ("sqlite", "postgresql", "mysql"):
+        raise ConfigError("%s: unknown database type %r; use sqlite, postgresql or"
+                          " mysql+pymysql" % (name, backend))
+    if backend == "mysql" and url.get_driver_name() != "pymysql":
+        raise ConfigError("%s: MySQL is reached through PyMySQL: mysql+pymysql://..." % (name,))
+    if backend == "sqlite" and url.database in (None, "", ":memory:"):
+        raise ConfigError("%s: an in-memory SQLite database is not shared between"
+                          " connections; give a file (sqlite:////path/glance.sqlite)" % (name,))
+    return v
+
+
 def _choice(*choices: str) -> Callable[[str, str], str]:
     def parse(name: str, value: str) -> str:
         v = value.strip()
@@ -75,7 +103,7 @@ _CORE: Dict[str, Tuple[Callable[[str, str], Any], Any]] = {
     "filesystem_store_direct_io": (parseFlag, True),
     "filesystem_store_warm_cache": (parseFlag, False),
     "filesystem_store_early_flush": (parseFlag, True),
-    "sql_connection": (_str, None),
+    "sql_connection": (_databaseURL, None),
     "image_size_cap": (_int(1), 1099511627776),
     "api_limit_max": (_int(1), 1000),
     "limit_param_default": (_int(1), 25),
@@ -123,6 +151,9 @@ _SECTIONS: Dict[str, Dict[str, str]] = {
     "oslo_messaging_notifications": {"driver": "notification_driver",
                                      "transport_url": "notification_transport_url",
                                      "topics": "notification_topics"},
+    # Glance's own name for it since Kilo; [DEFAULT] sql_connection is the
+    # older one.  The pool's tuning options there are not read.
+    "database": {"connection": "sql_connection"},
     "oslo_messaging_rabbit": {"amqp_durable_queues": "amqp_durable_queues",
                               "ssl": "rabbit_ssl", "ssl_ca_file": "rabbit_ssl_ca_file",
                               "ssl_cert_file": "rabbit_ssl_cert_file",
@@ -170,16 +201,20 @@ class Config:
 
 def readINI(path: str) -> Dict[str, str]:
     """
-    The options in C{[DEFAULT]} and C{[glance_store]} of an INI file, and
-    the notification options of oslo.messaging's sections (L{_SECTIONS}).
+    The options in C{[DEFAULT]} and C{[glance_store]} of an INI file,
+    C{[database]}'s connection, and the notification options of
+    oslo.messaging's sections (L{_SECTIONS}).
     Other sections (Glance's paste and keystone sections) are ignored.
     """
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        with open(path) as f:
+        # utf-8-sig: a file an editor saved with a byte-order mark.
+        with open(path, encoding="utf-8-sig") as f:
             parser.read_file(f)
     except OSError as e:
         raise ConfigError("--config: cannot read %s: %s" % (path, e.strerror))
+    except UnicodeDecodeError:
+        raise ConfigError("--config: %s is not UTF-8 text" % (path,))
     except configparser.Error as e:
         raise ConfigError("--config: %s is not a valid INI file: %s"
                           % (path, str(e).splitlines()[0]))

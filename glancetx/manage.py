@@ -16,6 +16,10 @@ from glancetx.errors import ConfigError
 from glancetx.registry import migrate
 
 
+#: The oldest purge cut-off asked for: about 270 years.
+MAX_AGE_DAYS = 100000
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="glancetx-manage")
     parser.add_argument("--config", help="Glance-style INI file")
@@ -31,6 +35,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.action == "purge" and (args.age < 0 or args.maxRows == 0 or args.maxRows < -1):
         parser.error("--age-in-days must be 0 or more, --max-rows 1 or more (or -1)")
+    if args.action == "purge" and args.age > MAX_AGE_DAYS:
+        # Further back than datetime can count.
+        parser.error("--age-in-days must be at most %d" % (MAX_AGE_DAYS,))
     try:
         options = cfg.readINI(args.config) if args.config else {}
         config = cfg.build(cfg.DEFAULT_PORT, args.data_dir, options)

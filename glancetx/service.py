@@ -199,6 +199,9 @@ def prepareRegistry(url: str) -> None:
         raise ConfigError("sql_connection: cannot connect: %s" % (str(e).splitlines()[0],))
     if current is not None and current not in REVISIONS:
         raise ConfigError("sql_connection: " + newerSchema(current))
+    if current is None:
+        raise ConfigError("sql_connection: the database has no glancetx schema; run"
+                          " 'glancetx-manage db sync' first")
     if current != HEAD_REVISION:
         raise ConfigError("sql_connection: database schema is at %s, not %s; run"
                           " 'glancetx-manage db sync' first" % (current, HEAD_REVISION))

@@ -355,6 +355,9 @@ class MakeAuthTests(TestCase):
     def test_unknownStrategy(self):
         e = self.assertRaises(ConfigError, self.make, auth_strategy="ldap")
         self.assertTrue(str(e).startswith("auth_strategy: "), str(e))
+        # Empty is not the default (noauth, every caller an admin).
+        e = self.assertRaises(ConfigError, self.make, auth_strategy=" ")
+        self.assertTrue(str(e).startswith("auth_strategy: must not be empty"), str(e))
 
     def test_tokensNeedsFile(self):
         e = self.assertRaises(ConfigError, self.make, auth_strategy="tokens")

@@ -79,6 +79,53 @@ class ConfigTests(TestCase):
         self.assertEqual(c.api_limit_max, 50)
         self.assertEqual(c.filesystem_store_datadir, "/srv/images")
 
+    def test_databaseSection(self):
+        """
+        Glance's C{[database] connection} names the database (it was
+        ignored, and the server ran on its own SQLite file without a word);
+        it wins over the older C{[DEFAULT] sql_connection}.
+        """
+        path = self.ini("[DEFAULT]\nsql_connection = sqlite:////tmp/old.sqlite\n"
+                        "[database]\nconnection = postgresql://g@db/glance\n"
+                        "max_pool_size = 10\n")
+        c = config.build("tcp:1", "d", config.readINI(path))
+        self.assertEqual(c.sql_connection, "postgresql://g@db/glance")
+
+    def test_badDatabaseURL(self):
+        """
+        A database URL that cannot be used is one line that names the
+        option, and never repeats the URL: SQLAlchemy's own parse error
+        did, password and all.
+        """
+        for value, why in [("postgresql:/postgres:SEKRIT@127.0.0.1/x", "not a database URL"),
+                           ("", "must not be empty"),
+                           ("foo://u:SEKRIT@h/db", "unknown database type 'foo'"),
+                           ("mysql://root:SEKRIT@127.0.0.1/glance", "PyMySQL"),
+                           ("sqlite://", "in-memory"), ("sqlite:///:memory:", "in-memory")]:
+            e = self.assertRaises(ConfigError, config.build, "tcp:1", "d",
+                                  {"sql_connection": value})
+            self.assertTrue(str(e).startswith("sql_connection: "), str(e))
+            self.assertIn(why, str(e))
+            self.assertNotIn("SEKRIT", str(e))
+        for good in ("postgresql://g@127.0.0.1/glance", "postgresql+psycopg2://g@h/glance",
+                     "mysql+pymysql://root@127.0.0.1/glance", "sqlite:////tmp/g.sqlite"):
+            self.assertEqual(config.build("tcp:1", "d", {"sql_connection": good}).sql_connection,
+                             good)
+
+    def test_configNotText(self):
+        """
+        A config file that is not UTF-8 text is one line (it was a
+        traceback); one saved with a byte-order mark is read.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"\x00\xff\xfe")
+        e = self.assertRaises(ConfigError, config.readINI, path)
+        self.assertEqual(str(e), "--config: %s is not UTF-8 text" % (path,))
+        with open(path, "wb") as f:
+            f.write(b"\xef\xbb\xbf[DEFAULT]\nimage_size_cap = 7\n")
+        self.assertEqual(config.readINI(path)["image_size_cap"], "7")
+
     def test_accessLog(self):
         self.assertEqual(config.build("tcp:1", "d", {}).access_log, "")
         c = config.build("tcp:1", "d", {"access_log": "access.log"})

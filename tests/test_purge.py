@@ -111,6 +111,12 @@ class SQLitePurgeTests(PurgeTestsMixin, TestCase):
         code, out, err = manage("--max-rows", "0")
         self.assertEqual(code, 2)
         self.assertIn("--max-rows", err)
+        # Further back than datetime counts: refused with the others, not a
+        # traceback (OverflowError).
+        code, out, err = manage("--age-in-days", "1000000")
+        self.assertEqual(code, 2)
+        self.assertIn("--age-in-days must be at most", err)
+        self.assertNotIn("Traceback", err)
 
 
 class PostgreSQLPurgeTests(PurgeTestsMixin, TestCase):
