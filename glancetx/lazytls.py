@@ -136,6 +136,63 @@ class HTTPEndpoints:
         return endpoint
 
 
+def checkCanListen(description: str) -> None:
+    """
+    Bind a plain TCP description's address once, before the server
+    starts: a port in use or an interface that is not an address of this
+    host failed when the port started listening, as a traceback.
+
+    @raise ConfigError: naming --port.
+    """
+    import socket
+
+    tcp = plainTCP(description)
+    if tcp is None or tcp[0] == 0:
+        return
+    port, interface, _ = tcp
+    try:
+        infos = socket.getaddrinfo(interface or "0.0.0.0", port, socket.AF_UNSPEC,
+                                   socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        probe = socket.socket(family, kind, proto)
+        try:
+            # As Twisted's own listener does, so a port left in TIME_WAIT
+            # by the last run is not taken for one in use.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+        finally:
+            probe.close()
+    except OSError as e:
+        raise ConfigError("--port: cannot listen on %s:%d: %s"
+                          % (interface or "0.0.0.0", port, e.strerror or e))
+
+
+def listensBeyondLoopback(description: str) -> bool:
+    """
+    Does C{description} listen on an address other hosts may reach?  A
+    UNIX socket does not; a TCP one does unless its interface is loopback.
+    """
+    import ipaddress
+
+    tcp = plainTCP(description)
+    if tcp is not None:
+        interface = tcp[1]
+    else:
+        kind = description.split(":", 1)[0]
+        if kind not in ("tcp", "tcp6", "ssl"):
+            return kind != "unix"
+        interface = ""
+        for part in description.replace("\\:", "\x00").split(":")[1:]:
+            if part.startswith("interface="):
+                interface = part[len("interface="):].replace("\x00", ":")
+    if interface == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(interface).is_loopback
+    except ValueError:
+        return True
+
+
 def listeningService(description: str, factory, reactor) -> service.IService:
     """
     The service that listens on C{description} for C{factory}: plain TCP

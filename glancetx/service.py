@@ -22,7 +22,7 @@ from glancetx.budget import SharedBudget
 from glancetx.config import Config
 from glancetx.errors import ConfigError
 from glancetx.images import ImageService
-from glancetx.lazytls import listeningService
+from glancetx.lazytls import checkCanListen, listeningService, listensBeyondLoopback
 from glancetx.notifier import Notifiers
 from glancetx.registry.schema import HEAD_REVISION, REVISIONS, newerSchema
 from glancetx.registry.registry import Registry, Unreachable
@@ -179,9 +179,19 @@ def prepareRegistry(url: str) -> None:
     """
     if url.startswith("sqlite"):
         path = url[len("sqlite:///"):]
-        if path:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        if schemaRevision(url) != HEAD_REVISION:
+        try:
+            if path:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            current = schemaRevision(url)
+        except OSError as e:
+            raise ConfigError("sql_connection: cannot create the directory of %s: %s"
+                              % (path, e.strerror))
+        except Exception as e:
+            # sqlite3's own text ("unable to open database file"): a
+            # directory that is read-only or not a directory.
+            raise ConfigError("sql_connection: cannot open %s: %s"
+                              % (path, str(getattr(e, "orig", e)).splitlines()[0]))
+        if current != HEAD_REVISION:
             done = subprocess.run(
                 [sys.executable, "-c",
                  "import sys; from glancetx.registry import migrate; migrate.sync(sys.argv[1])",
@@ -372,9 +382,22 @@ def buildService(config: Config, reactor=None):
     scrubber.setServiceParent(top)
     api = GlanceAPI(images, config, auth, sendfile)
     if config.access_log:
-        os.makedirs(os.path.dirname(config.access_log), exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(config.access_log), exist_ok=True)
+            # Opened for real once the port listens, where a failure was a
+            # traceback.
+            with open(config.access_log, "ab"):
+                pass
+        except OSError as e:
+            raise ConfigError("access_log: cannot open %s: %s"
+                              % (config.access_log, e.strerror))
     site = GlanceSite(api, reactor, config.access_log)
     UploadsService(images).setServiceParent(top)
+    checkCanListen(config.port)
+    from glancetx.auth import NoAuth
+    if isinstance(auth, NoAuth) and listensBeyondLoopback(config.port):
+        log.warn("auth_strategy is noauth and the API listens beyond loopback ({port}):"
+                 " every caller who can reach it is an admin", port=config.port)
     listeningService(config.port, site, reactor).setServiceParent(top)
     top.api = api
     return top

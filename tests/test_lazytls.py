@@ -18,7 +18,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import Data
 
-from glancetx.lazytls import HTTPEndpoints, importReactorWithoutTLS, plainTCP
+from glancetx.lazytls import (HTTPEndpoints, checkCanListen, importReactorWithoutTLS,
+                              listensBeyondLoopback, plainTCP)
 from tests.tlscerts import makeCertificates
 
 
@@ -108,3 +109,36 @@ class HTTPEndpointsTests(TestCase):
     def test_otherSchemes(self):
         with self.assertRaises(SchemeNotSupported):
             HTTPEndpoints(reactor).endpointForURI(URI.fromBytes(b"ftp://example.com/x"))
+
+
+class ListenChecksTests(SynchronousTestCase):
+    def test_portInUse(self):
+        """
+        A port another process listens on is one line naming --port at
+        start; it was a traceback when the port started listening.
+        """
+        import socket
+
+        from glancetx.errors import ConfigError
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        e = self.assertRaises(ConfigError, checkCanListen,
+                              "tcp:%d:interface=127.0.0.1" % (port,))
+        self.assertEqual(str(e), "--port: cannot listen on 127.0.0.1:%d: Address already in use"
+                         % (port,))
+        taken.close()
+        checkCanListen("tcp:%d:interface=127.0.0.1" % (port,))
+        checkCanListen("unix:/nonexistent/x.sock")
+
+    def test_beyondLoopback(self):
+        for description, beyond in [("9292", True), ("tcp:9292:interface=0.0.0.0", True),
+                                    ("tcp:9292:interface=127.0.0.1", False),
+                                    ("tcp:9292:interface=10.1.2.3", True),
+                                    ("tcp6:9292:interface=\\:\\:1", False),
+                                    ("tcp6:9292", True), ("unix:/run/glance.sock", False),
+                                    ("ssl:9292:interface=127.0.0.1:privateKey=k.pem", False),
+                                    ("systemd:domain=INET:index=0", True)]:
+            self.assertEqual(listensBeyondLoopback(description), beyond, description)

@@ -31,6 +31,24 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
     def leftovers(self):
         return [n for n in os.listdir(self.dir) if ".part-" in n]
 
+    def test_directoryItCannotWriteIn(self):
+        """
+        A store directory that is a file, or that cannot be written to, is
+        refused at start in one line naming the option, as Glance's store
+        refused it: it was a traceback, or a server whose every upload got
+        a 503.  Nothing is left behind by the check.
+        """
+        from glancetx.errors import ConfigError
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w"):
+            pass
+        store = FilesystemStore(path, reactor, None, SharedBudget(total=0))
+        e = self.assertRaises(ConfigError, store.prepare)
+        self.assertEqual(str(e), "filesystem_store_datadir: cannot write in %s: File exists"
+                         % (path,))
+        self.makeStore()
+        self.assertEqual(os.listdir(self.dir), [])
+
     def leaveAbandonedUpload(self, store, imageId):
         for name in (imageId + ".part-1", imageId + ".part-2", imageId):
             with open(os.path.join(self.dir, name), "wb") as f:

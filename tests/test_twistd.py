@@ -93,6 +93,44 @@ class TwistdTests(TestCase):
                 self.assertIn(why, lines[0])
         return ensureDeferred(go())
 
+    def test_startChecksAreOneLine(self):
+        """
+        A data directory that is a file, a store directory that is one, an
+        access log that cannot be opened and a port another process holds
+        each stop the start with one line naming what is wrong; each was a
+        traceback.
+        """
+        async def go():
+            import socket
+            base = os.path.abspath(self.mktemp())
+            os.makedirs(base)
+            afile = os.path.join(base, "afile")
+            with open(afile, "w"):
+                pass
+            taken = socket.socket()
+            self.addCleanup(taken.close)
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            busy = "tcp:%d:interface=127.0.0.1" % (taken.getsockname()[1],)
+            for dataDir, text, port, why in [
+                    (afile, "", "tcp:0", "sql_connection: cannot create the directory of"),
+                    (os.path.join(base, "d1"), "filesystem_store_datadir = %s\n" % (afile,),
+                     "tcp:0", "filesystem_store_datadir: cannot write in"),
+                    (os.path.join(base, "d2"), "access_log = /proc/nowhere.log\n", "tcp:0",
+                     "access_log: cannot open /proc/nowhere.log"),
+                    (os.path.join(base, "d3"), "", busy, "--port: cannot listen on")]:
+                out, err, code = await getProcessOutputAndValue(
+                    TWISTD, ["-n", "--pidfile=", "glance", "--port", port,
+                             "--data-dir", dataDir, "--config", self.conf("[DEFAULT]\n" + text)],
+                    env=dict(os.environ))
+                self.assertNotEqual(code, 0)
+                output = (out + err).decode()
+                self.assertNotIn("Traceback", output)
+                self.assertEqual([l for l in output.splitlines() if why in l],
+                                 ["twistd glance: " + output.split("twistd glance: ")[-1].strip()],
+                                 output)
+        return ensureDeferred(go())
+
     def test_hangUpKeepsServing(self):
         """
         SIGHUP is answered with one line, and the server goes on serving:

@@ -26,6 +26,7 @@ from zope.interface import implementer
 from glancetx.asyncutil import firstOf, fromCoroutine
 from glancetx.budget import BudgetShare, SharedBudget, fixedShare
 from glancetx.drain import Drain
+from glancetx.errors import ConfigError
 from glancetx.store.appendfile import EARLY_FLUSH, AppendFile, discard, removeIfAbandoned
 from glancetx.store.interface import (
     BadLocation,
@@ -274,8 +275,18 @@ class FilesystemStore:
         Create the directory (start-up time, before the reactor runs), and
         remove temporary files a crashed process left behind.
         """
-        os.makedirs(self.directory, exist_ok=True)
-        for entry in os.listdir(self.directory):
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            # Glance's store refused a directory it cannot write to at
+            # start, as this does; every upload would otherwise get a 503.
+            probe = os.path.join(self.directory, ".glancetx-probe-" + uuid.uuid4().hex)
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.unlink(probe)
+            entries = os.listdir(self.directory)
+        except OSError as e:
+            raise ConfigError("filesystem_store_datadir: cannot write in %s: %s"
+                              % (self.directory, e.strerror))
+        for entry in entries:
             if ".part-" in entry:
                 # Not one another process sharing the directory still writes.
                 removeIfAbandoned(os.path.join(self.directory, entry))
