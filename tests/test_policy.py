@@ -194,6 +194,19 @@ class NamedRuleTests(TestCase):
         self.assertFalse(policy.enforce("r", {}, {"roles": []}))
         self.assertTrue(policy.enforce("r", {}, {"roles": ["x"]}))
 
+    def test_referenceToUndefinedRuleIsLogged(self):
+        """
+        A rule that names no rule says so once, at load time: a misspelt
+        name in C{default} refused every request with a 403, and nothing
+        said why.
+        """
+        from twisted.logger import capturedLogs
+        with capturedLogs() as events:
+            rulesPolicy(default="rule:nosuch")
+        self.assertEqual([e["log_format"].format(**e) for e in events],
+                         ["policy rule 'default' refers to rule 'nosuch', which is not"
+                          " defined: that part of it never allows"])
+
     def test_unknownNameFallsToDefault(self):
         policy = rulesPolicy(default="role:admin")
         self.assertFalse(policy.enforce("get_image", {}, {"roles": ["member"]}))
