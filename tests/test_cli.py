@@ -310,6 +310,33 @@ class CLITests(TestCase):
         self.assertEqual(self.storedImageFiles(), [shown["id"]])
 
     @async_test
+    async def test_copyFromIPv6Origin(self):
+        """
+        C{image-create --copy-from http://[::1]:PORT/...}: the client
+        percent-encodes the brackets (%5B, %5D), which the server puts
+        back; it answered "not an http location".
+        """
+        from twisted.web.server import Site
+        from twisted.web.static import Data
+        data = os.urandom(300 * 1024)
+        image = Data(data, "application/octet-stream")
+        image.isLeaf = True
+        origin = reactor.listenTCP(0, Site(image), interface="::1")
+        self.addCleanup(origin.stopListening)
+        await self.server.stop()
+        self.server = await GlanceServer(self, {"copy_from_allowed_networks": "::1/128"}).start()
+        shown = await self.show(
+            "image-create", "--name", "v6", "--disk-format", "raw", "--container-format",
+            "bare", "--copy-from", "http://[::1]:%d/img" % (origin.getHost().port,))
+        for _ in range(100):
+            meta = await self.head(shown["id"])
+            if meta["x-image-meta-status"] != "queued" and meta["x-image-meta-status"] != "saving":
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(meta["x-image-meta-status"], "active")
+        self.assertEqual(meta["x-image-meta-checksum"], hashlib.md5(data).hexdigest())
+
+    @async_test
     async def test_createFromStdin(self):
         """
         Data piped into C{image-create} (its size unknown to the client, so

@@ -46,6 +46,22 @@ class ChangesFromHeadersTests(TestCase):
         c = h.changesFromHeaders(hdrs([("x-image-meta-location", "no-scheme/X")]))
         self.assertEqual(c.location, "no-scheme/X")
 
+    def test_ipv6BracketsAsGlanceclientSendsThem(self):
+        """
+        python-glanceclient percent-encodes a location's brackets
+        (C{http://%5B::1%5D:8080/x}), which no host name holds: they are
+        put back, so C{--copy-from http://[::1]:8080/x} works.  Elsewhere
+        in the URL an encoding is kept as given.
+        """
+        for given, kept in [("http://%5B::1%5D:8080/img%5B1%5D", "http://[::1]:8080/img%5B1%5D"),
+                            ("http://u:p@%5b2001:db8::1%5d/x", "http://u:p@[2001:db8::1]/x"),
+                            ("HTTP://%5B::1%5D", "http://[::1]"),
+                            ("http://h%5B/x", "http://h%5B/x")]:
+            c = h.changesFromHeaders(hdrs([("x-glance-api-copy-from", given)]))
+            self.assertEqual(c.copy_from, kept)
+            c = h.changesFromHeaders(hdrs([("x-image-meta-location", given)]))
+            self.assertEqual(c.location, kept)
+
     def test_propertyKeysAsGlanceReadThem(self):
         """
         A property key is lower-cased and its hyphens become underscores, as

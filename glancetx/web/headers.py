@@ -163,9 +163,22 @@ def _lowerScheme(url: str) -> str:
     """
     A URL's scheme is case-insensitive (RFC 3986 3.1); the stores know
     theirs in lower case, as they write them.
+
+    python-glanceclient 2.x percent-encodes every header but for C{/} and
+    C{:}, so an IPv6 address's brackets arrive as C{%5B} and C{%5D}.
+    Those are put back in the host: no host name holds either, and there
+    they are no URL at all.
     """
     scheme, sep, rest = url.partition("://")
-    return scheme.lower() + sep + rest if sep else url
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if host[:3].upper() == "%5B" and "%5D" in host.upper():
+        end = host.upper().index("%5D")
+        host = "[" + host[3:end] + "]" + host[end + 3:]
+        authority = userinfo + at + host
+    return scheme.lower() + sep + authority + slash + path
 
 
 def _render(value: Any) -> Any:
