@@ -21,11 +21,15 @@ MAX_AGE_DAYS = 100000
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="glancetx-manage")
-    parser.add_argument("--config", help="Glance-style INI file")
-    parser.add_argument("--data-dir", default="glance-data")
+    # --config and --data-dir before or after "db ACTION", as the usage
+    # line above gives them.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="Glance-style INI file",
+                        default=argparse.SUPPRESS)
+    common.add_argument("--data-dir", default=argparse.SUPPRESS)
+    parser = argparse.ArgumentParser(prog="glancetx-manage", parents=[common])
     sub = parser.add_subparsers(dest="group", required=True)
-    db = sub.add_parser("db", help="registry schema")
+    db = sub.add_parser("db", help="registry schema", parents=[common])
     db.add_argument("action", choices=["sync", "version", "purge"])
     # Glance's spellings too: glance-manage db purge --age_in_days --max_rows.
     db.add_argument("--age-in-days", "--age_in_days", dest="age", type=int, default=30,
@@ -33,6 +37,8 @@ def main(argv=None) -> int:
     db.add_argument("--max-rows", "--max_rows", dest="maxRows", type=int, default=100,
                     help="purge: at most this many images (100), -1 for all")
     args = parser.parse_args(argv)
+    args.config = getattr(args, "config", None)
+    args.data_dir = getattr(args, "data_dir", "glance-data")
     if args.action == "purge" and (args.age < 0 or args.maxRows == 0 or args.maxRows < -1):
         parser.error("--age-in-days must be 0 or more, --max-rows 1 or more (or -1)")
     if args.action == "purge" and args.age > MAX_AGE_DAYS:

@@ -117,6 +117,13 @@ class SQLitePurgeTests(PurgeTestsMixin, TestCase):
         self.assertEqual(code, 2)
         self.assertIn("--age-in-days must be at most", err)
         self.assertNotIn("Traceback", err)
+        # --data-dir after the action, as the usage line gives it.
+        done = subprocess.run(
+            [sys.executable, "-m", "glancetx.manage", "db", "purge", "--data-dir", dataDir],
+            capture_output=True, text=True, timeout=120)
+        self.assertEqual((done.returncode, done.stdout.strip()),
+                         (0, "removed 0 images, 0 image properties and 0 image members"
+                             " deleted more than 30 days ago"), done.stderr)
 
 
 class PostgreSQLPurgeTests(PurgeTestsMixin, TestCase):

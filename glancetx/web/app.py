@@ -197,7 +197,8 @@ class GlanceAPI:
     @app.handle_errors(Unreachable)
     def registryUnreachable(self, request, failure):
         self.log.warn("the database failed answering {method} {path}: {code}",
-                      method=request.method, path=request.path, code=failure.value.args[0])
+                      method=request.method.decode("latin-1"),
+                      path=request.path.decode("latin-1"), code=failure.value.args[0])
         return self._error(request, 503, "The image registry is unavailable; try again later.")
 
     @app.handle_errors(CancelledError)
