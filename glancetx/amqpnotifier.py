@@ -31,6 +31,7 @@ who it is never gets the password.
 
 import datetime
 import functools
+import ipaddress
 import json
 import re
 import socket
@@ -115,7 +116,13 @@ def parseTransportURL(url: str, option: str = "transport_url") -> List[Broker]:
         user, _, password = userinfo.partition(":")
         if hostport.startswith("["):
             host, _, rest = hostport[1:].partition("]")
-            port = rest[1:] if rest.startswith(":") else ""
+            if rest and not rest.startswith(":"):
+                raise ConfigError("%s: bad host %r" % (option, hostport))
+            port = rest[1:]
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise ConfigError("%s: bad IPv6 address %r" % (option, host))
         else:
             host, _, port = hostport.partition(":")
         if not host:

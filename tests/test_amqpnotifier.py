@@ -60,7 +60,11 @@ class TransportURLTests(SynchronousTestCase):
                            ("rabbit://h/?sll=1", "unknown URL option 'sll'"),
                            ("rabbit://h/#x", "fragment"), ("rabbit://u:p@/v", "host"),
                            ("rabbit://h:x/v", "bad port"), ("rabbit://h:0/v", "bad port"),
-                           ("rabbit://h:70000/v", "bad port")]:
+                           ("rabbit://h:70000/v", "bad port"),
+                           # The port after a bracketed host was dropped for
+                           # 5672; a second host's address went unchecked.
+                           ("rabbit://g:g@[::1]x:45172/a", "bad host"),
+                           ("rabbit://a@[::1]:5674,b@[zz::1]:1/v", "bad IPv6 address")]:
             e = self.assertRaises(ConfigError, parseTransportURL, url)
             self.assertIn(words, str(e), url)
             self.assertTrue(str(e).startswith("transport_url: "), str(e))

@@ -175,6 +175,8 @@ class ConfigTests(SynchronousTestCase):
     def test_bad(self):
         self.assertConfigError("s3_store_host", s3_store_host="ftp://h")
         self.assertConfigError("s3_store_host", s3_store_host="http://h:port")
+        # urlsplit read it as [::1]:9000.
+        self.assertConfigError("s3_store_host", s3_store_host="http://[::1]x:9000")
         self.assertConfigError("s3_store_host", s3_store_host="http://h/some/path")
         self.assertConfigError("s3_store_host", s3_store_host="http://u:p@h")
         self.assertConfigError("s3_store_bucket", s3_store_bucket="a/b")

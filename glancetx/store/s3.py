@@ -176,6 +176,9 @@ def _checkNetloc(netloc: str, error: type) -> None:
         raise error("bad host or port")
     if not parts.hostname or "@" in netloc:
         raise error("bad host")
+    if netloc.startswith("[") and not re.match(r"\[[^\]]*\](:\d*)?\Z", netloc):
+        # urlsplit reads "[::1]x:9000" as host ::1, port 9000.
+        raise error("bad host or port")
 
 
 def _isAddressOrLocal(hostname: str) -> bool:
