@@ -609,6 +609,33 @@ class APITests(APITestsMixin, TestCase):
         self.assertNotIn("Traceback", self.glance.log())
 
     @async_test
+    async def test_shutdownMidDownloadSaysSo(self):
+        """
+        A download the server cuts short because it is stopping says so in
+        one line ("the server is shutting down"); it was logged as a
+        warning that it "broke off: Stopped()", as if the store had failed.
+        """
+        await self.server()
+        from twisted.internet.protocol import ClientCreator, Protocol
+        from twisted.internet.task import deferLater
+        image = await self.create(os.urandom(64 * 1024 * 1024))
+
+        class Stalled(Protocol):
+            def dataReceived(self, data):
+                self.transport.pauseProducing()
+
+        proto = await ClientCreator(reactor, Stalled).connectTCP("127.0.0.1", self.glance.port)
+        proto.transport.write(b"GET /v1/images/%s HTTP/1.1\r\nHost: x\r\n\r\n"
+                              % (image["id"].encode(),))
+        await deferLater(reactor, 0.5, lambda: None)
+        await self.glance.stop()
+        proto.transport.abortConnection()
+        log = self.glance.log()
+        self.assertIn("download of %s cut short: the server is shutting down" % (image["id"],),
+                      log)
+        self.assertNotIn("broke off", log)
+
+    @async_test
     async def test_shutdownMidUploadKills(self):
         """
         A server told to stop (SIGTERM) while an upload streams in drops

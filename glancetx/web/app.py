@@ -23,7 +23,7 @@ from glancetx.asyncutil import shield
 from glancetx.auth import NoAuth
 from glancetx.registry.registry import ListQuery, Unreachable
 from glancetx.web import headers as hdrs
-from glancetx.web.sendfile import sendfileFile
+from glancetx.web.sendfile import Stopped, sendfileFile
 
 #: Routes whose request bodies are image bytes, streamed (see streaming.py).
 UPLOAD_ENDPOINTS = frozenset({"createImage", "updateImage"})
@@ -311,8 +311,12 @@ class GlanceAPI:
                     request.transport.abortConnection()
                 raise CancelledError()
             # The store ended early: never pass a short body off as whole.
-            self.log.warn("download of {image_id} broke off: {error}",
-                          image_id=imageId, error=repr(e))
+            if isinstance(e, Stopped):
+                self.log.info("download of {image_id} cut short: {why}",
+                              image_id=imageId, why=e)
+            else:
+                self.log.warn("download of {image_id} broke off: {error}",
+                              image_id=imageId, error=repr(e))
             request.channel.persistent = False
             request.transport.abortConnection()
             raise CancelledError()

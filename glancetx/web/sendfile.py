@@ -88,7 +88,7 @@ def _sendAll(sockfd: int, source, size: int, stop: threading.Event,
             try:
                 while offset < size:
                     if stop.is_set():
-                        raise Stopped()
+                        raise Stopped("the server is shutting down")
                     try:
                         n = os.sendfile(sockfd, infd, offset, min(size - offset, SEND_SIZE))
                     except BlockingIOError:
