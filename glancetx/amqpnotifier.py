@@ -45,6 +45,7 @@ from twisted.application import service
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.task import deferLater
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -287,8 +288,10 @@ class _HostsInTurn:
         d = endpoint.connect(factory)
 
         def failed(reason):
-            self.log.warn("notifications: cannot reach the broker at {broker}: {error}",
-                          broker=str(broker), error=_describe(reason.value))
+            if not reason.check(CancelledError, ConnectingCancelledError):
+                # (Not the attempt the shutdown cancels.)
+                self.log.warn("notifications: cannot reach the broker at {broker}: {error}",
+                              broker=str(broker), error=_describe(reason.value))
             return reason
 
         return d.addErrback(failed)

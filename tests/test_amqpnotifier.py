@@ -15,6 +15,7 @@ import urllib.parse
 
 from twisted.internet import reactor
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
@@ -335,6 +336,29 @@ class QueueTests(SynchronousTestCase):
         self.assertEqual(n.pending, 0)
         self.assertTrue([e for e in events if e.get("log_failure") is not None])
         self.flushLoggedErrors(TypeError)
+
+
+class CancelledConnectTests(SynchronousTestCase):
+    def test_shutdownsCancelIsNotAFailure(self):
+        """
+        The connection attempt the shutdown cancels is not logged as a
+        broker that cannot be reached (ConnectingCancelledError) at every
+        stop (a refused one still is: RefusalBackoffTests).
+        """
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        clock = MemoryReactorClock()
+        notifier = AMQPNotifier(clock, [Broker("127.0.0.1", 5672, "u", "p", "/")])
+        d = notifier._endpoint._connect(Factory.forProtocol(Protocol))
+        failures = []
+        d.addErrback(failures.append)
+        d.cancel()
+        from twisted.internet.defer import CancelledError
+        from twisted.internet.error import ConnectingCancelledError
+        self.assertTrue(failures[0].check(ConnectingCancelledError, CancelledError), failures)
+        self.assertEqual([e for e in self.events if "cannot reach" in e.get("log_format", "")],
+                         [])
 
 
 class RefusalBackoffTests(SynchronousTestCase):
