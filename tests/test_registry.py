@@ -986,3 +986,35 @@ class ImageRecordOrderTests(TestCase):
         names = [a.name for a in attr.fields(ImageRecord)]
         self.assertEqual(names, list(IMAGE_FIELDS) + ["properties"])
         self.assertEqual([c.name for c in _LIST_COLUMNS], list(IMAGE_FIELDS))
+
+
+class ErrorCodeTests(TestCase):
+    def test_whatIsLogged(self):
+        """
+        A statement's error is logged by its code only (its text may quote
+        a location); one that has no code (a database that is gone, a
+        connection refused) by its driver's first line, which said why:
+        the log said only "OperationalError".
+        """
+        import sqlite3
+
+        from sqlalchemy.exc import DBAPIError
+
+        from glancetx.registry.registry import _code
+
+        class PGError(Exception):
+            pgcode = "23502"
+
+        def wrapped(orig):
+            return DBAPIError("UPDATE images SET location=?", {}, orig)
+
+        self.assertEqual(_code(wrapped(PGError('Failing row contains (http://u:SEKRIT@h)'))),
+                         "23502")
+        self.assertEqual(_code(wrapped(Exception(1205, "Lock wait timeout exceeded"))), 1205)
+        self.assertEqual(_code(wrapped(sqlite3.OperationalError("database is locked"))),
+                         "OperationalError: database is locked")
+        gone = Exception('connection to server at "127.0.0.1", port 5432 failed: FATAL:  '
+                         'database "glance" does not exist\n')
+        self.assertEqual(_code(wrapped(gone)),
+                         'Exception: connection to server at "127.0.0.1", port 5432 failed:'
+                         ' FATAL:  database "glance" does not exist')

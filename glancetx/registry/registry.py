@@ -398,7 +398,12 @@ TRANSACTION_ATTEMPTS = 5
 
 def _code(error: DBAPIError) -> Any:
     """
-    A database error's code, which is all of it that is logged.
+    A database error's code, which is all of it that is logged: the
+    server's own text may quote a statement's values (PostgreSQL's
+    "Failing row contains", with a location's credentials).  An error
+    with no code did not come from a statement (a connection refused or
+    lost, a database that is gone, SQLite's "database is locked"), and
+    its driver's first line says why.
     """
     pgcode = getattr(error.orig, "pgcode", None)
     if pgcode:
@@ -406,7 +411,9 @@ def _code(error: DBAPIError) -> Any:
     args = getattr(error.orig, "args", ())
     if args and isinstance(args[0], int):
         return args[0]
-    return type(error.orig).__name__
+    lines = str(error.orig).strip().splitlines()
+    name = type(error.orig).__name__
+    return "%s: %s" % (name, lines[0][:200]) if lines else name
 
 
 #: The codes of a lock wait that ran out (PostgreSQL's lock_timeout,
