@@ -249,6 +249,10 @@ def build(port: str, dataDir: str, options: Mapping[str, str]) -> Config:
         elif name not in _PASSED_ON:
             raise ConfigError("%s: unknown option" % (name,))
     dataDir = os.path.abspath(dataDir)
+    if values.get("filesystem_store_datadir") == "":
+        # Not the default: the store would write into whatever directory
+        # the server was started in.
+        raise ConfigError("filesystem_store_datadir: must not be empty")
     values.setdefault("filesystem_store_datadir", os.path.join(dataDir, "images"))
     values.setdefault("sql_connection",
                       "sqlite:///" + os.path.join(dataDir, "glance.sqlite"))

@@ -165,7 +165,9 @@ class ConfigTests(TestCase):
         for name, value in [("image_size_cap", "big"), ("image_size_cap", "0"),
                             ("default_store", "tape"), ("disk_formats", "raw,floppy"),
                             ("delayed_delete", "perhaps"), ("disk_formats", ""),
-                            ("limit_param_default", "5000"), ("upload_lease_seconds", "2")]:
+                            ("limit_param_default", "5000"), ("upload_lease_seconds", "2"),
+                            # It wrote images into the start's working directory.
+                            ("filesystem_store_datadir", " ")]:
             e = self.assertRaises(ConfigError, config.build, "tcp:1", "d", {name: value})
             self.assertTrue(str(e).startswith(name + ":"), str(e))
             self.assertNotIn("\n", str(e))
