@@ -258,6 +258,10 @@ class _HostsInTurn:
         self._next = 0
         self.current: Optional[Broker] = None
 
+    def __repr__(self) -> str:
+        # ClientService names its endpoint in its "Scheduling retry" lines.
+        return "the broker at %s" % (", ".join(str(b) for b in self._brokers),)
+
     def connect(self, factory) -> Deferred:
         if not self.refusals:
             d = self._connect(factory)

@@ -55,6 +55,10 @@ class TransportURLTests(SynchronousTestCase):
         broker = parseTransportURL("rabbit://u:topsecret@h/v")[0]
         self.assertNotIn("topsecret", repr(broker))
         self.assertNotIn("topsecret", str(broker))
+        # ClientService's retry lines name the endpoint by its repr.
+        notifier = AMQPNotifier(MemoryReactorClock(), parseTransportURL(
+            "rabbit://u:topsecret@h,v:p2@[::1]:5673/v"))
+        self.assertEqual(repr(notifier._endpoint), "the broker at h:5672, [::1]:5673")
 
     def test_refused(self):
         for url, words in [("amqp://h/", "only rabbit://"), ("kafka://h", "only rabbit://"),
