@@ -70,15 +70,23 @@ class LocationTests(SynchronousTestCase):
     def test_roundTrip(self):
         loc = S3Location(True, "s3.example.com", "test:tester", SECRET, "images", "a/b/c")
         uri = loc.uri()
-        self.assertTrue(uri.startswith("s3://test%3Atester:"))
+        self.assertTrue(uri.startswith("s3+https://test%3Atester:"))
         self.assertEqual(parseLocation(uri), loc)
 
-    def test_plainHttpScheme(self):
+    def test_schemesAsGlanceReadThem(self):
+        """
+        Glance's s3 store connected securely only for C{s3+https}; it wrote
+        C{s3} for a host configured without a scheme or with http://.  So
+        C{s3://} is plain HTTP, and an image in a database Glance wrote is
+        read as Glance read it (C{s3://} was read over HTTPS, which an
+        HTTP-only endpoint, such as a Ceph gateway on :7480, refused).
+        """
         loc = S3Location(False, "127.0.0.1:5055", "ak", "sk", "images", "id")
-        self.assertEqual(loc.uri(), "s3+http://ak:sk@127.0.0.1:5055/images/id")
+        self.assertEqual(loc.uri(), "s3://ak:sk@127.0.0.1:5055/images/id")
         self.assertFalse(parseLocation(loc.uri()).secure)
         self.assertTrue(parseLocation("s3+https://ak:sk@h/b/k").secure)
-        self.assertTrue(parseLocation("s3://ak:sk@h/b/k").secure)
+        self.assertFalse(parseLocation("s3://ak:sk@h/b/k").secure)
+        self.assertFalse(parseLocation("s3+http://ak:sk@h/b/k").secure)
 
     def test_keyWithSlashes(self):
         loc = parseLocation("s3://ak:sk@host:9000/bucket/dir/sub/obj")
@@ -135,7 +143,8 @@ class ConfigTests(SynchronousTestCase):
             reactor,
             None,
         )
-        self.assertTrue(store.secure)
+        # As Glance's store: a host without a scheme is plain HTTP.
+        self.assertFalse(store.secure)
         self.assertEqual(store.host, "s3.amazonaws.com")
         self.assertEqual(store.region, "us-east-1")
         self.assertEqual(store.largeObjectSize, 100 * MiB)
@@ -190,11 +199,11 @@ class ConfigTests(SynchronousTestCase):
         self.assertConfigError("s3_store_max_parts_in_flight", s3_store_max_parts_in_flight="0")
 
     def test_urlFormat(self):
-        loc = parseLocation("s3://a:b@s3.amazonaws.com/images/id-1")
+        loc = parseLocation("s3+https://a:b@s3.amazonaws.com/images/id-1")
         self.assertEqual(_store()._url(loc), "https://images.s3.amazonaws.com/id-1")
         self.assertEqual(_store(s3_store_bucket_url_format="path")._url(loc),
                          "https://s3.amazonaws.com/images/id-1")
-        odd = parseLocation("s3://a:b@s3.amazonaws.com/my.images/id-1")
+        odd = parseLocation("s3+https://a:b@s3.amazonaws.com/my.images/id-1")
         self.assertEqual(_store()._url(odd), "https://s3.amazonaws.com/my.images/id-1")
         local = parseLocation("s3+http://a:b@127.0.0.1:5055/images/x y")
         self.assertEqual(_store()._url(local), "http://127.0.0.1:5055/images/x%20y")
@@ -583,7 +592,8 @@ class _RealS3Mixin(StoreContractMixin):
             for data in (os.urandom(100000), os.urandom(self.largeSize)):
                 image = self.imageId()
                 stored = await store.add(image, BytesBody(reactor, data))
-                self.assertTrue(stored.location.startswith("s3+http://"))
+                # Glance's name for an object on an http:// endpoint.
+                self.assertTrue(stored.location.startswith("s3://"))
                 self.assertTrue(stored.location.endswith("/%s/%s" % (self.bucket, image)))
                 got = self.s3.get_object(Bucket=self.bucket, Key=image)["Body"].read()
                 self.assertEqual(hashlib.md5(got).digest(), hashlib.md5(data).digest())

@@ -20,8 +20,9 @@ Two ways in:
     unknown length that turns out small is sent as one plain PUT.  On any
     failure the multipart upload is aborted before the failure is passed on.
 
-Locations are Glance's: C{s3://ACCESS:SECRET@host[:port]/bucket/key}, or
-C{s3+http://...} for a plain-HTTP endpoint.  The credentials are quoted
+Locations are Glance's: C{s3://ACCESS:SECRET@host[:port]/bucket/key} for a
+plain-HTTP endpoint (C{s3+http://} is read the same), C{s3+https://...} for
+HTTPS, as Glance's s3 store read them.  The credentials are quoted
 (C{%3A} for a C{:} in an access key such as Swift's C{account:user}).
 """
 
@@ -79,7 +80,11 @@ CONTROL_TIMEOUT = 60.0
 #: Largest write handed to a transport when sending a buffered part.
 _WRITE_SIZE = 256 * 1024
 
-_SCHEMES = {"s3": True, "s3+https": True, "s3+http": False}
+#: Whether a location's scheme means HTTPS, as Glance's s3 store read
+#: them: its connection was secure only for C{s3+https} (it wrote C{s3}
+#: for a host configured without a scheme, or with http://), so an image
+#: in a database Glance wrote is read the way Glance read it.
+_SCHEMES = {"s3": False, "s3+https": True, "s3+http": False}
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -115,7 +120,7 @@ class S3Location:
 
     def uri(self) -> str:
         return "%s://%s:%s@%s/%s/%s" % (
-            "s3" if self.secure else "s3+http",
+            "s3+https" if self.secure else "s3",
             quote(self.accessKey, safe=""),
             quote(self.secretKey, safe=""),
             self.host,
@@ -775,7 +780,8 @@ class S3Store(RetriedCleanups):
             if scheme not in ("http", "https"):
                 raise ConfigError("s3_store_host: scheme must be http or https")
         else:
-            scheme, netloc = "https", rawHost
+            # As Glance's store: a host without a scheme is plain HTTP.
+            scheme, netloc = "http", rawHost
         netloc, _, path = netloc.partition("/")
         if path.strip("/"):
             raise ConfigError("s3_store_host: a path is not supported, give host[:port]")
