@@ -231,6 +231,9 @@ def readINI(path: str) -> Dict[str, str]:
             if defaults.get(key) == value:
                 continue  # [DEFAULT]'s, which every section shows
             if key in names:
+                if names[key] == "sql_connection" and not value.strip():
+                    # It would win over [DEFAULT]'s, and be blamed on it.
+                    raise ConfigError("[%s] %s: must not be empty" % (section, key))
                 options[names[key]] = value
             elif section in _STRICT_SECTIONS:
                 raise ConfigError("[%s] %s: unknown option" % (section, key))
@@ -249,6 +252,8 @@ def build(port: str, dataDir: str, options: Mapping[str, str]) -> Config:
         elif name not in _PASSED_ON:
             raise ConfigError("%s: unknown option" % (name,))
     dataDir = os.path.abspath(dataDir)
+    if os.path.exists(dataDir) and not os.path.isdir(dataDir):
+        raise ConfigError("--data-dir: %s is not a directory" % (dataDir,))
     if values.get("filesystem_store_datadir") == "":
         # Not the default: the store would write into whatever directory
         # the server was started in.

@@ -170,7 +170,8 @@ def checkCanListen(description: str) -> None:
 def listensBeyondLoopback(description: str) -> bool:
     """
     Does C{description} listen on an address other hosts may reach?  A
-    UNIX socket does not; a TCP one does unless its interface is loopback.
+    TCP one does unless its interface is loopback; for other kinds (a UNIX
+    socket, one systemd passes) this says no.
     """
     import ipaddress
 
@@ -180,7 +181,9 @@ def listensBeyondLoopback(description: str) -> bool:
     else:
         kind = description.split(":", 1)[0]
         if kind not in ("tcp", "tcp6", "ssl"):
-            return kind != "unix"
+            # A UNIX socket; or a socket systemd made, whose address is
+            # not in the description: not said, rather than said wrongly.
+            return False
         interface = ""
         for part in description.replace("\\:", "\x00").split(":")[1:]:
             if part.startswith("interface="):
@@ -188,9 +191,11 @@ def listensBeyondLoopback(description: str) -> bool:
     if interface == "localhost":
         return False
     try:
-        return not ipaddress.ip_address(interface).is_loopback
+        address = ipaddress.ip_address(interface)
     except ValueError:
         return True
+    mapped = getattr(address, "ipv4_mapped", None)
+    return not (address.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 def listeningService(description: str, factory, reactor) -> service.IService:

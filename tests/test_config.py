@@ -91,6 +91,23 @@ class ConfigTests(TestCase):
         c = config.build("tcp:1", "d", config.readINI(path))
         self.assertEqual(c.sql_connection, "postgresql://g@db/glance")
 
+    def test_emptyDatabaseSection(self):
+        """
+        An empty C{[database] connection} is named as such (it won over
+        C{sql_connection}, and the error blamed that).
+        """
+        path = self.ini("[DEFAULT]\nsql_connection = sqlite:////tmp/x.sqlite\n"
+                        "[database]\nconnection =\n")
+        e = self.assertRaises(ConfigError, config.readINI, path)
+        self.assertEqual(str(e), "[database] connection: must not be empty")
+
+    def test_dataDirNotADirectory(self):
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w"):
+            pass
+        e = self.assertRaises(ConfigError, config.build, "tcp:1", path, {})
+        self.assertEqual(str(e), "--data-dir: %s is not a directory" % (path,))
+
     def test_badDatabaseURL(self):
         """
         A database URL that cannot be used is one line that names the

@@ -113,7 +113,9 @@ class TwistdTests(TestCase):
             taken.listen()
             busy = "tcp:%d:interface=127.0.0.1" % (taken.getsockname()[1],)
             for dataDir, text, port, why in [
-                    (afile, "", "tcp:0", "sql_connection: cannot create the directory of"),
+                    (afile, "", "tcp:0", "--data-dir: %s is not a directory" % (afile,)),
+                    (os.path.join(afile, "sub"), "", "tcp:0",
+                     "sql_connection: cannot create the directory of"),
                     (os.path.join(base, "d1"), "filesystem_store_datadir = %s\n" % (afile,),
                      "tcp:0", "filesystem_store_datadir: cannot write in"),
                     (os.path.join(base, "d2"), "access_log = /proc/nowhere.log\n", "tcp:0",
