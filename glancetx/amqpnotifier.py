@@ -623,11 +623,17 @@ def _connectionClass():
                     broker=str(self._notifier._endpoint.current),
                     error=_describe(lost.value))
             else:
+                error = reason.value
+                if error.args and all(isinstance(a, int) for a in error.args):
+                    # pika's AMQPConnectionError(1): its count of attempts,
+                    # all it says of a broker that closed the connection.
+                    why = "the broker closed the connection"
+                else:
+                    why = _describe(error)
                 self._notifier.log.warn(
                     "notifications: the AMQP handshake with the broker at {broker} failed"
                     " (user, password and virtual host right?): {error}",
-                    broker=str(self._notifier._endpoint.current),
-                    error=_describe(reason.value))
+                    broker=str(self._notifier._endpoint.current), error=why)
             self._refused(reason)
 
         def _opened(self, channel) -> None:

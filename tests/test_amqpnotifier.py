@@ -756,6 +756,9 @@ class RabbitMQTests(APITestsMixin, TestCase):
 
         self.assertTrue(await eventually(triedAgain, 20, 0.2))
         self.checkLog("wrong-pw")
+        # Not pika's "AMQPConnectionError: 1", its count of attempts.
+        self.assertIn("virtual host right?): the broker closed the connection",
+                      self.glance.log())
 
     async def glanceBehindTLS(self, query: str, requireClient: bool = False, **options):
         """
