@@ -18,6 +18,7 @@ from twisted.web import server
 from twisted.logger import Logger
 
 from glancetx.amqpnotifier import fromConfig as notifiersFromConfig
+from glancetx.auth import NoAuth
 from glancetx.budget import SharedBudget
 from glancetx.config import Config
 from glancetx.errors import ConfigError
@@ -394,7 +395,6 @@ def buildService(config: Config, reactor=None):
     site = GlanceSite(api, reactor, config.access_log)
     UploadsService(images).setServiceParent(top)
     checkCanListen(config.port)
-    from glancetx.auth import NoAuth
     if isinstance(auth, NoAuth) and listensBeyondLoopback(config.port):
         log.warn("auth_strategy is noauth and the API listens beyond loopback ({port}):"
                  " every caller who can reach it is an admin", port=config.port)
