@@ -17,7 +17,7 @@ class _S3CLIMixin:
     urlVariable: str
 
     async def _startServer(self):
-        url = _serverURL(self, self.urlVariable)
+        url = self.server_s3_url = _serverURL(self, self.urlVariable)
         self.s3 = _boto3(url, USER, KEY)
         self.bucket = "glancetx-cli-" + uuid.uuid4().hex[:16]
         self.s3.create_bucket(Bucket=self.bucket)
@@ -33,6 +33,39 @@ class _S3CLIMixin:
         # Blocking, in a test only: the server under test is another process.
         listing = self.s3.list_objects_v2(Bucket=self.bucket)
         return sorted(o["Key"] for o in listing.get("Contents", []))
+
+    @test_cli.async_test
+    async def test_locationWithCredentials(self):
+        """
+        C{image-create --location s3+http://AK:SK@host/bucket/object} and
+        C{--copy-from} the same: the client percent-encodes the C{@} (and
+        the C{%3A} in Swift's C{account:user}), and the server reads the
+        location as the user typed it.  It was refused as not naming the
+        configured store.
+        """
+        import hashlib
+        import os
+        from urllib.parse import quote
+        data = os.urandom(100000)
+        # Blocking, in a test only.
+        self.s3.put_object(Bucket=self.bucket, Key="outside", Body=data)
+        host = self.server_s3_url.partition("://")[2]
+        location = "s3+http://%s:%s@%s/%s/outside" % (
+            quote(USER, safe=""), quote(KEY, safe=""), host, self.bucket)
+        shown = await self.show("image-create", "--name", "registered", "--disk-format", "raw",
+                                "--container-format", "bare", "--location", location)
+        self.assertEqual((shown["status"], shown["size"]), ("active", str(len(data))))
+        shown = await self.show("image-create", "--name", "copied", "--disk-format", "raw",
+                                "--container-format", "bare", "--copy-from", location)
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+        for _ in range(100):
+            meta = await self.head(shown["id"])
+            if meta["x-image-meta-status"] not in ("queued", "saving"):
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(meta["x-image-meta-status"], "active")
+        self.assertEqual(meta["x-image-meta-checksum"], hashlib.md5(data).hexdigest())
 
 
 class MotoS3CLITests(_S3CLIMixin, test_cli.CLITests):

@@ -50,10 +50,11 @@ class ChangesFromHeadersTests(TestCase):
         """
         python-glanceclient percent-encodes a location's brackets
         (C{http://%5B::1%5D:8080/x}), which no host name holds: they are
-        put back, so C{--copy-from http://[::1]:8080/x} works.  Elsewhere
-        in the URL an encoding is kept as given.
+        put back, so C{--copy-from http://[::1]:8080/x} works, and the
+        user's own encodings come back as typed.
         """
-        for given, kept in [("http://%5B::1%5D:8080/img%5B1%5D", "http://[::1]:8080/img%5B1%5D"),
+        for given, kept in [("http://%5B::1%5D:8080/img%255B1%255D",
+                             "http://[::1]:8080/img%5B1%5D"),
                             ("http://u:p@%5b2001:db8::1%5d/x", "http://u:p@[2001:db8::1]/x"),
                             ("HTTP://%5B::1%5D", "http://[::1]"),
                             ("http://h%5B/x", "http://h%5B/x")]:
@@ -61,6 +62,29 @@ class ChangesFromHeadersTests(TestCase):
             self.assertEqual(c.copy_from, kept)
             c = h.changesFromHeaders(hdrs([("x-image-meta-location", given)]))
             self.assertEqual(c.location, kept)
+
+    def test_credentialsAsGlanceclientSendsThem(self):
+        """
+        python-glanceclient percent-encodes a location's C{@} (and every
+        C{%} in it): an authority with C{%40} and no C{@} is undone once,
+        whole, so C{--location s3://AK:SK@host/b/o} names the store it
+        names (it was refused as not naming the configured store).  The
+        user's own encodings come back as they typed them.
+        """
+        for given, kept in [
+                ("s3://AK:SK%40127.0.0.1:9000/glance/o", "s3://AK:SK@127.0.0.1:9000/glance/o"),
+                ("s3://AK:pa%2540ss%40h/b/o%2520x", "s3://AK:pa%40ss@h/b/o%20x"),
+                ("swift+http://test%253Atester:testing%40127.0.0.1:8080/auth/v1.0/c/o",
+                 "swift+http://test%3Atester:testing@127.0.0.1:8080/auth/v1.0/c/o"),
+                ("http://u:p%40%5B::1%5D:8080/x", "http://u:p@[::1]:8080/x"),
+                ("s3%2Bhttp://AK:SK%40h:9000/b/o", "s3+http://AK:SK@h:9000/b/o"),
+                ("SWIFT%2bHTTPS://u:k%40h/v1/c/o", "swift+https://u:k@h/v1/c/o"),
+                # A real "@": kept as given.
+                ("s3://AK:p%40ss@h/b/o", "s3://AK:p%40ss@h/b/o")]:
+            c = h.changesFromHeaders(hdrs([("x-image-meta-location", given)]))
+            self.assertEqual(c.location, kept)
+            c = h.changesFromHeaders(hdrs([("x-glance-api-copy-from", given)]))
+            self.assertEqual(c.copy_from, kept)
 
     def test_propertyKeysAsGlanceReadThem(self):
         """

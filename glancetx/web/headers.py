@@ -6,6 +6,7 @@ import datetime
 import operator
 import re
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+from urllib.parse import unquote
 
 from glancetx import errors
 from glancetx.images import ImageChanges
@@ -165,14 +166,25 @@ def _lowerScheme(url: str) -> str:
     theirs in lower case, as they write them.
 
     python-glanceclient 2.x percent-encodes every header but for C{/} and
-    C{:}, so an IPv6 address's brackets arrive as C{%5B} and C{%5D}.
-    Those are put back in the host: no host name holds either, and there
-    they are no URL at all.
+    C{:} (Launchpad bug 1766235), so a location's C{@} arrives as C{%40},
+    the C{+} of its scheme as C{%2B} and an IPv6 address's brackets as
+    C{%5B} and C{%5D}.  An authority with
+    a C{%40} and no C{@}, or that opens with C{%5B}, is no URL as sent:
+    it is undone, whole, once (restoring what the user typed, their own
+    percent-encodings included).  Brackets encoded after a real C{@} are
+    put back too.  Anything else is kept as given: a client's C{%3F} in a
+    path may be meant.
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
+    # ... and the "+" of s3+http or swift+https as %2B, which no scheme
+    # holds (RFC 3986 3.1).
+    scheme = scheme.replace("%2B", "+").replace("%2b", "+")
     authority, slash, path = rest.partition("/")
+    upper = authority.upper()
+    if "@" not in authority and ("%40" in upper or upper.startswith("%5B")):
+        return scheme.lower() + sep + unquote(rest)
     userinfo, at, host = authority.rpartition("@")
     if host[:3].upper() == "%5B" and "%5D" in host.upper():
         end = host.upper().index("%5D")
