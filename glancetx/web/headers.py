@@ -147,11 +147,11 @@ def changesFromHeaders(headers: Iterable[Tuple[bytes, Iterable[bytes]]]) -> Imag
             elif field == "store":
                 extra[field] = value
             elif field in ("location", "copy_from"):
-                extra[field] = _lowerScheme(value)
+                extra[field] = _sourceURL(value)
             else:
                 fields[field] = value if value != "" or field == "name" else None
         elif name == "x-glance-api-copy-from":
-            extra["copy_from"] = _lowerScheme(value)
+            extra["copy_from"] = _sourceURL(value)
         elif name == "x-glance-registry-purge-props":
             purge = parseBool(name, value)
     return ImageChanges(fields=fields, properties=properties, store=extra.get("store"),
@@ -160,8 +160,10 @@ def changesFromHeaders(headers: Iterable[Tuple[bytes, Iterable[bytes]]]) -> Imag
                         purge_properties=purge)
 
 
-def _lowerScheme(url: str) -> str:
+def _sourceURL(url: str) -> str:
     """
+    A location or copy-from source as the user wrote it.
+
     A URL's scheme is case-insensitive (RFC 3986 3.1); the stores know
     theirs in lower case, as they write them.
 
