@@ -63,7 +63,11 @@ def main(argv=None) -> int:
                   " more than %d days ago" % (removed["images"], removed["image_properties"],
                                               removed["image_members"], args.age))
         else:
-            print(migrate.currentRevision(config.sql_connection))
+            current = migrate.currentRevision(config.sql_connection)
+            if current is None:
+                raise ConfigError("the database has no glancetx schema;"
+                                  " run 'glancetx-manage db sync'")
+            print(current)
     except (ConfigError, CommandError) as e:
         print("glancetx-manage: %s" % (str(e).strip().splitlines() or ["failed"])[0],
               file=sys.stderr)

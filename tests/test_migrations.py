@@ -156,6 +156,21 @@ class ManageCommandTests(TestCase):
         code, out, err = self.manage("--data-dir", dataDir, "db", "version")
         self.assertEqual((code, out.strip()), (0, HEAD_REVISION), err)
 
+    def test_versionOfAnEmptyDatabase(self):
+        """
+        A database that exists but was never synced has no revision to
+        name: version says so in one line and fails, rather than print
+        C{None} as if that were one.
+        """
+        import os
+        import sqlite3
+        dataDir = os.path.abspath(self.mktemp())
+        os.makedirs(dataDir)
+        sqlite3.connect(os.path.join(dataDir, "glance.sqlite")).close()
+        code, out, err = self.manage("--data-dir", dataDir, "db", "version")
+        self.assertEqual((code, out, err.count("\n")), (1, "", 1), err)
+        self.assertIn("the database has no glancetx schema; run 'glancetx-manage db sync'", err)
+
     def test_badConfigOrDatabaseIsOneLine(self):
         """
         A bad option, or a database that cannot be used, is one line that
