@@ -665,17 +665,17 @@ class ImageService:
         try:
             stored = await store.add(image.id, verifying)
         except UploadFailed as e:
-            await self._uploadFailed(image.id, "upload failed: %s" % (e.message,), store)
+            await self._uploadFailed(image.id, "upload failed: %s" % (e.message,), store, e)
             raise errors.errorForCode(e.code, e.message)
         except StoreError as e:
             if await self._uploadFailed(image.id, "store error: %s" % (_plain(e),),
-                                        store) == "killed":
+                                        store, e) == "killed":
                 # A reaper took this process for dead and removed the
                 # parts: that failed the store, and a retry would not help.
                 raise errors.Conflict(_KILLED_DURING_UPLOAD % (image.id,))
             raise errors.Unavailable("Error storing the image data; the store is unavailable.")
         except BaseException as e:
-            await self._uploadFailed(image.id, "unexpected error: %r" % (e,), store)
+            await self._uploadFailed(image.id, "unexpected error: %r" % (e,), store, e)
             raise
         finally:
             share.leave()
@@ -694,17 +694,27 @@ class ImageService:
             # lease ran out while the database could not be reached).
             await self._deleteBytes(stored.location, image.id)
             raise errors.Conflict(_KILLED_DURING_UPLOAD % (image.id,))
+        except reg.Unreachable as e:
+            # The bytes stay: the activation may have committed after all
+            # (see Registry's deadline).  If it did not, the image stays
+            # saving until its upload lease runs out.
+            self.log.warn("image {image_id} was stored but could not be made active ({error});"
+                          " unless it was, a reaper kills it and removes its data once its"
+                          " upload lease runs out", image_id=image.id, error=_plain(e))
+            raise
         self._activated(image, uploaded=True)
         return image
 
-    async def _uploadFailed(self, imageId: str, why: str, store: Any = None) -> Optional[str]:
+    async def _uploadFailed(self, imageId: str, why: str, store: Any = None,
+                            error: Optional[BaseException] = None) -> Optional[str]:
         """
         Kill the image of a failed upload.  Returns the status that kept it
         from being killed here, if one did (C{killed}: by another process).
         """
         # Glance's ERROR notification: the payload is the message.
         self.notifier.notify("image.upload", _redacted("Image %s %s" % (imageId, why)), "ERROR")
-        swept = getattr(store, "sweptAfterFailure", False)
+        swept = (getattr(store, "sweptAfterFailure", False)
+                 or getattr(error, "leftInStore", False))
         reminder = None
         if swept and self.leases is not None:
             # The store removes the parts itself, retrying while it cannot be

@@ -284,6 +284,35 @@ class LifecycleTests(TestCase):
         self.assertFalse(any(f.startswith("image {image_id} killed") for f in said), said)
 
     @async_test
+    async def test_activationTheDatabaseRefusedIsLogged(self):
+        """
+        An upload stored whole whose activation the database refuses (its
+        disk is full) says so in the log, and keeps the bytes for the
+        lease's reaper: the activation may have committed all the same.
+        Nothing was logged, and the image sat saving with no word why.
+        """
+        from twisted.logger import globalLogPublisher
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        real = self.registry.update
+
+        def update(imageId, values, *a, **kw):
+            if values.get("status") == "active":
+                raise Unreachable("database or disk is full")
+            return real(imageId, values, *a, **kw)
+        self.patch(self.registry, "update", update)
+        with self.assertRaises(Unreachable):
+            await self.upload(b"x" * 1000)
+        [image] = await self.registry.list(ListQuery())
+        self.assertEqual(image.status, "saving")
+        self.assertEqual(self.files(), [image.id])
+        said = [e for e in logged if e.get("image_id") == image.id]
+        self.assertEqual([e["log_level"].name for e in said], ["warn"], said)
+        self.assertIn("could not be made active", said[0]["log_format"])
+        self.assertEqual(said[0]["error"], "database or disk is full")
+
+    @async_test
     async def test_unexpectedStoreFailureKills(self):
         """
         Even a failure no store should raise leaves the image killed, with
@@ -668,6 +697,66 @@ class LifecycleTests(TestCase):
         self.assertEqual(await other.killAbandonedUploads(), 0)
         self.assertEqual(len(removals), 2)
         self.assertEqual(other.notifier.errors, [])
+
+    @async_test
+    async def test_partialFileThatCouldNotBeRemovedIsSweptLater(self):
+        """
+        A failed upload whose partial file the disk would not let go (it
+        went read-only under the upload) leaves a reminder as a remote
+        store's does, and a reaper removes the file once the disk takes
+        removals again: it stayed until the server's next start.
+        """
+        from glancetx.store import appendfile
+        now = [datetime.datetime(2030, 1, 1)]
+        mine = self.leasedService(now)
+
+        def broken(self, chunks):
+            raise OSError(30, "Read-only file system")
+        self.patch(appendfile.AppendFile, "append", broken)
+        realUnlink = os.unlink
+
+        def refuse(path, *args, **kwargs):
+            if os.path.dirname(os.path.abspath(path)) == self.dir:
+                raise OSError(30, "Read-only file system")
+            return realUnlink(path, *args, **kwargs)
+        self.patch(os, "unlink", refuse)
+        image = await mine.create(self.ctx, ImageChanges(fields=dict(RAW)))
+        with self.assertRaises(errors.Unavailable):
+            await mine.update(self.ctx, image.id, ImageChanges(),
+                              BytesBody(reactor, b"x" * 300000))
+        self.assertEqual((await self.registry.get(image.id)).status, "killed")
+        self.assertEqual(len(self.files()), 1)
+        other = await self.reaper(now)
+        now[0] += datetime.timedelta(seconds=SWEEP_DELAY + 10)
+        self.assertEqual(await other.killAbandonedUploads(), 0)
+        self.assertEqual(len(self.files()), 1)  # still refused: tried again later
+        self.patch(os, "unlink", realUnlink)
+        now[0] += datetime.timedelta(seconds=SWEEP_DELAY + 10)
+        self.assertEqual(await other.killAbandonedUploads(), 0)
+        self.assertEqual(self.files(), [])
+
+    @async_test
+    async def test_deleteTheDiskRefusesIsScrubbedLater(self):
+        """
+        An image file the disk will not remove (its directory's
+        permissions changed) leaves its image pending_delete for the
+        scrubber: the image was deleted and its bytes forgotten.
+        """
+        image = await self.upload(b"abc")
+        realUnlink = os.unlink
+
+        def refuse(path, *args, **kwargs):
+            if os.path.dirname(os.path.abspath(path)) == self.dir:
+                raise OSError(13, "Permission denied")
+            return realUnlink(path, *args, **kwargs)
+        self.patch(os, "unlink", refuse)
+        await self.service.delete(self.ctx, image.id)
+        row = await self.registry.get(image.id, includeDeleted=True)
+        self.assertEqual(row.status, "pending_delete")
+        self.assertEqual(self.files(), [image.id])
+        self.patch(os, "unlink", realUnlink)
+        self.assertEqual(await self.service.scrub(), 1)
+        self.assertEqual(self.files(), [])
 
     @async_test
     async def test_failedRemoteUploadsReminderIsWrittenWithItsKill(self):

@@ -330,6 +330,75 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
             self.assertEqual(os.listdir(self.dir), [])
         return ensureDeferred(go())
 
+    def unremovable(self, errno_=30, strerror="Read-only file system"):
+        """
+        Make every removal in the store's directory fail, as on a disk that
+        went read-only; returns a function that ends that.
+        """
+        realUnlink = os.unlink
+        directory = os.path.abspath(self.dir)
+
+        def refuse(path, *args, **kwargs):
+            if os.path.dirname(os.path.abspath(path)) == directory:
+                raise OSError(errno_, strerror)
+            return realUnlink(path, *args, **kwargs)
+        self.patch(filesystem.os, "unlink", refuse)
+        return lambda: self.patch(filesystem.os, "unlink", realUnlink)
+
+    def test_partialFileThatCannotBeRemoved(self):
+        """
+        A failed upload whose partial file cannot be removed (the disk went
+        read-only under it) still fails with its own error, and says that
+        it left bytes behind, for a reaper to remove later: the removal's
+        error replaced the upload's, a 500 with a traceback, and the file
+        stayed until the next start.
+        """
+        from glancetx.store import appendfile
+
+        def broken(self, chunks):
+            raise OSError(5, "Input/output error")
+        self.patch(appendfile.AppendFile, "append", broken)
+        store = self.makeStore()
+        removable = self.unremovable()
+        imageId = os.urandom(16).hex()
+
+        async def go():
+            with self.assertRaises(StoreError) as caught:
+                await store.add(imageId, BytesBody(reactor, b"x" * (3 * MiB)))
+            self.assertIn("Input/output error", str(caught.exception))
+            self.assertTrue(getattr(caught.exception, "leftInStore", False))
+            self.assertEqual(len(self.leftovers()), 1)
+            removable()
+            await store.removeAbandoned(imageId, retry=False)
+            self.assertEqual(os.listdir(self.dir), [])
+        return ensureDeferred(go())
+
+    def test_removalsRefusedAreTheStoreBeingUnavailable(self):
+        """
+        A removal the disk refuses (read-only, permissions) is the store
+        being unavailable, with the reason in words: an image deleted then
+        goes back to pending_delete for the scrubber, and a reaper keeps
+        its reminder, where before the bytes were forgotten and the log
+        said only "13".
+        """
+        from glancetx.store.interface import StoreUnavailable
+        store = self.makeStore()
+        imageId = os.urandom(16).hex()
+
+        async def go():
+            stored = await store.add(imageId, BytesBody(reactor, b"abc"))
+            with open(os.path.join(self.dir, imageId + ".part-1"), "wb"):
+                pass
+            self.unremovable(13, "Permission denied")
+            with self.assertRaises(StoreUnavailable) as caught:
+                await store.delete(stored.location)
+            self.assertIn("Permission denied", str(caught.exception))
+            with self.assertRaises(StoreUnavailable) as caught:
+                await store.removeAbandoned(imageId, retry=False)
+            self.assertIn("Permission denied", str(caught.exception))
+            self.assertEqual(sorted(os.listdir(self.dir)), [imageId, imageId + ".part-1"])
+        return ensureDeferred(go())
+
     def test_fullDiskIsTheClients413(self):
         """
         A disk (or quota) with no room left is Glance's 413 "Image storage

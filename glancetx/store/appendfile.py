@@ -363,7 +363,8 @@ def removeIfAbandoned(path: str) -> bool:
 
 def discard(file: Optional[AppendFile], path: str) -> None:
     """
-    Close and remove a file that will not be committed.
+    Close and remove a file that will not be committed.  A removal the
+    disk refuses raises (the caller decides what stays behind).
     """
     if file is not None:
         try:

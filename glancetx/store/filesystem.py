@@ -34,6 +34,7 @@ from glancetx.store.interface import (
     LocationNotFound,
     StoredImage,
     StoreError,
+    StoreUnavailable,
     UploadFailed,
 )
 
@@ -314,10 +315,15 @@ class FilesystemStore:
         except BaseException as e:
             # A disk job may still be writing: the file is closed after it.
             await writer.abandon()
-            await self._run(discard, file, temp)
-            if isinstance(e, OSError):
-                raise _writeFailed(e, "writing the image failed")
-            raise
+            kept = await self._run(_discard, file, temp, final)
+            error = _writeFailed(e, "writing the image failed") if isinstance(e, OSError) else e
+            if kept is not None:
+                # The upload's own error is what its client hears; what
+                # stays is a reaper's to remove (see IStore.add).
+                self.log.warn("could not remove the partial file of image {image_id}: {why}",
+                              image_id=image_id, why=kept.strerror)
+                error.leftInStore = True
+            raise error
         finally:
             share.leave()
         if aroundCache and self.warmer is not None:
@@ -335,7 +341,13 @@ class FilesystemStore:
 
     @fromCoroutine
     async def removeAbandoned(self, image_id: str, retry: bool = True) -> None:
-        await self._run(_removeAbandoned, self._finalPath(image_id))
+        try:
+            await self._run(_removeAbandoned, self._finalPath(image_id))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise _removalRefused(e, "cannot remove what the upload of image %s left"
+                                  % (image_id,))
 
     @fromCoroutine
     async def get(self, location: str):
@@ -364,7 +376,19 @@ class FilesystemStore:
     @fromCoroutine
     async def delete(self, location: str) -> None:
         path = self._pathFor(location)
-        await self._run(_unlinkQuietly, path)
+        try:
+            await self._run(_unlinkQuietly, path)
+        except OSError as e:
+            raise _removalRefused(e, "cannot remove the image file")
+
+
+def _removalRefused(error: OSError, what: str) -> StoreUnavailable:
+    """
+    A disk that refuses a removal (gone read-only, its permissions
+    changed) may take it later, once an operator has mended it: so it is
+    the store being unavailable, which a scrubber or reaper retries.
+    """
+    return StoreUnavailable("%s: %s" % (what, error.strerror))
 
 
 def _openWithSize(path: str):
@@ -380,18 +404,30 @@ def _commit(file: AppendFile, temp: str, final: str) -> None:
     # sweep can take it for a dead one's leftover in between.
     file.sync()
     os.rename(temp, final)
+    # From here a failure leaves the file under its final name, which the
+    # caller's discard removes too.
+    file.close()
+    dirfd = os.open(os.path.dirname(final), os.O_RDONLY)
     try:
-        file.close()
-        dirfd = os.open(os.path.dirname(final), os.O_RDONLY)
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
+def _discard(file: Optional[AppendFile], temp: str, final: str) -> Optional[OSError]:
+    """
+    Close and remove the file of an upload that failed, under its
+    temporary name or, if the commit got as far as the rename, its final
+    one (no other upload writes an image's file: one at a time, and only
+    into a queued image).  Returns the error that kept a file in place.
+    """
+    kept = None
+    for f, path in ((file, temp), (None, final)):
         try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
-    except BaseException:
-        # The upload fails: its file must not stay under the image's name
-        # (the caller's discard knows only the temporary one).
-        _unlinkQuietly(final)
-        raise
+            discard(f, path)
+        except OSError as e:
+            kept = e
+    return kept
 
 
 def _removeAbandoned(final: str) -> None:

@@ -84,6 +84,9 @@ class IStore(Interface):
         @return: Deferred firing with a L{StoredImage} once every byte is
             durably stored, or failing with the body's failure or a
             L{StoreError} after removing whatever partial bytes it wrote.
+            Where it could not remove them, the failure's exception has
+            C{leftInStore = True}, and C{removeAbandoned(image_id)} is to
+            be tried later.
         """
 
     def get(location):
