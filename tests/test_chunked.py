@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
 
 from glancetx.web.channel import GlanceChannel
-from glancetx.web.chunked import ChunkedDecoder
+from glancetx.web.chunked import _FIELD_LINE, ChunkedDecoder
 
 #: Three chunks, one with an extension, trailers, then the next request.
 ENCODED = (b"5\r\nhello\r\n"
@@ -107,6 +107,32 @@ class ChunkedDecoderTests(SynchronousTestCase):
                 self.assertRaises(http._MalformedChunkedDataError,
                                   decode, cls, [encoded, b"\r\n" * 600])
 
+    def test_malformedTrailers(self):
+        """
+        A trailer section line that is not a field line is refused, however
+        the reads split it: twisted.web's decoder looks only for CRLF, so
+        after C{0\\r\\n\\n} it took the next pipelined request's line and
+        headers for trailers, and that request went unanswered while the
+        one after it was answered in its place.  Good trailers still pass.
+        """
+        bad = [
+            b"0\r\n\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",  # LF alone ends the section
+            b"0\r\nnot a field line\r\n\r\n",
+            b"0\r\n\x01bad: v\r\n\r\n",
+            b"0\r\nX : v\r\n\r\n",                        # space before the colon
+            b"0\r\nX: a\nb\r\n\r\n",
+            b"0\r\nX: a\x00\r\n\r\n",
+            b"0\r\n folded: v\r\n\r\n",
+        ]
+        for encoded in bad:
+            for i in range(len(encoded) + 1):
+                self.assertRaises(http._MalformedChunkedDataError, decode, ChunkedDecoder,
+                                  [b"5\r\nhello\r\n" + encoded[:i], encoded[i:]])
+        good = b"5\r\nhello\r\n0\r\nX-T: a b\t\xe9\r\nY:\r\n\r\nnext"
+        for i in range(len(good) + 1):
+            pieces, rest, _ = decode(ChunkedDecoder, [good[:i], good[i:]])
+            self.assertEqual((b"".join(pieces), rest), (b"hello", b"next"), i)
+
     def test_chunkNoUploadCanHave(self):
         """
         A chunk size of 17 or more hex digits (twisted.web takes any
@@ -147,12 +173,17 @@ class ChunkedDecoderTests(SynchronousTestCase):
 def outcome(cls, reads):
     """
     What a decoder makes of C{reads}: the data and the rest, or the class
-    of the error it raised.
+    of the error it raised.  twisted.web's decoder keeps trailer lines
+    that are no header field (see L{ChunkedDecoder._dataReceived_TRAILER}):
+    where it did, this decoder's outcome is the error.
     """
     try:
-        pieces, rest, _ = decode(cls, reads)
+        pieces, rest, decoder = decode(cls, reads)
     except Exception as e:
         return type(e)
+    for line in getattr(decoder, "_trailerHeaders", []):
+        if b"\n" in line or not _FIELD_LINE.match(line):
+            return http._MalformedChunkedDataError
     return b"".join(pieces), rest
 
 

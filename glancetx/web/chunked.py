@@ -37,6 +37,11 @@ _MAX_CHUNK = 16 ** 16
 MAX_CHUNKS_PER_READ = 1024
 
 
+#: A trailer field line (RFC 9112 5): a token, a colon, then visible
+#: characters, spaces and tabs (and obsolete text), with no CR or NUL.
+_FIELD_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\Z")
+
+
 class ChunkedDecoder(http._ChunkedTransferDecoder):
     """
     twisted.web's chunked decoder with a fast path for chunk data; the
@@ -107,6 +112,16 @@ class ChunkedDecoder(http._ChunkedTransferDecoder):
                 super().dataReceived(data[pos:] if pos else data)
                 return
         self._deliver(data, ranges)
+
+    def _dataReceived_TRAILER(self) -> bool:
+        # twisted.web's finds the section's lines by CRLF alone and keeps
+        # whatever they hold: after "0\r\n\n", the next pipelined request
+        # would be read as trailers and never answered (RFC 9112 7.1.2).
+        eol = self._buffer.find(b"\r\n")
+        line = self._buffer if eol == -1 else self._buffer[:eol]
+        if b"\n" in line or (eol > 0 and _FIELD_LINE.match(line) is None):
+            raise http._MalformedChunkedDataError("a trailer line is not a header field")
+        return super()._dataReceived_TRAILER()
 
     @staticmethod
     def _counted(chunks: int) -> int:
