@@ -107,6 +107,42 @@ class GlanceChannelTests(SynchronousTestCase):
         self.assertEqual(transport.value().count(b"\r\n\r\n9292"), 2)
         self.assertEqual(transport.hostAsked, 1)
 
+    def test_closeAmongConnectionTokens(self):
+        """
+        C{close} anywhere in the Connection fields (a list, in any number
+        of fields) ends the connection after the answer, and a request
+        pipelined behind it is not served (RFC 9112 9.6).  twisted.web
+        read only the first field, split at spaces.
+        """
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        class Hello(Resource):
+            isLeaf = True
+
+            def render_GET(self, request):
+                return b"hi"
+
+        site = Site(Hello())
+        for fields in [b"Connection: close,keep-alive\r\n",
+                       b"Connection: keep-alive, Close\r\n",
+                       b"Connection: keep-alive\r\nConnection: close\r\n"]:
+            channel, transport = self.channel()
+            channel.site = site
+            channel.requestFactory = site.requestFactory
+            channel.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n"
+                                 b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            self.assertEqual(transport.value().count(b"200 OK"), 1, fields)
+            self.assertIn(b"Connection: close", transport.value())
+            self.assertTrue(transport.disconnecting, fields)
+        channel, transport = self.channel()
+        channel.site = site
+        channel.requestFactory = site.requestFactory
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, te\r\n\r\n"
+                             b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(transport.value().count(b"200 OK"), 2)
+        self.assertFalse(transport.disconnecting)
+
 
 class HeadWithBodyTests(SynchronousTestCase):
     """

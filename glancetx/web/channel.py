@@ -126,6 +126,17 @@ class GlanceChannel(http.HTTPChannel):
                                                    decoder.finishCallback)
         return chosen
 
+    def checkPersistence(self, request, version) -> bool:
+        # twisted.web reads only the first Connection field, split at
+        # spaces; it is a comma-separated list, in any number of fields
+        # (RFC 9110 7.6.1), and "close" anywhere in it ends the connection.
+        fields = request.requestHeaders.getRawHeaders(b"Connection") or []
+        tokens = {t.strip().lower() for f in fields for t in f.split(b",")}
+        if version == b"HTTP/1.1" and b"close" in tokens:
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+            return False
+        return super().checkPersistence(request, version)
+
     #: Pipelined requests already read, not yet answered because the
     #: client is not reading the answers.
     _held = b""
