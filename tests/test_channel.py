@@ -525,6 +525,25 @@ class MalformedRequestTests(SynchronousTestCase):
             self.assertTrue(transport.value().startswith(b"HTTP/1.1 300 "), host)
         self.assertEqual([e for e in logged if "log_failure" in e], [])
 
+    def test_oneHostPerRequest(self):
+        """
+        An HTTP/1.1 request with no Host, or with two Host fields, is a 400
+        (RFC 9112 3.2): the answer's links were built from whichever came
+        last.  HTTP/1.0 needs none.
+        """
+        for head in (b"GET / HTTP/1.1\r\n",
+                     b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n",
+                     b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n",
+                     b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n"):
+            channel, transport = self.connect()
+            channel.dataReceived(head + b"\r\n")
+            self.assertEqual(transport.value()[8:13], b" 400 ", (head, transport.value()))
+            self.assertTrue(transport.value().endswith(
+                b"A request must carry one Host header (RFC 9112 3.2).\n"))
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.0 300 "), transport.value())
+
     def test_methodsAreCaseSensitive(self):
         """
         "post" is not POST: refused, rather than run as a POST that read

@@ -481,7 +481,11 @@ class StreamingRequest(server.Request):
             return self._refusePath(_BAD_PATH)
         if b"\0" in path:
             return self._refusePath(_NUL_PATH)
-        if not _HOST.match(self.getHeader(b"host") or b""):
+        hosts = self.requestHeaders.getRawHeaders(b"host") or ()
+        if len(hosts) > 1 or (not hosts and self.clientproto == b"HTTP/1.1"):
+            # RFC 9112 3.2; with two, the links would name whichever came last.
+            return self._refusePath(_ONE_HOST)
+        if not _HOST.match(hosts[0] if hosts else b""):
             return self._refusePath(_BAD_HOST)
         if not self.method.isupper():
             # Methods are case-sensitive (RFC 9110 9.1), and "post" is none
@@ -601,6 +605,7 @@ _BAD_PATH = b"The request path is not valid UTF-8.\n"
 _NUL_PATH = b"The request path must not contain NUL characters.\n"
 _UNKNOWN_METHOD = b"Unknown method: methods are case-sensitive.\n"
 _BAD_HOST = b"The Host header is not a host name (and port).\n"
+_ONE_HOST = b"A request must carry one Host header (RFC 9112 3.2).\n"
 
 #: A Host header as RFC 3986 writes one (a reg-name in ASCII, an IPv4
 #: address, an IPv6 one in brackets), with an optional port, and whose name
