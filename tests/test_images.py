@@ -710,9 +710,11 @@ class LifecycleTests(TestCase):
         now = [datetime.datetime(2030, 1, 1)]
         mine = self.leasedService(now)
 
-        def broken(self, chunks):
+        def broken(self, *args):
             raise OSError(30, "Read-only file system")
+        # The bytes may all wait for the commit's sync, or not.
         self.patch(appendfile.AppendFile, "append", broken)
+        self.patch(appendfile.AppendFile, "sync", broken)
         realUnlink = os.unlink
 
         def refuse(path, *args, **kwargs):
