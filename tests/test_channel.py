@@ -525,6 +525,25 @@ class MalformedRequestTests(SynchronousTestCase):
             self.assertTrue(transport.value().startswith(b"HTTP/1.1 300 "), host)
         self.assertEqual([e for e in logged if "log_failure" in e], [])
 
+    def test_absoluteFormTarget(self):
+        """
+        A request target in absolute form (RFC 9112 3.2.2: a server must
+        take it) names the path in it; it was taken whole for the path,
+        and an upload sent so got the version document.
+        """
+        for target, status in [(b"http://a:9292/versions", b"200"),
+                               (b"HTTPS://a/versions?x=1", b"200"),
+                               (b"http://a", b"300"),
+                               (b"http://a?x", b"300")]:
+            channel, transport = self.connect()
+            channel.dataReceived(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+            self.assertEqual(transport.value()[8:13], b" %s " % (status,),
+                             (target, transport.value()))
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET http://a/versions HTTP/1.1\r\nHost: a\r\n\r\n"
+                             b"GET /versions HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 2)
+
     def test_oneHostPerRequest(self):
         """
         An HTTP/1.1 request with no Host, or with two Host fields, is a 400

@@ -26,6 +26,7 @@ and closes a connection whose line passes its limit without a word, which
 a client reports as a dropped connection rather than as its own mistake.
 """
 
+import re
 from typing import Callable
 
 from twisted.internet import tcp
@@ -79,6 +80,10 @@ def dropWriteBuffers(transport) -> None:
         transport = getattr(transport, "transport", None)
 
 
+#: A request target's scheme and authority, in absolute form.
+_ABSOLUTE_FORM = re.compile(rb"\A[hH][tT][tT][pP][sS]?://[^/?]*")
+
+
 class GlanceChannel(http.HTTPChannel):
     #: A request head may be as large as Glance's server (eventlet) took:
     #: 64 KiB in all, each line at most 16 KiB.  twisted.web's 16 KiB in all
@@ -125,6 +130,16 @@ class GlanceChannel(http.HTTPChannel):
             self._transferDecoder = ChunkedDecoder(decoder.dataCallback,
                                                    decoder.finishCallback)
         return chosen
+
+    def lineReceived(self, line: bytes) -> None:
+        super().lineReceived(line)
+        path = getattr(self, "_path", b"/")
+        if path[:1] != b"/" and _ABSOLUTE_FORM.match(path):
+            # RFC 9112 3.2.2: a server takes a target in absolute form
+            # (which clients send to proxies) as its path and query; the
+            # router took it whole for a path and answered 300.
+            path = _ABSOLUTE_FORM.sub(b"", path, 1)
+            self._path = path if path[:1] == b"/" else b"/" + path
 
     def checkPersistence(self, request, version) -> bool:
         # twisted.web reads only the first Connection field, split at
