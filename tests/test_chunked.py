@@ -148,16 +148,25 @@ class ChunkedDecoderTests(SynchronousTestCase):
 
     def test_tinyChunksRefused(self):
         """
-        A read carrying more chunks than MAX_CHUNKS_PER_READ (a client
-        holding the reactor one byte at a time) is refused, with or without
-        extensions on the size lines; as many is decoded.
+        A body of chunks averaging under MIN_AVERAGE_CHUNK bytes, past its
+        first FREE_CHUNKS (a client holding the reactor one byte at a
+        time), is refused, with or without extensions on the size lines,
+        however the reads split it: the limit was per read, so the same
+        body passed in four writes and failed in one.  Chunks of
+        MIN_AVERAGE_CHUNK bytes pass in any number.
         """
-        from glancetx.web.chunked import MAX_CHUNKS_PER_READ
+        from glancetx.web.chunked import FREE_CHUNKS, MIN_AVERAGE_CHUNK
         for line in (b"1\r\nx\r\n", b"1;e=v\r\nx\r\n"):
-            pieces, rest, _ = decode(ChunkedDecoder, [line * MAX_CHUNKS_PER_READ])
-            self.assertEqual(b"".join(pieces), b"x" * MAX_CHUNKS_PER_READ)
-            self.assertRaises(http._MalformedChunkedDataError, decode, ChunkedDecoder,
-                              [line * (MAX_CHUNKS_PER_READ + 1)])
+            pieces, rest, _ = decode(ChunkedDecoder, [line * FREE_CHUNKS])
+            self.assertEqual(b"".join(pieces), b"x" * FREE_CHUNKS)
+            body = line * (FREE_CHUNKS + 10)
+            for size in (len(body), len(body) // 4 + 1, 1000):
+                reads = [body[i:i + size] for i in range(0, len(body), size)]
+                self.assertRaises(http._MalformedChunkedDataError, decode, ChunkedDecoder, reads)
+        chunk = b"%x\r\n%s\r\n" % (MIN_AVERAGE_CHUNK, b"y" * MIN_AVERAGE_CHUNK)
+        pieces, rest, _ = decode(ChunkedDecoder, [chunk * 5000 + b"0\r\n\r\n"])
+        self.assertEqual(len(b"".join(pieces)), 5000 * MIN_AVERAGE_CHUNK)
+        self.assertEqual(rest, b"")
 
     def test_dataAfterTheEnd(self):
         decoder = ChunkedDecoder(lambda d: None, lambda rest: None)

@@ -31,10 +31,13 @@ _SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})\r\n")
 #: A chunk as large as this (17 hex digits) is none an upload can have.
 _MAX_CHUNK = 16 ** 16
 
-#: More chunks than this in one read (an average under 256 bytes in a full
-#: read of 256 KiB) is a client tying up the reactor, one chunk at a time:
-#: each costs a turn of this loop.  No client sends images so.
-MAX_CHUNKS_PER_READ = 1024
+#: A body whose chunks, past its first FREE_CHUNKS, average under
+#: MIN_AVERAGE_CHUNK bytes is a client tying up the reactor, one chunk at a
+#: time: each costs a turn of this loop, where a read of 256 KiB in 64 KiB
+#: chunks costs four.  No client sends images so; python-glanceclient's
+#: chunks are 64 KiB.
+FREE_CHUNKS = 1024
+MIN_AVERAGE_CHUNK = 256
 
 
 #: A trailer field line (RFC 9112 5): a token, a colon, then visible
@@ -65,14 +68,13 @@ class ChunkedDecoder(http._ChunkedTransferDecoder):
         # than per chunk.
         ranges = []
         pos, end = 0, len(data)
-        chunks = 0
         while pos < end:
             state = self.state
             if state == "CHUNK_LENGTH" and not self._buffer:
                 m = _SIZE_LINE.match(data, pos)
                 if m is not None and m.group(1).strip(b"0"):
-                    chunks = self._counted(chunks)
                     self.length = int(m.group(1), 16)
+                    self._counted()
                     self.state = "BODY"
                     pos = m.end()
                     continue
@@ -103,7 +105,7 @@ class ChunkedDecoder(http._ChunkedTransferDecoder):
                         # twisted.web takes any number of hex digits; a chunk
                         # no upload can have would only be waited for.
                         raise http._MalformedChunkedDataError("Chunk-size too large")
-                    chunks = self._counted(chunks)
+                    self._counted()
             else:
                 # Trailers and what follows the body, or data after the end
                 # (which twisted.web's decoder refuses): rare and short, so
@@ -123,13 +125,21 @@ class ChunkedDecoder(http._ChunkedTransferDecoder):
             raise http._MalformedChunkedDataError("a trailer line is not a header field")
         return super()._dataReceived_TRAILER()
 
-    @staticmethod
-    def _counted(chunks: int) -> int:
-        chunks += 1
-        if chunks > MAX_CHUNKS_PER_READ:
+    #: Chunks begun so far, and the bytes they declared before this one.
+    _chunks = 0
+    _declared = 0
+
+    def _counted(self) -> None:
+        """
+        Count the chunk whose size line just ended (its size in
+        C{self.length}); the same body passes or not however it is read.
+        """
+        self._chunks += 1
+        if self._chunks > FREE_CHUNKS + self._declared // MIN_AVERAGE_CHUNK:
             raise http._MalformedChunkedDataError(
-                "more than %d chunks in one read" % (MAX_CHUNKS_PER_READ,))
-        return chunks
+                "more than %d chunks averaging under %d bytes"
+                % (FREE_CHUNKS, MIN_AVERAGE_CHUNK))
+        self._declared += self.length
 
     def _deliver(self, data: bytes, ranges) -> None:
         if not ranges:
