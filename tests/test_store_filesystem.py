@@ -91,6 +91,34 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
         store.prepare()
         self.assertEqual(self.leftovers(), [])
 
+    def test_prepareWithAPartItCannotRemove(self):
+        """
+        A dead upload's part file that the start's sweep cannot remove
+        (another user's, on a shared directory) is left, and said in the
+        log; the start goes on.  It was a traceback, and no start.
+        """
+        from twisted.logger import globalLogPublisher
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        store = self.makeStore()
+        with open(os.path.join(self.dir, "abc.part-123"), "w") as f:
+            f.write("x")
+        realUnlink = os.unlink
+
+        def refuse(path, *args, **kwargs):
+            if path.endswith(".part-123"):
+                raise OSError(13, "Permission denied")
+            return realUnlink(path, *args, **kwargs)
+        self.patch(filesystem.os, "unlink", refuse)
+        store.prepare()
+        self.assertEqual(self.leftovers(), ["abc.part-123"])
+        said = [e for e in logged if e.get("log_level") is not None
+                and e["log_level"].name == "warn"]
+        self.assertEqual(len(said), 1, logged)
+        self.assertIn("abc.part-123", said[0]["part"])
+        self.assertEqual(said[0]["why"], "Permission denied")
+
     def test_prepareSparesPartsBeingWritten(self):
         """
         Processes sharing one image directory (NFS) each sweep it when they

@@ -290,7 +290,12 @@ class FilesystemStore:
         for entry in entries:
             if ".part-" in entry:
                 # Not one another process sharing the directory still writes.
-                removeIfAbandoned(os.path.join(self.directory, entry))
+                try:
+                    removeIfAbandoned(os.path.join(self.directory, entry))
+                except OSError as e:
+                    self.log.warn("could not remove the partial file {part} of an upload"
+                                  " that did not finish: {why}",
+                                  part=os.path.join(self.directory, entry), why=e.strerror)
 
     @fromCoroutine
     async def add(self, image_id: str, body) -> StoredImage:
