@@ -288,14 +288,15 @@ class FilesystemStore:
             raise ConfigError("filesystem_store_datadir: cannot write in %s: %s"
                               % (self.directory, e.strerror))
         for entry in entries:
-            if ".part-" in entry:
+            if ".part-" not in entry:
+                continue
+            part = os.path.join(self.directory, entry)
+            try:
                 # Not one another process sharing the directory still writes.
-                try:
-                    removeIfAbandoned(os.path.join(self.directory, entry))
-                except OSError as e:
-                    self.log.warn("could not remove the partial file {part} of an upload"
-                                  " that did not finish: {why}",
-                                  part=os.path.join(self.directory, entry), why=e.strerror)
+                removeIfAbandoned(part)
+            except OSError as e:
+                self.log.warn("could not remove the partial file {part} of an upload"
+                              " that did not finish: {why}", part=part, why=e.strerror)
 
     @fromCoroutine
     async def add(self, image_id: str, body) -> StoredImage:
