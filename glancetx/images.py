@@ -86,8 +86,10 @@ def _redacted(text: str) -> str:
 
 #: A URL scheme (RFC 3986 3.1).
 _SCHEME = re.compile(r"\A[a-z][a-z0-9+.-]*\Z")
-#: What L{_redacted} takes for a URL in a message: schemes in any case.
-_URL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+", re.IGNORECASE)
+#: What L{_redacted} takes for a URL in a message: schemes in any case,
+#: and up to the line's last "@" if one follows, since a password may
+#: hold a space or a quote that would otherwise end the match inside it.
+_URL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://(?:[^\n]*@)?[^\s'\"]+", re.IGNORECASE)
 
 
 @attr.s(auto_attribs=True)
@@ -1094,11 +1096,20 @@ class ImageService:
         image = await self._visible(ctx, imageId)
         await self._mayShare(ctx, image, ownerOnly=True)
         self._enforce(ctx, "modify_member", image)
+        # The whole list is held to add_member and delete_member for what
+        # it adds and drops, as one member at a time would be.
+        target, creds = _target(image), credsFor(ctx)
         try:
-            await self.registry.replaceMembers(imageId, members, self._memberQuota())
+            await self.registry.replaceMembers(
+                imageId, members, self._memberQuota(),
+                mayAdd=self.policy.enforce("add_member", target, creds),
+                mayRemove=self.policy.enforce("delete_member", target, creds))
         except reg.QuotaExceeded:
             raise errors.TooLarge("The limit of %d members for an image has been exceeded."
                                   % (self.config.image_member_quota,))
+        except reg.MembersRefused as e:
+            rule = "add_member" if e.args[0] == "add" else "delete_member"
+            raise errors.Forbidden("You are not authorized to complete %s action." % (rule,))
 
     def _memberQuota(self) -> int:
         q = self.config.image_member_quota

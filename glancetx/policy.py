@@ -192,14 +192,22 @@ class _NoNone(dict):  # type: ignore[type-arg]
 def _lookup(mapping: Any, path: str) -> Any:
     """
     The value at a dotted C{path} in nested mappings, or C{None}.
+
+    Each step follows the nesting first, and only where a name leads to no
+    mapping is the rest of the path taken as one key (a property whose own
+    name holds a dot).  The other order let a caller's property spelt
+    C{properties.restricted} stand in for the C{restricted} property a
+    rule names.
     """
-    if isinstance(mapping, Mapping) and path in mapping:
-        return mapping[path]
+    parts = path.split(".")
     value = mapping
-    for part in path.split("."):
-        if not isinstance(value, Mapping) or part not in value:
+    for i, part in enumerate(parts):
+        if not isinstance(value, Mapping):
             return None
-        value = value[part]
+        if part in value and (i == len(parts) - 1 or isinstance(value[part], Mapping)):
+            value = value[part]
+            continue
+        return value.get(".".join(parts[i:]))
     return value
 
 

@@ -1208,3 +1208,17 @@ class RedactedTests(SynchronousTestCase):
                      "x http://u:SEKRIT@h/x y"):
             self.assertNotIn("SEKRIT", _redacted(text))
         self.assertEqual(_redacted("failed: HTTP://u:SEKRIT@h/x"), "failed: http://h/x")
+
+    def test_passwordWithSpaceOrQuote(self):
+        """
+        A password holding a space or a quote does not end the location
+        early and leave its tail in the text: everything up to the line's
+        last C{@} is taken for the location's user part.
+        """
+        from glancetx.images import _redacted
+        for text in ("failed: http://u:SEK RIT@h/x", "failed: http://u:SEK'RIT@h/x y",
+                     'failed: "http://u:SEK"RIT@h/x"', "failed: http://u:SEK RIT@h/x\nnext"):
+            self.assertNotIn("RIT", _redacted(text))
+        self.assertEqual(_redacted("failed: http://u:SEK RIT@h/x: 404"), "failed: http://h/x: 404")
+        self.assertEqual(_redacted("fetch 'http://h/x' failed\nfrom a@b"),
+                         "fetch 'http://h/x' failed\nfrom a@b")

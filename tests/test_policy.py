@@ -144,6 +144,27 @@ class RuleLanguageTests(TestCase):
         self.assertTrue(self.allowed(rule, target={"owner": "p"}, **creds))
         self.assertFalse(self.allowed(rule, target={"owner": "q"}, **creds))
 
+    def test_dottedTargetPathFollowsTheNesting(self):
+        """
+        C{%(properties.restricted)s} is the C{restricted} property: a flat
+        key that happens to be spelt the same does not shadow it.
+        """
+        rule = "not 'true':%(properties.restricted)s"
+        target = {"properties": {"restricted": "true"}, "properties.restricted": "false"}
+        self.assertFalse(self.allowed(rule, target=target))
+        self.assertTrue(self.allowed(rule, target={"properties": {"restricted": "no"}}))
+
+    def test_dottedNameInsideAMapping(self):
+        """
+        A property whose own name holds a dot is still found under
+        C{properties}, and a flat dotted key where nothing nests.
+        """
+        self.assertTrue(self.allowed("'x':%(properties.a.b)s",
+                                     target={"properties": {"a.b": "x"}}))
+        self.assertTrue(self.allowed("'x':%(a.b)s", target={"a.b": "x"}))
+        self.assertFalse(self.allowed("'x':%(properties.a.b)s",
+                                      target={"properties": {"a": "x"}}))
+
     def test_listCredentialMatchesAnyElement(self):
         self.assertTrue(self.allowed("groups:g2", groups=["g1", "g2"]))
         self.assertFalse(self.allowed("groups:g3", groups=["g1", "g2"]))

@@ -13,8 +13,8 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from glancetx.registry import migrate
 from glancetx.registry.schema import images
-from glancetx.registry.registry import (Conflict, ListQuery, NotFound, Protected, QuotaExceeded,
-                                        Registry, RegistryError, Unreachable,
+from glancetx.registry.registry import (Conflict, ListQuery, MembersRefused, NotFound,
+                                        Protected, QuotaExceeded, Registry, RegistryError, Unreachable,
                                         SWEEP_HOLDER, UploadLease)
 from tests import dbs
 
@@ -594,6 +594,28 @@ class RegistryTestsMixin:
         self.assertEqual(sorted(i.id for i in got), [uid(1), uid(2)])
         future = datetime.datetime.utcnow() + datetime.timedelta(hours=1)
         self.assertEqual(await self.registry.list(ListQuery(changes_since=future)), [])
+
+    @async_test
+    async def test_replaceMembersRefusedUnderTheLock(self):
+        """
+        A replacement the caller may not make changes nothing: one that
+        would add a member without C{mayAdd}, or drop one without
+        C{mayRemove}; the same list, or can_share changed, needs neither.
+        """
+        await self.make(1)
+        await self.registry.replaceMembers(uid(1), {"t1": False}, 10)
+        for members, kwargs, why in (({"t1": False, "t2": False}, {"mayAdd": False}, "add"),
+                                     ({}, {"mayRemove": False}, "remove"),
+                                     ({"t2": False}, {"mayRemove": False}, "remove"),
+                                     ({"t2": False}, {"mayAdd": False}, "add")):
+            with self.assertRaises(MembersRefused) as caught:
+                await self.registry.replaceMembers(uid(1), members, 10, **kwargs)
+            self.assertEqual(caught.exception.args, (why,))
+        self.assertEqual([(m.member, m.can_share) for m in await self.registry.members(uid(1))],
+                         [("t1", False)])
+        await self.registry.replaceMembers(uid(1), {"t1": True}, 10, mayAdd=False,
+                                           mayRemove=False)
+        self.assertTrue((await self.registry.member(uid(1), "t1")).can_share)
 
     @async_test
     async def test_members(self):

@@ -336,6 +336,56 @@ class TenancyMixin(APITestsMixin):
         await self.as_("bob", "GET", "/v1/images/" + img["id"], expect=200)
 
     @async_test
+    async def test_replacingMembersChecksAddAndDelete(self):
+        """
+        Replacing the member list is held to the rules of what it does: a
+        list that adds a tenant is checked against add_member and one that
+        drops a tenant against delete_member, so neither rule can be got
+        round by sending the whole list instead of one member.
+        """
+        await self.startWithPolicy({"add_member": "role:admin", "delete_member": "role:admin"})
+        img = await self.image("alice")
+        members = "/v1/images/%s/members" % img["id"]
+
+        async def replace(who, tenants, expect):
+            body = json.dumps({"memberships": [{"member_id": t} for t in tenants]}).encode()
+            resp, answer = await self.as_(who, "PUT", members,
+                                          {"content-type": "application/json"}, body,
+                                          expect=expect)
+            return answer
+
+        self.assertIn(b"add_member", await replace("alice", ["t-bob"], 403))
+        await self.as_("bob", "GET", "/v1/images/" + img["id"], expect=404)
+        await replace("admin", ["t-bob"], 204)
+        # The same list again, or can_share changed, adds and drops no one.
+        await replace("alice", ["t-bob"], 204)
+        self.assertIn(b"delete_member", await replace("alice", [], 403))
+        self.assertIn(b"add_member", await replace("alice", ["t-bob", "t-carol"], 403))
+        await self.as_("bob", "GET", "/v1/images/" + img["id"], expect=200)
+        await self.as_("carol", "GET", "/v1/images/" + img["id"], expect=404)
+        await replace("admin", [], 204)
+        await self.as_("bob", "GET", "/v1/images/" + img["id"], expect=404)
+
+    @async_test
+    async def test_dottedPropertyNameCannotFakeAnother(self):
+        """
+        A rule that names a property under C{properties} sees that property
+        only: a property the caller sets whose own name is
+        C{properties.restricted} does not stand in for C{restricted}.
+        """
+        await self.startWithPolicy(
+            {"download_image": "role:admin or not 'true':%(properties.restricted)s"})
+        img = await self.image("admin", headers={"x-image-meta-is-public": "true",
+                                                 "x-image-meta-property-restricted": "true"})
+        await self.as_("alice", "GET", "/v1/images/" + img["id"], expect=403)
+        mine = await self.image("alice", headers={
+            "x-image-meta-property-restricted": "true",
+            "x-image-meta-property-properties.restricted": "false"})
+        await self.as_("alice", "GET", "/v1/images/" + mine["id"], expect=403)
+        free = await self.image("alice", headers={"x-image-meta-property-restricted": "no"})
+        await self.as_("alice", "GET", "/v1/images/" + free["id"], expect=200)
+
+    @async_test
     async def test_policySeesPropertiesByName(self):
         """
         A rule names a property as Glance v1's did, at the top level: a

@@ -1156,10 +1156,15 @@ class Registry:
 
     @fromCoroutine
     async def replaceMembers(self, imageId: str, members: Mapping[str, Optional[bool]],
-                             quota: int) -> None:
+                             quota: int, mayAdd: bool = True, mayRemove: bool = True) -> None:
         """
         Make the member list exactly C{members} (member → can_share, or
         None: a member already there keeps its own, a new one cannot share).
+
+        Whether the list adds or drops anyone is known only under the
+        image's lock, so a caller who may not (C{mayAdd}, C{mayRemove})
+        is refused there, with L{MembersRefused}, rather than on a list
+        read before that another request may since have changed.
         """
         now = _now()
 
@@ -1170,6 +1175,10 @@ class Registry:
             if len(members) > quota:
                 raise QuotaExceeded("too many members")
             gone = [m for m in current if m not in members]
+            if gone and not mayRemove:
+                raise MembersRefused("remove")
+            if not mayAdd and any(m not in current for m in members):
+                raise MembersRefused("add")
             if gone:
                 sqlconn.execute(image_members.delete().where(and_(
                     image_members.c.image_id == imageId,
@@ -1241,4 +1250,11 @@ class Registry:
 class QuotaExceeded(Exception):
     """
     A member or property quota would be passed.
+    """
+
+
+class MembersRefused(Exception):
+    """
+    A replacement of an image's members would add (C{args[0]} is
+    C{"add"}) or remove (C{"remove"}) members, which its caller may not.
     """
