@@ -159,7 +159,7 @@ class ChunkedDecoderTests(SynchronousTestCase):
         for line in (b"1\r\nx\r\n", b"1;e=v\r\nx\r\n"):
             pieces, rest, _ = decode(ChunkedDecoder, [line * FREE_CHUNKS])
             self.assertEqual(b"".join(pieces), b"x" * FREE_CHUNKS)
-            body = line * (FREE_CHUNKS + 10)
+            body = line * (2 * FREE_CHUNKS)
             for size in (len(body), len(body) // 4 + 1, 1000):
                 reads = [body[i:i + size] for i in range(0, len(body), size)]
                 self.assertRaises(http._MalformedChunkedDataError, decode, ChunkedDecoder, reads)
@@ -167,6 +167,23 @@ class ChunkedDecoderTests(SynchronousTestCase):
         pieces, rest, _ = decode(ChunkedDecoder, [chunk * 5000 + b"0\r\n\r\n"])
         self.assertEqual(len(b"".join(pieces)), 5000 * MIN_AVERAGE_CHUNK)
         self.assertEqual(rest, b"")
+
+    def test_smallChunksOfRealClientsPass(self):
+        """
+        Real clients' small chunks pass: curl -T - sends each write of a
+        slow pipe as a chunk (here 100 bytes each), and requests sending a
+        generator over a binary image's lines one chunk per line (about
+        256 bytes on average); the guard refused both.
+        """
+        import io
+        import random
+        data = random.Random(1204).randbytes(4 << 20)
+        for chunks in ([data[i:i + 100] for i in range(0, len(data), 100)],
+                       list(io.BytesIO(data))):
+            body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks)
+            pieces, rest, _ = decode(ChunkedDecoder, [body + b"0\r\n\r\n"])
+            self.assertEqual(b"".join(pieces), data)
+            self.assertEqual(rest, b"")
 
     def test_dataAfterTheEnd(self):
         decoder = ChunkedDecoder(lambda d: None, lambda rest: None)
