@@ -544,6 +544,23 @@ class MalformedRequestTests(SynchronousTestCase):
                              b"GET /versions HTTP/1.1\r\nHost: a\r\n\r\n")
         self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 2)
 
+    def test_absoluteFormTargetNamesTheHost(self):
+        """
+        The authority of a target in absolute form is the request's host,
+        and the Host header is ignored (RFC 9112 3.2.2): the answer's links
+        name it, as they name the Host of a request in origin form.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(b"GET http://user@glance.example:9292/versions HTTP/1.1\r\n"
+                             b"Host: other\r\nHost: another\r\n\r\n"
+                             b"GET /versions HTTP/1.1\r\nHost: plain.example\r\n\r\n")
+        first, second = transport.value().split(b"HTTP/1.1 200 OK")[1:]
+        self.assertIn(b"http://glance.example:9292/v1/", first)
+        self.assertNotIn(b"other", first)
+        self.assertNotIn(b"user", first)
+        self.assertIn(b"http://plain.example/v1/", second)
+        self.assertNotIn(b"glance.example", second)
+
     def test_oneHostPerRequest(self):
         """
         An HTTP/1.1 request with no Host, or with two Host fields, is a 400

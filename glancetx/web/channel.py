@@ -81,7 +81,7 @@ def dropWriteBuffers(transport) -> None:
 
 
 #: A request target's scheme and authority, in absolute form.
-_ABSOLUTE_FORM = re.compile(rb"\A[hH][tT][tT][pP][sS]?://[^/?]*")
+_ABSOLUTE_FORM = re.compile(rb"\A[hH][tT][tT][pP][sS]?://([^/?]*)")
 
 
 class GlanceChannel(http.HTTPChannel):
@@ -134,12 +134,27 @@ class GlanceChannel(http.HTTPChannel):
     def lineReceived(self, line: bytes) -> None:
         super().lineReceived(line)
         path = getattr(self, "_path", b"/")
-        if path[:1] != b"/" and _ABSOLUTE_FORM.match(path):
+        absolute = _ABSOLUTE_FORM.match(path) if path[:1] != b"/" else None
+        if absolute is not None:
             # RFC 9112 3.2.2: a server takes a target in absolute form
-            # (which clients send to proxies) as its path and query; the
-            # router took it whole for a path and answered 300.
-            path = _ABSOLUTE_FORM.sub(b"", path, 1)
+            # (which clients send to proxies) as its path and query, and
+            # its authority as the host; the router took it whole for a
+            # path and answered 300, and links named the Host header.
+            self._targetAuthority = absolute.group(1).rpartition(b"@")[2] or None
+            path = path[absolute.end():]
             self._path = path if path[:1] == b"/" else b"/" + path
+
+    #: The host named by this request's target in absolute form.
+    _targetAuthority = None
+
+    def allHeadersReceived(self) -> None:
+        authority, self._targetAuthority = self._targetAuthority, None
+        headers = self.requests[-1].requestHeaders
+        if authority is not None and headers.hasHeader(b"Host"):
+            # Only in place of one: an HTTP/1.1 request without is a 400
+            # all the same (RFC 9112 3.2).
+            headers.setRawHeaders(b"Host", [authority])
+        super().allHeadersReceived()
 
     def checkPersistence(self, request, version) -> bool:
         # twisted.web reads only the first Connection field, split at
