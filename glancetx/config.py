@@ -130,14 +130,14 @@ _PASSED_ON: FrozenSet[str] = frozenset("""
     s3_store_create_bucket_on_put s3_store_bucket_url_format
     s3_store_large_object_size s3_store_large_object_chunk_size s3_store_region
     s3_store_region_name
-    s3_store_max_parts_in_flight
+    s3_store_max_parts_in_flight s3_store_request_timeout
     swift_store_auth_address swift_store_user swift_store_key
     swift_store_auth_version swift_store_container
     swift_store_create_container_on_put swift_store_large_object_size
     swift_store_large_object_chunk_size swift_store_project_name
     swift_store_project_domain_name swift_store_user_domain_name
     swift_store_region swift_store_endpoint swift_store_endpoint_type swift_store_service_type
-    swift_store_auth_insecure
+    swift_store_auth_insecure swift_store_request_timeout
     notification_driver notification_transport_url notification_topics
     transport_url control_exchange amqp_durable_queues
     rabbit_ssl rabbit_ssl_ca_file rabbit_ssl_cert_file rabbit_ssl_key_file

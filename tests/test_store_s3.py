@@ -155,6 +155,16 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(store.name, "s3")
         self.assertEqual(store.schemes, ("s3", "s3+http", "s3+https"))
 
+    def test_requestTimeout(self):
+        """
+        C{s3_store_request_timeout} sets the seconds a request without
+        image bytes may take: 60 unless set.
+        """
+        self.assertEqual(_store().requestTimeout, 60.0)
+        self.assertEqual(_store(s3_store_request_timeout="300").requestTimeout, 300.0)
+        for bad in ("0", "1.5", "ten"):
+            self.assertConfigError("s3_store_request_timeout", s3_store_request_timeout=bad)
+
     def test_values(self):
         store = _store(
             s3_store_create_bucket_on_put="True",

@@ -363,7 +363,8 @@ class _FakeS3Case(TestCase):
                 self.assertNotIn(secret, text)
 
     async def failsAtControlTimeout(self, clock: Clock, arrived: Deferred,
-                                    call: Deferred, settle: float = 0) -> Exception:
+                                    call: Deferred, settle: float = 0,
+                                    timeout: float = CONTROL_TIMEOUT) -> Exception:
         """
         C{call}, whose request C{arrived} at S3 and is never answered, is
         still waiting just before the control time-out and fails at it as
@@ -376,7 +377,7 @@ class _FakeS3Case(TestCase):
         await arrived
         if settle:
             await deferLater(reactor, settle, lambda: None)
-        clock.advance(CONTROL_TIMEOUT - 1)
+        clock.advance(timeout - 1)
         self.assertNoResult(call)
         clock.advance(1)
         with self.assertRaises(StoreUnavailable) as caught:
@@ -532,6 +533,20 @@ class SilenceAfterTheBytesTests(_FakeS3Case):
             e = await self.silentUpload("part", 3 * KiB + 512)
             self.assertRegex(str(e), r"^S3 part \d upload timed out$")
             self.assertAborted()
+        return ensureDeferred(go())
+
+    def test_configuredTimeout(self):
+        """
+        The answer's time-out is C{requestTimeout} as configured, here 7
+        seconds rather than 60.
+        """
+        async def go():
+            clock = Clock()
+            arrived = self.fake.hold("put", act=True)
+            added = self.makeStore(clock, requestTimeout=7.0).add(
+                IMAGE, BytesBody(reactor, b"x" * 512, chunk=KiB // 2))
+            e = await self.failsAtControlTimeout(clock, arrived, added, timeout=7.0)
+            self.assertEqual(str(e), "S3 upload timed out")
         return ensureDeferred(go())
 
     def test_putNeverAnswered(self):

@@ -719,6 +719,18 @@ class ConfigTests(TestCase):
         self.assertTrue(message.startswith(option + ": "), message)
         self.assertNotIn("testing", message)
 
+    def test_requestTimeout(self):
+        """
+        C{swift_store_request_timeout} sets the seconds a request without
+        image bytes (Keystone's included) may take: 60 unless set.
+        """
+        self.assertEqual(SwiftStore.fromConfig(_conf(), reactor, None).requestTimeout, 60.0)
+        store = SwiftStore.fromConfig(_conf(swift_store_request_timeout=" 300 "), reactor, None)
+        self.assertEqual(store.requestTimeout, 300.0)
+        for bad in ("0", "-5", "1.5", "ten", "\u00b9"):
+            self.assertConfigError("swift_store_request_timeout",
+                                   _conf(swift_store_request_timeout=bad))
+
     def test_defaults(self):
         store = SwiftStore.fromConfig(_conf(), reactor, None)
         self.assertEqual(store.name, "swift")

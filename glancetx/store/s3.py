@@ -73,8 +73,10 @@ MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10000
 
-#: Seconds to wait for the response headers of a request that carries no
-#: image bytes (HEAD, DELETE, multipart bookkeeping, the start of a GET).
+#: Seconds to wait, by default (s3_store_request_timeout), for a request
+#: that carries no image bytes (HEAD, DELETE, multipart bookkeeping, the
+#: start of a GET), for the answer to one that does once it is sent, and
+#: for each silence within an answer.
 CONTROL_TIMEOUT = 60.0
 
 #: Largest write handed to a transport when sending a buffered part.
@@ -763,6 +765,7 @@ class S3Store(RetriedCleanups):
     largeObjectSize: int = attr.ib(default=100 * MiB)
     chunkSize: int = attr.ib(default=10 * MiB)
     maxPartsInFlight: int = attr.ib(default=2)
+    requestTimeout: float = attr.ib(default=CONTROL_TIMEOUT)
     _bucketReady: bool = attr.ib(default=False, init=False)
     _retries: Optional[CleanupRetries] = attr.ib(default=None, init=False, repr=False)
 
@@ -801,6 +804,7 @@ class S3Store(RetriedCleanups):
         if chunk > 5 * 1024:
             raise ConfigError("s3_store_large_object_chunk_size: S3 parts are at most 5120 MB")
         inFlight = _parseInt(conf, "s3_store_max_parts_in_flight", 2, 1)
+        timeout = _parseInt(conf, "s3_store_request_timeout", int(CONTROL_TIMEOUT), 1)
         region = (
             conf.get("s3_store_region") or conf.get("s3_store_region_name") or "us-east-1"
         ).strip()
@@ -820,6 +824,7 @@ class S3Store(RetriedCleanups):
             largeObjectSize=large * MiB,
             chunkSize=chunk * MiB,
             maxPartsInFlight=inFlight,
+            requestTimeout=float(timeout),
         )
 
     # Addressing and requests
@@ -861,15 +866,16 @@ class S3Store(RetriedCleanups):
         bucketOnly: bool = False,
         headers: Optional[Mapping[str, str]] = None,
         data: Any = None,
-        timeout: Optional[float] = CONTROL_TIMEOUT,
+        paced: bool = False,
     ) -> Any:
         """
         Send one signed request; fire with the (unread) response.  Anything
         that keeps a response from arriving becomes L{StoreUnavailable}.
 
-        @param timeout: seconds for the whole request, or None for one that
-            carries image bytes (at the uploading client's pace), whose
-            answer then has L{CONTROL_TIMEOUT} once the body is sent.
+        @param paced: the request carries image bytes, at the uploading
+            client's pace, so only its answer is timed, with
+            C{requestTimeout} from when the body is sent; any other
+            request has C{requestTimeout} in all.
         """
         url = self._url(loc, query, bucketOnly)
         signed = _signedHeaders(method, url, loc, self.region, headers or {})
@@ -880,8 +886,8 @@ class S3Store(RetriedCleanups):
             d.cancel()
 
         deadline = None
-        if timeout is None and IBodyProducer.providedBy(data):
-            data = deadline = AnswerDeadline(data, self._reactor, CONTROL_TIMEOUT, expire)
+        if paced and IBodyProducer.providedBy(data):
+            data = deadline = AnswerDeadline(data, self._reactor, self.requestTimeout, expire)
         try:
             d = self._client.request(
                 method,
@@ -897,10 +903,10 @@ class S3Store(RetriedCleanups):
             raise StoreUnavailable("S3 %s failed: cannot reach the store (%s)"
                                    % (what, _describe(e)))
         timer = None
-        if timeout is not None:
-            timer = self._reactor.callLater(timeout, expire)
+        if not paced:
+            timer = self._reactor.callLater(self.requestTimeout, expire)
         try:
-            return SilentAnswer(await d, self._reactor, CONTROL_TIMEOUT, "S3 " + what)
+            return SilentAnswer(await d, self._reactor, self.requestTimeout, "S3 " + what)
         except Exception as e:
             if not isCancellation(e):
                 raise StoreUnavailable("S3 %s failed: cannot reach the store (%s)"
@@ -1008,7 +1014,7 @@ class S3Store(RetriedCleanups):
                     "upload",
                     headers={"Content-Type": "application/octet-stream"},
                     data=observed,
-                    timeout=None,
+                    paced=True,
                 )
             except StoreError:
                 if observed.failure is not None:
@@ -1092,7 +1098,7 @@ class S3Store(RetriedCleanups):
             "upload",
             headers={"Content-Type": "application/octet-stream"},
             data=_ChunksBody(chunks, size),
-            timeout=None,
+            paced=True,
         )
         await self._expect(response, "upload", 200)
         await drain(response)
@@ -1124,7 +1130,7 @@ class S3Store(RetriedCleanups):
             what,
             query="partNumber=%d&uploadId=%s" % (number, quote(uploadId, safe="-_.~")),
             data=_ChunksBody(chunks, size),
-            timeout=None,
+            paced=True,
         )
         await self._expect(response, what, 200)
         await drain(response)

@@ -70,8 +70,9 @@ MAX_OBJECT_MB = 5120
 #: Bytes a segment buffers before its PUT has a connection; the body is
 #: paused above this.
 HIGH_WATER = 1 * MiB
-#: Seconds to wait for the answer to a request that carries no image bytes
-#: (auth, HEAD, DELETE, manifest), and for a download's response headers.
+#: Seconds to wait, by default (swift_store_request_timeout), for the
+#: answer to a request that carries no image bytes (Keystone or tempauth,
+#: HEAD, DELETE, manifest), and for a download's response headers.
 REQUEST_TIMEOUT = 60.0
 #: Authenticated sessions kept (one per distinct credentials seen in
 #: locations).
@@ -950,6 +951,11 @@ class SwiftStore(RetriedCleanups):
             endpoint = _httpUrl("swift_store_endpoint", endpoint)
         largeObjectSize = _megabytes(conf, "swift_store_large_object_size", 5120)
         chunkSize = _megabytes(conf, "swift_store_large_object_chunk_size", 200)
+        timeout = _option(conf, "swift_store_request_timeout", str(int(REQUEST_TIMEOUT)))
+        assert timeout is not None
+        if not (timeout.isascii() and timeout.isdigit()) or int(timeout) < 1:
+            raise ConfigError("swift_store_request_timeout: must be a whole number of seconds,"
+                              " at least 1")
         return cls(
             reactor,
             treqClient,
@@ -968,6 +974,7 @@ class SwiftStore(RetriedCleanups):
             region=_option(conf, "swift_store_region"),
             endpoint=endpoint,
             serviceType=_option(conf, "swift_store_service_type", "object-store"),
+            requestTimeout=float(timeout),
         )
 
     @property
