@@ -92,6 +92,18 @@ _SCHEME = re.compile(r"\A[a-z][a-z0-9+.-]*\Z")
 _URL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://(?:[^\n]*@)?[^\s'\"]+", re.IGNORECASE)
 
 
+@attr.s(frozen=True, auto_attribs=True)
+class _MetadataWrite:
+    """
+    An update's fields and properties, checked and not yet written.
+    """
+
+    fields: Mapping[str, Any]
+    properties: Mapping[str, str]
+    purge: bool
+    propertyQuota: Optional[int]
+
+
 @attr.s(auto_attribs=True)
 class _DataPlan:
     """
@@ -101,6 +113,9 @@ class _DataPlan:
     store: Any = None
     source: Any = None
     sourceSize: Optional[int] = None
+    #: An upload's own metadata, written in the transaction that makes
+    #: the image C{saving} for it (L{ImageService._storeFrom}).
+    metadata: Optional[_MetadataWrite] = None
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -480,7 +495,7 @@ class ImageService:
     async def _supplyData(self, image: ImageRecord, changes: ImageChanges, body,
                           plan: "_DataPlan") -> ImageRecord:
         if body is not None:
-            return await self._store(image, body, plan.store)
+            return await self._store(image, body, plan.store, plan.metadata)
         if changes.location is not None:
             return await self._register(image, changes.location, plan.sourceSize)
         if changes.copy_from is not None:
@@ -581,10 +596,18 @@ class ImageService:
                                     fields.get("size", image.size))
         self._takeSourceSize(changes, plan, fields, fields.get("size", image.size))
         quota = self.config.image_property_quota
+        write = _MetadataWrite(fields, props, purge, quota if quota >= 0 else None)
+        if body is not None:
+            # Written with the image's change to saving, in one conditional
+            # transaction: an upload that loses the race for the image then
+            # changes nothing, as its 409 says (written first, a loser's
+            # disk_format went active with the winner's bytes).
+            plan.metadata = write
+            return image, plan
         try:
             image = await self.registry.update(
                 image.id, fields, props, purgeProperties=purge, expectStatus=[image.status],
-                propertyQuota=quota if quota >= 0 else None)
+                propertyQuota=write.propertyQuota)
         except reg.NotFound:
             raise errors.NotFound("Image not found.")
         except reg.QuotaExceeded as e:
@@ -595,17 +618,19 @@ class ImageService:
 
     # -- bytes in -------------------------------------------------------------
 
-    async def _store(self, image: ImageRecord, source, store) -> ImageRecord:
+    async def _store(self, image: ImageRecord, source, store,
+                     metadata: Optional[_MetadataWrite] = None) -> ImageRecord:
         """
         Move an image from queued to active with the bytes C{source}
-        produces, or leave it killed with nothing stored.
+        produces, or leave it killed with nothing stored; C{metadata} is
+        written as it starts, only if it does.
         """
         if self._stopping:
             raise errors.Unavailable("The server is shutting down.")
         token = id(source)
         self._uploading[token] = source
         try:
-            return await self._storeFrom(image, source, store)
+            return await self._storeFrom(image, source, store, metadata)
         finally:
             self._uploading.pop(token, None)
 
@@ -630,11 +655,15 @@ class ImageService:
             self.log.warn("{count} uploads still under way at shutdown",
                           count=len(self._uploading))
 
-    async def _storeFrom(self, image: ImageRecord, source, store) -> ImageRecord:
+    async def _storeFrom(self, image: ImageRecord, source, store,
+                         metadata: Optional[_MetadataWrite]) -> ImageRecord:
         lease = self.leases.take(image.id, store.name) if self.leases is not None else None
+        write = metadata or _MetadataWrite({}, {}, False, None)
         try:
-            await self.registry.update(image.id, {"status": "saving"}, expectStatus=["queued"],
-                                       lease=lease, requireFormats=True)
+            saving = await self.registry.update(
+                image.id, {**write.fields, "status": "saving"}, write.properties or None,
+                purgeProperties=write.purge, expectStatus=["queued"], lease=lease,
+                requireFormats=True, propertyQuota=write.propertyQuota)
         except reg.Conflict as e:
             if e.current is not None and e.current.status == "queued":
                 raise errors.BadRequest("disk_format and container_format are required when"
@@ -643,6 +672,14 @@ class ImageService:
                                   % (image.id,))
         except reg.NotFound:
             raise errors.NotFound("Image not found.")
+        except reg.QuotaExceeded as e:
+            # Another update added properties since this one looked.
+            self._checkPropertyQuota(e.args[0])
+            raise
+        if metadata is not None:
+            # What the upload is checked against (a size or checksum it
+            # gave), as it was before it began: image.prepare shows it so.
+            image = attr.evolve(saving, status=image.status)
         # Renewed by this process from now until the upload is over; an
         # upload that lost the race above never held it.
         if lease is not None:

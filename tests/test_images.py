@@ -184,6 +184,40 @@ class LifecycleTests(TestCase):
         self.assertEqual(self.notifier.errors, [])
 
     @async_test
+    async def test_losingUploadChangesNothing(self):
+        """
+        Of uploads racing to one queued image, each with its own metadata,
+        the winner's bytes go active with the winner's metadata, and a
+        loser's 409 leaves no trace: a loser's disk_format was written
+        before it lost, so raw bytes went active labelled vhd.
+        """
+        formats = ("raw", "vhd", "qcow2", "vmdk")
+        for _ in range(5):
+            image = await self.service.create(self.ctx, ImageChanges(fields=dict(RAW)))
+            data = [os.urandom(50000) for _ in formats]
+
+            async def put(i):
+                changes = ImageChanges(fields={"disk_format": formats[i], "name": "from-%d" % i},
+                                       properties={"who": str(i)})
+                try:
+                    await self.service.update(self.ctx, image.id, changes,
+                                              BytesBody(reactor, data[i]))
+                except (errors.Conflict, errors.Forbidden):
+                    return None
+                return i
+
+            results = await DeferredList([ensureDeferred(put(i)) for i in range(len(formats))],
+                                         fireOnOneErrback=True, consumeErrors=True)
+            winners = [i for ok, i in results if i is not None]
+            self.assertEqual(len(winners), 1, results)
+            won = winners[0]
+            final = await self.registry.get(image.id)
+            self.assertEqual((final.status, final.checksum),
+                             ("active", hashlib.md5(data[won]).hexdigest()))
+            self.assertEqual((final.name, final.disk_format, final.properties),
+                             ("from-%d" % won, formats[won], {"who": str(won)}))
+
+    @async_test
     async def test_eventsAsGlanceSentThem(self):
         """
         Each way to an active image sends Glance v1's events, ending with
