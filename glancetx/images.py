@@ -203,7 +203,10 @@ class ImageService:
         The image if the caller may see it; otherwise a 404 that says no
         more than a missing image would.
         """
-        if not _UUID.match(imageId or "") and len(imageId) > 36:
+        if not imageId.isascii() or (not _UUID.match(imageId) and len(imageId) > 36):
+            # No image has such an id; and MySQL's collations would find
+            # one with an accent as another's, or refuse it in a latin1
+            # column (a 503).
             raise errors.NotFound("Image not found.")
         try:
             image = await self.registry.get(imageId, includeDeleted=includeDeleted)
@@ -1114,17 +1117,23 @@ class ImageService:
             raise errors.NotFound("Member not found.")
 
     async def _mayShare(self, ctx: RequestContext, image: ImageRecord,
-                        ownerOnly: bool) -> None:
+                        ownerOnly: bool) -> Optional[str]:
+        """
+        Refuse a caller who may not change C{image}'s members.
+
+        @return: the member whose C{can_share} allows it, to be checked
+            again as the change is made; C{None} for the owner or an admin.
+        """
         self._writeAllowed(ctx)
         if ctx.is_admin or (ctx.tenant is not None and image.owner == ctx.tenant):
-            return
+            return None
         if not ownerOnly and ctx.tenant is not None:
             try:
                 me = await self.registry.member(image.id, ctx.tenant)
             except reg.NotFound:
                 me = None
             if me is not None and me.can_share:
-                return
+                return ctx.tenant
         raise errors.Forbidden("You are not permitted to share this image.")
 
     @fromCoroutine
@@ -1147,6 +1156,8 @@ class ImageService:
         except reg.MembersRefused as e:
             rule = "add_member" if e.args[0] == "add" else "delete_member"
             raise errors.Forbidden("You are not authorized to complete %s action." % (rule,))
+        except reg.NotFound:
+            raise errors.NotFound("Image not found.")
 
     def _memberQuota(self) -> int:
         q = self.config.image_member_quota
@@ -1156,13 +1167,18 @@ class ImageService:
     async def addMember(self, ctx: RequestContext, imageId: str, member: str,
                         canShare: Optional[bool]) -> None:
         image = await self._visible(ctx, imageId)
-        await self._mayShare(ctx, image, ownerOnly=False)
+        sharer = await self._mayShare(ctx, image, ownerOnly=False)
         # Glance v1 governed adding one member, as replacing them all, by
         # modify_member; add_member (v2's name) is honoured as well.
         self._enforce(ctx, "modify_member", image)
         self._enforce(ctx, "add_member", image)
         try:
-            await self.registry.addMember(imageId, member, canShare, self._memberQuota())
+            await self.registry.addMember(imageId, member, canShare, self._memberQuota(),
+                                          sharer=sharer)
+        except reg.MembersRefused:
+            raise errors.Forbidden("You are not permitted to share this image.")
+        except reg.NotFound:
+            raise errors.NotFound("Image not found.")
         except reg.QuotaExceeded:
             raise errors.TooLarge("The limit of %d members for an image has been exceeded."
                                   % (self.config.image_member_quota,))

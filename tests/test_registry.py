@@ -596,6 +596,52 @@ class RegistryTestsMixin:
         self.assertEqual(await self.registry.list(ListQuery(changes_since=future)), [])
 
     @async_test
+    async def test_lookupIsExact(self):
+        """
+        An id finds its own image only: MySQL's collations took "ID",
+        "id " and an accented id for "id".
+        """
+        own = "abcdef00-0000-0000-0000-000000000001"
+        await self.make(1, id=own)
+        for other in (own.upper(), own + " ", "\u00e1" + own[1:]):
+            with self.assertRaises(NotFound):
+                await self.registry.get(other)
+        self.assertEqual((await self.registry.get(own)).id, own)
+
+    @async_test
+    async def test_membersOfADeletedImage(self):
+        """
+        A member change that waited for the image's lock while the image
+        was deleted finds it gone: the member rows outlived the image, and
+        a deleted private image showed in its new member's lists.
+        """
+        await self.make(1)
+        await self.registry.delete(uid(1))
+        with self.assertRaises(NotFound):
+            await self.registry.addMember(uid(1), "t2", None, 10)
+        with self.assertRaises(NotFound):
+            await self.registry.replaceMembers(uid(1), {"t2": False}, 10)
+        self.assertEqual(await self.registry.sharedWith("t2"), [])
+
+    @async_test
+    async def test_sharerCheckedUnderTheLock(self):
+        """
+        A member adding another by its C{can_share} still has it when the
+        addition is made, or nothing is added.
+        """
+        await self.make(1)
+        await self.registry.addMember(uid(1), "bob", True, 10)
+        await self.registry.addMember(uid(1), "carol", None, 10, sharer="bob")
+        await self.registry.addMember(uid(1), "bob", False, 10)
+        with self.assertRaises(MembersRefused) as caught:
+            await self.registry.addMember(uid(1), "dave", None, 10, sharer="bob")
+        self.assertEqual(caught.exception.args, ("share",))
+        await self.registry.deleteMember(uid(1), "bob")
+        with self.assertRaises(MembersRefused):
+            await self.registry.addMember(uid(1), "dave", None, 10, sharer="bob")
+        self.assertEqual([m.member for m in await self.registry.members(uid(1))], ["carol"])
+
+    @async_test
     async def test_replaceMembersRefusedUnderTheLock(self):
         """
         A replacement the caller may not make changes nothing: one that

@@ -346,7 +346,9 @@ _MEMBERS = select([image_members.c.member, image_members.c.can_share]).where(and
 
 def _getImage(sqlconn, imageId: str, includeDeleted: bool = False) -> ImageRecord:
     rows = sqlconn.execute(_GET_ANY if includeDeleted else _GET_LIVE, id=imageId).fetchall()
-    if not rows:
+    if not rows or rows[0]["id"] != imageId:
+        # MySQL's collations find "ID", "id " and "íd" as "id": the id
+        # asked for is another image's, or none.
         raise NotFound(imageId)
     props = {r["prop_name"]: r["prop_value"] for r in rows if r["prop_name"] is not None}
     return ImageRecord(properties=props, **_row(rows[0]))
@@ -382,11 +384,19 @@ def _members(sqlconn, imageId: str) -> List[MemberRecord]:
 #: rather than racing to insert the same member or deadlocking over each
 #: other's rows.  (Updates and deletes take the same row lock with their
 #: first statement.  SQLite, one writer at a time, compiles no FOR UPDATE.)
-_LOCK_IMAGE = select([images.c.id]).where(images.c.id == bindparam("id")).with_for_update()
+_LOCK_IMAGE = select([images.c.id]).where(and_(
+    images.c.id == bindparam("id"), images.c.deleted == False)).with_for_update()  # noqa: E712
 
 
 def _lockImage(sqlconn, imageId: str) -> None:
-    sqlconn.execute(_LOCK_IMAGE, id=imageId).fetchall()
+    """
+    Hold the image's row until the transaction ends.
+
+    @raise NotFound: it is gone (deleted since the caller looked, while
+        this waited for the lock): a member added now would outlive it.
+    """
+    if not sqlconn.execute(_LOCK_IMAGE, id=imageId).fetchall():
+        raise NotFound(imageId)
 
 
 #: A transaction that failed with one of these is run again from the start:
@@ -1198,13 +1208,22 @@ class Registry:
 
     @fromCoroutine
     async def addMember(self, imageId: str, member: str, canShare: Optional[bool],
-                        quota: int) -> None:
+                        quota: int, sharer: Optional[str] = None) -> None:
+        """
+        Add C{member}, or change its C{can_share}.
+
+        @param sharer: the member whose C{can_share} allows this, checked
+            again under the image's lock (its right may have been taken
+            away since); otherwise L{MembersRefused}.
+        """
         now = _now()
 
         def work(sqlconn):
             _lockImage(sqlconn, imageId)
             _purgeDeletedMembers(sqlconn, imageId)
             current = {m.member: m.can_share for m in _members(sqlconn, imageId)}
+            if sharer is not None and not current.get(sharer):
+                raise MembersRefused("share")
             if member in current:
                 if canShare is not None:
                     sqlconn.execute(image_members.update().where(and_(
@@ -1255,6 +1274,8 @@ class QuotaExceeded(Exception):
 
 class MembersRefused(Exception):
     """
-    A replacement of an image's members would add (C{args[0]} is
-    C{"add"}) or remove (C{"remove"}) members, which its caller may not.
+    A change of an image's members its caller may not make: a replacement
+    that would add (C{args[0]} is C{"add"}) or remove (C{"remove"})
+    members, or an addition by a member no longer allowed to share
+    (C{"share"}).
     """
