@@ -596,6 +596,35 @@ class RegistryTestsMixin:
         self.assertEqual(await self.registry.list(ListQuery(changes_since=future)), [])
 
     @async_test
+    async def test_listIsOneSnapshot(self):
+        """
+        A page and its images' properties are read in one snapshot: an
+        update committed between the two reads showed an image with the
+        name of one update and the properties of another.
+        """
+        import sqlalchemy
+        from glancetx.registry import registry as module
+        from glancetx.registry.schema import image_properties
+        await self.make(1, name="v1", properties={"tag": "v1"})
+        real = module._propertiesFor
+        engine = sqlalchemy.create_engine(self.url)
+        self.addCleanup(engine.dispose)
+
+        def updatedMeanwhile(sqlconn, ids):
+            with engine.begin() as other:
+                other.execute(images.update().where(images.c.id == uid(1)).values(name="v2"))
+                other.execute(image_properties.update().where(
+                    image_properties.c.image_id == uid(1)).values(value="v2"))
+            return real(sqlconn, ids)
+
+        self.patch(module, "_propertiesFor", updatedMeanwhile)
+        [image] = await self.registry.list(ListQuery())
+        self.assertEqual((image.name, image.properties), ("v1", {"tag": "v1"}))
+        self.patch(module, "_propertiesFor", real)
+        [image] = await self.registry.list(ListQuery())
+        self.assertEqual((image.name, image.properties), ("v2", {"tag": "v2"}))
+
+    @async_test
     async def test_lookupIsExact(self):
         """
         An id finds its own image only: MySQL's collations took "ID",

@@ -388,6 +388,34 @@ _LOCK_IMAGE = select([images.c.id]).where(and_(
     images.c.id == bindparam("id"), images.c.deleted == False)).with_for_update()  # noqa: E712
 
 
+#: The next (MySQL) or this (PostgreSQL, before its first query)
+#: transaction's isolation.
+_REPEATABLE_READ = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+
+
+def _beginSnapshot(sqlconn, sqlite: bool) -> None:
+    """
+    Begin a transaction whose statements all see one snapshot: pysqlite
+    begins none before a SELECT, and MySQL and PostgreSQL take one
+    snapshot for a whole transaction only at repeatable read, which must
+    be set before its first query.  (On PostgreSQL the pool's ping may
+    have begun one; psycopg2 must end it itself, or it would not begin
+    the next.)
+    """
+    if sqlite:
+        sqlconn.execute("BEGIN")
+        return
+    raw = sqlconn.connection.connection
+    if sqlconn.dialect.name == "postgresql" and raw.get_transaction_status() != 0:
+        try:
+            raw.rollback()
+        except sqlconn.dialect.dbapi.Error as e:
+            sqlconn.invalidate()
+            raise DBAPIError.instance(None, None, e, sqlconn.dialect.dbapi.Error,
+                                      connection_invalidated=True) from None
+    sqlconn.execute(_REPEATABLE_READ)
+
+
 def _lockImage(sqlconn, imageId: str) -> None:
     """
     Hold the image's row until the transaction ends.
@@ -690,7 +718,9 @@ class Registry:
             # list, as the GIL makes its append seen at once.
             answered: List[bool] = []
             try:
-                running = runOnConnection(conn, self._job(conn, work, transaction, answered))
+                running = runOnConnection(
+                    conn, self._job(conn, work, transaction, answered,
+                                    snapshot=transaction and writes is False))
                 running.addTimeout(max(0.0, deadline - self._clock.seconds()), self._clock)
                 return await running
             except TimeoutError:
@@ -728,9 +758,15 @@ class Registry:
                 pool.release(conn, broken=broken)
 
     def _job(self, conn, work: Callable[[Any], T], transaction: bool,
-             answered: List[bool]) -> Callable[[Any], T]:
+             answered: List[bool], snapshot: bool = False) -> Callable[[Any], T]:
         """
-        C{work} as its connection's thread runs it.  A transaction whose
+        C{work} as its connection's thread runs it.  A read in a
+        transaction (C{snapshot}) sees one snapshot of the database in all
+        its statements, as a list's page and its images' properties must:
+        under read committed each statement saw what was committed when
+        it began, so an update committed between the two showed an image
+        with the name it had before and the properties it had after.
+        A transaction whose
         caller was C{answered} (L{Unreachable}, when the deadline passed)
         while it ran is rolled back, not committed: that caller was told
         it failed, and a database that is slow (not locked, so no lock
@@ -766,6 +802,8 @@ class Registry:
                 return result
             with sqlconn.begin():
                 try:
+                    if snapshot:
+                        _beginSnapshot(sqlconn, sqlite)
                     result = work(sqlconn)
                 except DBAPIError as e:
                     # Failed before its commit: nothing of it was kept.
