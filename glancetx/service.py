@@ -170,6 +170,21 @@ class GlanceSite(server.Site):
         return super().getResourceFor(request)
 
 
+def _failureIn(output: str) -> str:
+    """
+    The message of the exception a Python process's C{output} ends with:
+    the first line of its last traceback that is not a frame, without the
+    exception's class (SQLAlchemy's messages end in a link and the SQL).
+    """
+    lines = output.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent")]
+    for line in lines[starts[-1] + 1:] if starts else reversed(lines):
+        if line.strip() and not line.startswith(" "):
+            head, sep, message = line.partition(": ")
+            return message if sep and " " not in head else line
+    return "unknown error"
+
+
 def prepareRegistry(url: str) -> None:
     """
     Create or upgrade the schema of the embedded SQLite registry; for a
@@ -198,9 +213,8 @@ def prepareRegistry(url: str) -> None:
                  "import sys; from glancetx.registry import migrate; migrate.sync(sys.argv[1])",
                  url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             if done.returncode != 0:
-                last = done.stdout.decode("utf-8", "replace").strip().splitlines()[-1:]
                 raise ConfigError("sql_connection: migrating the database failed: %s"
-                                  % (last[0] if last else "unknown error",))
+                                  % (_failureIn(done.stdout.decode("utf-8", "replace")),))
         if path:
             useWAL(path)
         return

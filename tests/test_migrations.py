@@ -43,6 +43,22 @@ class MigrationTests(TestCase):
         self.assertEqual(schemaRevision(url), HEAD_REVISION)
         prepareRegistry(url)  # idempotent
 
+    def test_sqliteMigrationFailureSaysWhy(self):
+        """
+        A migration at start that fails says the database's reason in one
+        line: it said only "(Background on this error at: ...)", the last
+        line of the migration's traceback.
+        """
+        import sqlite3
+        url = dbs.sqliteURL(self)
+        db = sqlite3.connect(url[len("sqlite:///"):])
+        db.execute("CREATE TABLE images (x INTEGER)")
+        db.commit()
+        db.close()
+        e = self.assertRaises(ConfigError, prepareRegistry, url)
+        self.assertEqual(str(e), "sql_connection: migrating the database failed:"
+                                 " (sqlite3.OperationalError) table images already exists")
+
     def test_sqliteInWALModeAtStart(self):
         """
         The embedded database is switched to WAL before the server's pooled
