@@ -180,6 +180,19 @@ class RenderTests(TestCase):
         self.assertEqual(back.fields["size"], 3)
         self.assertEqual(dict(back.properties), {"k": "v"})
 
+    def test_propertyNamesThatAreNoHeaderName(self):
+        """
+        A property whose name cannot be a header name (a database Glance v2
+        wrote allows any) is left out of the headers, and shown in the
+        lists' JSON: Twisted refused the header, a 500 for every HEAD.
+        """
+        names = {"os distro": "a", "\u00fcn\u00ef": "b", "a:b": "c", "k": "v", "a.b-c_d": "e",
+                 "": "f"}
+        image = record(properties=names)
+        shown = {k for k in h.imageHeaders(image) if k.startswith(b"x-image-meta-property-")}
+        self.assertEqual(shown, {b"x-image-meta-property-k", b"x-image-meta-property-a.b-c_d"})
+        self.assertEqual(h.imageDict(image)["properties"], names)
+
     def test_jsonForms(self):
         image = record(size=3, properties={"k": "v"})
         d = h.imageDict(image)

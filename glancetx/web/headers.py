@@ -243,10 +243,16 @@ def imageHeaders(image: ImageRecord) -> Dict[bytes, bytes]:
             continue
         out[header] = _headerValue(_render(value))
     for key, value in image.properties.items():
-        if value is None:
+        if value is None or not _TOKEN.match(key):
+            # Not a header name (a property Glance v2 wrote, say): the
+            # lists' JSON shows it.
             continue
-        out[(PROPERTY + key).encode("utf-8", "replace")] = _headerValue(value)
+        out[(PROPERTY + key).encode("ascii")] = _headerValue(value)
     return out
+
+
+#: An HTTP field name (RFC 9110 5.1: a token).
+_TOKEN = re.compile(r"\A[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 
 
 def _headerValue(value: Any) -> bytes:
