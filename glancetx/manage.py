@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     if args.action == "purge" and args.age > MAX_AGE_DAYS:
         # Further back than datetime can count.
         parser.error("--age-in-days must be at most %d" % (MAX_AGE_DAYS,))
+    config = None
     try:
         options = cfg.readINI(args.config) if args.config else {}
         config = cfg.build(cfg.DEFAULT_PORT, args.data_dir, options)
@@ -79,7 +80,26 @@ def main(argv=None) -> int:
         print("glancetx-manage: the database cannot be used: %s" % (reason[0],),
               file=sys.stderr)
         return 1
+    except Exception as e:
+        # A driver refusing its own arguments from the URL's query
+        # (connect_timeout=abc, an unknown charset) raises what it likes.
+        if config is None:
+            raise
+        reason = (str(e).strip().splitlines() or [""])[0]
+        password = _password(config.sql_connection)
+        if password:
+            reason = reason.replace(password, "***")
+        print("glancetx-manage: the database cannot be used: %s: %s"
+              % (type(e).__name__, reason), file=sys.stderr)
+        return 1
     return 0
+
+
+def _password(url: str):
+    try:
+        return sqlalchemy.engine.url.make_url(url).password
+    except Exception:
+        return None
 
 
 if __name__ == "__main__":

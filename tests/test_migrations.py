@@ -197,7 +197,12 @@ class ManageCommandTests(TestCase):
                           ("sql_connection = postgresql://glance:s3cret@127.0.0.1:1/glance",
                            "Connection refused"),
                           ("sql_connection = mysql+pymysql://root:s3cret@127.0.0.1:3306/x",
-                           "Access denied")]:
+                           "Access denied"),
+                          # The driver refuses its own arguments (a traceback).
+                          ("sql_connection = mysql+pymysql://root:s3cret@127.0.0.1:3306/x"
+                           "?connect_timeout=abc", "abc"),
+                          ("sql_connection = mysql+pymysql://root:s3cret@127.0.0.1:3306/x"
+                           "?charset=nosuch", "cannot be used")]:
             conf = os.path.abspath(self.mktemp())
             with open(conf, "w") as f:
                 f.write("[DEFAULT]\n%s\n" % (text,))
