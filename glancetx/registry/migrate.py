@@ -71,9 +71,16 @@ def _oneAtATime(conn) -> None:
     with "Table 'images' already exists", or with alembic's own error, as
     both ran the same migration.  The second now waits, then finds the
     schema current.
+
+    On SQLite the migration is one transaction that holds the write lock
+    from its start: pysqlite begins none before DDL, so each CREATE
+    committed on its own, a migration that failed half way left a file
+    no sync could finish, and two servers started together raced.
     """
     dialect = conn.dialect.name
-    if dialect == "postgresql":
+    if dialect == "sqlite":
+        conn.execute("BEGIN IMMEDIATE")
+    elif dialect == "postgresql":
         conn.execute("SELECT pg_advisory_xact_lock(%d)" % (_PG_LOCK,))
     elif dialect == "mysql":
         # Held by the session until the engine is disposed of: MySQL's DDL

@@ -45,6 +45,11 @@ CONNECT_SECONDS = 10
 MYSQL_IO_SECONDS = 60
 
 
+#: Seconds a migration of an SQLite file waits for another's to end (as
+#: MySQL's migration lock waits).
+MIGRATION_WAIT_SECONDS = 600
+
+
 def connectArgs(url: str, longStatements: bool = False, quick: bool = False) -> Dict[str, Any]:
     """
     The driver's connect arguments for C{url}.  C{longStatements} (a
@@ -56,6 +61,9 @@ def connectArgs(url: str, longStatements: bool = False, quick: bool = False) -> 
         args["connect_timeout"] = CONNECT_SECONDS
         # (lock_timeout is set once connected, by postgresLimits: an
         # options startup parameter is refused by PgBouncer.)
+    elif url.startswith("sqlite") and longStatements:
+        # Another process's migration holds the write lock while it runs.
+        args["timeout"] = MIGRATION_WAIT_SECONDS
     elif url.startswith("mysql"):
         args["connect_timeout"] = CONNECT_SECONDS
         if not longStatements:
