@@ -14,6 +14,7 @@ from alembic.util.exc import CommandError
 from glancetx import config as cfg
 from glancetx.errors import ConfigError
 from glancetx.registry import migrate
+from glancetx.registry.schema import REVISIONS, newerSchema
 
 
 #: The oldest purge cut-off asked for: about 270 years.
@@ -51,13 +52,16 @@ def main(argv=None) -> int:
         if args.action == "sync":
             if config.sql_connection.startswith("sqlite:///"):
                 import os
-                os.makedirs(os.path.dirname(os.path.abspath(
-                    config.sql_connection[len("sqlite:///"):])), exist_ok=True)
+                os.makedirs(os.path.dirname(os.path.abspath(sqlalchemy.engine.url.make_url(
+                    config.sql_connection).database)), exist_ok=True)
             migrate.sync(config.sql_connection)
             print("database is at revision %s" % (migrate.headRevision(),))
         elif args.action == "purge":
             from glancetx.registry.purge import purge
-            if migrate.currentRevision(config.sql_connection) != migrate.headRevision():
+            current = migrate.currentRevision(config.sql_connection)
+            if current is not None and current not in REVISIONS:
+                raise ConfigError(newerSchema(current))
+            if current != migrate.headRevision():
                 raise ConfigError("the database schema is not current; run db sync first")
             removed = purge(config.sql_connection, args.age, args.maxRows)
             print("removed %d images, %d image properties and %d image members deleted"

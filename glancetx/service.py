@@ -10,6 +10,7 @@ import subprocess
 import sys
 from typing import Optional
 
+from sqlalchemy.engine.url import make_url
 from twisted.application import service
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -194,7 +195,8 @@ def prepareRegistry(url: str) -> None:
     and its modules would otherwise stay resident for the server's life.
     """
     if url.startswith("sqlite"):
-        path = url[len("sqlite:///"):]
+        # The file's path, without a ?query (which named a file of its own).
+        path = make_url(url).database or ""
         try:
             if path:
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -64,6 +64,11 @@ def sync(url: str, revision: str = "head") -> None:
 _PG_LOCK = 0x676c616e63657478
 
 
+#: MySQL's lock for migrations of the connection's database (a lock's
+#: name is at most 64 characters; a database's may be 64 itself).
+_MYSQL_LOCK = "SELECT GET_LOCK(CONCAT('glancetx:', SHA1(COALESCE(DATABASE(), ''))), 600)"
+
+
 def _oneAtATime(conn) -> None:
     """
     Hold the database's lock for migrations until this one ends.  Two
@@ -85,6 +90,8 @@ def _oneAtATime(conn) -> None:
     elif dialect == "mysql":
         # Held by the session until the engine is disposed of: MySQL's DDL
         # commits, but does not release it.
-        got = conn.execute("SELECT GET_LOCK('glancetx-db-sync', 600)").scalar()
+        # One lock per database (MySQL's are the server's): a long
+        # migration of one database held up every other's sync.
+        got = conn.execute(_MYSQL_LOCK).scalar()
         if got != 1:
             raise ConfigError("another db sync has held the migration lock for 10 minutes")

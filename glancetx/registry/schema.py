@@ -35,9 +35,14 @@ HEAD_REVISION = REVISIONS[-1]
 
 def newerSchema(revision: str) -> str:
     """
-    What to say of a database that a newer glancetx has migrated: the
-    advice to run db sync would not help.
+    What to say of a database that a newer glancetx has migrated, or
+    another program (Glance's revisions are named like C{2024_1_contract01}):
+    the advice to run db sync would not help.
     """
+    if not (len(revision) == 4 and revision.isdigit()):
+        return ("database schema is at %s, which is no glancetx revision: the database is"
+                " another program's (Glance's own?); give glancetx a database of its own"
+                % (revision,))
     return ("database schema is at %s, which this glancetx does not know (its newest is %s):"
             " a newer glancetx has migrated it; run that one" % (revision, HEAD_REVISION))
 
