@@ -785,21 +785,25 @@ class Registry:
                 sqlconn.execute("ANALYZE sqlite_schema")
             sqlconn = sqlconn.execution_options(compiled_cache=cache)
             if not transaction:
-                result = work(sqlconn)
-                if not sqlite:
-                    # psycopg2 and PyMySQL begin a transaction with the
-                    # first SELECT, and SQLAlchemy 1.3 ends only writes'.
-                    # On a connection pooled for the life of the process
-                    # it would hold its read locks until the connection
-                    # next wrote, and a migration's ALTER TABLE would wait
-                    # for them, every later query queued behind it.
-                    try:
-                        sqlconn.connection.rollback()
-                    except Exception:
-                        # The read has its answer; a connection that
-                        # cannot roll back is broken, and is replaced.
-                        sqlconn.invalidate()
-                return result
+                try:
+                    return work(sqlconn)
+                finally:
+                    if not sqlite:
+                        # psycopg2 and PyMySQL begin a transaction with the
+                        # first SELECT, and SQLAlchemy 1.3 ends only
+                        # writes'.  On a connection pooled for the life of
+                        # the process it would hold its read locks until
+                        # the connection next wrote, and a migration's
+                        # ALTER TABLE would wait for them, every later
+                        # query queued behind it; and MySQL refuses a
+                        # snapshot's isolation inside it.  So does a read
+                        # that found nothing (NotFound).
+                        try:
+                            sqlconn.connection.rollback()
+                        except Exception:
+                            # The read has its answer; a connection that
+                            # cannot roll back is broken, and is replaced.
+                            sqlconn.invalidate()
             with sqlconn.begin():
                 try:
                     if snapshot:
