@@ -227,8 +227,7 @@ def prepareRegistry(url: str) -> None:
     if current is not None and current not in REVISIONS:
         raise ConfigError("sql_connection: " + newerSchema(current))
     if current is None:
-        raise ConfigError("sql_connection: the database has no glancetx schema; run"
-                          " 'glancetx-manage db sync' first")
+        raise ConfigError("sql_connection: " + noSchema(url))
     if current != HEAD_REVISION:
         raise ConfigError("sql_connection: database schema is at %s, not %s; run"
                           " 'glancetx-manage db sync' first" % (current, HEAD_REVISION))
@@ -247,6 +246,28 @@ def useWAL(path: str) -> None:
         db.execute("PRAGMA journal_mode=WAL")
     finally:
         db.close()
+
+
+def noSchema(url: str) -> str:
+    """
+    What to say of a database with no glancetx revision: one that has its
+    tables all the same holds what a failed sync left (MySQL's DDL is not
+    undone), and another sync would fail on them.
+    """
+    import sqlalchemy
+
+    from glancetx.registry.timeouts import connectArgs
+
+    engine = sqlalchemy.create_engine(url, connect_args=connectArgs(url, quick=True))
+    try:
+        with engine.connect() as conn:
+            halfBuilt = engine.dialect.has_table(conn, "images")
+    finally:
+        engine.dispose()
+    if halfBuilt:
+        return ("the database has glancetx's tables but no schema revision (left by a db sync"
+                " that failed part way?): drop them, then run 'glancetx-manage db sync'")
+    return "the database has no glancetx schema; run 'glancetx-manage db sync' first"
 
 
 def schemaRevision(url: str):

@@ -155,6 +155,21 @@ class MigrationTests(TestCase):
         migrate.sync(url)
         prepareRegistry(url)
 
+    def test_halfBuiltSchemaIsSaidSo(self):
+        """
+        A database with glancetx's tables and no revision (a first sync on
+        MariaDB that failed part way: its DDL is not undone) is said to be
+        that: the advice to run db sync failed on the tables left.
+        """
+        import sqlalchemy
+        url = dbs.mysqlURL(self)
+        engine = sqlalchemy.create_engine(url)
+        self.addCleanup(engine.dispose)
+        with engine.begin() as conn:
+            conn.execute("CREATE TABLE images (id VARCHAR(36))")
+        e = self.assertRaises(ConfigError, prepareRegistry, url)
+        self.assertIn("glancetx's tables but no schema revision", str(e))
+
     def test_migrationsMatchTheTables(self):
         """
         The schema alembic builds is the one the code queries.
