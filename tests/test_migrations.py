@@ -184,6 +184,25 @@ class MigrationTests(TestCase):
             columns = {c["name"] for c in inspector.get_columns(table.name)}
             self.assertEqual(columns, {c.name for c in table.columns}, table.name)
 
+    def test_migrationsMatchTheDeclaredSchema(self):
+        """
+        On every database, the schema the migrations build is the one
+        schema.py declares, types and server defaults included (alembic's
+        own comparison): on MySQL the location and property values were
+        MEDIUMTEXT in the database and TEXT in the declaration.
+        """
+        import sqlalchemy
+        from alembic.autogenerate import compare_metadata
+        from alembic.runtime.migration import MigrationContext
+        for url in (dbs.sqliteURL(self), dbs.postgresURL(self), dbs.mysqlURL(self)):
+            migrate.sync(url)
+            engine = sqlalchemy.create_engine(url)
+            self.addCleanup(engine.dispose)
+            with engine.connect() as conn:
+                context = MigrationContext.configure(
+                    conn, opts={"compare_type": True, "compare_server_default": True})
+                self.assertEqual(compare_metadata(context, metadata), [], url)
+
     def test_mysqlTextIsExactUTF8(self):
         """
         On MySQL/MariaDB, even in a database made in latin1, the text

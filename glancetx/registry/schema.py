@@ -26,6 +26,9 @@ from sqlalchemy.dialects import mysql
 
 #: MySQL's DATETIME drops fractions of a second unless asked to keep them.
 DateTime = _DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
+#: A location or a property's value: MySQL's TEXT holds 64 KiB, and
+#: migration 0004 makes these MEDIUMTEXT.
+LongText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql")
 
 #: Every migration, oldest first; the server compares the database with
 #: the newest without loading alembic (a test keeps them equal to alembic's).
@@ -64,7 +67,7 @@ images = Table(
     Column("min_ram", Integer, nullable=False, default=0),
     Column("owner", String(255)),
     Column("protected", Boolean, nullable=False, default=False),
-    Column("location", Text),
+    Column("location", LongText),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime),
     Column("deleted_at", DateTime),
@@ -84,7 +87,7 @@ image_properties = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("image_id", String(36), ForeignKey("images.id"), nullable=False),
     Column("name", String(255), nullable=False),
-    Column("value", Text),
+    Column("value", LongText),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime),
     Column("deleted_at", DateTime),
