@@ -254,17 +254,7 @@ def noSchema(url: str) -> str:
     tables all the same holds what a failed sync left (MySQL's DDL is not
     undone), and another sync would fail on them.
     """
-    import sqlalchemy
-
-    from glancetx.registry.timeouts import connectArgs
-
-    engine = sqlalchemy.create_engine(url, connect_args=connectArgs(url, quick=True))
-    try:
-        with engine.connect() as conn:
-            halfBuilt = engine.dialect.has_table(conn, "images")
-    finally:
-        engine.dispose()
-    if halfBuilt:
+    if _lookAt(url, lambda conn: conn.dialect.has_table(conn, "images")):
         return ("the database has glancetx's tables but no schema revision (left by a db sync"
                 " that failed part way?): drop them, then run 'glancetx-manage db sync'")
     return "the database has no glancetx schema; run 'glancetx-manage db sync' first"
@@ -275,6 +265,17 @@ def schemaRevision(url: str):
     The alembic revision the database is at (None when it has no schema),
     read without importing alembic.
     """
+    def revision(conn):
+        if not conn.dialect.has_table(conn, "alembic_version"):
+            return None
+        return conn.execute("SELECT version_num FROM alembic_version").scalar()
+    return _lookAt(url, revision)
+
+
+def _lookAt(url: str, look):
+    """
+    What C{look} finds over one short-lived connection to C{url}.
+    """
     import sqlalchemy
 
     from glancetx.registry.timeouts import connectArgs
@@ -282,9 +283,7 @@ def schemaRevision(url: str):
     engine = sqlalchemy.create_engine(url, connect_args=connectArgs(url, quick=True))
     try:
         with engine.connect() as conn:
-            if not engine.dialect.has_table(conn, "alembic_version"):
-                return None
-            return conn.execute("SELECT version_num FROM alembic_version").scalar()
+            return look(conn)
     finally:
         engine.dispose()
 
