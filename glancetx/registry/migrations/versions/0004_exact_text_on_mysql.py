@@ -9,7 +9,7 @@ text column becomes utf8mb4 with a binary collation that does not pad
 (MariaDB's utf8mb4_nopad_bin, MySQL 8's utf8mb4_0900_bin; utf8mb4_bin,
 which pads, on older servers): what PostgreSQL and SQLite compare.
 
-The conversion rebuilds each table.
+The conversion rebuilds each table, once.
 
 Revision ID: 0004
 Revises: 0003
@@ -58,16 +58,16 @@ def upgrade():
     if bind.dialect.name != "mysql":
         return
     collation = exactCollation(bind)
-    tables = []
+    changes = {}
     for table, column, type_, nullable in COLUMNS:
-        if table not in tables:
-            tables.append(table)
-        op.execute("ALTER TABLE %s MODIFY %s %s CHARACTER SET utf8mb4 COLLATE %s %s"
-                   % (table, column, type_, collation, "NULL" if nullable else "NOT NULL"))
-    for table in tables:
-        # Columns added later take the same.
-        op.execute("ALTER TABLE %s DEFAULT CHARACTER SET utf8mb4 COLLATE %s"
-                   % (table, collation))
+        changes.setdefault(table, []).append(
+            "MODIFY %s %s CHARACTER SET utf8mb4 COLLATE %s %s"
+            % (column, type_, collation, "NULL" if nullable else "NOT NULL"))
+    for table, modifications in changes.items():
+        # One statement per table, so each table is rebuilt once, not
+        # once per column; columns added later take the table's default.
+        op.execute("ALTER TABLE %s %s, DEFAULT CHARACTER SET utf8mb4 COLLATE %s"
+                   % (table, ", ".join(modifications), collation))
 
 
 def downgrade():
