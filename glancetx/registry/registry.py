@@ -867,6 +867,11 @@ class Registry:
         return await self._run(work)
 
     def _runRead(self, work: Callable[[Any], T]) -> "Deferred[T]":
+        """
+        A read of one statement: it sees one snapshot by itself, so it
+        runs without a transaction, saving the round trip that sets a
+        snapshot's isolation on PostgreSQL and MySQL.
+        """
         return Deferred.fromCoroutine(self._run(work, transaction=False))
 
     def get(self, imageId: str, includeDeleted: bool = False) -> "Deferred[ImageRecord]":
@@ -1020,7 +1025,7 @@ class Registry:
             rows = sqlconn.execute(select([images.c.deleted_at, images.c.id]).where(
                 due).order_by(images.c.deleted_at, images.c.id).limit(limit))
             return [(r[0], r[1]) for r in rows]
-        return await self._run(work, writes=False)
+        return await self._runRead(work)
 
     @fromCoroutine
     async def claimPendingDelete(self, imageId: str) -> Optional[str]:
@@ -1133,7 +1138,7 @@ class Registry:
         # Each in a transaction of its own: an image whose row another
         # transaction holds (its process froze mid-write) would hold up
         # every other kill with it, run after run.
-        for lease in await self._run(expired, writes=False):
+        for lease in await self._runRead(expired):
             try:
                 claimed, killed = await self._run(reap(lease))
             except Unreachable as e:
@@ -1197,7 +1202,7 @@ class Registry:
 
     @fromCoroutine
     async def members(self, imageId: str) -> List[MemberRecord]:
-        return await self._run(lambda c: _members(c, imageId), writes=False)
+        return await self._runRead(lambda c: _members(c, imageId))
 
     @fromCoroutine
     async def member(self, imageId: str, member: str) -> MemberRecord:
@@ -1305,7 +1310,7 @@ class Registry:
                     image_members.c.deleted == False,  # noqa: E712
                     images.c.deleted == False)).order_by(image_members.c.image_id))  # noqa: E712
             return [MemberRecord(i, member, bool(c)) for i, c in rows]
-        return await self._run(work, writes=False)
+        return await self._runRead(work)
 
 
 class QuotaExceeded(Exception):
