@@ -14,6 +14,7 @@ import uuid
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import attr
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -113,9 +114,23 @@ class _DataPlan:
     store: Any = None
     source: Any = None
     sourceSize: Optional[int] = None
-    #: An upload's own metadata, written in the transaction that makes
-    #: the image C{saving} for it (L{ImageService._storeFrom}).
+    #: An update's own metadata, when it supplies data: written in the
+    #: transaction that makes the image C{saving} for its upload or copy,
+    #: or C{active} at its location (L{ImageService._writeStart}).
     metadata: Optional[_MetadataWrite] = None
+
+
+@attr.s(auto_attribs=True)
+class _Fetching:
+    """
+    A copy waiting for its source to answer: stopping the server cancels
+    the wait, as it aborts an upload under way.
+    """
+
+    waiting: Any
+
+    def abort(self) -> None:
+        self.waiting.cancel()
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -500,9 +515,11 @@ class ImageService:
         if body is not None:
             return await self._store(image, body, plan.store, plan.metadata)
         if changes.location is not None:
-            return await self._register(image, changes.location, plan.sourceSize)
+            return await self._register(image, changes.location, plan.sourceSize,
+                                        plan.metadata)
         if changes.copy_from is not None:
-            self._startCopy(image, changes.copy_from, plan.source, plan.store)
+            return await self._beginCopy(image, changes.copy_from, plan.source, plan.store,
+                                         plan.metadata)
         return image
 
     # -- create and update -------------------------------------------------
@@ -600,10 +617,11 @@ class ImageService:
         self._takeSourceSize(changes, plan, fields, fields.get("size", image.size))
         quota = self.config.image_property_quota
         write = _MetadataWrite(fields, props, purge, quota if quota >= 0 else None)
-        if body is not None:
-            # Written with the image's change to saving, in one conditional
-            # transaction: an upload that loses the race for the image then
-            # changes nothing, as its 409 says (written first, a loser's
+        if body is not None or changes.copy_from is not None or changes.location is not None:
+            # Written with the image's change to saving (or, for a
+            # location, to active), in one conditional transaction: a
+            # request that loses the race for the image then changes
+            # nothing, as its 409 says (written first, a loser's
             # disk_format went active with the winner's bytes).
             plan.metadata = write
             return image, plan
@@ -660,13 +678,27 @@ class ImageService:
 
     async def _storeFrom(self, image: ImageRecord, source, store,
                          metadata: Optional[_MetadataWrite]) -> ImageRecord:
-        lease = self.leases.take(image.id, store.name) if self.leases is not None else None
+        saving = await self._claim(image, store, metadata)
+        try:
+            return await self._receive(self._checkedAgainst(image, saving, metadata),
+                                       source, store)
+        finally:
+            self._releaseLease(image.id)
+
+    async def _writeStart(self, image: ImageRecord, metadata: Optional[_MetadataWrite],
+                          change: Mapping[str, Any], **options: Any) -> ImageRecord:
+        """
+        Take a queued image to C{change} (C{saving} for an upload or a
+        copy, C{active} at a location) together with the request's
+        C{metadata}, in one conditional transaction, so that a request
+        that loses the race for the image (409) has changed nothing.
+        """
         write = metadata or _MetadataWrite({}, {}, False, None)
         try:
-            saving = await self.registry.update(
-                image.id, {**write.fields, "status": "saving"}, write.properties or None,
-                purgeProperties=write.purge, expectStatus=["queued"], lease=lease,
-                requireFormats=True, propertyQuota=write.propertyQuota)
+            return await self.registry.update(
+                image.id, {**write.fields, **change}, write.properties or None,
+                purgeProperties=write.purge, expectStatus=["queued"], requireFormats=True,
+                propertyQuota=write.propertyQuota, **options)
         except reg.Conflict as e:
             if e.current is not None and e.current.status == "queued":
                 raise errors.BadRequest("disk_format and container_format are required when"
@@ -679,19 +711,35 @@ class ImageService:
             # Another update added properties since this one looked.
             self._checkPropertyQuota(e.args[0])
             raise
-        if metadata is not None:
-            # What the upload is checked against (a size or checksum it
-            # gave), as it was before it began: image.prepare shows it so.
-            image = attr.evolve(saving, status=image.status)
-        # Renewed by this process from now until the upload is over; an
-        # upload that lost the race above never held it.
+
+    async def _claim(self, image: ImageRecord, store,
+                     metadata: Optional[_MetadataWrite]) -> ImageRecord:
+        """
+        Make a queued image C{saving} for bytes bound for C{store}, with
+        this process's upload lease, which it then renews until
+        L{_releaseLease}: should the process die, a reaper of any process
+        sharing the database kills the image once the lease runs out.
+        """
+        lease = self.leases.take(image.id, store.name) if self.leases is not None else None
+        saving = await self._writeStart(image, metadata, {"status": "saving"}, lease=lease)
+        # An upload that lost the race above never held it.
         if lease is not None:
             self.leases.hold(image.id)
-        try:
-            return await self._receive(image, source, store)
-        finally:
-            if lease is not None:
-                self.leases.release(image.id)
+        return saving
+
+    def _releaseLease(self, imageId: str) -> None:
+        if self.leases is not None:
+            self.leases.release(imageId)
+
+    @staticmethod
+    def _checkedAgainst(image: ImageRecord, saving: ImageRecord,
+                        metadata: Optional[_MetadataWrite]) -> ImageRecord:
+        """
+        What bytes are checked against (a size or checksum the request
+        gave, or a copy's source reported), as the image was before they
+        began: image.prepare shows it so.
+        """
+        return attr.evolve(saving, status=image.status) if metadata is not None else image
 
     async def _receive(self, image: ImageRecord, source, store) -> ImageRecord:
         """
@@ -792,6 +840,12 @@ class ImageService:
     async def _kill(self, imageId: str, why: str,
                     reminder: Optional[reg.UploadLease] = None) -> Optional[str]:
         """
+        Kill an image this process's upload or copy made C{saving}.  Only
+        C{saving}: nothing else can have taken it from there but a reaper
+        or a delete, whereas a queued image may be another client's to
+        upload (a failed copy that still found it queued once killed the
+        upload that had begun meanwhile).
+
         Returns the status that kept the image from being killed here, if
         one did.
         """
@@ -799,7 +853,7 @@ class ImageService:
         # quote a location.
         try:
             await self.registry.update(imageId, {"status": "killed"},
-                                       expectStatus=["saving", "queued"], lease=reminder)
+                                       expectStatus=["saving"], lease=reminder)
         except reg.Conflict as e:
             return e.current.status if e.current is not None else None
         except reg.NotFound:
@@ -888,12 +942,10 @@ class ImageService:
                           image_id=imageId, error=_plain(e))
             return False
 
-    async def _register(self, image: ImageRecord, location: str, size: int) -> ImageRecord:
-        try:
-            image = await self.registry.update(image.id, {"status": "active", "size": size},
-                                               expectStatus=["queued"], location=location)
-        except (reg.Conflict, reg.NotFound):
-            raise errors.Conflict("Image is not queued.")
+    async def _register(self, image: ImageRecord, location: str, size: int,
+                        metadata: Optional[_MetadataWrite] = None) -> ImageRecord:
+        image = await self._writeStart(image, metadata, {"status": "active", "size": size},
+                                       location=location)
         self._activated(image)
         return image
 
@@ -908,28 +960,51 @@ class ImageService:
         for event in events + ("image.activate", "image.update"):
             self.notifier.notify(event, payloadFor(image))
 
-    def _startCopy(self, image: ImageRecord, source: str, sourceStore, store) -> None:
-        d = self._copy(image, source, sourceStore, store)
-        self.background.append(d)
-        d.addBoth(lambda r: self.background.remove(d))
+    async def _beginCopy(self, image: ImageRecord, source: str, sourceStore, store,
+                         metadata: Optional[_MetadataWrite]) -> ImageRecord:
+        """
+        Make the image C{saving} for a copy from C{source}, with this
+        process's upload lease, before answering; then copy in the
+        background.  (Claimed only once the source began to send, the
+        image stayed C{queued} meanwhile: an upload could take it, which
+        the copy, failing, then killed; and a copy whose process died
+        left it queued for ever, with no lease for a reaper to find.)
+        """
+        if self._stopping:
+            raise errors.Unavailable("The server is shutting down.")
+        saving = await self._claim(image, store, metadata)
+        copying = Deferred.fromCoroutine(self._copy(
+            self._checkedAgainst(image, saving, metadata), source, sourceStore, store))
+        self.background.append(copying)
+        copying.addBoth(lambda _: self.background.remove(copying))
+        return saving
 
-    @fromCoroutine
     async def _copy(self, image: ImageRecord, source: str, sourceStore, store) -> None:
+        token = object()
         try:
-            producer = await sourceStore.get(source)
-        except Exception as e:
-            await self._kill(image.id, "copy-from source unreadable: %s" % (e,))
-            return
-        try:
-            await self._store(image, producer, store)
-        except errors.APIError as e:
-            self.log.info("copy-from for {image_id} failed: {error}",
-                          image_id=image.id, error=e.message)
+            fetching = ensureDeferred(sourceStore.get(source))
+            self._uploading[token] = _Fetching(fetching)
+            try:
+                producer = await fetching
+            except Exception as e:
+                await self._kill(image.id, "the server stopped before the copy began"
+                                 if self._stopping else "copy-from source unreadable: %s" % (e,))
+                return
             if self._stopping:
-                # Refused before it began: no one else will copy it.
+                getattr(producer, "abort", lambda: None)()
                 await self._kill(image.id, "the server stopped before the copy began")
-        except Exception:
-            self.log.failure("copy-from for {image_id} failed", image_id=image.id)
+                return
+            self._uploading[token] = producer
+            try:
+                await self._receive(image, producer, store)
+            except errors.APIError as e:
+                self.log.info("copy-from for {image_id} failed: {error}",
+                              image_id=image.id, error=e.message)
+            except Exception:
+                self.log.failure("copy-from for {image_id} failed", image_id=image.id)
+        finally:
+            self._uploading.pop(token, None)
+            self._releaseLease(image.id)
 
     # -- delete ---------------------------------------------------------------
 

@@ -503,6 +503,118 @@ class LifecycleTests(TestCase):
         self.assertEqual(self.files(), [])
         self.assertEqual(mine.leases.held, 0)
 
+    def waitingSource(self):
+        """
+        A copy-from source that reports 5 bytes and answers the copy's
+        GET only when the test fires the Deferred it keeps.
+        """
+        @attr.s
+        class WaitingSource:
+            name = "http"
+            schemes = ("http", "https")
+            answers = attr.ib(factory=list)
+
+            async def get_size(self, location):
+                return 5
+
+            def get(self, location):
+                self.answers.append(Deferred())
+                return self.answers[-1]
+        return WaitingSource()
+
+    @async_test
+    async def test_copyClaimsTheImageBeforeAnswering(self):
+        """
+        A copy-from makes its image saving, under this process's upload
+        lease, before it answers, not when its source begins to send:
+        meanwhile an upload took the queued image, and the copy, failing,
+        killed it under that upload; and a copy whose process died left
+        its image queued for ever.
+        """
+        now = [datetime.datetime(2030, 1, 1)]
+        mine = self.leasedService(now)
+        source = mine.stores["http"] = self.waitingSource()
+        image = await mine.create(self.ctx, ImageChanges(
+            fields=dict(RAW), copy_from="http://source.example/image"))
+        self.assertEqual((image.status, image.size), ("saving", 5))
+        self.assertEqual(mine.leases.held, 1)
+        with self.assertRaises(errors.Conflict):
+            await self.service.update(self.ctx, image.id, ImageChanges(),
+                                      BytesBody(reactor, b"12345"))
+        source.answers[0].errback(StoreError("the origin answered 500"))
+        await DeferredList(list(mine.background))
+        self.assertEqual((await self.registry.get(image.id)).status, "killed")
+        self.assertEqual(mine.leases.held, 0)
+        self.assertEqual(self.files(), [])
+
+    @async_test
+    async def test_copyOfADeadProcessIsKilled(self):
+        """
+        A copy whose process died while its source had not yet answered is
+        killed by a reaper once its lease runs out, as an upload is.
+        """
+        now = [datetime.datetime(2030, 1, 1)]
+        mine, other = self.leasedService(now), await self.reaper(now)
+        source = mine.stores["http"] = self.waitingSource()
+        image = await mine.create(self.ctx, ImageChanges(
+            fields=dict(RAW), copy_from="http://source.example/image"))
+        now[0] += datetime.timedelta(seconds=61)
+        self.assertEqual(await other.killAbandonedUploads(), 1)
+        self.assertEqual((await self.registry.get(image.id)).status, "killed")
+        source.answers[0].errback(StoreError("too late"))
+        await DeferredList(list(mine.background))
+
+    @async_test
+    async def test_stoppingCancelsACopyWaitingForItsSource(self):
+        """
+        A server stopping does not wait out a copy's source: the copy's
+        wait is cancelled and its image killed before the server exits.
+        """
+        source = self.service.stores["http"] = self.waitingSource()
+        image = await self.service.create(self.ctx, ImageChanges(
+            fields=dict(RAW), copy_from="http://source.example/image"))
+        await self.service.stopUploads(grace=5)
+        self.assertTrue(source.answers[0].called)
+        self.assertEqual((await self.registry.get(image.id)).status, "killed")
+
+    @async_test
+    async def test_losingCopyOrLocationChangesNothing(self):
+        """
+        An update that supplies data by copy-from or location writes its
+        metadata with the image's change from queued, in one conditional
+        transaction: one that loses the image to an upload (409) leaves
+        no trace, as a losing upload leaves none.
+        """
+        @attr.s
+        class Origin:
+            name = "http"
+            schemes = ("http", "https")
+
+            async def get_size(self, location):
+                return 5
+
+            async def get(self, location):
+                return BytesBody(reactor, b"12345", knownLength=False)
+
+        for supply in ({"copy_from": "http://source.example/x"},
+                       {"location": "http://source.example/x"}):
+            service, racing = self.racing()
+            service.stores["http"] = Origin()
+            image = await self.service.create(self.ctx, ImageChanges(fields=dict(RAW)))
+
+            async def uploadBegins():
+                await self.registry.update(image.id, {"status": "saving"},
+                                           expectStatus=["queued"])
+            racing.before("update", uploadBegins,
+                          when=lambda kw: "lease" in kw or "location" in kw)
+            with self.assertRaises(errors.Conflict):
+                await service.update(self.ctx, image.id, ImageChanges(
+                    fields={"name": "loser"}, properties={"who": "loser"}, **supply))
+            await DeferredList(list(service.background))
+            final = await self.registry.get(image.id)
+            self.assertEqual((final.status, final.name, final.properties),
+                             ("saving", None, {}), supply)
+
     @async_test
     async def test_reaperOnlyLooksAfterAnOutage(self):
         """
@@ -1196,7 +1308,7 @@ class LifecycleTests(TestCase):
     async def test_copyFromTakesTheSourcesSize(self):
         """
         As in Glance, a copy-from image takes the size its source reports
-        when it is made, so it shows that size while queued, and a source
+        when it is made, so it shows that size while it waits, and a source
         that then sends other than that is a failed copy (killed).
         """
         @attr.s
@@ -1215,7 +1327,7 @@ class LifecycleTests(TestCase):
         self.service.stores["http"] = Source(b"x" * 5, 5)
         image = await self.service.create(self.ctx, ImageChanges(
             fields=dict(RAW), copy_from="http://source.example/good"))
-        self.assertEqual((image.status, image.size), ("queued", 5))
+        self.assertEqual((image.status, image.size), ("saving", 5))
         await DeferredList(list(self.service.background))
         image = await self.registry.get(image.id)
         self.assertEqual((image.status, image.size), ("active", 5))

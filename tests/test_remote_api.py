@@ -545,7 +545,7 @@ class _RemoteStoreAPIMixin(_RemoteStoreMixin):
         source = self.sourceLocation("source-object", self.storeAddress)
 
         image = await self.create(headers=dict(RAW, **{"x-glance-api-copy-from": source}))
-        self.assertEqual(image["status"], "queued")
+        self.assertEqual(image["status"], "saving")
         self.assertEqual(await eventually(
             lambda: self.statusIs(image["id"], "active"), 60), True)
         resp, body = await self.request("GET", "/v1/images/" + image["id"], expect=200)
@@ -810,7 +810,7 @@ class HTTPSourceTests(APITestsMixin, TestCase):
         await self.server(copy_from_allowed_networks="127.0.0.0/8")
 
         image = await self.create(headers=dict(RAW, **{"x-glance-api-copy-from": url}))
-        self.assertEqual(image["status"], "queued")
+        self.assertEqual(image["status"], "saving")
         for _ in range(200):
             resp, _ = await self.request("HEAD", "/v1/images/" + image["id"], expect=200)
             if self.header(resp, "x-image-meta-status") != "queued" and \
