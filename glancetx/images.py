@@ -82,7 +82,14 @@ def _plain(e: Exception) -> str:
 
 
 def _redacted(text: str) -> str:
-    return _URL_IN_TEXT.sub(lambda m: redact(m.group(0)), text)
+    def one(match) -> str:
+        # Punctuation that ends a sentence or a clause after the URL is the
+        # message's, not the URL's ("http://h:8080: no answer" read as an
+        # unparseable location with port "8080:").
+        url = match.group(0)
+        trail = len(url) - len(url.rstrip(":,.;!?"))
+        return redact(url[:len(url) - trail]) + url[len(url) - trail:]
+    return _URL_IN_TEXT.sub(one, text)
 
 
 #: A URL scheme (RFC 3986 3.1).
@@ -91,6 +98,10 @@ _SCHEME = re.compile(r"\A[a-z][a-z0-9+.-]*\Z")
 #: and up to the line's last "@" if one follows, since a password may
 #: hold a space or a quote that would otherwise end the match inside it.
 _URL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://(?:[^\n]*@)?[^\s'\"]+", re.IGNORECASE)
+
+
+#: The largest size the registry's columns (signed 64-bit) hold.
+MAX_SIZE = 2 ** 63 - 1
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -496,6 +507,15 @@ class ImageService:
         if changes.location is not None and size not in (None, plan.sourceSize):
             raise errors.BadRequest("Supplied x-image-meta-size (%d) does not match the size"
                                     " at the location (%d)" % (size, plan.sourceSize))
+        if changes.copy_from is not None and plan.sourceSize > self.config.image_size_cap:
+            # Refused now, as a declared size over the cap is, rather than
+            # killed once the cap's worth of bytes has been fetched.
+            raise errors.TooLarge("Denying attempt to copy an image of %d bytes, larger than"
+                                  " %d bytes." % (plan.sourceSize, self.config.image_size_cap))
+        if plan.sourceSize > MAX_SIZE:
+            # No database column holds it (the insert failed with a 500).
+            raise errors.BadRequest("Cannot use this location: it reports a size of %d bytes,"
+                                    " more than any image can have" % (plan.sourceSize,))
         return plan
 
     @staticmethod

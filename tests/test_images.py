@@ -1305,6 +1305,44 @@ class LifecycleTests(TestCase):
                          ("image.create", "queued", 0))
 
     @async_test
+    async def test_sourceSizesBeyondWhatAnImageMayHave(self):
+        """
+        A copy-from source reporting more than the image size cap is
+        refused at once (413), as a declared size is, not killed once the
+        cap's worth has been fetched; a location or source reporting more
+        than any image can have (2 ** 63 bytes: no column holds it) is a
+        400 that leaves no image, not a 500 after the record was made.
+        """
+        @attr.s
+        class Huge:
+            size = attr.ib()
+            name = "http"
+            schemes = ("http", "https")
+
+            async def get_size(self, location):
+                return self.size
+
+        for size, supply, error in (
+                (self.config.image_size_cap + 1, "copy_from", errors.TooLarge),
+                (2 ** 63, "copy_from", errors.TooLarge),
+                (2 ** 63, "location", errors.BadRequest),
+                (10 ** 30, "location", errors.BadRequest)):
+            self.service.stores["http"] = Huge(size)
+            with self.assertRaises(error):
+                await self.service.create(self.ctx, ImageChanges(
+                    fields=dict(RAW), **{supply: "http://source.example/huge"}))
+            reserved = await self.service.create(self.ctx, ImageChanges(fields=dict(RAW)))
+            with self.assertRaises(error):
+                await self.service.update(self.ctx, reserved.id, ImageChanges(
+                    **{supply: "http://source.example/huge"}))
+            await self.registry.delete(reserved.id)
+        self.assertEqual(await self.registry.list(ListQuery()), [])
+        self.service.stores["http"] = Huge(2 ** 63 - 1)
+        image = await self.service.create(self.ctx, ImageChanges(
+            fields=dict(RAW), location="http://source.example/huge"))
+        self.assertEqual((image.status, image.size), ("active", 2 ** 63 - 1))
+
+    @async_test
     async def test_copyFromTakesTheSourcesSize(self):
         """
         As in Glance, a copy-from image takes the size its source reports
@@ -1368,3 +1406,17 @@ class RedactedTests(SynchronousTestCase):
         self.assertEqual(_redacted("failed: http://u:SEK RIT@h/x: 404"), "failed: http://h/x: 404")
         self.assertEqual(_redacted("fetch 'http://h/x' failed\nfrom a@b"),
                          "fetch 'http://h/x' failed\nfrom a@b")
+
+    def test_punctuationAfterTheLocation(self):
+        """
+        A colon or full stop after a location is the message's: the
+        location keeps its port and path (it was shown as an unparseable
+        location), and still loses its credentials.
+        """
+        from glancetx.images import _redacted
+        self.assertEqual(_redacted("http://127.0.0.2:45259: the origin could not be reached"),
+                         "http://127.0.0.2:45259: the origin could not be reached")
+        self.assertEqual(_redacted("from http://u:SEKRIT@[::1]:80/x. Then"),
+                         "from http://[::1]:80/x. Then")
+        self.assertEqual(_redacted("at http://h:1/a, http://h:2/b; done"),
+                         "at http://h:1/a, http://h:2/b; done")
