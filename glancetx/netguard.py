@@ -35,6 +35,7 @@ from zope.interface import implementer
 
 from glancetx.addresses import Network, isPermitted, parseAddress, parseNetworks
 from glancetx.asyncutil import fromCoroutine
+from glancetx.headercap import HeaderCappedEndpoint
 from glancetx.lazytls import clientTLS
 from glancetx.store.interface import BadLocation
 
@@ -262,7 +263,8 @@ class GuardedEndpointFactory:
         if uri.scheme == b"https":
             creator = self._tlsPolicy.creatorForNetloc(hostBytes, uri.port)
             endpoint = clientTLS(creator, endpoint)
-        return endpoint
+        # Outside TLS's wrapper, so that what it counts is the headers.
+        return HeaderCappedEndpoint(endpoint)
 
 
 def _networks(allowedNetworks: Union[None, str, Iterable[Network]]) -> List[Network]:

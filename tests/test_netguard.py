@@ -245,19 +245,19 @@ class GuardedEndpointUnitTests(SynchronousTestCase):
 class EndpointFactoryTests(SynchronousTestCase):
     def test_httpsWrapsTLS(self):
         factory = GuardedEndpointFactory(MemoryReactor(), [], FakeResolver({}))
-        ep = factory.endpointForURI(URI.fromBytes(b"https://images.example/x"))
+        ep = factory.endpointForURI(URI.fromBytes(b"https://images.example/x"))._endpoint
         self.assertNotIsInstance(ep, GuardedEndpoint)
         self.assertIsInstance(ep._wrappedEndpoint, GuardedEndpoint)
 
     def test_httpPlain(self):
         factory = GuardedEndpointFactory(MemoryReactor(), [], FakeResolver({}))
-        ep = factory.endpointForURI(URI.fromBytes(b"http://u:p@images.example:81/x"))
+        ep = factory.endpointForURI(URI.fromBytes(b"http://u:p@images.example:81/x"))._endpoint
         self.assertIsInstance(ep, GuardedEndpoint)
         self.assertEqual((ep._host, ep._port), ("images.example", 81))
 
     def test_ipv6Literal(self):
         factory = GuardedEndpointFactory(MemoryReactor(), [], FakeResolver({}))
-        ep = factory.endpointForURI(URI.fromBytes(b"http://[::1]:8080/x"))
+        ep = factory.endpointForURI(URI.fromBytes(b"http://[::1]:8080/x"))._endpoint
         self.assertEqual(ep._host, "::1")
         self.failureResultOf(ep.connect(_OneFactory()), ForbiddenAddress)
 

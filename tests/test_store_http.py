@@ -209,6 +209,39 @@ class HTTPStoreTests(TestCase):
         client = guardedHTTPClient(reactor, allowed, pool=self.pool, **kw)
         return HTTPStore(client, clock, timeout)
 
+    def test_endlessHeadersCut(self):
+        """
+        An origin that sends header lines without end has its connection
+        closed once they pass 256 KiB, and the location fails at once: the
+        client's parser limits each line, not their number, and kept them
+        all (128 MB of headers grew the server by 220 MB) until the
+        store's wait for an answer ran out.
+        """
+        from twisted.internet.protocol import Factory, Protocol
+        closed = Deferred()
+
+        class Endless(Protocol):
+            def dataReceived(self, data):
+                if not self.transport.disconnecting:
+                    self.transport.write(b"HTTP/1.1 200 OK\r\n" + b"".join(
+                        b"X-%d: %s\r\n" % (n, b"h" * 1000) for n in range(2048)))
+
+            def connectionLost(self, reason):
+                closed.callback(None)
+
+        port = reactor.listenTCP(0, Factory.forProtocol(Endless), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        store = self.makeStore("127.0.0.0/8", timeout=20.0)
+
+        async def go():
+            began = reactor.seconds()
+            with self.assertRaises(StoreUnavailable) as caught:
+                await store.get_size("http://127.0.0.1:%d/x" % (port.getHost().port,))
+            self.assertNotIn("no answer", str(caught.exception))
+            self.assertLess(reactor.seconds() - began, 10)
+            await closed
+        return ensureDeferred(go())
+
     def test_provides(self):
         verifyObject(IStore, self.store)
         self.assertEqual(self.store.name, "http")
