@@ -448,6 +448,45 @@ class MalformedRequestTests(SynchronousTestCase):
             self.assertEqual(transport.disconnecting, not readsAgain)
             self.assertIsNone(channel._stallTimer)
 
+    def test_clientThatReadsSlowlyIsNotClosed(self):
+        """
+        A client that reads, however slowly, is not taken for one that
+        reads nothing: the transport resumes its producer only once its
+        buffer is empty, but any bytes it sent on since the pause keep
+        the connection, for another client_socket_timeout seconds.
+        """
+        from twisted.internet.task import Clock
+
+        from glancetx.config import Config
+        from glancetx.service import GlanceSite
+        from glancetx.web.app import GlanceAPI
+
+        class BufferingTransport(StringTransport):
+            # What Twisted's TCP transport keeps of what it has to send.
+            def __init__(self):
+                super().__init__()
+                self.dataBuffer = b""
+                self.offset = 0
+                self._tempDataBuffer = [b"x" * 1048576]
+                self._tempDataLen = 1048576
+
+        clock = Clock()
+        site = GlanceSite(GlanceAPI(None, Config(client_socket_timeout=30)), clock)
+        channel = site.buildProtocol(None)
+        transport = BufferingTransport()
+        channel.makeConnection(transport)
+        # As while an answer is written: twisted.web's idle timeout is off.
+        channel.setTimeout(None)
+        channel.pauseProducing()
+        for _ in range(5):
+            clock.advance(29)
+            transport._tempDataLen -= 30000
+            clock.advance(2)
+            self.assertFalse(transport.disconnecting)
+        # Then it stops reading.
+        clock.advance(31)
+        self.assertTrue(transport.disconnecting)
+
     def test_slowHeadIsCutOff(self):
         """
         A request head sent a byte every few seconds is cut off one idle

@@ -27,7 +27,7 @@ a client reports as a dropped connection rather than as its own mistake.
 """
 
 import re
-from typing import Callable
+from typing import Callable, Optional
 
 from twisted.internet import tcp
 from twisted.protocols import basic
@@ -78,6 +78,23 @@ def dropWriteBuffers(transport) -> None:
             transport._tempDataLen = 0
             return
         transport = getattr(transport, "transport", None)
+
+
+def bufferedBytes(transport) -> Optional[int]:
+    """
+    How many bytes written to C{transport} still wait in Twisted's write
+    buffers, for the kernel to take as the client reads; None where the
+    transport is not Twisted's TCP (the same private attributes
+    L{dropWriteBuffers} clears, under TLS those of the TCP transport
+    beneath).
+    """
+    for _ in range(3):
+        if transport is None:
+            return None
+        if "_tempDataBuffer" in getattr(transport, "__dict__", ()):
+            return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        transport = getattr(transport, "transport", None)
+    return None
 
 
 #: A request target's scheme and authority, in absolute form.
@@ -192,6 +209,8 @@ class GlanceChannel(http.HTTPChannel):
             self.dataReceived(held)
 
     _stallTimer = None
+    #: What the transport still had to send when the stall timer was set.
+    _stallMark: Optional[int] = None
 
     def pauseProducing(self) -> None:
         """
@@ -206,6 +225,7 @@ class GlanceChannel(http.HTTPChannel):
                           "client_socket_timeout", 0)
         if seconds and self._stallTimer is None:
             self._stallTimer = self.callLater(seconds, self._stalled, seconds)
+            self._stallMark = bufferedBytes(self.transport)
 
     def resumeProducing(self) -> None:
         timer, self._stallTimer = self._stallTimer, None
@@ -215,6 +235,15 @@ class GlanceChannel(http.HTTPChannel):
 
     def _stalled(self, seconds: int) -> None:
         self._stallTimer = None
+        # The transport resumes its producer only once its buffer is empty,
+        # which a download's 1 MiB reads take a slow client long to reach;
+        # a client that took any of it meanwhile is reading, if slowly
+        # (readers at 30 KB/s were cut off after 20 s of this).
+        left = bufferedBytes(self.transport)
+        if left is not None and self._stallMark is not None and left < self._stallMark:
+            self._stallMark = left
+            self._stallTimer = self.callLater(seconds, self._stalled, seconds)
+            return
         self._log.info("closing the connection of {peer}: it read nothing for {seconds}"
                        " seconds", peer=str(self.transport.getPeer()), seconds=seconds)
         self.transport.abortConnection()
