@@ -1,7 +1,7 @@
 import os
 
 from twisted.internet import reactor
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SkipTest, TestCase
@@ -223,6 +223,58 @@ class FilesystemStoreTests(StoreContractMixin, TestCase):
         stored = await store.add(self.imageId(), BytesBody(reactor, data))
         return data, os.path.join(self.dir, os.path.basename(stored.location)), \
             await store.get(stored.location)
+
+    def test_manyDownloadsReadLess(self):
+        """
+        Downloads read through memory share a budget: 1 MiB reads while
+        what they hold leaves room, then what room is left, down to 64
+        KiB; so clients that stop reading (each holding its last read
+        until it is closed) hold the budget and 64 KiB each at most, not
+        1 MiB each.
+        """
+        async def go():
+            store = self.makeStore()
+            data = os.urandom(3 * filesystem.READ_SIZE)
+            stored = await store.add(self.imageId(), BytesBody(reactor, data))
+            store._readSizes.budget = 2 * filesystem.READ_SIZE
+
+            async def stalled(count):
+                # Readers whose clients take their first read and no more.
+                readers, firsts = [], []
+                for _ in range(count):
+                    reader = await store.get(stored.location)
+                    got = Deferred()
+
+                    class Stalls(CollectingConsumer):
+                        def write(self, chunk, got=got, reader=reader):
+                            reader.pauseProducing()
+                            got.callback(len(chunk))
+                    reader.startProducing(Stalls())
+                    readers.append(reader)
+                    firsts.append(got)
+                sizes = [await got for got in firsts]
+                for reader in readers:
+                    reader.stopProducing()
+                return sizes
+            self.assertEqual(await stalled(2), [filesystem.READ_SIZE] * 2)
+            self.assertEqual(store._readSizes.held, 0)
+            self.assertEqual(await stalled(40), [filesystem.READ_SIZE] * 2
+                             + [filesystem.MIN_READ_SIZE] * 38)
+            self.assertEqual(store._readSizes.held, 0)
+            store._readSizes.budget = 2 * filesystem.READ_SIZE + 1000
+            self.assertEqual(await stalled(3), [filesystem.READ_SIZE] * 2
+                             + [filesystem.MIN_READ_SIZE])
+            store._readSizes.budget = filesystem.READ_SIZE + 100000
+            self.assertEqual(await stalled(3), [filesystem.READ_SIZE, 100000,
+                                                filesystem.MIN_READ_SIZE])
+            self.assertEqual(store._readSizes.held, 0)
+            # A download alone reads the whole file in 1 MiB reads.
+            reader = await store.get(stored.location)
+            consumer = CollectingConsumer()
+            await reader.startProducing(consumer)
+            self.assertEqual([len(c) for c in consumer.chunks], [filesystem.READ_SIZE] * 3)
+            self.assertEqual(store._readSizes.held, 0)
+        return ensureDeferred(go())
 
     def test_readerRefusesAShortFile(self):
         """

@@ -40,6 +40,36 @@ from glancetx.store.interface import (
 
 #: Size of one read for downloads.
 READ_SIZE = 1024 * 1024
+#: The least a download reads at once (Glance's chunk).
+MIN_READ_SIZE = 64 * 1024
+#: What the downloads read through this process's memory (those that
+#: cannot go out with sendfile: under TLS, or past its slots) may hold in
+#: all.  Each holds its last read until its client takes it, and one
+#: whose client stops reading holds it until client_socket_timeout (900
+#: seconds) closes it: 1,200 such clients held 1.2 GiB.
+READ_BUDGET = 64 * 1024 * 1024
+
+
+@attr.s(eq=False)
+class ReadSizes:
+    """
+    How much each download reads at once: L{READ_SIZE} while what the
+    downloads hold leaves room in L{READ_BUDGET}, then what room there
+    is, down to L{MIN_READ_SIZE}; so all of them hold the budget and
+    L{MIN_READ_SIZE} each at most.  A download holds its last read until
+    it reads the next (its client has taken it) or ends.
+    """
+
+    budget: int = attr.ib(default=READ_BUDGET)
+    held: int = attr.ib(default=0)
+
+    def take(self) -> int:
+        size = max(MIN_READ_SIZE, min(READ_SIZE, self.budget - self.held))
+        self.held += size
+        return size
+
+    def give(self, size: int) -> None:
+        self.held -= size
 
 
 def _writeAll(file: AppendFile, chunks: List[bytes]) -> None:
@@ -137,6 +167,10 @@ class _FileReader:
     _paused: bool = attr.ib(default=False)
     _reading: bool = attr.ib(default=False)
     _stopped: bool = attr.ib(default=False)
+    #: Shared by a store's downloads.
+    _sizes: ReadSizes = attr.ib(factory=ReadSizes)
+    #: What this download holds of them: its last read's size.
+    _holding: int = attr.ib(default=0)
 
     @property
     def sendfileFile(self):
@@ -161,11 +195,11 @@ class _FileReader:
             self._finish(None)
             return
         self._reading = True
-        d = deferToThreadPool(self._reactor, self._pool, self._read)
+        self._sizes.give(self._holding)
+        self._holding = self._sizes.take()
+        d = deferToThreadPool(self._reactor, self._pool, self._fileobj.read,
+                              min(self._holding, self._remaining))
         d.addCallbacks(self._gotData, self._readFailed)
-
-    def _read(self) -> bytes:
-        return self._fileobj.read(min(READ_SIZE, self._remaining))
 
     def _gotData(self, data: bytes) -> None:
         self._reading = False
@@ -194,6 +228,8 @@ class _FileReader:
                 d.errback(result)
 
     def _close(self) -> None:
+        self._sizes.give(self._holding)
+        self._holding = 0
         f, self._fileobj = self._fileobj, None
         if f is not None:
             deferToThreadPool(self._reactor, self._pool, f.close)
@@ -258,6 +294,7 @@ class FilesystemStore:
     #: Flush a file written around the cache as it goes, in the writer's
     #: idle moments (L{glancetx.store.appendfile}), not only at the end.
     earlyFlush: bool = attr.ib(default=True)
+    _readSizes: ReadSizes = attr.ib(factory=ReadSizes, init=False)
 
     def _run(self, f, *args, **kwargs) -> Deferred:
         return deferToThreadPool(self._reactor, self._pool, f, *args, **kwargs)
@@ -368,7 +405,7 @@ class FilesystemStore:
             raise LocationNotFound("no image file")
         except OSError as e:
             raise StoreError("opening the stored image failed: %s" % (e.strerror,))
-        return _FileReader(f, size, self._reactor, self._pool)
+        return _FileReader(f, size, self._reactor, self._pool, sizes=self._readSizes)
 
     @fromCoroutine
     async def get_size(self, location: str) -> int:
