@@ -327,7 +327,7 @@ class StreamingRequestTests(SynchronousTestCase):
         channel.dataReceived(part + part)  # past the cap
         kept = request._smallSize
         channel.dataReceived(part)
-        self.assertEqual((request._smallParts, request._smallSize), ([], kept))
+        self.assertEqual((bytes(request._small), request._smallSize), (b"", kept))
         channel.dataReceived(part)
         self.assertIn(b"413", self.transport.value())
 
@@ -635,3 +635,51 @@ class SmallBodiesTests(SynchronousTestCase):
         self.assertEqual(streaming.StreamingRequest.smallBodiesHeld, 60)
         slow.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(streaming.StreamingRequest.smallBodiesHeld, 0)
+
+    def test_trickledBodyCostsItsBytes(self):
+        """
+        A body that arrives a byte per read costs about its bytes, not a
+        Python object per read (52 bytes of memory per byte), so the bound
+        on all small bodies bounds their memory.
+        """
+        import tracemalloc
+        channel, transport = self.connect()
+        already = streaming.StreamingRequest.smallBodiesHeld
+        self.put(channel, 200001, b"[")
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(100000):
+                channel.dataReceived(b" ")
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        self.assertEqual(streaming.StreamingRequest.smallBodiesHeld - already, 100001)
+        self.assertLess(held, 400000)
+        channel.connectionLost(Failure(ConnectionDone()))
+
+    def test_slowBodyIsCutOff(self):
+        """
+        A member list's body must arrive with its head within one idle
+        timeout (60 seconds) of their first byte, however often bytes
+        come: trickled bodies held the process's share of small bodies,
+        and every other member list got 503s, for as long as their
+        clients liked.  The client is told why (408).
+        """
+        clock = Clock()
+        channel = GlanceSite(GlanceAPI(StoreLikeService(RecordingConsumer()), Config()),
+                             clock).buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        already = streaming.StreamingRequest.smallBodiesHeld
+        self.put(channel, 100, b"[")
+        for _ in range(59):
+            clock.advance(1)
+            channel.dataReceived(b" ")
+        self.assertFalse(transport.disconnecting)
+        clock.advance(1)
+        self.assertTrue(transport.disconnecting)
+        self.assertIn(b"408 Request Timeout", transport.value())
+        self.assertIn(b"The request body did not arrive within 60 seconds.", transport.value())
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(streaming.StreamingRequest.smallBodiesHeld, already)

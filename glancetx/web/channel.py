@@ -262,15 +262,26 @@ class GlanceChannel(http.HTTPChannel):
         return bool(self.line_mode and not self._handlingRequest
                     and (self._buffer or self.requests))
 
+    def _readingSmallBody(self) -> bool:
+        """
+        Whether a request that is no upload (a member list) has its head
+        in and its body still arriving.
+        """
+        return bool(not self.line_mode and not self._handlingRequest and self.requests
+                    and getattr(self.requests[-1], "body", True) is None)
+
     def dataReceived(self, data: bytes) -> None:
         """
-        A request's head must arrive whole within one idle timeout of the
-        read that began it.  twisted.web restarts the timeout at every
-        read, so a client sending its headers a byte at a time held the
-        connection, and a slot of the server's, for as long as it liked.
-        The body, once the head is in, restarts it as before.
+        A request's head, and its body unless it is an upload, must arrive
+        whole within one idle timeout of the read that began it.
+        twisted.web restarts the timeout at every read, so a client
+        sending its headers a byte at a time held the connection, and a
+        slot of the server's, for as long as it liked; and clients
+        trickling member lists held the process's share of small bodies,
+        so that every other member list got 503s, for as long as they
+        liked.  An upload's body restarts it as before.
         """
-        if self._readingHead():
+        if self._readingHead() or self._readingSmallBody():
             basic.LineReceiver.dataReceived(self, data)
         else:
             super().dataReceived(data)
@@ -289,11 +300,12 @@ class GlanceChannel(http.HTTPChannel):
             if body is not None and body.holdsSocket:
                 self.setTimeout(self.timeOut)
                 return
-        if self._readingHead() and not self._refused:
+        if (self._readingHead() or self._readingSmallBody()) and not self._refused:
             self._refused = True
             self.transport.write(_refusal(
                 b"408 Request Timeout",
-                b"The request head did not arrive within %d seconds." % (self.timeOut,)))
+                b"The request %s did not arrive within %d seconds."
+                % (b"head" if self._readingHead() else b"body", self.timeOut)))
         super().timeoutConnection()
 
     def _refuse(self, status: bytes, message: bytes) -> None:
