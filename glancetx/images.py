@@ -140,7 +140,7 @@ class _Fetching:
 
     waiting: Any
 
-    def abort(self) -> None:
+    def abort(self, why: str = "") -> None:
         self.waiting.cancel()
 
 
@@ -194,7 +194,9 @@ class ImageService:
     #: start) every live process has then renewed its leases first.
     _reapsInARow: int = attr.ib(default=0, init=False)
     #: The sources of the uploads under way, so that shutdown can end them.
-    _uploading: Dict[int, Any] = attr.ib(factory=dict, init=False)
+    _uploading: Dict[object, Any] = attr.ib(factory=dict, init=False)
+    #: The copies under way: image id to their key in C{_uploading}.
+    _copying: Dict[str, object] = attr.ib(factory=dict, init=False)
     _stopping: bool = attr.ib(default=False, init=False)
 
     # -- access -----------------------------------------------------------
@@ -1001,6 +1003,7 @@ class ImageService:
 
     async def _copy(self, image: ImageRecord, source: str, sourceStore, store) -> None:
         token = object()
+        self._copying[image.id] = token
         try:
             fetching = ensureDeferred(sourceStore.get(source))
             self._uploading[token] = _Fetching(fetching)
@@ -1024,7 +1027,21 @@ class ImageService:
                 self.log.failure("copy-from for {image_id} failed", image_id=image.id)
         finally:
             self._uploading.pop(token, None)
+            if self._copying.get(image.id) is token:
+                del self._copying[image.id]
             self._releaseLease(image.id)
+
+    def _abortCopy(self, imageId: str) -> None:
+        """
+        Stop this process's copy of an image just deleted: it would fetch
+        its whole source, up to image_size_cap, for nothing.  (A copy in
+        another process fetches on, and removes what it stored when its
+        activation finds the image gone.)
+        """
+        source = self._uploading.get(self._copying.get(imageId))
+        abort = getattr(source, "abort", None)
+        if abort is not None:
+            abort("the image was deleted")
 
     # -- delete ---------------------------------------------------------------
 
@@ -1045,6 +1062,7 @@ class ImageService:
             raise errors.NotFound("Image not found.")
         except reg.Protected:
             raise errors.Forbidden("Image is protected; it cannot be deleted.")
+        self._abortCopy(imageId)
         if image.status == "pending_delete" and not self.config.delayed_delete:
             await self._deleteNow(imageId)
             image = attr.evolve(image, status="deleted")

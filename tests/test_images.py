@@ -578,6 +578,41 @@ class LifecycleTests(TestCase):
         self.assertEqual((await self.registry.get(image.id)).status, "killed")
 
     @async_test
+    async def test_deleteStopsTheCopy(self):
+        """
+        Deleting an image stops this process's copy of it, whether its
+        source has yet to answer or is sending: it fetched on, up to
+        image_size_cap, for an image no longer there.  Nothing is left.
+        """
+        now = [datetime.datetime(2030, 1, 1)]
+        mine = self.leasedService(now)
+        source = mine.stores["http"] = self.waitingSource()
+        image = await mine.create(self.ctx, ImageChanges(
+            fields=dict(RAW), copy_from="http://source.example/image"))
+        await mine.delete(self.ctx, image.id)
+        await DeferredList(list(mine.background))
+        self.assertTrue(source.answers[0].called)
+
+        class Sending(HeldBody):
+            length = 5
+            why = None
+
+            def abort(self, why):
+                self.why = why
+                self._done.errback(StoreUnavailable("source: " + why))
+        sending = Sending(b"12")
+        image = await mine.create(self.ctx, ImageChanges(
+            fields=dict(RAW), copy_from="http://source.example/image"))
+        source.answers[1].callback(sending)
+        await sending.started
+        await mine.delete(self.ctx, image.id)
+        await DeferredList(list(mine.background))
+        self.assertEqual(sending.why, "the image was deleted")
+        self.assertEqual(self.files(), [])
+        self.assertEqual(mine.leases.held, 0)
+        self.assertEqual([i.status for i in await self.registry.list(ListQuery())], [])
+
+    @async_test
     async def test_losingCopyOrLocationChangesNothing(self):
         """
         An update that supplies data by copy-from or location writes its
