@@ -639,6 +639,35 @@ class APITests(APITestsMixin, TestCase):
         self.assertNotIn("broke off", log)
 
     @async_test
+    async def test_stalledSendfileDownloadSaysSo(self):
+        """
+        A download by sendfile whose client reads nothing for
+        client_socket_timeout ends with one line at info that says so, as
+        one through memory does; it was a warning that it "broke off:
+        Stalled()", the words of a store that failed.
+        """
+        await self.server(client_socket_timeout="1")
+        from twisted.internet.protocol import ClientCreator, Protocol
+        from twisted.internet.task import deferLater
+        image = await self.create(os.urandom(64 * 1024 * 1024))
+
+        class Stalled(Protocol):
+            def dataReceived(self, data):
+                self.transport.pauseProducing()
+
+        proto = await ClientCreator(reactor, Stalled).connectTCP("127.0.0.1", self.glance.port)
+        self.addCleanup(proto.transport.abortConnection)
+        proto.transport.write(b"GET /v1/images/%s HTTP/1.1\r\nHost: x\r\n\r\n"
+                              % (image["id"].encode(),))
+        said = "download of %s ended: its client read nothing for 1 seconds" % (image["id"],)
+        for _ in range(200):
+            if said in self.glance.log():
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertIn(said, self.glance.log())
+        self.assertNotIn("broke off", self.glance.log())
+
+    @async_test
     async def test_shutdownMidUploadKills(self):
         """
         A server told to stop (SIGTERM) while an upload streams in drops

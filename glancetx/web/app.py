@@ -23,7 +23,7 @@ from glancetx.asyncutil import shield
 from glancetx.auth import NoAuth
 from glancetx.registry.registry import ListQuery, Unreachable
 from glancetx.web import headers as hdrs
-from glancetx.web.sendfile import Stopped, sendfileFile
+from glancetx.web.sendfile import Stalled, Stopped, sendfileFile
 
 #: Routes whose request bodies are image bytes, streamed (see streaming.py).
 UPLOAD_ENDPOINTS = frozenset({"createImage", "updateImage"})
@@ -314,6 +314,11 @@ class GlanceAPI:
             if isinstance(e, Stopped):
                 self.log.info("download of {image_id} cut short: {why}",
                               image_id=imageId, why=e)
+            elif isinstance(e, Stalled):
+                # As the channel says it of a download through memory.
+                self.log.info("download of {image_id} ended: its client read nothing for"
+                              " {seconds} seconds", image_id=imageId,
+                              seconds=self.config.client_socket_timeout)
             else:
                 self.log.warn("download of {image_id} broke off: {error}",
                               image_id=imageId, error=repr(e))
