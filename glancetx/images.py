@@ -569,7 +569,13 @@ class ImageService:
         except reg.Conflict:
             raise errors.Conflict("An image with identifier %s already exists" % (fields["id"],))
         self.notifier.notify("image.create", payloadFor(image))
-        image = await self._supplyData(image, changes, body, plan)
+        try:
+            image = await self._supplyData(image, changes, body, plan)
+        except errors.NotFound:
+            # Deleted (by its id) before its data was taken: this request's
+            # own image is not "not found", it lost a race.
+            raise errors.Conflict("Image %s was deleted before its data was stored."
+                                  % (image.id,))
         return self._readableProperties(ctx, image)
 
     @fromCoroutine

@@ -613,6 +613,25 @@ class LifecycleTests(TestCase):
         self.assertEqual([i.status for i in await self.registry.list(ListQuery())], [])
 
     @async_test
+    async def test_createWhoseImageIsDeletedAtOnceConflicts(self):
+        """
+        A create with data whose image another request deletes (by the id
+        it gave) before the data is taken is a 409, not a 404 for the
+        image the request itself made.
+        """
+        service, racing = self.racing()
+        imageId = "0a6e4c6a-1a2b-4c5d-8e9f-0123456789ab"
+
+        async def deleted():
+            await self.registry.delete(imageId)
+        racing.before("update", deleted)
+        with self.assertRaises(errors.Conflict) as caught:
+            await service.create(self.ctx, ImageChanges(fields=dict(RAW, id=imageId)),
+                                 BytesBody(reactor, b"12345"))
+        self.assertIn("was deleted before its data was stored", caught.exception.message)
+        self.assertEqual(self.files(), [])
+
+    @async_test
     async def test_losingCopyOrLocationChangesNothing(self):
         """
         An update that supplies data by copy-from or location writes its
