@@ -11,10 +11,12 @@ it never gave back.
 
 import attr
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web._newclient import HEADER, STATUS
 from zope.interface import implementer
+
+from glancetx.wrapfactory import WrappingFactory
 
 #: Far beyond any real origin's headers (nginx refuses requests whose
 #: headers pass 32 KiB by default), far below what hurts.
@@ -75,24 +77,6 @@ class _HeaderCapped(Protocol):
         self.wrapped.connectionLost(reason)
 
 
-class _HeaderCappedFactory(Factory):
-    def __init__(self, wrapped: Factory, limit: int) -> None:
-        self._wrapped = wrapped
-        self._limit = limit
-
-    def doStart(self) -> None:
-        self._wrapped.doStart()
-
-    def doStop(self) -> None:
-        self._wrapped.doStop()
-
-    def buildProtocol(self, addr):
-        proto = self._wrapped.buildProtocol(addr)
-        if proto is None:
-            return None
-        return _HeaderCapped(proto, self._limit)
-
-
 @implementer(IStreamClientEndpoint)
 @attr.s(eq=False)
 class HeaderCappedEndpoint:
@@ -106,5 +90,6 @@ class HeaderCappedEndpoint:
     _limit: int = attr.ib(default=MAX_HEADER_BYTES)
 
     def connect(self, protocolFactory):
-        connecting = self._endpoint.connect(_HeaderCappedFactory(protocolFactory, self._limit))
+        connecting = self._endpoint.connect(WrappingFactory(
+            protocolFactory, lambda proto: _HeaderCapped(proto, self._limit)))
         return connecting.addCallback(lambda proto: proto.wrapped)

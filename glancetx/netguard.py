@@ -26,7 +26,7 @@ from twisted.internet.interfaces import (
     IResolutionReceiver,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from twisted.web.error import SchemeNotSupported
@@ -36,6 +36,7 @@ from zope.interface import implementer
 from glancetx.addresses import Network, isPermitted, parseAddress, parseNetworks
 from glancetx.asyncutil import fromCoroutine
 from glancetx.headercap import HeaderCappedEndpoint
+from glancetx.wrapfactory import WrappingFactory
 from glancetx.lazytls import clientTLS
 from glancetx.store.interface import BadLocation
 
@@ -139,24 +140,6 @@ class _PeerCheckingProtocol(Protocol):
             self.wrapped.connectionLost(reason)
 
 
-class _PeerCheckingFactory(Factory):
-    def __init__(self, wrapped: Factory, permitted: Callable[[object], bool]) -> None:
-        self._wrapped = wrapped
-        self._permitted = permitted
-
-    def doStart(self) -> None:
-        self._wrapped.doStart()
-
-    def doStop(self) -> None:
-        self._wrapped.doStop()
-
-    def buildProtocol(self, addr):
-        proto = self._wrapped.buildProtocol(addr)
-        if proto is None:
-            return None
-        return _PeerCheckingProtocol(proto, self._permitted)
-
-
 def _tcpEndpoint(reactor) -> Callable[[str, int], IStreamClientEndpoint]:
     def connectTo(ip: str, port: int) -> IStreamClientEndpoint:
         if ":" in ip:
@@ -207,7 +190,8 @@ class GuardedEndpoint:
         lastError: Optional[BaseException] = None
         for address in allowed:
             endpoint = self._connectTo(address, self._port)
-            checking = _PeerCheckingFactory(protocolFactory, self._permitted)
+            checking = WrappingFactory(
+                protocolFactory, lambda proto: _PeerCheckingProtocol(proto, self._permitted))
             try:
                 proto = await endpoint.connect(checking)
             except CancelledError:
