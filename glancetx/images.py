@@ -722,9 +722,11 @@ class ImageService:
         that loses the race for the image (409) has changed nothing.
         """
         write = metadata or _MetadataWrite({}, {}, False, None)
+        # A purge with no properties is the empty set, not "leave them".
+        properties = write.properties if write.purge else (write.properties or None)
         try:
             return await self.registry.update(
-                image.id, {**write.fields, **change}, write.properties or None,
+                image.id, {**write.fields, **change}, properties,
                 purgeProperties=write.purge, expectStatus=["queued"], requireFormats=True,
                 propertyQuota=write.propertyQuota, **options)
         except reg.Conflict as e:
@@ -1011,9 +1013,9 @@ class ImageService:
         token = object()
         self._copying[image.id] = token
         try:
-            fetching = ensureDeferred(sourceStore.get(source))
-            self._uploading[token] = _Fetching(fetching)
             try:
+                fetching = ensureDeferred(sourceStore.get(source))
+                self._uploading[token] = _Fetching(fetching)
                 producer = await fetching
             except Exception as e:
                 await self._kill(image.id, "the server stopped before the copy began"

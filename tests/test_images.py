@@ -632,6 +632,35 @@ class LifecycleTests(TestCase):
         self.assertEqual(self.files(), [])
 
     @async_test
+    async def test_copyOrLocationUpdatePurgesProperties(self):
+        """
+        An update that supplies data by copy-from or location, with no
+        properties and no x-glance-registry-purge-props: false, removes
+        the image's properties, as any update without a body does (only
+        one with a body keeps them).
+        """
+        @attr.s
+        class Origin:
+            name = "http"
+            schemes = ("http", "https")
+
+            async def get_size(self, location):
+                return 5
+
+            async def get(self, location):
+                return BytesBody(reactor, b"12345", knownLength=False)
+
+        self.service.stores["http"] = Origin()
+        for supply in ({"copy_from": "http://source.example/x"},
+                       {"location": "http://source.example/x"}):
+            image = await self.service.create(self.ctx, ImageChanges(
+                fields=dict(RAW), properties={"old": "1"}))
+            await self.service.update(self.ctx, image.id, ImageChanges(**supply))
+            await DeferredList(list(self.service.background))
+            final = await self.registry.get(image.id)
+            self.assertEqual((final.status, final.properties), ("active", {}), supply)
+
+    @async_test
     async def test_losingCopyOrLocationChangesNothing(self):
         """
         An update that supplies data by copy-from or location writes its
