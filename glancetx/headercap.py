@@ -13,6 +13,7 @@ import attr
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web._newclient import HEADER, STATUS
 from zope.interface import implementer
 
@@ -24,6 +25,22 @@ MAX_HEADER_BYTES = 256 * 1024
 
 #: The parser states in which what arrives is a status line or headers.
 _HEADING = (STATUS, HEADER)
+
+
+class HeadersTooLarge(Exception):
+    """
+    An origin's response head passed L{MAX_HEADER_BYTES}.
+    """
+
+
+def headersTooLarge(error: BaseException) -> bool:
+    """
+    Whether a request failed because its response head was cut off here
+    (the client's L{twisted.web.client.ResponseFailed} carries the
+    reason given to its protocol).
+    """
+    return any(isinstance(reason, Failure) and reason.check(HeadersTooLarge)
+               for reason in getattr(error, "reasons", ()))
 
 
 class _HeaderCapped(Protocol):
@@ -66,6 +83,9 @@ class _HeaderCapped(Protocol):
                     port=getattr(peer, "port", "?"),
                     limit=self._limit,
                 )
+                # The client protocol learns why now (its request fails
+                # with this reason), and nothing of the connection after.
+                self.wrapped.connectionLost(Failure(HeadersTooLarge(self._limit)))
                 self.transport.abortConnection()
                 return
         else:
@@ -74,7 +94,8 @@ class _HeaderCapped(Protocol):
 
     def connectionLost(self, reason) -> None:
         self.connected = 0
-        self.wrapped.connectionLost(reason)
+        if not self._closed:
+            self.wrapped.connectionLost(reason)
 
 
 @implementer(IStreamClientEndpoint)

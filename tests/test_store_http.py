@@ -235,9 +235,11 @@ class HTTPStoreTests(TestCase):
 
         async def go():
             began = reactor.seconds()
-            with self.assertRaises(StoreUnavailable) as caught:
-                await store.get_size("http://127.0.0.1:%d/x" % (port.getHost().port,))
-            self.assertNotIn("no answer", str(caught.exception))
+            url = "http://127.0.0.1:%d/x" % (port.getHost().port,)
+            with self.assertRaises(StoreError) as caught:
+                await store.get_size(url)
+            self.assertEqual(str(caught.exception), "%s: the origin sent more than 256 KiB"
+                             " of response headers" % (url,))
             self.assertLess(reactor.seconds() - began, 10)
             await closed
         return ensureDeferred(go())

@@ -34,6 +34,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from glancetx.asyncutil import fromCoroutine, isCancellation
+from glancetx.headercap import MAX_HEADER_BYTES, headersTooLarge
 from glancetx.store.interface import (
     BadLocation,
     IStore,
@@ -529,6 +530,9 @@ class HTTPStore:
         except BadLocation:
             raise
         except Exception as e:
+            if headersTooLarge(e):
+                raise StoreError("%s: the origin sent more than %d KiB of response headers"
+                                 % (what, MAX_HEADER_BYTES // 1024))
             if isCancellation(e):
                 if timedOut:
                     raise StoreUnavailable(
