@@ -639,6 +639,50 @@ class APITests(APITestsMixin, TestCase):
         self.assertNotIn("broke off", log)
 
     @async_test
+    async def test_halfClosedClientIsAnswered(self):
+        """
+        A client that shuts its side for writing once it has sent its
+        request (shutdown(SHUT_WR)) gets its answer, then the connection
+        closes; it got none, though an upload it had sent whole went
+        active.  A request cut off by the half-close gets no answer.
+        """
+        import socket
+
+        from twisted.internet.threads import deferToThread
+        await self.server()
+        port = self.glance.port
+
+        def exchange(request):
+            with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+                sock.sendall(request)
+                sock.shutdown(socket.SHUT_WR)
+                answer = b""
+                while True:
+                    data = sock.recv(65536)
+                    if not data:
+                        return answer
+                    answer += data
+
+        answer = await deferToThread(exchange, b"GET /versions HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
+        data = os.urandom(100000)
+        answer = await deferToThread(exchange, (
+            b"POST /v1/images HTTP/1.1\r\nHost: x\r\nx-image-meta-name: half\r\n"
+            b"x-image-meta-disk-format: raw\r\nx-image-meta-container-format: bare\r\n"
+            b"content-type: application/octet-stream\r\ncontent-length: %d\r\n\r\n"
+            % (len(data),)) + data)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 201 "), answer)
+        self.assertIn(hashlib.md5(data).hexdigest().encode(), answer)
+        answer = await deferToThread(exchange, b"GET /versions HTTP/1.1\r\nHost: x\r\n")
+        self.assertEqual(answer, b"")
+        answer = await deferToThread(exchange, (
+            b"POST /v1/images HTTP/1.1\r\nHost: x\r\nx-image-meta-name: cut\r\n"
+            b"x-image-meta-disk-format: raw\r\nx-image-meta-container-format: bare\r\n"
+            b"content-type: application/octet-stream\r\ncontent-length: 100\r\n\r\nabc"))
+        self.assertNotIn(b"HTTP/1.1 201 ", answer)
+        self.assertNotIn("Traceback", self.glance.log())
+
+    @async_test
     async def test_stalledSendfileDownloadSaysSo(self):
         """
         A download by sendfile whose client reads nothing for

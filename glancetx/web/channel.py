@@ -30,9 +30,11 @@ import re
 from typing import Callable, Optional
 
 from twisted.internet import tcp
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols import basic
 from twisted.web import http
 from twisted.web.http_headers import Headers
+from zope.interface import implementer
 
 from glancetx.web.chunked import ChunkedDecoder
 from glancetx.web.sendfile import transportIsIdle
@@ -101,6 +103,7 @@ def bufferedBytes(transport) -> Optional[int]:
 _ABSOLUTE_FORM = re.compile(rb"\A[hH][tT][tT][pP][sS]?://([^/?]*)")
 
 
+@implementer(IHalfCloseableProtocol)
 class GlanceChannel(http.HTTPChannel):
     #: A request head may be as large as Glance's server (eventlet) took:
     #: 64 KiB in all, each line at most 16 KiB.  twisted.web's 16 KiB in all
@@ -183,6 +186,23 @@ class GlanceChannel(http.HTTPChannel):
             request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
             return False
         return super().checkPersistence(request, version)
+
+    def readConnectionLost(self) -> None:
+        """
+        The client has sent all it will (C{shutdown(SHUT_WR)}), as some
+        do after a request: answer a request that arrived whole, then
+        close; one cut off is a client gone.  (Taken for a closed
+        connection, such a client got no answer, though an upload it had
+        sent whole went active, and would upload it again.)
+        """
+        if self._handlingRequest:
+            self.persistent = False
+        else:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        # The server never half-closes; nothing is left to do but close.
+        self.transport.loseConnection()
 
     #: Pipelined requests already read, not yet answered because the
     #: client is not reading the answers.
