@@ -105,6 +105,22 @@ class RacingRegistry:
 
 
 @attr.s
+class FiveByteOrigin:
+    """
+    An http source of five bytes, for copies and locations.
+    """
+
+    name = "http"
+    schemes = ("http", "https")
+
+    async def get_size(self, location):
+        return 5
+
+    async def get(self, location):
+        return BytesBody(reactor, b"12345", knownLength=False)
+
+
+@attr.s
 class FailingRemote:
     """
     A remote store whose parts are swept after a failed upload, as S3's
@@ -639,18 +655,7 @@ class LifecycleTests(TestCase):
         the image's properties, as any update without a body does (only
         one with a body keeps them).
         """
-        @attr.s
-        class Origin:
-            name = "http"
-            schemes = ("http", "https")
-
-            async def get_size(self, location):
-                return 5
-
-            async def get(self, location):
-                return BytesBody(reactor, b"12345", knownLength=False)
-
-        self.service.stores["http"] = Origin()
+        self.service.stores["http"] = FiveByteOrigin()
         for supply in ({"copy_from": "http://source.example/x"},
                        {"location": "http://source.example/x"}):
             image = await self.service.create(self.ctx, ImageChanges(
@@ -668,21 +673,10 @@ class LifecycleTests(TestCase):
         transaction: one that loses the image to an upload (409) leaves
         no trace, as a losing upload leaves none.
         """
-        @attr.s
-        class Origin:
-            name = "http"
-            schemes = ("http", "https")
-
-            async def get_size(self, location):
-                return 5
-
-            async def get(self, location):
-                return BytesBody(reactor, b"12345", knownLength=False)
-
         for supply in ({"copy_from": "http://source.example/x"},
                        {"location": "http://source.example/x"}):
             service, racing = self.racing()
-            service.stores["http"] = Origin()
+            service.stores["http"] = FiveByteOrigin()
             image = await self.service.create(self.ctx, ImageChanges(fields=dict(RAW)))
 
             async def uploadBegins():
