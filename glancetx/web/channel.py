@@ -66,20 +66,27 @@ def dropWriteBuffers(transport) -> None:
     against 82 without them).
     (Private attributes of Twisted's transport, as L{transportIsIdle}
     reads; nothing is written to a transport once its connection is lost.)
-    Under TLS the bytes wait in the TCP transport beneath (the TLS
-    protocol passes attributes it lacks on to it, hence the instance's
-    own dictionary).
+    Under TLS the bytes wait in the TCP transport beneath.
+    """
+    beneath = _tcpTransport(transport)
+    if beneath is not None:
+        beneath.dataBuffer = b""
+        beneath.offset = 0
+        beneath._tempDataBuffer = []
+        beneath._tempDataLen = 0
+
+
+def _tcpTransport(transport):
+    """
+    Twisted's TCP transport, C{transport} itself or the one beneath its
+    TLS (which passes attributes it lacks on to it, hence the instance's
+    own dictionary); None for any other.
     """
     for _ in range(3):
-        if transport is None:
-            return
-        if "_tempDataBuffer" in getattr(transport, "__dict__", ()):
-            transport.dataBuffer = b""
-            transport.offset = 0
-            transport._tempDataBuffer = []
-            transport._tempDataLen = 0
-            return
+        if transport is None or "_tempDataBuffer" in getattr(transport, "__dict__", ()):
+            return transport
         transport = getattr(transport, "transport", None)
+    return None
 
 
 def bufferedBytes(transport) -> Optional[int]:
@@ -90,13 +97,10 @@ def bufferedBytes(transport) -> Optional[int]:
     L{dropWriteBuffers} clears, under TLS those of the TCP transport
     beneath).
     """
-    for _ in range(3):
-        if transport is None:
-            return None
-        if "_tempDataBuffer" in getattr(transport, "__dict__", ()):
-            return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-        transport = getattr(transport, "transport", None)
-    return None
+    beneath = _tcpTransport(transport)
+    if beneath is None:
+        return None
+    return len(beneath.dataBuffer) - beneath.offset + beneath._tempDataLen
 
 
 #: A request target's scheme and authority, in absolute form.
