@@ -52,6 +52,11 @@ _KILLED_DURING_UPLOAD = ("Image %s was killed during the upload: this server had
 #: sure nothing of it is left: past the store's own two minutes of
 #: retries, and again as long as the store cannot be reached.
 SWEEP_DELAY = 300
+#: Seconds after a scrubber claimed a deleted image's bytes before another
+#: takes its removal for dead and tries again: far past any store's
+#: timeouts, so a second removal of the same bytes is rare (and harmless:
+#: it finds them gone).
+REMOVAL_CLAIM_SECONDS = 600
 
 
 def _target(image: Optional[ImageRecord]) -> Dict[str, Any]:
@@ -172,6 +177,8 @@ class ImageService:
     log = Logger()
     #: Pending deletes a scrub claims per query.
     scrubBatch = 100
+    #: See L{REMOVAL_CLAIM_SECONDS}.
+    removalClaimSeconds = REMOVAL_CLAIM_SECONDS
 
     registry: reg.Registry = attr.ib()
     stores: Mapping[str, Any] = attr.ib()
@@ -920,13 +927,14 @@ class ImageService:
                            unreachable: Optional[Dict[str, int]] = None) -> bool:
         """
         Remove an image's bytes, as far as the store lets us now.  Bytes
-        already gone are what was wanted.  If the store cannot be reached,
-        a deleted image that still records these bytes goes back to
+        already gone are what was wanted.  If the store fails, a deleted
+        image that still records these bytes goes back to
         C{pending_delete}, so that a scrubber (of any server, after a
-        restart too) tries again; the store meanwhile retries for a while
-        in the background, unless C{retryInBackground} is false (the
-        scrubber is itself the retry).  (Before, bytes whose store stayed
-        down past those retries were left behind for good.)
+        restart too) tries again, as Glance's scrubber did; if it cannot
+        be reached, the store meanwhile retries for a while in the
+        background, unless C{retryInBackground} is false (the scrubber is
+        itself the retry).  (Before, bytes whose store stayed down past
+        those retries, or refused the delete, were left behind for good.)
 
         C{unreachable}, one scrub's record of the stores it found down (by
         name, with how many images it then put back untried): such a store
@@ -952,17 +960,32 @@ class ImageService:
             self.log.warn("could not delete the data of image {image_id} from the"
                           " {store} store: {error}", image_id=imageId,
                           store=getattr(store, "name", "?"), error=_plain(e))
-            if not isinstance(e, StoreUnavailable):
-                return False
-            if unreachable is not None:
-                unreachable[store.name] = 0
-            if retryInBackground and hasattr(store, "deleteLater"):
-                store.deleteLater(location)
+            if isinstance(e, StoreUnavailable):
+                if unreachable is not None:
+                    unreachable[store.name] = 0
+                if retryInBackground and hasattr(store, "deleteLater"):
+                    store.deleteLater(location)
             if imageId and await self._requeueDelete(imageId, location):
                 self.log.info("image {image_id} is pending_delete again: the scrubber will"
-                              " remove its data once the store can be reached",
-                              image_id=imageId)
+                              " try again to remove its data", image_id=imageId)
             return False
+
+    async def _removeDeletedBytes(self, imageId: str, location: str, **kw: Any) -> bool:
+        """
+        Remove the bytes of a deleted image this process claimed (see
+        L{_deleteBytes}), and record that they are gone; until then a
+        scrubber that finds the claim stale tries again.  Returns whether
+        they are gone.
+        """
+        if not await self._deleteBytes(location, imageId, **kw):
+            return False
+        try:
+            await self.registry.forgetDeletedBytes(imageId, location)
+        except Exception as e:
+            self.log.warn("the data of image {image_id} is removed, but the registry could"
+                          " not record it ({error}): a scrubber will find it gone later",
+                          image_id=imageId, error=_plain(e))
+        return True
 
     async def _requeueDelete(self, imageId: str, location: str) -> bool:
         try:
@@ -1091,7 +1114,8 @@ class ImageService:
                           image_id=imageId, error=_plain(e))
             return
         # None: another process's scrubber claimed them first.
-        await self._deleteBytes(location, imageId)
+        if location is not None:
+            await self._removeDeletedBytes(imageId, location)
 
     @fromCoroutine
     async def killAbandonedUploads(self) -> int:
@@ -1179,7 +1203,14 @@ class ImageService:
         stores behind them with it.
         """
         wait = self.config.scrub_time if self.config.delayed_delete else 0
-        before = datetime.datetime.utcnow() - datetime.timedelta(seconds=wait)
+        now = datetime.datetime.utcnow()
+        before = now - datetime.timedelta(seconds=wait)
+        stale = await self.registry.requeueStaleRemovals(
+            now - datetime.timedelta(seconds=self.removalClaimSeconds))
+        if stale:
+            self.log.info("{count} deleted images whose data a scrubber claimed and never"
+                          " removed (its server stopped?) are pending_delete again",
+                          count=stale)
         done = 0
         unreachable: Dict[str, int] = {}
         after = None
@@ -1195,8 +1226,8 @@ class ImageService:
                 location = await self.registry.claimPendingDelete(imageId)
                 if location is None:
                     continue
-                if await self._deleteBytes(location, imageId, retryInBackground=False,
-                                           unreachable=unreachable):
+                if await self._removeDeletedBytes(imageId, location, retryInBackground=False,
+                                                  unreachable=unreachable):
                     done += 1
         if done:
             self.log.info("scrubbed {count} deleted images", count=done)

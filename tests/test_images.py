@@ -1131,8 +1131,57 @@ class LifecycleTests(TestCase):
         self.assertEqual(self.files(), [])
         gone = await self.registry.get(image.id, includeDeleted=True)
         self.assertEqual(gone.status, "deleted")
+        self.assertEqual(await self.registry.getLocation(image.id), None)
         # Nothing left to do, and a second scrubber finds nothing to claim.
         self.assertEqual(await self.service.scrub(), 0)
+
+    @async_test
+    async def test_bytesTheStoreRefusedToDeleteAreScrubbedLater(self):
+        """
+        A store that refuses a delete (a 403, a skewed clock, a file it
+        may not remove), rather than being out of reach: the image goes
+        back to pending_delete, and a later scrub removes the bytes, as
+        Glance's scrubber retried.  Before, the image stayed deleted and
+        its bytes in the store for good.
+        """
+        self.service.config = attr.evolve(self.config, delayed_delete=True, scrub_time=0)
+        image = await self.upload(b"abc")
+        await self.service.delete(self.ctx, image.id)
+        realDelete = self.store.delete
+
+        def refused(location):
+            raise StoreError("S3 delete failed: 403 AccessDenied")
+        self.store.delete = refused
+        self.assertEqual(await self.service.scrub(), 0)
+        row = await self.registry.get(image.id, includeDeleted=True)
+        self.assertEqual(row.status, "pending_delete")
+        self.assertEqual(self.files(), [image.id])
+        self.store.delete = realDelete
+        self.assertEqual(await self.service.scrub(), 1)
+        self.assertEqual(self.files(), [])
+        row = await self.registry.get(image.id, includeDeleted=True)
+        self.assertEqual(row.status, "deleted")
+
+    @async_test
+    async def test_bytesOfAScrubberThatDiedAreScrubbedAgain(self):
+        """
+        A scrubber claimed an image's bytes (the image went to deleted) and
+        its process died before it removed them: once the claim is stale,
+        a later scrub puts the image back and removes them.  Before,
+        nothing looked at a deleted image again, and its bytes stayed.
+        """
+        self.service.config = attr.evolve(self.config, delayed_delete=True, scrub_time=0)
+        image = await self.upload(b"abc")
+        await self.service.delete(self.ctx, image.id)
+        self.assertIsNotNone(await self.registry.claimPendingDelete(image.id))
+        self.assertEqual(await self.service.scrub(), 0)
+        self.assertEqual(self.files(), [image.id])
+        self.service.removalClaimSeconds = -1
+        self.assertEqual(await self.service.scrub(), 1)
+        self.assertEqual(self.files(), [])
+        row = await self.registry.get(image.id, includeDeleted=True)
+        self.assertEqual(row.status, "deleted")
+        self.assertEqual(await self.registry.getLocation(image.id), None)
 
     @async_test
     async def test_bytesOfADeleteWhileTheStoreIsDownAreScrubbed(self):

@@ -170,6 +170,35 @@ class MigrationTests(TestCase):
         e = self.assertRaises(ConfigError, prepareRegistry, url)
         self.assertIn("glancetx's tables but no schema revision", str(e))
 
+    def test_deletedImagesForgetTheirLocations(self):
+        """
+        Migration 0005 clears the locations of images deleted before it:
+        from then on a deleted image with one is a removal under way, which
+        a scrubber would put back in pending_delete and remove again.
+        Other images keep theirs.
+        """
+        import datetime
+
+        import sqlalchemy
+
+        from glancetx.registry.schema import images
+        for url in (dbs.sqliteURL(self), dbs.postgresURL(self), dbs.mysqlURL(self)):
+            migrate.sync(url, "0004")
+            engine = sqlalchemy.create_engine(url)
+            self.addCleanup(engine.dispose)
+            with engine.begin() as conn:
+                for name, status in (("a", "deleted"), ("b", "pending_delete"), ("c", "active")):
+                    conn.execute(images.insert().values(
+                        id=name, status=status, is_public=False, protected=False, min_disk=0,
+                        min_ram=0, created_at=datetime.datetime(2026, 12, 1),
+                        deleted=status != "active", location="file:///images/" + name))
+            migrate.sync(url)
+            with engine.connect() as conn:
+                rows = sorted(conn.execute(sqlalchemy.select([images.c.id, images.c.location])))
+            self.assertEqual([tuple(r) for r in rows],
+                             [("a", None), ("b", "file:///images/b"), ("c", "file:///images/c")],
+                             url)
+
     def test_migrationsMatchTheTables(self):
         """
         The schema alembic builds is the one the code queries.

@@ -31,12 +31,13 @@ class PurgeTestsMixin:
         self.engine = sqlalchemy.create_engine(self.url)
         self.addCleanup(self.engine.dispose)
 
-    def image(self, name, status="active", deletedAt=None, properties=(), members=()):
+    def image(self, name, status="active", deletedAt=None, properties=(), members=(),
+              location=None):
         with self.engine.begin() as conn:
             conn.execute(images.insert().values(
                 id=name, name=name, status=status, is_public=False, protected=False,
                 min_disk=0, min_ram=0, created_at=OLD - datetime.timedelta(days=1),
-                deleted=deletedAt is not None, deleted_at=deletedAt))
+                deleted=deletedAt is not None, deleted_at=deletedAt, location=location))
             for key, deleted in properties:
                 conn.execute(image_properties.insert().values(
                     image_id=name, name=key, value="v", created_at=OLD,
@@ -61,10 +62,14 @@ class PurgeTestsMixin:
         with self.engine.begin() as conn:
             conn.execute(image_uploads.insert().values(
                 image_id="swept", holder="sweep", expires_at=NOW, store="s3"))
+        # A scrubber claimed its bytes and died before it removed them:
+        # another puts it back in pending_delete by its location.
+        self.image("claimed", "deleted", OLD, location="file:///images/claimed")
         self.image("live", properties=[("kept", None), ("dropped", OLD), ("later", RECENT)],
                    members=[("t3", None), ("t4", OLD)])
         removed = purge(self.url, 30, -1, now=NOW)
-        self.assertEqual(self.rows(images, images.c.id), ["live", "pending", "recent", "swept"])
+        self.assertEqual(self.rows(images, images.c.id),
+                         ["claimed", "live", "pending", "recent", "swept"])
         self.assertEqual(
             [(i, n) for i, n in self.pairs(image_properties, image_properties.c.name)],
             [("live", "kept"), ("live", "later"), ("pending", "a"), ("recent", "a")])

@@ -309,6 +309,35 @@ class RegistryTestsMixin:
         self.assertEqual(await self.registry.claimPendingDelete(uid(1)), "file:///there/1")
 
     @async_test
+    async def test_staleRemovalsArePutBack(self):
+        """
+        A deleted image that keeps its location past the claim's time is a
+        removal whose scrubber died: it goes back to pending_delete.  One
+        whose bytes were recorded as gone, one claimed since, and one still
+        pending are left alone.
+        """
+        for n in (1, 2, 3, 4):
+            await self.make(n)
+            await self.registry.update(uid(n), {"status": "active", "size": 1},
+                                       location="file:///there/%d" % (n,))
+            await self.registry.delete(uid(n), delayed=True)
+        for n in (1, 2, 3):
+            self.assertEqual(await self.registry.claimPendingDelete(uid(n)),
+                             "file:///there/%d" % (n,))
+        self.assertTrue(await self.registry.forgetDeletedBytes(uid(2), "file:///there/2"))
+        self.assertFalse(await self.registry.forgetDeletedBytes(uid(3), "file:///elsewhere"))
+        self.assertFalse(await self.registry.forgetDeletedBytes(uid(4), "file:///there/4"))
+        self.assertEqual(await self.registry.getLocation(uid(2)), None)
+        past = datetime.datetime.utcnow() - datetime.timedelta(minutes=10)
+        self.assertEqual(await self.registry.requeueStaleRemovals(past), 0)
+        future = datetime.datetime.utcnow() + datetime.timedelta(seconds=5)
+        self.assertEqual(await self.registry.requeueStaleRemovals(future), 2)
+        statuses = [(await self.registry.get(uid(n), includeDeleted=True)).status
+                    for n in (1, 2, 3, 4)]
+        self.assertEqual(statuses, ["pending_delete", "deleted", "pending_delete",
+                                    "pending_delete"])
+
+    @async_test
     async def test_pendingDeletesPageByPage(self):
         """
         The scrubber's work list comes a page at a time, each page from

@@ -5,8 +5,9 @@ C{glance-manage db purge} did.
 A delete keeps the image's row (C{deleted}, with its properties and
 members), so that lists with C{changes-since} can tell caches what went;
 without a purge the tables only grow, and every such list pages through
-them.  Only images in C{deleted} go: one in C{pending_delete} still has
-bytes in a store for the scrubber to remove, and one with an upload lease
+them.  Only images in C{deleted} go: one in C{pending_delete}, or
+C{deleted} with its location still set (a removal under way, or one whose
+server died), still has bytes in a store for a scrubber to remove, and one with an upload lease
 or a sweep reminder still has a store to be cleaned, and both need their
 row to find them.
 
@@ -62,6 +63,7 @@ def _purgeImages(engine, cutoff, maxRows: int, removed: Dict[str, int]) -> None:
     due = and_(images.c.deleted == True,  # noqa: E712 (SQL, not Python)
                images.c.status == "deleted",
                images.c.deleted_at < cutoff,
+               images.c.location.is_(None),
                ~exists().where(image_uploads.c.image_id == images.c.id))
 
     def remove(conn, ids):

@@ -1033,6 +1033,8 @@ class Registry:
         Move a C{pending_delete} image to C{deleted} and return its location,
         or None if another process claimed it first (a conditional UPDATE:
         several scrubbing processes never delete one image's bytes twice).
+        The image keeps its location until L{forgetDeletedBytes}: should
+        this process die first, L{requeueStaleRemovals} finds it.
         """
         def work(sqlconn):
             location = sqlconn.execute(_LOCATION, id=imageId).scalar()
@@ -1046,7 +1048,7 @@ class Registry:
     async def requeueDelete(self, imageId: str, location: str) -> bool:
         """
         Put a deleted image whose bytes at C{location} could not be removed
-        (the store could not be reached) back in C{pending_delete}, so a
+        (the store failed, or could not be reached) back in C{pending_delete}, so a
         scrubber tries again.  Only if it is still C{deleted} and its bytes
         are still those: returns whether it was put back.
         """
@@ -1055,6 +1057,36 @@ class Registry:
                 images.c.id == imageId, images.c.status == "deleted",
                 images.c.location == location)).values(status="pending_delete"))
             return result.rowcount == 1
+        return await self._run(work)
+
+    @fromCoroutine
+    async def forgetDeletedBytes(self, imageId: str, location: str) -> bool:
+        """
+        Clear the location of a deleted image whose bytes at C{location}
+        are gone.  A deleted image that still has one is a removal under
+        way, or one whose process died part way.
+        """
+        def work(sqlconn):
+            result = sqlconn.execute(images.update().where(and_(
+                images.c.id == imageId, images.c.status == "deleted",
+                images.c.location == location)).values(location=None))
+            return result.rowcount == 1
+        return await self._run(work)
+
+    @fromCoroutine
+    async def requeueStaleRemovals(self, claimedBefore: datetime.datetime) -> int:
+        """
+        Put back in C{pending_delete} the deleted images whose bytes a
+        scrubber claimed before C{claimedBefore} and never recorded as
+        removed: its process died (or its store held it that long; a
+        second removal of the same bytes finds them gone).  Before, their
+        bytes stayed in the store for good.  Returns how many.
+        """
+        def work(sqlconn):
+            return sqlconn.execute(images.update().where(and_(
+                images.c.status == "deleted", images.c.location.isnot(None),
+                images.c.updated_at < claimedBefore)).values(
+                status="pending_delete")).rowcount
         return await self._run(work)
 
     # -- upload leases ----------------------------------------------------

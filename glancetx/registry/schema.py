@@ -32,7 +32,7 @@ LongText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql")
 
 #: Every migration, oldest first; the server compares the database with
 #: the newest without loading alembic (a test keeps them equal to alembic's).
-REVISIONS = ("0001", "0002", "0003", "0004")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005")
 HEAD_REVISION = REVISIONS[-1]
 
 
