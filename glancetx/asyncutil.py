@@ -7,6 +7,7 @@ import functools
 from typing import Any, Awaitable, Callable, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectingCancelledError
 from twisted.python.failure import Failure
 
 T = TypeVar("T")
@@ -52,9 +53,10 @@ def isCancellation(e: BaseException) -> bool:
     Whether a request failed because it was cancelled: by a time-out or by
     its caller.  twisted's HTTP client reports a request cancelled after it
     was sent as C{ResponseNeverReceived([CancelledError])}, never as a
-    bare C{CancelledError}.
+    bare C{CancelledError}, and one cancelled while it was still connecting
+    as C{ConnectingCancelledError}.
     """
-    if isinstance(e, CancelledError):
+    if isinstance(e, (CancelledError, ConnectingCancelledError)):
         return True
     return any(isinstance(r, Failure) and r.check(CancelledError) is not None
                for r in getattr(e, "reasons", None) or ())

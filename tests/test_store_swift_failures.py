@@ -23,7 +23,7 @@ from urllib.parse import unquote
 
 import attr
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
@@ -175,6 +175,19 @@ class FakeSwift(Resource):
     def _hangUp(self) -> None:
         for request in self._held:
             request.transport.abortConnection()
+
+    def release(self) -> None:
+        """
+        Answer the requests that L{HANG} held, now, as the fake answers.
+        """
+        held, self._held = self._held, []
+        for request in held:
+            answer = self._default(request)
+            request.setResponseCode(answer.code)
+            for name, value in answer.headers.items():
+                request.setHeader(name, value)
+            request.write(answer.body)
+            request.finish()
 
     @property
     def authAddress(self) -> str:
@@ -1036,6 +1049,54 @@ class SwiftFailureTests(TestCase):
         await arriving
         self.clock.advance(TIMEOUT)
         return size
+
+    def test_aClientLeavingDuringAuthLeavesTheOthers(self):
+        """
+        Two downloads wait on one authentication, and the client of the one
+        that started it goes away: the other still gets its token and its
+        bytes.  Before, the cancellation failed every download waiting on
+        the token, each with a 503 saying that Swift's auth "did not answer
+        in time".
+        """
+        async def go():
+            store = self.makeStore()
+            self.fake.objects["glance/img"] = b"abc"
+            self.fake.script("GET", "/auth/v1.0", HANG)
+            arriving = self.fake.waitFor("GET", "/auth/v1.0")
+            first = store.get(self.location())
+            await arriving
+            second = store.get(self.location())
+            first.cancel()
+            with self.assertRaises(CancelledError):
+                await first
+            # The fake holds the request once it has read all of it.
+            await deferLater(reactor, 0, lambda: None)
+            self.fake.release()
+            reader = await second
+            collected = Collect()
+            await reader.startProducing(collected)
+            self.assertEqual(b"".join(collected.received), b"abc")
+            self.assertEqual(len(self.fake.uris("GET", "/auth/v1.0")), 1)
+        return ensureDeferred(go())
+
+    def test_aClientLeavingIsNoStoreFailure(self):
+        """
+        A download whose client goes away while Swift has yet to answer is
+        cancelled, not a Swift that "did not answer in time": that was
+        logged as the store failing, with a traceback, for every client
+        that hung up early.
+        """
+        async def go():
+            store = self.makeStore()
+            self.fake.objects["glance/img"] = b"abc"
+            self.fake.script("GET", IMAGE, HANG)
+            arriving = self.fake.waitFor("GET", IMAGE)
+            reading = store.get(self.location())
+            await arriving
+            reading.cancel()
+            with self.assertRaises(CancelledError):
+                await reading
+        return ensureDeferred(go())
 
     def test_noAnswerInTime(self):
         """

@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
 import attr
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -1022,56 +1022,79 @@ class SwiftStore(RetriedCleanups):
         One request; a body without a timeout (image bytes, at the uploading
         client's pace) gives its answer C{requestTimeout} once it is sent.
         C{who} answers it, as errors name it (Keystone, for a token).
+
+        A request that runs out of time fails the store; one cancelled by
+        its caller (the downloading client went away) is a cancellation,
+        not a store that "did not answer in time".
         """
         kwargs.setdefault("allow_redirects", False)
         kwargs.setdefault("reactor", self._reactor)
+        timeout = kwargs.pop("timeout", None)
         sent: List[Deferred] = []
-        deadline = None
-        if IBodyProducer.providedBy(kwargs.get("data")) and kwargs.get("timeout") is None:
+        timedOut: List[bool] = []
+
+        def expire() -> None:
+            timedOut.append(True)
+            sent[0].cancel()
+
+        deadline = timer = None
+        if IBodyProducer.providedBy(kwargs.get("data")) and timeout is None:
             deadline = kwargs["data"] = AnswerDeadline(
-                kwargs["data"], self._reactor, self.requestTimeout, lambda: sent[0].cancel())
+                kwargs["data"], self._reactor, self.requestTimeout, expire)
         try:
             d = self._client.request(method, forTreq(url), **kwargs)
             sent.append(d)
+            if timeout is not None:
+                timer = self._reactor.callLater(timeout, expire)
             return SilentAnswer(await d, self._reactor, self.requestTimeout,
                                 "%s %s" % (who, method))
         except (StoreError, UploadFailed):
             raise
         except Exception as e:
-            if isCancellation(e):
+            if not isCancellation(e):
+                raise StoreUnavailable("cannot reach %s (%s)" % (who, type(e).__name__))
+            if timedOut:
                 raise StoreUnavailable("%s did not answer %s in time" % (who, method))
-            raise StoreUnavailable("cannot reach %s (%s)" % (who, type(e).__name__))
+            raise CancelledError() from e
         finally:
+            if timer is not None and timer.active():
+                timer.cancel()
             if deadline is not None:
                 deadline.cancel()
 
     async def _session(self, creds: _Credentials, stale: Optional[_Session] = None) -> _Session:
         """
         A token for C{creds}: the cached one, unless it is C{stale}; one
-        authentication at a time per credentials.
+        authentication at a time per credentials.  That one runs for every
+        request waiting on it, not for the one that started it: when that
+        request's client went away, its cancellation failed every other
+        download waiting on the token with a 503.
         """
         session = self._sessions.get(creds)
         if session is not None and session is not stale and not self._endsSoon(session):
             return session
+        d: Deferred = Deferred()
         waiters = self._authWaiters.get(creds)
         if waiters is not None:
-            d: Deferred = Deferred()
             waiters.append(d)
-            return await d
-        self._authWaiters[creds] = []
+        else:
+            self._authWaiters[creds] = [d]
+            Deferred.fromCoroutine(self._authenticateWaiters(creds))
+        return await d
+
+    async def _authenticateWaiters(self, creds: _Credentials) -> None:
         try:
             session = await self._authenticate(creds)
         except BaseException:
             failure = Failure()
             for d in self._authWaiters.pop(creds):
                 d.errback(failure)
-            raise
+            return
         if creds not in self._sessions and len(self._sessions) >= MAX_SESSIONS:
             self._sessions.pop(next(iter(self._sessions)))
         self._sessions[creds] = session
         for d in self._authWaiters.pop(creds):
             d.callback(session)
-        return session
 
     def _endsSoon(self, session: _Session) -> bool:
         return (session.expiresAt is not None
