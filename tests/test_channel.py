@@ -8,7 +8,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 
@@ -486,6 +486,96 @@ class MalformedRequestTests(SynchronousTestCase):
         # Then it stops reading.
         clock.advance(31)
         self.assertTrue(transport.disconnecting)
+
+    def test_clientWhoseKernelAcknowledgesIsNotClosed(self):
+        """
+        A client that reads while Twisted's buffer does not shrink (the
+        kernel's send buffer, up to 4 MiB, takes from it only once a third
+        of it is free; under TLS the pause comes part way through a write,
+        whose rest fills the buffer past the mark) is still reading: what
+        its kernel acknowledges grows, and that keeps the connection.
+        Readers at 10-100 KB/s of S3, Swift and TLS downloads were cut off.
+        """
+        import struct
+
+        from twisted.internet.task import Clock
+
+        from glancetx.config import Config
+        from glancetx.service import GlanceSite
+        from glancetx.web.app import GlanceAPI
+
+        class AckingSocket:
+            acked = 1
+
+            def getsockopt(self, level, option, size):
+                return bytes(120) + struct.pack("Q", self.acked) + bytes(size - 128)
+
+        class BufferingTransport(StringTransport):
+            def __init__(self):
+                super().__init__()
+                self.dataBuffer = b""
+                self.offset = 0
+                self._tempDataBuffer = [b"x" * 1048576]
+                self._tempDataLen = 1048576
+                self.socket = AckingSocket()
+
+        clock = Clock()
+        site = GlanceSite(GlanceAPI(None, Config(client_socket_timeout=30)), clock)
+        channel = site.buildProtocol(None)
+        transport = BufferingTransport()
+        channel.makeConnection(transport)
+        channel.setTimeout(None)
+        channel.pauseProducing()
+        for _ in range(5):
+            clock.advance(29)
+            transport.socket.acked += 30000
+            clock.advance(2)
+            self.assertFalse(transport.disconnecting)
+        clock.advance(31)
+        self.assertTrue(transport.disconnecting)
+
+    def test_ackedBytesOfARealConnection(self):
+        """
+        L{ackedBytes} reads how much the peer acknowledged from the kernel
+        (Linux's TCP_INFO), under TLS from the TCP transport beneath.
+        """
+        import socket
+        import time
+
+        from glancetx.web.channel import ackedBytes
+        if not hasattr(socket, "TCP_INFO"):
+            raise SkipTest("no TCP_INFO here")
+        server = socket.socket()
+        self.addCleanup(server.close)
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        client = socket.create_connection(server.getsockname())
+        self.addCleanup(client.close)
+        accepted, _ = server.accept()
+        self.addCleanup(accepted.close)
+
+        class TCP:
+            # The attribute by which _tcpTransport knows Twisted's TCP.
+            def __init__(self, sock):
+                self._tempDataBuffer = []
+                self.socket = sock
+
+        class TLS:
+            def __init__(self, transport):
+                self.transport = transport
+
+        before = ackedBytes(TLS(TCP(accepted)))
+        accepted.sendall(b"x" * 100000)
+        got = 0
+        while got < 100000:
+            got += len(client.recv(65536))
+        for _ in range(100):
+            after = ackedBytes(TCP(accepted))
+            if after - before == 100000:
+                break
+            time.sleep(0.01)
+        self.assertEqual(after - before, 100000)
+        self.assertIsNone(ackedBytes(StringTransport()))
 
     def test_slowHeadIsCutOff(self):
         """

@@ -27,7 +27,9 @@ a client reports as a dropped connection rather than as its own mistake.
 """
 
 import re
-from typing import Callable, Optional
+import socket
+import struct
+from typing import Callable, Optional, Tuple
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -101,6 +103,47 @@ def bufferedBytes(transport) -> Optional[int]:
     if beneath is None:
         return None
     return len(beneath.dataBuffer) - beneath.offset + beneath._tempDataLen
+
+
+#: Where Linux's struct tcp_info keeps tcpi_bytes_acked (since 4.1).
+_TCPI_BYTES_ACKED = 120
+
+
+def ackedBytes(transport) -> Optional[int]:
+    """
+    How many bytes the client's side of C{transport}'s TCP connection has
+    acknowledged (under TLS, the connection beneath): a count that grows
+    as the client reads, whatever Twisted's and the kernel's send buffers
+    hold meanwhile.  None where the system does not say (not Linux, or
+    not Twisted's TCP).
+    """
+    sock = getattr(_tcpTransport(transport), "socket", None)
+    if sock is None or not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    except (OSError, AttributeError):
+        return None
+    if len(info) < _TCPI_BYTES_ACKED + 8:
+        return None
+    return struct.unpack_from("Q", info, _TCPI_BYTES_ACKED)[0]
+
+
+def _progress(transport) -> Tuple[Optional[int], Optional[int]]:
+    return ackedBytes(transport), bufferedBytes(transport)
+
+
+def _movedOn(now: Tuple[Optional[int], Optional[int]],
+             mark: Tuple[Optional[int], Optional[int]]) -> bool:
+    """
+    Whether a client read anything between C{mark} and C{now} (each from
+    L{_progress}): its kernel acknowledged more, or Twisted's buffer
+    shrank.
+    """
+    (acked, left), (ackedThen, leftThen) = now, mark
+    if acked is not None and ackedThen is not None and acked > ackedThen:
+        return True
+    return left is not None and leftThen is not None and left < leftThen
 
 
 #: A request target's scheme and authority, in absolute form.
@@ -233,8 +276,9 @@ class GlanceChannel(http.HTTPChannel):
             self.dataReceived(held)
 
     _stallTimer = None
-    #: What the transport still had to send when the stall timer was set.
-    _stallMark: Optional[int] = None
+    #: How far the client had read when the stall timer was set (see
+    #: L{_progress}).
+    _stallMark: Tuple[Optional[int], Optional[int]] = (None, None)
 
     def pauseProducing(self) -> None:
         """
@@ -249,7 +293,7 @@ class GlanceChannel(http.HTTPChannel):
                           "client_socket_timeout", 0)
         if seconds and self._stallTimer is None:
             self._stallTimer = self.callLater(seconds, self._stalled, seconds)
-            self._stallMark = bufferedBytes(self.transport)
+            self._stallMark = _progress(self.transport)
 
     def resumeProducing(self) -> None:
         timer, self._stallTimer = self._stallTimer, None
@@ -262,10 +306,16 @@ class GlanceChannel(http.HTTPChannel):
         # The transport resumes its producer only once its buffer is empty,
         # which a download's 1 MiB reads take a slow client long to reach;
         # a client that took any of it meanwhile is reading, if slowly
-        # (readers at 30 KB/s were cut off after 20 s of this).
-        left = bufferedBytes(self.transport)
-        if left is not None and self._stallMark is not None and left < self._stallMark:
-            self._stallMark = left
+        # (readers at 30 KB/s were cut off after 20 s of this).  Twisted's
+        # buffer alone does not tell: the kernel's send buffer (up to 4 MiB)
+        # takes from it only once a third of it is free, and under TLS the
+        # pause comes part way through a write, whose rest then fills the
+        # buffer past the mark.  Readers at 10-100 KB/s of S3 and Swift
+        # downloads, and at 30 KB/s over TLS, were cut off so.  What the
+        # client's kernel acknowledges tells.
+        now = _progress(self.transport)
+        if _movedOn(now, self._stallMark):
+            self._stallMark = now
             self._stallTimer = self.callLater(seconds, self._stalled, seconds)
             return
         self._log.info("closing the connection of {peer}: it read nothing for {seconds}"
