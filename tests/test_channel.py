@@ -555,7 +555,7 @@ class MalformedRequestTests(SynchronousTestCase):
         self.addCleanup(accepted.close)
 
         class TCP:
-            # The attribute by which _tcpTransport knows Twisted's TCP.
+            # The attribute by which tcpTransport knows Twisted's TCP.
             def __init__(self, sock):
                 self._tempDataBuffer = []
                 self.socket = sock

@@ -70,7 +70,7 @@ def dropWriteBuffers(transport) -> None:
     reads; nothing is written to a transport once its connection is lost.)
     Under TLS the bytes wait in the TCP transport beneath.
     """
-    beneath = _tcpTransport(transport)
+    beneath = tcpTransport(transport)
     if beneath is not None:
         beneath.dataBuffer = b""
         beneath.offset = 0
@@ -78,7 +78,7 @@ def dropWriteBuffers(transport) -> None:
         beneath._tempDataLen = 0
 
 
-def _tcpTransport(transport):
+def tcpTransport(transport):
     """
     Twisted's TCP transport, C{transport} itself or the one beneath its
     TLS (which passes attributes it lacks on to it, hence the instance's
@@ -99,7 +99,7 @@ def bufferedBytes(transport) -> Optional[int]:
     L{dropWriteBuffers} clears, under TLS those of the TCP transport
     beneath).
     """
-    beneath = _tcpTransport(transport)
+    beneath = tcpTransport(transport)
     if beneath is None:
         return None
     return len(beneath.dataBuffer) - beneath.offset + beneath._tempDataLen
@@ -117,7 +117,7 @@ def ackedBytes(transport) -> Optional[int]:
     hold meanwhile.  None where the system does not say (not Linux, or
     not Twisted's TCP).
     """
-    sock = getattr(_tcpTransport(transport), "socket", None)
+    sock = getattr(tcpTransport(transport), "socket", None)
     if sock is None or not hasattr(socket, "TCP_INFO"):
         return None
     try:

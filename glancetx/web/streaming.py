@@ -38,7 +38,7 @@ from zope.interface import implementer
 from glancetx.budget import BudgetShare, fixedShare
 from glancetx.drain import Drain
 from glancetx.store.interface import UploadFailed
-from glancetx.web.channel import SEND_NOW_MAX
+from glancetx.web.channel import SEND_NOW_MAX, tcpTransport
 
 #: Bytes a request body may hold back while its consumer is paused or not yet
 #: attached, before the socket is paused; and the level at which it resumes.
@@ -434,8 +434,11 @@ class StreamingRequest(server.Request):
         # Fewer, larger reads while an image streams in: a quarter of the
         # Python work per gigabyte of Twisted's default 64 KiB (measured:
         # 1 GiB uploads ~10-30% faster, no change in peak memory).
-        if getattr(self.transport, "bufferSize", UPLOAD_READ_SIZE) < UPLOAD_READ_SIZE:
-            self.transport.bufferSize = UPLOAD_READ_SIZE
+        # Under TLS, the TCP transport beneath reads (setting the attribute
+        # on the TLS protocol changed nothing).
+        tcp = tcpTransport(self.transport) or self.transport
+        if getattr(tcp, "bufferSize", UPLOAD_READ_SIZE) < UPLOAD_READ_SIZE:
+            tcp.bufferSize = UPLOAD_READ_SIZE
         # We answer "Expect: 100-continue" ourselves, once the upload is
         # accepted, so a refused upload is never sent at all.
         expect = self.requestHeaders.getRawHeaders(b"expect")
