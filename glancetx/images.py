@@ -836,10 +836,9 @@ class ImageService:
                             error: Optional[BaseException] = None) -> Optional[str]:
         """
         Kill the image of a failed upload.  Returns the status that kept it
-        from being killed here, if one did (C{killed}: by another process).
+        from being killed here, if one did (C{killed}: by another process;
+        C{deleted}).
         """
-        # Glance's ERROR notification: the payload is the message.
-        self.notifier.notify("image.upload", _redacted("Image %s %s" % (imageId, why)), "ERROR")
         swept = (getattr(store, "sweptAfterFailure", False)
                  or getattr(error, "leftInStore", False))
         reminder = None
@@ -852,6 +851,12 @@ class ImageService:
                 imageId, reg.SWEEP_HOLDER,
                 self.leases.now() + datetime.timedelta(seconds=SWEEP_DELAY), store.name)
         kept = await self._kill(imageId, why, reminder)
+        if kept != "deleted":
+            # Glance's ERROR notification: the payload is the message.  None
+            # for an upload or copy that a delete ended: that is no failure
+            # (it said "store error: ...: the image was deleted").
+            self.notifier.notify("image.upload", _redacted("Image %s %s" % (imageId, why)),
+                                 "ERROR")
         if swept:
             # Where the kill did not happen here (the image was deleted, or
             # killed by a reaper, meanwhile): unless one is there already.
@@ -895,7 +900,7 @@ class ImageService:
             return e.current.status if e.current is not None else None
         except reg.NotFound:
             await self._endLease(imageId)
-            return None
+            return "deleted"
         except reg.Unreachable:
             # Its upload lease, no longer renewed, runs out, and a reaper
             # kills it once the database is back.

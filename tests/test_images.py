@@ -20,7 +20,7 @@ from glancetx.images import SWEEP_DELAY, ImageChanges, ImageService
 from glancetx.notifier import CollectingNotifier
 from glancetx.registry import migrate
 from glancetx.registry.registry import ListQuery, Registry, Unreachable
-from glancetx.store.interface import LocationNotFound, StoreError, StoreUnavailable
+from glancetx.store.interface import LocationNotFound, StoreError, StoreUnavailable, UploadFailed
 from glancetx.store.filesystem import FilesystemStore
 from glancetx.uploadleases import UploadLeases
 from tests import dbs
@@ -466,6 +466,20 @@ class LifecycleTests(TestCase):
             await d
         self.assertEqual(self.files(), [])
 
+    @async_test
+    async def test_uploadEndedByADeleteIsNoFailure(self):
+        """
+        An upload whose image is deleted while its body fails (the client
+        gave up on it) sends no ERROR event: the image is not killed, it is
+        gone.
+        """
+        image, body, d = await self.heldUpload(self.service)
+        await self.service.delete(self.ctx, image.id)
+        body._done.errback(UploadFailed(400, "the client went away"))
+        with self.assertRaises(Exception):
+            await d
+        self.assertEqual(self.notifier.errors, [])
+
     def leasedService(self, now):
         leases = UploadLeases(self.registry, 60, now=lambda: now[0])
         return attr.evolve(self.service, notifier=CollectingNotifier(), leases=leases)
@@ -626,6 +640,9 @@ class LifecycleTests(TestCase):
         self.assertEqual(sending.why, "the image was deleted")
         self.assertEqual(self.files(), [])
         self.assertEqual(mine.leases.held, 0)
+        # A delete is no failed upload: no ERROR event ("store error: ...:
+        # the image was deleted"), as Glance sent none.
+        self.assertEqual(mine.notifier.errors, [])
         self.assertEqual([i.status for i in await self.registry.list(ListQuery())], [])
 
     @async_test
