@@ -4,6 +4,8 @@ write, a small answer's head and body in one write, and the connection's
 address and security asked of the transport once.
 """
 
+import struct
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
@@ -448,56 +450,12 @@ class MalformedRequestTests(SynchronousTestCase):
             self.assertEqual(transport.disconnecting, not readsAgain)
             self.assertIsNone(channel._stallTimer)
 
-    def test_clientThatReadsSlowlyIsNotClosed(self):
+    def assertSlowReaderKept(self, reads):
         """
-        A client that reads, however slowly, is not taken for one that
-        reads nothing: the transport resumes its producer only once its
-        buffer is empty, but any bytes it sent on since the pause keep
-        the connection, for another client_socket_timeout seconds.
+        A client that C{reads(transport)} a little every 31 s keeps a
+        paused download's connection (client_socket_timeout 30) for as
+        long as it reads, and loses it 30 s after it stops.
         """
-        from twisted.internet.task import Clock
-
-        from glancetx.config import Config
-        from glancetx.service import GlanceSite
-        from glancetx.web.app import GlanceAPI
-
-        class BufferingTransport(StringTransport):
-            # What Twisted's TCP transport keeps of what it has to send.
-            def __init__(self):
-                super().__init__()
-                self.dataBuffer = b""
-                self.offset = 0
-                self._tempDataBuffer = [b"x" * 1048576]
-                self._tempDataLen = 1048576
-
-        clock = Clock()
-        site = GlanceSite(GlanceAPI(None, Config(client_socket_timeout=30)), clock)
-        channel = site.buildProtocol(None)
-        transport = BufferingTransport()
-        channel.makeConnection(transport)
-        # As while an answer is written: twisted.web's idle timeout is off.
-        channel.setTimeout(None)
-        channel.pauseProducing()
-        for _ in range(5):
-            clock.advance(29)
-            transport._tempDataLen -= 30000
-            clock.advance(2)
-            self.assertFalse(transport.disconnecting)
-        # Then it stops reading.
-        clock.advance(31)
-        self.assertTrue(transport.disconnecting)
-
-    def test_clientWhoseKernelAcknowledgesIsNotClosed(self):
-        """
-        A client that reads while Twisted's buffer does not shrink (the
-        kernel's send buffer, up to 4 MiB, takes from it only once a third
-        of it is free; under TLS the pause comes part way through a write,
-        whose rest fills the buffer past the mark) is still reading: what
-        its kernel acknowledges grows, and that keeps the connection.
-        Readers at 10-100 KB/s of S3, Swift and TLS downloads were cut off.
-        """
-        import struct
-
         from twisted.internet.task import Clock
 
         from glancetx.config import Config
@@ -505,12 +463,14 @@ class MalformedRequestTests(SynchronousTestCase):
         from glancetx.web.app import GlanceAPI
 
         class AckingSocket:
+            # What Linux's TCP_INFO says the client acknowledged.
             acked = 1
 
             def getsockopt(self, level, option, size):
                 return bytes(120) + struct.pack("Q", self.acked) + bytes(size - 128)
 
         class BufferingTransport(StringTransport):
+            # What Twisted's TCP transport keeps of what it has to send.
             def __init__(self):
                 super().__init__()
                 self.dataBuffer = b""
@@ -524,15 +484,41 @@ class MalformedRequestTests(SynchronousTestCase):
         channel = site.buildProtocol(None)
         transport = BufferingTransport()
         channel.makeConnection(transport)
+        # As while an answer is written: twisted.web's idle timeout is off.
         channel.setTimeout(None)
         channel.pauseProducing()
         for _ in range(5):
             clock.advance(29)
-            transport.socket.acked += 30000
+            reads(transport)
             clock.advance(2)
             self.assertFalse(transport.disconnecting)
+        # Then it stops reading.
         clock.advance(31)
         self.assertTrue(transport.disconnecting)
+
+    def test_clientThatReadsSlowlyIsNotClosed(self):
+        """
+        A client that reads, however slowly, is not taken for one that
+        reads nothing: the transport resumes its producer only once its
+        buffer is empty, but any bytes it sent on since the pause keep
+        the connection, for another client_socket_timeout seconds.
+        """
+        def takesFromTwistedsBuffer(transport):
+            transport._tempDataLen -= 30000
+        self.assertSlowReaderKept(takesFromTwistedsBuffer)
+
+    def test_clientWhoseKernelAcknowledgesIsNotClosed(self):
+        """
+        A client that reads while Twisted's buffer does not shrink (the
+        kernel's send buffer, up to 4 MiB, takes from it only once a third
+        of it is free; under TLS the pause comes part way through a write,
+        whose rest fills the buffer past the mark) is still reading: what
+        its kernel acknowledges grows, and that keeps the connection.
+        Readers at 10-100 KB/s of S3, Swift and TLS downloads were cut off.
+        """
+        def acknowledges(transport):
+            transport.socket.acked += 30000
+        self.assertSlowReaderKept(acknowledges)
 
     def test_ackedBytesOfARealConnection(self):
         """

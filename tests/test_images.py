@@ -175,6 +175,26 @@ class LifecycleTests(TestCase):
     def events(self):
         return [e for e, _ in self.notifier.events]
 
+    async def assertWaitsForTheScrubber(self, image):
+        """
+        C{image} is deleted with its bytes still in the store, for a
+        scrubber to remove.
+        """
+        row = await self.registry.get(image.id, includeDeleted=True)
+        self.assertEqual(row.status, "pending_delete")
+        self.assertEqual(self.files(), [image.id])
+
+    async def assertScrubbed(self, image):
+        """
+        A scrub removes C{image}'s bytes, and it ends deleted with its
+        location forgotten.
+        """
+        self.assertEqual(await self.service.scrub(), 1)
+        self.assertEqual(self.files(), [])
+        row = await self.registry.get(image.id, includeDeleted=True)
+        self.assertEqual(row.status, "deleted")
+        self.assertEqual(await self.registry.getLocation(image.id), None)
+
     async def upload(self, data, **fields):
         changes = ImageChanges(fields=dict(RAW, **fields))
         return await self.service.create(self.ctx, changes, BytesBody(reactor, data))
@@ -1170,14 +1190,9 @@ class LifecycleTests(TestCase):
             raise StoreError("S3 delete failed: 403 AccessDenied")
         self.store.delete = refused
         self.assertEqual(await self.service.scrub(), 0)
-        row = await self.registry.get(image.id, includeDeleted=True)
-        self.assertEqual(row.status, "pending_delete")
-        self.assertEqual(self.files(), [image.id])
+        await self.assertWaitsForTheScrubber(image)
         self.store.delete = realDelete
-        self.assertEqual(await self.service.scrub(), 1)
-        self.assertEqual(self.files(), [])
-        row = await self.registry.get(image.id, includeDeleted=True)
-        self.assertEqual(row.status, "deleted")
+        await self.assertScrubbed(image)
 
     @async_test
     async def test_bytesOfAScrubberThatDiedAreScrubbedAgain(self):
@@ -1194,11 +1209,7 @@ class LifecycleTests(TestCase):
         self.assertEqual(await self.service.scrub(), 0)
         self.assertEqual(self.files(), [image.id])
         self.service.removalClaimSeconds = -1
-        self.assertEqual(await self.service.scrub(), 1)
-        self.assertEqual(self.files(), [])
-        row = await self.registry.get(image.id, includeDeleted=True)
-        self.assertEqual(row.status, "deleted")
-        self.assertEqual(await self.registry.getLocation(image.id), None)
+        await self.assertScrubbed(image)
 
     @async_test
     async def test_bytesOfADeleteWhileTheStoreIsDownAreScrubbed(self):
@@ -1220,19 +1231,12 @@ class LifecycleTests(TestCase):
         self.assertEqual(deleted.status, "deleted")
         with self.assertRaises(errors.NotFound):
             await self.service.show(self.ctx, image.id)
-        row = await self.registry.get(image.id, includeDeleted=True)
-        self.assertEqual(row.status, "pending_delete")
-        self.assertEqual(self.files(), [image.id])
+        await self.assertWaitsForTheScrubber(image)
         self.assertEqual(await self.service.scrub(), 0)
-        row = await self.registry.get(image.id, includeDeleted=True)
-        self.assertEqual(row.status, "pending_delete")
-        self.assertEqual(self.files(), [image.id])
+        await self.assertWaitsForTheScrubber(image)
         self.store.delete = realDelete
         # Not a delayed delete: retried without waiting scrub_time.
-        self.assertEqual(await self.service.scrub(), 1)
-        self.assertEqual(self.files(), [])
-        row = await self.registry.get(image.id, includeDeleted=True)
-        self.assertEqual(row.status, "deleted")
+        await self.assertScrubbed(image)
 
     @async_test
     async def test_bytesOfADeleteWhoseAnswerWasLostAreScrubbed(self):
