@@ -14,7 +14,7 @@ from alembic.util.exc import CommandError
 from glancetx import config as cfg
 from glancetx.errors import ConfigError
 from glancetx.registry import migrate
-from glancetx.registry.schema import REVISIONS, newerSchema
+from glancetx.registry.schema import refuseUnknownRevision
 
 
 #: The oldest purge cut-off asked for: about 270 years.
@@ -59,8 +59,7 @@ def main(argv=None) -> int:
         elif args.action == "purge":
             from glancetx.registry.purge import purge
             current = migrate.currentRevision(config.sql_connection)
-            if current is not None and current not in REVISIONS:
-                raise ConfigError(newerSchema(current))
+            refuseUnknownRevision(current)
             if current != migrate.headRevision():
                 raise ConfigError("the database schema is not current; run db sync first")
             removed = purge(config.sql_connection, args.age, args.maxRows)

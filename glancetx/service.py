@@ -26,7 +26,7 @@ from glancetx.errors import ConfigError
 from glancetx.images import ImageService
 from glancetx.lazytls import checkCanListen, listeningService, listensBeyondLoopback
 from glancetx.notifier import Notifiers
-from glancetx.registry.schema import HEAD_REVISION, REVISIONS, newerSchema
+from glancetx.registry.schema import HEAD_REVISION, refuseUnknownRevision
 from glancetx.registry.registry import Registry, Unreachable
 from glancetx.signals import quietRepeatedStops, sayOnHangUp
 from glancetx.store.cachewarm import CacheWarmer
@@ -224,8 +224,7 @@ def prepareRegistry(url: str) -> None:
         current = schemaRevision(url)
     except Exception as e:
         raise ConfigError("sql_connection: cannot connect: %s" % (str(e).splitlines()[0],))
-    if current is not None and current not in REVISIONS:
-        raise ConfigError("sql_connection: " + newerSchema(current))
+    refuseUnknownRevision(current, "sql_connection: ")
     if current is None:
         raise ConfigError("sql_connection: " + noSchema(url))
     if current != HEAD_REVISION:

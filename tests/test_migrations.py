@@ -134,6 +134,18 @@ class MigrationTests(TestCase):
         self.assertIn("no glancetx revision", newerSchema("2024_1_contract01"))
         self.assertIn("a newer glancetx", newerSchema("0099"))
 
+    def test_refuseUnknownRevision(self):
+        """
+        Every revision glancetx knows passes, and so does a database with
+        no schema yet; any other stops with the caller's prefix.
+        """
+        from glancetx.errors import ConfigError
+        from glancetx.registry.schema import refuseUnknownRevision
+        for known in REVISIONS + (None,):
+            refuseUnknownRevision(known)
+        e = self.assertRaises(ConfigError, refuseUnknownRevision, "0099", "sql_connection: ")
+        self.assertTrue(str(e).startswith("sql_connection: database schema is at 0099"), str(e))
+
     def test_sqliteInWALModeAtStart(self):
         """
         The embedded database is switched to WAL before the server's pooled

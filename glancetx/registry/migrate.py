@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from glancetx.errors import ConfigError
-from glancetx.registry.schema import REVISIONS, newerSchema
+from glancetx.registry.schema import refuseUnknownRevision
 from glancetx.registry.timeouts import connectArgs
 
 _HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
@@ -47,8 +47,7 @@ def sync(url: str, revision: str = "head") -> None:
     # has no read limit; asking the revision first, with one, ends a
     # sync against a database that says nothing.
     current = currentRevision(url)
-    if current is not None and current not in REVISIONS:
-        raise ConfigError(newerSchema(current))
+    refuseUnknownRevision(current)
     engine = sqlalchemy.create_engine(url, connect_args=connectArgs(url, longStatements=True))
     try:
         with engine.begin() as conn:

@@ -7,6 +7,8 @@ drops them, and soft-deleted with their image so that C{changes-since}
 readers still see what a deleted image was.
 """
 
+from typing import Optional
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -23,6 +25,8 @@ from sqlalchemy import (
 )
 
 from sqlalchemy.dialects import mysql
+
+from glancetx.errors import ConfigError
 
 #: MySQL's DATETIME drops fractions of a second unless asked to keep them.
 DateTime = _DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
@@ -48,6 +52,20 @@ def newerSchema(revision: str) -> str:
                 % (revision,))
     return ("database schema is at %s, which this glancetx does not know (its newest is %s):"
             " a newer glancetx has migrated it; run that one" % (revision, HEAD_REVISION))
+
+
+def refuseUnknownRevision(revision: Optional[str], where: str = "") -> None:
+    """
+    Stop before touching a database whose schema no glancetx revision
+    describes: neither the server, a migration nor a purge can know what
+    its tables hold.  A database with no schema yet (C{None}) passes.
+
+    @param where: what the message begins with (the option that named
+        the database, for the server).
+    @raise ConfigError: naming the revision, and what to do instead.
+    """
+    if revision is not None and revision not in REVISIONS:
+        raise ConfigError(where + newerSchema(revision))
 
 metadata = MetaData()
 
