@@ -182,34 +182,41 @@ class MigrationTests(TestCase):
         e = self.assertRaises(ConfigError, prepareRegistry, url)
         self.assertIn("glancetx's tables but no schema revision", str(e))
 
-    def test_deletedImagesForgetTheirLocations(self):
+    def test_deletedImagesKeepTheirLocationsToBeRemoved(self):
         """
-        Migration 0005 clears the locations of images deleted before it:
-        from then on a deleted image with one is a removal under way, which
-        a scrubber would put back in pending_delete and remove again.
-        Other images keep theirs.
+        Migration 0005 keeps the locations of images deleted before it, so
+        that a scrubber removes what their removals left (they were
+        cleared, and a removal that had died or failed left its bytes for
+        good): except where an image that is not deleted records the same
+        location, whose bytes those are now.  Other images keep theirs.
         """
         import datetime
 
         import sqlalchemy
 
         from glancetx.registry.schema import images
+        rows = (("a", "deleted", "a"), ("b", "pending_delete", "b"), ("c", "active", "c"),
+                ("d", "deleted", "c"), ("e", "deleted", "e"), ("f", "queued", None),
+                ("g", "deleted", "f'\\"), ("h", "saving", "f'\\"))
         for url in (dbs.sqliteURL(self), dbs.postgresURL(self), dbs.mysqlURL(self)):
             migrate.sync(url, "0004")
             engine = sqlalchemy.create_engine(url)
             self.addCleanup(engine.dispose)
             with engine.begin() as conn:
-                for name, status in (("a", "deleted"), ("b", "pending_delete"), ("c", "active")):
+                for name, status, at in rows:
                     conn.execute(images.insert().values(
                         id=name, status=status, is_public=False, protected=False, min_disk=0,
                         min_ram=0, created_at=datetime.datetime(2026, 12, 1),
-                        deleted=status != "active", location="file:///images/" + name))
+                        deleted=status not in ("active", "queued", "saving"),
+                        location=at and "file:///images/" + at))
             migrate.sync(url)
             with engine.connect() as conn:
-                rows = sorted(conn.execute(sqlalchemy.select([images.c.id, images.c.location])))
-            self.assertEqual([tuple(r) for r in rows],
-                             [("a", None), ("b", "file:///images/b"), ("c", "file:///images/c")],
-                             url)
+                found = sorted(conn.execute(sqlalchemy.select([images.c.id, images.c.location])))
+            self.assertEqual([tuple(r) for r in found],
+                             [("a", "file:///images/a"), ("b", "file:///images/b"),
+                              ("c", "file:///images/c"), ("d", None),
+                              ("e", "file:///images/e"), ("f", None), ("g", None),
+                              ("h", "file:///images/f'\\")], url)
 
     def test_migrationsMatchTheTables(self):
         """
