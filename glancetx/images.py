@@ -349,12 +349,18 @@ class ImageService:
         whole = sent == (image.size or 0)
         self.notifier.notify("image.send", payload, "INFO" if whole else "ERROR")
 
-    def _storeFor(self, location: Optional[str]):
+    def _storeOrNone(self, location: Optional[str]):
         scheme = (location or "").split("://", 1)[0]
         for store in self.stores.values():
             if scheme in store.schemes:
                 return store
-        raise errors.Unavailable("No configured store can serve this image's location.")
+        return None
+
+    def _storeFor(self, location: Optional[str]):
+        store = self._storeOrNone(location)
+        if store is None:
+            raise errors.Unavailable("No configured store can serve this image's location.")
+        return store
 
     # -- validation ---------------------------------------------------------
 
@@ -943,12 +949,19 @@ class ImageService:
 
         C{unreachable}, one scrub's record of the stores it found down (by
         name, with how many images it then put back untried): such a store
-        is not tried again in that scrub.
+        is not tried again in that scrub.  The schemes no store here serves
+        are counted in it too (as C{scheme://}).
 
         Returns whether the bytes are gone (or were none).
         """
         if not location:
             return True
+        if unreachable is not None and self._storeOrNone(location) is None:
+            # No store of this server's serves it (one taken out of
+            # C{stores}, or one only other servers have): its bytes wait in
+            # pending_delete for a server that has it, with one warning a
+            # scrub, not one an image every scrub.
+            return await self._waitForAbsentStore(imageId, location, unreachable)
         store = None
         try:
             store = self._storeFor(location)
@@ -974,6 +987,26 @@ class ImageService:
                 self.log.info("image {image_id} is pending_delete again: the scrubber will"
                               " try again to remove its data", image_id=imageId)
             return False
+
+    async def _waitForAbsentStore(self, imageId: str, location: str,
+                                  unreachable: Dict[str, int]) -> bool:
+        """
+        Put back in C{pending_delete} a deleted image whose location no store
+        of this server's serves; C{unreachable} counts them by scheme, under
+        a name no store has.  Returns False: the bytes are not gone.
+        """
+        scheme = location.split("://", 1)[0]
+        # Only a scheme's name is said: a location may hold credentials.
+        absent = "%s://" % (scheme if _SCHEME.fullmatch(scheme) else "?",)
+        if absent not in unreachable:
+            unreachable[absent] = 0
+            self.log.warn("could not delete the data of image {image_id}: no store of this"
+                          " server's serves {scheme} locations; it waits in pending_delete"
+                          " for a server that has one", image_id=imageId, scheme=absent)
+            await self._requeueDelete(imageId, location)
+        elif await self._requeueDelete(imageId, location):
+            unreachable[absent] += 1
+        return False
 
     async def _removeDeletedBytes(self, imageId: str, location: str, **kw: Any) -> bool:
         """
@@ -1237,7 +1270,10 @@ class ImageService:
         if done:
             self.log.info("scrubbed {count} deleted images", count=done)
         for name, waiting in unreachable.items():
-            if waiting:
+            if waiting and name.endswith("://"):
+                self.log.warn("{count} more deleted images wait for a server with a store"
+                              " of {scheme} locations", count=waiting, scheme=name)
+            elif waiting:
                 self.log.warn("{count} more deleted images wait for the {store} store,"
                               " which could not be reached", count=waiting, store=name)
         return done

@@ -1351,6 +1351,36 @@ class LifecycleTests(TestCase):
         self.assertEqual(len(self.files()), 3)
 
     @async_test
+    async def test_scrubberWarnsOnceOfAStoreItDoesNotHave(self):
+        """
+        Images whose locations no store of this server's serves (a store
+        taken out of C{stores}) wait in pending_delete, their bytes kept,
+        with two warnings a scrub, not one an image every scrub; none names
+        a location.
+        """
+        from twisted.logger import LogLevel, globalLogPublisher
+        self.service.config = attr.evolve(self.config, delayed_delete=True, scrub_time=0)
+        images = []
+        for data in (b"a", b"b", b"c"):
+            image = await self.upload(data)
+            await self.service.delete(self.ctx, image.id)
+            images.append(image)
+        self.service.stores = {}
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        self.assertEqual(await self.service.scrub(), 0)
+        warned = [e for e in logged if e.get("log_level") == LogLevel.warn]
+        self.assertEqual([(e.get("image_id"), e.get("scheme"), e.get("count")) for e in warned],
+                         [(images[0].id, "file://", None), (None, "file://", 2)])
+        for event in logged:
+            self.assertNotIn(self.dir, repr(event))
+        for image in images:
+            row = await self.registry.get(image.id, includeDeleted=True)
+            self.assertEqual(row.status, "pending_delete")
+        self.assertEqual(len(self.files()), 3)
+
+    @async_test
     async def test_bytesAlreadyGoneAreNoFailure(self):
         self.service.config = attr.evolve(self.config, delayed_delete=True, scrub_time=0)
         image = await self.upload(b"abc")
