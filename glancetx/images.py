@@ -149,6 +149,12 @@ class _Fetching:
         self.waiting.cancel()
 
 
+class _ShuttingDown(errors.Unavailable):
+    """
+    Data refused because the server is stopping: nothing of it was stored.
+    """
+
+
 @attr.s(frozen=True, auto_attribs=True)
 class ImageChanges:
     """
@@ -577,6 +583,10 @@ class ImageService:
         if "owner" not in fields:
             fields["owner"] = ctx.tenant
         fields["status"] = "queued"
+        if body is not None or changes.copy_from is not None:
+            # Before the record: a 503 that left a queued image with no
+            # bytes, whose id no one was told, invited a retry beside it.
+            self._refuseWhileStopping()
         try:
             image = await self.registry.create(fields, changes.properties)
         except reg.Conflict:
@@ -589,6 +599,10 @@ class ImageService:
             # own image is not "not found", it lost a race.
             raise errors.Conflict("Image %s was deleted before its data was stored."
                                   % (image.id,))
+        except _ShuttingDown:
+            # The server began to stop while the record was written.
+            await self._killUnstarted(image.id, "the server stopped before its data arrived")
+            raise
         return self._readableProperties(ctx, image)
 
     @fromCoroutine
@@ -687,14 +701,33 @@ class ImageService:
         produces, or leave it killed with nothing stored; C{metadata} is
         written as it starts, only if it does.
         """
-        if self._stopping:
-            raise errors.Unavailable("The server is shutting down.")
+        self._refuseWhileStopping()
         token = id(source)
         self._uploading[token] = source
         try:
             return await self._storeFrom(image, source, store, metadata)
         finally:
             self._uploading.pop(token, None)
+
+    def _refuseWhileStopping(self) -> None:
+        if self._stopping:
+            raise _ShuttingDown("The server is shutting down.")
+
+    async def _killUnstarted(self, imageId: str, why: str) -> None:
+        """
+        Kill the queued image of a create whose data was refused: no one
+        else was told its id, so nothing else can have begun its upload.
+        """
+        try:
+            await self.registry.update(imageId, {"status": "killed"}, expectStatus=["queued"])
+        except (reg.Conflict, reg.NotFound):
+            return
+        except reg.Unreachable as e:
+            self.log.warn("image {image_id} stays queued with no data ({why}): the database"
+                          " is unreachable: {error}", image_id=imageId, why=why, error=_plain(e))
+            return
+        self.log.info("image {image_id} killed: {why}", image_id=imageId, why=why)
+        self.notifier.notify("image.upload", "Image %s %s" % (imageId, why), "ERROR")
 
     async def stopUploads(self, grace: float = 30.0) -> None:
         """
@@ -1061,8 +1094,7 @@ class ImageService:
         the copy, failing, then killed; and a copy whose process died
         left it queued for ever, with no lease for a reaper to find.)
         """
-        if self._stopping:
-            raise errors.Unavailable("The server is shutting down.")
+        self._refuseWhileStopping()
         saving = await self._claim(image, store, metadata)
         copying = Deferred.fromCoroutine(self._copy(
             self._checkedAgainst(image, saving, metadata), source, sourceStore, store))
@@ -1079,12 +1111,13 @@ class ImageService:
                 self._uploading[token] = _Fetching(fetching)
                 producer = await fetching
             except Exception as e:
-                await self._kill(image.id, "the server stopped before the copy began"
-                                 if self._stopping else "copy-from source unreadable: %s" % (e,))
+                await self._uploadFailed(
+                    image.id, "the server stopped before the copy began"
+                    if self._stopping else "copy-from source unreadable: %s" % (e,))
                 return
             if self._stopping:
                 getattr(producer, "abort", lambda: None)()
-                await self._kill(image.id, "the server stopped before the copy began")
+                await self._uploadFailed(image.id, "the server stopped before the copy began")
                 return
             self._uploading[token] = producer
             try:

@@ -628,6 +628,76 @@ class LifecycleTests(TestCase):
         self.assertEqual((await self.registry.get(image.id)).status, "killed")
 
     @async_test
+    async def test_stoppingRefusesDataBeforeTheRecord(self):
+        """
+        While the server stops, a create that carries data or a copy-from
+        is refused (503) with no image made: a queued image with no bytes,
+        whose id the refusal never gave, was left behind, and a client
+        that retried made a second.  A create without data is still made.
+        """
+        self.service.stores["http"] = self.waitingSource()
+        await self.service.stopUploads(grace=5)
+        for body, copy in ((BytesBody(reactor, b"abc"), None),
+                           (None, "http://source.example/image")):
+            e = await self.assertFailure(self.service.create(
+                self.ctx, ImageChanges(fields=dict(RAW), copy_from=copy), body),
+                errors.Unavailable)
+            self.assertEqual(e.message, "The server is shutting down.")
+        self.assertEqual(await self.registry.list(ListQuery()), [])
+        self.assertEqual((self.events(), self.notifier.errors), ([], []))
+        image = await self.service.create(self.ctx, ImageChanges(fields=dict(RAW)))
+        self.assertEqual(image.status, "queued")
+
+    @async_test
+    async def test_stoppingWhileTheRecordIsWrittenKillsIt(self):
+        """
+        A server that begins to stop while a create's record is written
+        refuses its data and kills the image, with Glance's ERROR
+        notification: it stayed queued for ever.
+        """
+        real = self.registry.create
+
+        async def createThenStop(*args, **kw):
+            image = await real(*args, **kw)
+            await self.service.stopUploads(grace=5)
+            return image
+        self.registry.create = createThenStop
+        await self.assertFailure(self.service.create(
+            self.ctx, ImageChanges(fields=dict(RAW)), BytesBody(reactor, b"abc")),
+            errors.Unavailable)
+        [image] = await self.registry.list(ListQuery())
+        self.assertEqual(image.status, "killed")
+        self.assertEqual(self.events(), ["image.create"])
+        self.assertEqual(self.notifier.errors, [
+            ("image.upload", "Image %s the server stopped before its data arrived" % (image.id,))])
+        self.assertEqual(self.files(), [])
+
+    @async_test
+    async def test_copyEndedBeforeItsSourceSentIsAnError(self):
+        """
+        A copy killed before its source began to send (its source failed,
+        or the server stopped) sends Glance's ERROR image.upload, as every
+        other failed upload and copy does; it sent none.
+        """
+        for stop in (False, True):
+            del self.notifier.errors[:]
+            service = ImageService(registry=self.registry, stores={"file": self.store},
+                                   config=self.config, notifier=self.notifier,
+                                   reactor=reactor, cpuPool=self.service.cpuPool)
+            source = service.stores["http"] = self.waitingSource()
+            image = await service.create(self.ctx, ImageChanges(
+                fields=dict(RAW), copy_from="http://source.example/image"))
+            if stop:
+                await service.stopUploads(grace=5)
+            else:
+                source.answers[0].errback(StoreError("no such image"))
+                await DeferredList(list(service.background))
+            self.assertEqual((await self.registry.get(image.id)).status, "killed")
+            [(event, message)] = self.notifier.errors
+            self.assertEqual(event, "image.upload", stop)
+            self.assertIn(image.id, message)
+
+    @async_test
     async def test_deleteStopsTheCopy(self):
         """
         Deleting an image stops this process's copy of it, whether its
