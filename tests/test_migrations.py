@@ -187,8 +187,9 @@ class MigrationTests(TestCase):
         Migration 0005 keeps the locations of images deleted before it, so
         that a scrubber removes what their removals left (they were
         cleared, and a removal that had died or failed left its bytes for
-        good): except where an image that is not deleted records the same
-        location, whose bytes those are now.  Other images keep theirs.
+        good): except where an image that is not deleted may record the
+        same bytes, whose they are now: matched by the object's name, since
+        one object has several spellings.  Other images keep theirs.
         """
         import datetime
 
@@ -197,7 +198,8 @@ class MigrationTests(TestCase):
         from glancetx.registry.schema import images
         rows = (("a", "deleted", "a"), ("b", "pending_delete", "b"), ("c", "active", "c"),
                 ("d", "deleted", "c"), ("e", "deleted", "e"), ("f", "queued", None),
-                ("g", "deleted", "f'\\"), ("h", "saving", "f'\\"))
+                ("g", "deleted", "f'\\"), ("h", "saving", "f'\\"),
+                ("i", "deleted", "s3://k:s@h/b/obj"), ("j", "active", "s3+http://k2:t@h/b/obj?x"))
         for url in (dbs.sqliteURL(self), dbs.postgresURL(self), dbs.mysqlURL(self)):
             migrate.sync(url, "0004")
             engine = sqlalchemy.create_engine(url)
@@ -208,7 +210,7 @@ class MigrationTests(TestCase):
                         id=name, status=status, is_public=False, protected=False, min_disk=0,
                         min_ram=0, created_at=datetime.datetime(2026, 12, 1),
                         deleted=status not in ("active", "queued", "saving"),
-                        location=at and "file:///images/" + at))
+                        location=at and ("" if "://" in at else "file:///images/") + at))
             migrate.sync(url)
             with engine.connect() as conn:
                 found = sorted(conn.execute(sqlalchemy.select([images.c.id, images.c.location])))
@@ -216,7 +218,8 @@ class MigrationTests(TestCase):
                              [("a", "file:///images/a"), ("b", "file:///images/b"),
                               ("c", "file:///images/c"), ("d", None),
                               ("e", "file:///images/e"), ("f", None), ("g", None),
-                              ("h", "file:///images/f'\\")], url)
+                              ("h", "file:///images/f'\\"), ("i", None),
+                              ("j", "s3+http://k2:t@h/b/obj?x")], url)
 
     def test_migrationsMatchTheTables(self):
         """

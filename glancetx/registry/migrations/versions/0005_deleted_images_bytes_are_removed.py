@@ -12,9 +12,14 @@ leaked bytes are removed too: a scrubber puts them back in
 C{pending_delete} as it would any removal that died, and a store that
 answers that the bytes are gone (the removals that worked) counts as
 done.  That is one delete sent to the store per image deleted before.
-Except where an image that is not deleted records the same location (an
-admin registered the bytes of a deleted image again): removing them would
-take another image's bytes, so those deleted images forget theirs here.
+Except where an image that is not deleted may record the same bytes (an
+admin registered those of a deleted image again): removing them would
+take another image's, so those deleted images forget theirs here.  One
+object has several spellings (C{s3://} and C{s3+http://}, a Swift
+location with an old key), so it is matched by its own name, the last
+part of its path: two objects of one name in different places only make
+a deleted image forget its bytes (leave them, as before this revision),
+never remove another image's.
 
 Revision ID: 0005
 Revises: 0004
@@ -34,9 +39,10 @@ BATCH = 500
 
 
 def _key(location: str) -> bytes:
-    # A digest, not the location: the set of every live image's location
-    # stays small on a large catalogue.
-    return hashlib.sha256(location.encode("utf-8")).digest()
+    # A digest of the object's name, not the name: the set of every live
+    # image's stays small on a large catalogue.
+    name = location.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return hashlib.sha256(name.encode("utf-8")).digest()
 
 
 def upgrade():
