@@ -355,18 +355,12 @@ class ImageService:
         whole = sent == (image.size or 0)
         self.notifier.notify("image.send", payload, "INFO" if whole else "ERROR")
 
-    def _storeOrNone(self, location: Optional[str]):
+    def _storeFor(self, location: Optional[str]):
         scheme = (location or "").split("://", 1)[0]
         for store in self.stores.values():
             if scheme in store.schemes:
                 return store
-        return None
-
-    def _storeFor(self, location: Optional[str]):
-        store = self._storeOrNone(location)
-        if store is None:
-            raise errors.Unavailable("No configured store can serve this image's location.")
-        return store
+        raise errors.Unavailable("No configured store can serve this image's location.")
 
     # -- validation ---------------------------------------------------------
 
@@ -982,19 +976,12 @@ class ImageService:
 
         C{unreachable}, one scrub's record of the stores it found down (by
         name, with how many images it then put back untried): such a store
-        is not tried again in that scrub.  The schemes no store here serves
-        are counted in it too (as C{scheme://}).
+        is not tried again in that scrub.
 
         Returns whether the bytes are gone (or were none).
         """
         if not location:
             return True
-        if unreachable is not None and self._storeOrNone(location) is None:
-            # No store of this server's serves it (one taken out of
-            # C{stores}, or one only other servers have): its bytes wait in
-            # pending_delete for a server that has it, with one warning a
-            # scrub, not one an image every scrub.
-            return await self._waitForAbsentStore(imageId, location, unreachable)
         store = None
         try:
             store = self._storeFor(location)
@@ -1020,26 +1007,6 @@ class ImageService:
                 self.log.info("image {image_id} is pending_delete again: the scrubber will"
                               " try again to remove its data", image_id=imageId)
             return False
-
-    async def _waitForAbsentStore(self, imageId: str, location: str,
-                                  unreachable: Dict[str, int]) -> bool:
-        """
-        Put back in C{pending_delete} a deleted image whose location no store
-        of this server's serves; C{unreachable} counts them by scheme, under
-        a name no store has.  Returns False: the bytes are not gone.
-        """
-        scheme = location.split("://", 1)[0]
-        # Only a scheme's name is said: a location may hold credentials.
-        absent = "%s://" % (scheme if _SCHEME.fullmatch(scheme) else "?",)
-        if absent not in unreachable:
-            unreachable[absent] = 0
-            self.log.warn("could not delete the data of image {image_id}: no store of this"
-                          " server's serves {scheme} locations; it waits in pending_delete"
-                          " for a server that has one", image_id=imageId, scheme=absent)
-            await self._requeueDelete(imageId, location)
-        elif await self._requeueDelete(imageId, location):
-            unreachable[absent] += 1
-        return False
 
     async def _removeDeletedBytes(self, imageId: str, location: str, **kw: Any) -> bool:
         """
@@ -1285,8 +1252,12 @@ class ImageService:
         done = 0
         unreachable: Dict[str, int] = {}
         after = None
+        # Only images whose stores this server has: those of a store taken
+        # out of C{stores} (or one only other servers have) were claimed
+        # and put back, two writes each every run, with nothing removed.
+        schemes = sorted({s for store in self.stores.values() for s in store.schemes})
         while True:
-            page = await self.registry.pendingDeletes(before, self.scrubBatch, after)
+            page = await self.registry.pendingDeletes(before, self.scrubBatch, after, schemes)
             if not page or self._stopping:
                 break
             for after in page:
@@ -1303,13 +1274,23 @@ class ImageService:
         if done:
             self.log.info("scrubbed {count} deleted images", count=done)
         for name, waiting in unreachable.items():
-            if waiting and name.endswith("://"):
-                self.log.warn("{count} more deleted images wait for a server with a store"
-                              " of {scheme} locations", count=waiting, scheme=name)
-            elif waiting:
+            if waiting:
                 self.log.warn("{count} more deleted images wait for the {store} store,"
                               " which could not be reached", count=waiting, store=name)
+        if not self._stopping:
+            await self._warnOfRemovalsElsewhere(before, schemes)
         return done
+
+    async def _warnOfRemovalsElsewhere(self, before: datetime.datetime,
+                                       schemes: List[str]) -> None:
+        count, scheme = await self.registry.pendingDeletesElsewhere(before, schemes)
+        if count:
+            # Only a scheme's name is said: a location may hold credentials.
+            self.log.warn("{count} deleted images wait for a server with the store of their"
+                          " locations ({scheme}, for one), which this server does not have",
+                          count=count,
+                          scheme=scheme + "://" if scheme and _SCHEME.fullmatch(scheme)
+                          else "?")
 
     # -- members -------------------------------------------------------------
 

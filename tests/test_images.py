@@ -1421,12 +1421,14 @@ class LifecycleTests(TestCase):
         self.assertEqual(len(self.files()), 3)
 
     @async_test
-    async def test_scrubberWarnsOnceOfAStoreItDoesNotHave(self):
+    async def test_scrubberLeavesTheImagesOfAStoreItDoesNotHave(self):
         """
         Images whose locations no store of this server's serves (a store
-        taken out of C{stores}) wait in pending_delete, their bytes kept,
-        with two warnings a scrub, not one an image every scrub; none names
-        a location.
+        taken out of C{stores}, or one only other servers have) are left
+        in pending_delete, their bytes kept, untouched, with one warning a
+        scrub that names no location: each was claimed and put back, two
+        writes an image every scrub, with a warning for each.  A server
+        with their store removes them.
         """
         from twisted.logger import LogLevel, globalLogPublisher
         self.service.config = attr.evolve(self.config, delayed_delete=True, scrub_time=0)
@@ -1435,20 +1437,26 @@ class LifecycleTests(TestCase):
             image = await self.upload(data)
             await self.service.delete(self.ctx, image.id)
             images.append(image)
-        self.service.stores = {}
+        stores, self.service.stores = self.service.stores, {}
+        claimed = []
+        real = self.registry.claimPendingDelete
+        self.registry.claimPendingDelete = lambda imageId: claimed.append(imageId) or real(imageId)
         logged = []
         globalLogPublisher.addObserver(logged.append)
         self.addCleanup(globalLogPublisher.removeObserver, logged.append)
         self.assertEqual(await self.service.scrub(), 0)
+        self.assertEqual(claimed, [])
         warned = [e for e in logged if e.get("log_level") == LogLevel.warn]
-        self.assertEqual([(e.get("image_id"), e.get("scheme"), e.get("count")) for e in warned],
-                         [(images[0].id, "file://", None), (None, "file://", 2)])
+        self.assertEqual([(e.get("count"), e.get("scheme")) for e in warned], [(3, "file://")])
         for event in logged:
             self.assertNotIn(self.dir, repr(event))
         for image in images:
             row = await self.registry.get(image.id, includeDeleted=True)
             self.assertEqual(row.status, "pending_delete")
         self.assertEqual(len(self.files()), 3)
+        self.service.stores = stores
+        self.assertEqual(await self.service.scrub(), 3)
+        self.assertEqual(self.files(), [])
 
     @async_test
     async def test_bytesAlreadyGoneAreNoFailure(self):

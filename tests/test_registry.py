@@ -368,6 +368,30 @@ class RegistryTestsMixin:
             datetime.datetime.utcnow() - datetime.timedelta(hours=1)), [])
 
     @async_test
+    async def test_pendingDeletesOfTheStoresAServerHas(self):
+        """
+        The work list can be limited to the schemes of a server's stores
+        (a LIKE's wildcards in a scheme match only themselves); the rest
+        are counted, with one's scheme.
+        """
+        at = {1: "file:///there/1", 2: "swift://u:k@h/c/2", 3: "s3+http://k:s@h/b/3",
+              4: "s3_http://k:s@h/b/4", 5: "file:///there/5"}
+        for n, location in at.items():
+            await self.make(n)
+            await self.registry.update(uid(n), {"status": "active", "size": 1},
+                                       location=location)
+            await self.registry.delete(uid(n), delayed=True)
+        before = datetime.datetime.utcnow() + datetime.timedelta(seconds=5)
+        page = await self.registry.pendingDeletes(before, 10, schemes=["file", "s3+http"])
+        self.assertEqual(sorted(r[1] for r in page), [uid(1), uid(3), uid(5)])
+        self.assertEqual(await self.registry.pendingDeletesElsewhere(before, ["file", "s3+http"]),
+                         (2, "s3_http"))
+        count, scheme = await self.registry.pendingDeletesElsewhere(before, ["file", "s3_%"])
+        self.assertEqual(count, 3)
+        self.assertIn(scheme, ("s3+http", "s3_http", "swift"))
+        self.assertEqual(len(await self.registry.pendingDeletes(before, 10)), 5)
+
+    @async_test
     async def test_protectedImageIsNotDeleted(self):
         await self.make(1)
         await self.registry.update(uid(1), {"protected": True})

@@ -178,6 +178,19 @@ class ListQuery:
     is_public: Optional[bool] = None
 
 
+def _dueForRemoval(deletedBefore: datetime.datetime):
+    return and_(images.c.status == "pending_delete", images.c.deleted_at < deletedBefore)
+
+
+def _servedBy(schemes: Sequence[str]):
+    """
+    The images whose bytes a server with stores of C{schemes} can remove
+    (and those with none).
+    """
+    return or_(images.c.location.is_(None),
+               *[images.c.location.startswith(s + "://", autoescape=True) for s in schemes])
+
+
 def _row(row) -> Dict[str, Any]:
     return {name: row[name] for name in IMAGE_FIELDS}
 
@@ -1008,16 +1021,20 @@ class Registry:
     @fromCoroutine
     async def pendingDeletes(self, deletedBefore: datetime.datetime, limit: int = 100,
                              after: Optional[Tuple[datetime.datetime, str]] = None,
+                             schemes: Optional[Sequence[str]] = None,
                              ) -> List[Tuple[datetime.datetime, str]]:
         """
         The scrubber's work list, a page at a time: (deleted_at, id) of
         images in C{pending_delete} deleted before a time, oldest first,
         from just past C{after} (the last one of the page before), so that
         images put back while their store is down are not met again.
+        Only those whose locations have one of C{schemes}, if given: the
+        stores this server has.
         """
         def work(sqlconn):
-            due = and_(images.c.status == "pending_delete",
-                       images.c.deleted_at < deletedBefore)
+            due = _dueForRemoval(deletedBefore)
+            if schemes is not None:
+                due = and_(due, _servedBy(schemes))
             if after is not None:
                 due = and_(due, or_(
                     images.c.deleted_at > after[0],
@@ -1025,6 +1042,22 @@ class Registry:
             rows = sqlconn.execute(select([images.c.deleted_at, images.c.id]).where(
                 due).order_by(images.c.deleted_at, images.c.id).limit(limit))
             return [(r[0], r[1]) for r in rows]
+        return await self._runRead(work)
+
+    @fromCoroutine
+    async def pendingDeletesElsewhere(self, deletedBefore: datetime.datetime,
+                                      schemes: Sequence[str]) -> Tuple[int, Optional[str]]:
+        """
+        How many images in C{pending_delete}, deleted before a time, have
+        locations of none of C{schemes} (they wait for a server with
+        another store), and the scheme of one of them.
+        """
+        def work(sqlconn):
+            elsewhere = and_(_dueForRemoval(deletedBefore), ~_servedBy(schemes))
+            count, example = sqlconn.execute(select(
+                [func.count(), func.min(images.c.location)]).where(elsewhere)).first()
+            return count, (example.split("://", 1)[0] if example and "://" in example
+                           else None)
         return await self._runRead(work)
 
     @fromCoroutine
