@@ -13,9 +13,9 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from glancetx.registry import migrate
 from glancetx.registry.schema import images
-from glancetx.registry.registry import (Conflict, ListQuery, MembersRefused, NotFound,
-                                        Protected, QuotaExceeded, Registry, RegistryError, Unreachable,
-                                        SWEEP_HOLDER, UploadLease)
+from glancetx.registry.registry import (Conflict, ListQuery, MemberRecord, MembersRefused,
+                                        NotFound, Protected, QuotaExceeded, Registry,
+                                        RegistryError, Unreachable, SWEEP_HOLDER, UploadLease)
 from tests import dbs
 
 
@@ -366,6 +366,44 @@ class RegistryTestsMixin:
         self.assertEqual(len(seen), 5)
         self.assertEqual(await self.registry.pendingDeletes(
             datetime.datetime.utcnow() - datetime.timedelta(hours=1)), [])
+
+    @async_test
+    async def test_sharedWithInTheImagesOfOneOwner(self):
+        """
+        A member's shares, of every owner's images or of one's (in one
+        query), not of deleted images.
+        """
+        for n, owner in ((1, "alice"), (2, "carol"), (3, "alice"), (4, "alice")):
+            await self.make(n, owner=owner)
+            await self.registry.addMember(uid(n), "bob", n == 3, 10)
+        await self.registry.delete(uid(4))
+        self.assertEqual(await self.registry.sharedWith("bob", owner="alice"),
+                         [MemberRecord(uid(1), "bob", False), MemberRecord(uid(3), "bob", True)])
+        self.assertEqual([m.image_id for m in await self.registry.sharedWith("bob")],
+                         [uid(1), uid(2), uid(3)])
+        self.assertEqual(await self.registry.sharedWith("bob", owner="ALICE"), [])
+
+    @async_test
+    async def test_pagesFromAMarkerAreBoundedByTheIndex(self):
+        """
+        A page after a marker is the same whatever the sort key (ties on
+        the key broken by id), and its statement bounds the key itself:
+        an OR alone left the index on (deleted, key, id) unbounded.
+        """
+        from glancetx.registry.registry import _ListShape, _listStatement
+        for n in range(1, 8):
+            await self.make(n, name="img%d" % (n % 3), size=n % 2)
+        for key in ("created_at", "name", "size", "id"):
+            for direction in ("asc", "desc"):
+                every = [i.id for i in await self.registry.list(
+                    ListQuery(sort_key=key, sort_dir=direction, limit=100))]
+                for at in range(len(every)):
+                    page = [i.id for i in await self.registry.list(ListQuery(
+                        sort_key=key, sort_dir=direction, limit=3, marker=every[at]))]
+                    self.assertEqual(page, every[at + 1:at + 4], (key, direction, at))
+        shape = _ListShape.of(ListQuery(marker=uid(1)))
+        where = str(_listStatement(shape))
+        self.assertIn("images.created_at <= :mkey", where)
 
     @async_test
     async def test_pendingDeletesOfTheStoresAServerHas(self):

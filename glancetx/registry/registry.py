@@ -600,9 +600,15 @@ def _listStatement(shape: _ListShape):
     if shape.marker:
         mkey = bindparam("mkey", type_=key.type)
         mid = bindparam("mid", type_=images.c.id.type)
+        # The first bound says the same as the second: it is there for the
+        # index on (deleted, key, id), which an OR alone does not bound.  A
+        # page deep in a large catalogue walked every row before it
+        # (PostgreSQL 160-220 ms at a million images, MariaDB 24 s).
         if shape.desc:
+            cond.append(key <= mkey)
             cond.append(or_(key < mkey, and_(key == mkey, images.c.id < mid)))
         else:
+            cond.append(key >= mkey)
             cond.append(or_(key > mkey, and_(key == mkey, images.c.id > mid)))
     order = ([key.desc(), images.c.id.desc()] if shape.desc
              else [key.asc(), images.c.id.asc()])
@@ -1366,14 +1372,22 @@ class Registry:
         await self._run(work)
 
     @fromCoroutine
-    async def sharedWith(self, member: str) -> List[MemberRecord]:
+    async def sharedWith(self, member: str, owner: Optional[str] = None) -> List[MemberRecord]:
+        """
+        The memberships of C{member} in images not deleted; only in images
+        C{owner} owns, if given (in one query: a tenant asking about another
+        read each shared image after, one query an image).
+        """
         def work(sqlconn):
+            cond = [image_members.c.member == member,
+                    image_members.c.deleted == False,  # noqa: E712
+                    images.c.deleted == False]  # noqa: E712
+            if owner is not None:
+                cond.append(images.c.owner == owner)
             rows = sqlconn.execute(select([
                 image_members.c.image_id, image_members.c.can_share]).select_from(
-                image_members.join(images, images.c.id == image_members.c.image_id)).where(and_(
-                    image_members.c.member == member,
-                    image_members.c.deleted == False,  # noqa: E712
-                    images.c.deleted == False)).order_by(image_members.c.image_id))  # noqa: E712
+                image_members.join(images, images.c.id == image_members.c.image_id)).where(
+                and_(*cond)).order_by(image_members.c.image_id))
             return [MemberRecord(i, member, bool(c)) for i, c in rows]
         return await self._runRead(work)
 
