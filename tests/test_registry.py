@@ -965,6 +965,34 @@ class RowLockTestsMixin:
         self.assertEqual((image.min_ram, image.min_disk), (1, 1))
 
     @async_test
+    async def test_longStatementIsEndedByTheDatabase(self):
+        """
+        A statement that runs past L{timeouts.STATEMENT_SECONDS} is ended by
+        the database (PostgreSQL, MariaDB): past the registry's deadline it
+        ran on, holding its connection, after its caller had its 503.  The
+        work is L{Unreachable}, and the connection serves the next.
+        """
+        from glancetx.registry import timeouts
+        sleep = "SELECT pg_sleep(5)" if self.url.startswith("postgresql") else "SELECT SLEEP(5)"
+        if self.url.startswith("mysql"):
+            import sqlalchemy
+            engine = sqlalchemy.create_engine(self.url)
+            version = engine.scalar("SELECT VERSION()")
+            engine.dispose()
+            if "mariadb" not in version.lower():
+                raise SkipTest("MySQL's statement limit covers only SELECTs")
+        self.patch(timeouts, "STATEMENT_SECONDS", 1)
+        limited = Registry(self.url, reactor)
+        self.addCleanup(limited.close)
+        started = reactor.seconds()
+        with self.assertRaises(Unreachable):
+            await limited._run(lambda sqlconn: sqlconn.execute(sleep).fetchall(),
+                               transaction=False)
+        self.assertLess(reactor.seconds() - started, 3.5)
+        self.assertEqual(await limited._run(
+            lambda sqlconn: sqlconn.execute("SELECT 1").scalar(), transaction=False), 1)
+
+    @async_test
     async def test_lostConnectionsAreReplaced(self):
         """
         The database ended every connection (a restart, idle connections

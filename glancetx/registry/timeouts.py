@@ -35,6 +35,12 @@ LOCK_SECONDS = 20
 #: that should kill its abandoned uploads, for as long as it stayed so.
 IDLE_IN_TRANSACTION_SECONDS = 60
 
+#: How long one statement may run before the database ends it: the
+#: registry's deadline.  Past it the caller has had its 503, and a
+#: statement the database went on with (a list that walked a million rows
+#: on MariaDB) held a connection and a core for nothing.
+STATEMENT_SECONDS = int(WORK_SECONDS)
+
 #: Connecting, the server's greeting and the login included (libpq's
 #: connect_timeout covers all of them; PyMySQL's only the TCP connect, its
 #: read timeout the rest).
@@ -79,13 +85,14 @@ def connectArgs(url: str, longStatements: bool = False, quick: bool = False) -> 
 
 def postgresLimits(dbapiConnection, record) -> None:
     """
-    A new PostgreSQL connection's lock waits end after L{LOCK_SECONDS},
-    and its session ends after L{IDLE_IN_TRANSACTION_SECONDS} idle inside a
-    transaction (a SQLAlchemy C{connect} listener; migrations connect
-    without it).
+    A new PostgreSQL connection's lock waits end after L{LOCK_SECONDS}, its
+    statements after L{STATEMENT_SECONDS}, and its session after
+    L{IDLE_IN_TRANSACTION_SECONDS} idle inside a transaction (a SQLAlchemy
+    C{connect} listener; migrations connect without it).
     """
     cursor = dbapiConnection.cursor()
     cursor.execute("SET lock_timeout = %d" % (LOCK_SECONDS * 1000,))
+    cursor.execute("SET statement_timeout = %d" % (STATEMENT_SECONDS * 1000,))
     cursor.execute("SET idle_in_transaction_session_timeout = %d"
                    % (IDLE_IN_TRANSACTION_SECONDS * 1000,))
     cursor.close()
@@ -94,14 +101,16 @@ def postgresLimits(dbapiConnection, record) -> None:
 
 def mariadbLimits(dbapiConnection, record) -> None:
     """
-    A new MariaDB connection's session ends after
-    L{IDLE_IN_TRANSACTION_SECONDS} idle inside a transaction (a SQLAlchemy
-    C{connect} listener).  MySQL has no such limit, and its sessions keep
-    the server's.
+    A new MariaDB connection's statements end after L{STATEMENT_SECONDS},
+    and its session after L{IDLE_IN_TRANSACTION_SECONDS} idle inside a
+    transaction (a SQLAlchemy C{connect} listener).  MySQL has no limit on
+    an idle transaction and one only for SELECTs; its sessions keep the
+    server's settings.
     """
     if "mariadb" not in dbapiConnection.get_server_info().lower():
         return
     cursor = dbapiConnection.cursor()
+    cursor.execute("SET SESSION max_statement_time = %d" % (STATEMENT_SECONDS,))
     cursor.execute("SET SESSION idle_transaction_timeout = %d"
                    % (IDLE_IN_TRANSACTION_SECONDS,))
     cursor.close()
