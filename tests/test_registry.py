@@ -404,6 +404,13 @@ class RegistryTestsMixin:
         shape = _ListShape.of(ListQuery(marker=uid(1)))
         where = str(_listStatement(shape))
         self.assertIn("images.created_at <= :mkey", where)
+        # MariaDB is told which index to walk, since it would not.
+        from sqlalchemy.dialects import mysql, postgresql
+        hint = "FORCE INDEX (ix_images_deleted_created_at_id)"
+        self.assertIn(hint, str(_listStatement(shape).compile(dialect=mysql.dialect())))
+        self.assertNotIn(hint, str(_listStatement(shape).compile(dialect=postgresql.dialect())))
+        filtered = _ListShape.of(ListQuery(marker=uid(1), filters={"name": "img1"}))
+        self.assertNotIn(hint, str(_listStatement(filtered).compile(dialect=mysql.dialect())))
 
     @async_test
     async def test_pendingDeletesOfTheStoresAServerHas(self):

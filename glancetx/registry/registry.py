@@ -612,8 +612,17 @@ def _listStatement(shape: _ListShape):
             cond.append(or_(key > mkey, and_(key == mkey, images.c.id > mid)))
     order = ([key.desc(), images.c.id.desc()] if shape.desc
              else [key.asc(), images.c.id.asc()])
-    return select(_LIST_COLUMNS).where(and_(*cond)).order_by(*order).limit(
+    statement = select(_LIST_COLUMNS).where(and_(*cond)).order_by(*order).limit(
         bindparam("limit", type_=Integer))
+    if (shape.marker and shape.sort_key == "created_at" and not shape.changes_since
+            and not shape.filters and not shape.properties):
+        # MariaDB reads the index on deleted alone even so, and then every
+        # row before the marker (31 s at a million images, against 9 ms with
+        # the range): its ORDER BY ... LIMIT costing.  Not with a filter,
+        # whose own index may be the better walk.
+        statement = statement.with_hint(
+            images, "FORCE INDEX (ix_images_deleted_created_at_id)", "mysql")
+    return statement
 
 
 def _sqliteTuning(dbapiConnection, record) -> None:
