@@ -923,6 +923,18 @@ class RowLockTestsMixin:
     For the databases with row locks (SQLite has one writer at a time).
     """
 
+    def skipOnMySQL(self, why: str) -> None:
+        """
+        Skip where the server is MySQL: MariaDB has limits of its own.
+        """
+        if self.url.startswith("mysql"):
+            import sqlalchemy
+            engine = sqlalchemy.create_engine(self.url)
+            version = engine.scalar("SELECT VERSION()")
+            engine.dispose()
+            if "mariadb" not in version.lower():
+                raise SkipTest(why)
+
     @async_test
     async def test_frozenTransactionEnds(self):
         """
@@ -939,13 +951,7 @@ class RowLockTestsMixin:
         import time
 
         from glancetx.registry import timeouts
-        if self.url.startswith("mysql"):
-            import sqlalchemy
-            engine = sqlalchemy.create_engine(self.url)
-            version = engine.scalar("SELECT VERSION()")
-            engine.dispose()
-            if "mariadb" not in version.lower():
-                raise SkipTest("MySQL has no limit on a session idle in a transaction")
+        self.skipOnMySQL("MySQL has no limit on a session idle in a transaction")
         self.patch(timeouts, "IDLE_IN_TRANSACTION_SECONDS", 1)
         frozen = Registry(self.url, reactor)
         self.addCleanup(frozen.close)
@@ -981,13 +987,7 @@ class RowLockTestsMixin:
         """
         from glancetx.registry import timeouts
         sleep = "SELECT pg_sleep(5)" if self.url.startswith("postgresql") else "SELECT SLEEP(5)"
-        if self.url.startswith("mysql"):
-            import sqlalchemy
-            engine = sqlalchemy.create_engine(self.url)
-            version = engine.scalar("SELECT VERSION()")
-            engine.dispose()
-            if "mariadb" not in version.lower():
-                raise SkipTest("MySQL's statement limit covers only SELECTs")
+        self.skipOnMySQL("MySQL's statement limit covers only SELECTs")
         self.patch(timeouts, "STATEMENT_SECONDS", 1)
         limited = Registry(self.url, reactor)
         self.addCleanup(limited.close)
