@@ -595,7 +595,8 @@ class ImageService:
                                   % (image.id,))
         except _ShuttingDown:
             # The server began to stop while the record was written.
-            await self._killUnstarted(image.id, "the server stopped before its data arrived")
+            await self._uploadFailed(image.id, "the server stopped before its data arrived",
+                                     unstarted=True)
             raise
         return self._readableProperties(ctx, image)
 
@@ -706,22 +707,6 @@ class ImageService:
     def _refuseWhileStopping(self) -> None:
         if self._stopping:
             raise _ShuttingDown("The server is shutting down.")
-
-    async def _killUnstarted(self, imageId: str, why: str) -> None:
-        """
-        Kill the queued image of a create whose data was refused: no one
-        else was told its id, so nothing else can have begun its upload.
-        """
-        try:
-            await self.registry.update(imageId, {"status": "killed"}, expectStatus=["queued"])
-        except (reg.Conflict, reg.NotFound):
-            return
-        except reg.Unreachable as e:
-            self.log.warn("image {image_id} stays queued with no data ({why}): the database"
-                          " is unreachable: {error}", image_id=imageId, why=why, error=_plain(e))
-            return
-        self.log.info("image {image_id} killed: {why}", image_id=imageId, why=why)
-        self.notifier.notify("image.upload", "Image %s %s" % (imageId, why), "ERROR")
 
     async def stopUploads(self, grace: float = 30.0) -> None:
         """
@@ -866,11 +851,12 @@ class ImageService:
         return image
 
     async def _uploadFailed(self, imageId: str, why: str, store: Any = None,
-                            error: Optional[BaseException] = None) -> Optional[str]:
+                            error: Optional[BaseException] = None,
+                            unstarted: bool = False) -> Optional[str]:
         """
-        Kill the image of a failed upload.  Returns the status that kept it
-        from being killed here, if one did (C{killed}: by another process;
-        C{deleted}).
+        Kill the image of a failed upload (C{unstarted}: see L{_kill}).
+        Returns the status that kept it from being killed here, if one did
+        (C{killed}: by another process; C{deleted}).
         """
         swept = (getattr(store, "sweptAfterFailure", False)
                  or getattr(error, "leftInStore", False))
@@ -883,7 +869,7 @@ class ImageService:
             reminder = reg.UploadLease(
                 imageId, reg.SWEEP_HOLDER,
                 self.leases.now() + datetime.timedelta(seconds=SWEEP_DELAY), store.name)
-        kept = await self._kill(imageId, why, reminder)
+        kept = await self._kill(imageId, why, reminder, unstarted)
         if kept != "deleted":
             # Glance's ERROR notification: the payload is the message.  None
             # for an upload or copy that a delete ended: that is no failure
@@ -913,13 +899,16 @@ class ImageService:
                           image_id=imageId, store=storeName, error=_plain(e))
 
     async def _kill(self, imageId: str, why: str,
-                    reminder: Optional[reg.UploadLease] = None) -> Optional[str]:
+                    reminder: Optional[reg.UploadLease] = None,
+                    unstarted: bool = False) -> Optional[str]:
         """
         Kill an image this process's upload or copy made C{saving}.  Only
         C{saving}: nothing else can have taken it from there but a reaper
         or a delete, whereas a queued image may be another client's to
         upload (a failed copy that still found it queued once killed the
-        upload that had begun meanwhile).
+        upload that had begun meanwhile).  Or, C{unstarted}, the queued
+        image of a create whose data was refused: no one else was told
+        its id, so nothing else can have begun its upload.
 
         Returns the status that kept the image from being killed here, if
         one did.
@@ -928,7 +917,8 @@ class ImageService:
         # quote a location.
         try:
             await self.registry.update(imageId, {"status": "killed"},
-                                       expectStatus=["saving"], lease=reminder)
+                                       expectStatus=["queued" if unstarted else "saving"],
+                                       lease=reminder)
         except reg.Conflict as e:
             return e.current.status if e.current is not None else None
         except reg.NotFound:
@@ -936,10 +926,11 @@ class ImageService:
             return "deleted"
         except reg.Unreachable:
             # Its upload lease, no longer renewed, runs out, and a reaper
-            # kills it once the database is back.
+            # kills it once the database is back; an unstarted one has none.
             self.log.warn("image {image_id} could not be marked killed ({why}): the"
-                          " database is unreachable; it will be once its upload lease"
-                          " runs out", image_id=imageId, why=_redacted(why))
+                          " database is unreachable; {then}", image_id=imageId,
+                          why=_redacted(why), then="it stays queued with no data"
+                          if unstarted else "it will be once its upload lease runs out")
             return None
         self.log.info("image {image_id} killed: {why}", image_id=imageId, why=_redacted(why))
         return None
