@@ -81,19 +81,29 @@ def _purgeChildren(engine, table, cutoff, maxRows: int, removed: Dict[str, int])
 
     def remove(conn, ids):
         removed[table.name] += conn.execute(table.delete().where(table.c.id.in_(ids))).rowcount
-    _inBatches(engine, select([table.c.id]).where(due).order_by(table.c.id), remove, maxRows)
+    _inBatches(engine, select([table.c.id]).where(due).order_by(table.c.id), remove, maxRows,
+               after=table.c.id)
 
 
-def _inBatches(engine, due, remove, maxRows: int) -> None:
+def _inBatches(engine, due, remove, maxRows: int, after=None) -> None:
     """
     C{remove(conn, ids)} the rows whose ids C{due} selects, a batch per
     transaction, C{maxRows} in all (-1: every one).
+
+    @param after: the column C{due} is ordered by, if each batch should
+        start past the last one's (ids): deleted rows among many live
+        ones, which each batch would otherwise read again from the start
+        (at 3.5 million properties, each batch took longer than the last).
     """
+    last = None
     for size in _batches(maxRows):
         with engine.begin() as conn:
-            ids = [r[0] for r in conn.execute(due.limit(size))]
+            page = due if last is None else due.where(after > last)
+            ids = [r[0] for r in conn.execute(page.limit(size))]
             if not ids:
                 return
             remove(conn, ids)
         if len(ids) < size:
             return
+        if after is not None:
+            last = ids[-1]
