@@ -552,6 +552,54 @@ class RegistryTestsMixin:
         self.assertEqual(await ids(properties={"os": "bsd"}), [uid(2)])
 
     @async_test
+    async def test_filtersOnKeysOfImagesWithout(self):
+        """
+        The size and format filters compare the sort keys, which give an
+        image with no size -1 and one with no format '' (migration 0006):
+        such an image matches no size range and no format, as when they
+        compared the columns.
+        """
+        await self.make(1, size=None, disk_format=None, container_format=None,
+                        status="queued")
+        await self.make(2, size=0, disk_format="raw", container_format="bare")
+        await self.make(3, size=5, disk_format="", container_format="")
+
+        async def ids(**filters):
+            return sorted(i.id for i in await self.registry.list(ListQuery(filters=filters)))
+
+        self.assertEqual(await ids(size_max=0), [uid(2)])
+        self.assertEqual(await ids(size_min=0), [uid(2), uid(3)])
+        self.assertEqual(await ids(size_min=-1), [uid(2), uid(3)])
+        self.assertEqual(await ids(size_min=1, size_max=5), [uid(3)])
+        self.assertEqual(await ids(disk_format=""), [uid(3)])
+        self.assertEqual(await ids(container_format=""), [uid(3)])
+        self.assertEqual(await ids(disk_format="raw"), [uid(2)])
+
+    @async_test
+    async def test_propertyFilterComparesTheWholeValue(self):
+        """
+        The property filter finds images through the first 64 characters
+        of the value (migration 0006), counted as the database counts
+        them, and the whole value decides.
+        """
+        head = "😀é" * 32
+        await self.make(1, properties={"note": head + "one"})
+        await self.make(2, properties={"note": head + "two"})
+        await self.make(3, properties={"note": head})
+        # Longer than any index entry, whole.
+        await self.make(4, properties={"note": "x" * 70000})
+
+        async def ids(value):
+            return sorted(i.id for i in await self.registry.list(
+                ListQuery(properties={"note": value})))
+
+        self.assertEqual(await ids(head + "one"), [uid(1)])
+        self.assertEqual(await ids(head + "two"), [uid(2)])
+        self.assertEqual(await ids(head), [uid(3)])
+        self.assertEqual(await ids(head[:-1]), [])
+        self.assertEqual(await ids("x" * 70000), [uid(4)])
+
+    @async_test
     async def test_createsCompileOnce(self):
         """
         Creating images reuses one compiled INSERT per set of columns.

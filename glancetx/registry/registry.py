@@ -39,21 +39,36 @@ IMAGE_FIELDS = (
     "protected", "created_at", "updated_at", "deleted_at", "deleted",
 )
 
-#: Sort keys a list may use, and the expression it sorts on.  Nullable
-#: columns are coalesced so that paging with a marker is a plain comparison
-#: on every database.
+#: Sort keys a list may use, and the column it sorts on: for a nullable
+#: one, its COALESCE, which the database computes (migration 0006), so
+#: that paging with a marker is a plain comparison on every database and
+#: an index on (deleted, key, id) gives the order.
 SORT_KEYS = {
     "id": images.c.id,
-    # A literal '' (not a bound parameter), so the expression matches the
-    # ix_images_sort_name index of migration 0002.
-    "name": func.coalesce(images.c.name, literal_column("''")),
+    "name": images.c.sort_name,
     "status": images.c.status,
-    "disk_format": func.coalesce(images.c.disk_format, ""),
-    "container_format": func.coalesce(images.c.container_format, ""),
-    "size": func.coalesce(images.c.size, -1),
+    "disk_format": images.c.sort_disk_format,
+    "container_format": images.c.sort_container_format,
+    "size": images.c.sort_size,
     "created_at": images.c.created_at,
-    "updated_at": func.coalesce(images.c.updated_at, images.c.created_at),
+    "updated_at": images.c.sort_updated_at,
 }
+
+#: The index a page sorted by each key walks (see L{_listStatement}).
+SORT_INDEXES = {
+    "id": "ix_images_sort_id",
+    "name": "ix_images_sort_name",
+    "status": "ix_images_sort_status",
+    "disk_format": "ix_images_sort_disk_format",
+    "container_format": "ix_images_sort_container_format",
+    "size": "ix_images_sort_size",
+    "created_at": "ix_images_deleted_created_at_id",
+    "updated_at": "ix_images_sort_updated_at",
+}
+
+#: How many characters of a property's value its index holds (migration
+#: 0006's value_prefix).
+PROPERTY_PREFIX = 64
 
 
 class NotFound(Exception):
@@ -551,8 +566,11 @@ class _ListShape:
             p["is_public"] = query.is_public
         for name in self.filters:
             p["f_" + name] = query.filters[name]
+        if "f_size_min" in p:
+            p["f_size_min"] = max(p["f_size_min"], 0)
         for i, (name, value) in enumerate(sorted(query.properties.items())):
             p["pn%d" % i], p["pv%d" % i] = name, value
+            p["pp%d" % i] = value[:PROPERTY_PREFIX]
         return p
 
 
@@ -581,18 +599,26 @@ def _listStatement(shape: _ListShape):
     if shape.is_public:
         cond.append(images.c.is_public == bindparam("is_public", type_=images.c.is_public.type))
     for name in shape.filters:
-        column = images.c.size if name in ("size_min", "size_max") else images.c[name]
+        # A range or a value of a sort key is a range of its index.  The
+        # sizes of images with none (-1) fall below every size the query
+        # names (L{_ListShape.params} keeps them at 0 or more).
+        column = images.c.sort_size if name in ("size_min", "size_max") else images.c[name]
         value = bindparam("f_" + name, type_=column.type)
         if name == "size_min":
             cond.append(column >= value)
         elif name == "size_max":
-            cond.append(column <= value)
+            cond.append(column.between(literal_column("0"), value))
         else:
             cond.append(column == value)
+            if name in ("disk_format", "container_format"):
+                cond.append(SORT_KEYS[name] == value)
     for i in range(shape.properties):
         cond.append(exists().where(and_(
             image_properties.c.image_id == images.c.id,
             image_properties.c.name == bindparam("pn%d" % i, type_=image_properties.c.name.type),
+            # For the index; the whole value decides.
+            image_properties.c.value_prefix == bindparam(
+                "pp%d" % i, type_=image_properties.c.value_prefix.type),
             image_properties.c.value == bindparam("pv%d" % i,
                                                   type_=image_properties.c.value.type),
             image_properties.c.deleted == False)))  # noqa: E712
@@ -614,14 +640,13 @@ def _listStatement(shape: _ListShape):
              else [key.asc(), images.c.id.asc()])
     statement = select(_LIST_COLUMNS).where(and_(*cond)).order_by(*order).limit(
         bindparam("limit", type_=Integer))
-    if (shape.marker and shape.sort_key == "created_at" and not shape.changes_since
-            and not shape.filters and not shape.properties):
+    if shape.marker and not shape.changes_since and not shape.filters and not shape.properties:
         # MariaDB reads the index on deleted alone even so, and then every
         # row before the marker (31 s at a million images, against 9 ms with
         # the range): its ORDER BY ... LIMIT costing.  Not with a filter,
         # whose own index may be the better walk.
         statement = statement.with_hint(
-            images, "FORCE INDEX (ix_images_deleted_created_at_id)", "mysql")
+            images, "FORCE INDEX (%s)" % (SORT_INDEXES[shape.sort_key],), "mysql")
     return statement
 
 
@@ -1131,9 +1156,9 @@ class Registry:
         bytes stayed in the store for good.  Returns how many.
         """
         def work(sqlconn):
-            return sqlconn.execute(images.update().where(and_(
-                images.c.status == "deleted", images.c.location.isnot(None),
-                images.c.updated_at < claimedBefore)).values(
+            # The column is NULL but for claimed removals (migration 0006).
+            return sqlconn.execute(images.update().where(
+                images.c.removal_claimed_at < claimedBefore).values(
                 status="pending_delete")).rowcount
         return await self._run(work)
 
