@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from glancetx.asyncutil import firstOf, fromCoroutine
 from glancetx.registry import timeouts
 from glancetx.registry.batch import ReadBatcher
+from glancetx.registry.paging import PastMarker
 from glancetx.registry.schema import image_members, image_properties, image_uploads, images
 from glancetx.registry.timeouts import WORK_SECONDS, connectArgs
 
@@ -543,7 +544,9 @@ class _ListShape:
     visibility: Optional[bool]
     is_public: bool
     filters: Tuple[str, ...]
-    properties: int
+    #: For each property filter, by name: whether its value is as long as
+    #: the prefix the index holds, and so is compared whole too.
+    properties: Tuple[bool, ...]
     marker: bool
 
     @classmethod
@@ -553,7 +556,9 @@ class _ListShape:
             changes_since=query.changes_since is not None,
             visibility=(query.visible_to is not None) if query.restrict_to_visible else None,
             is_public=query.is_public is not None,
-            filters=tuple(sorted(query.filters)), properties=len(query.properties),
+            filters=tuple(sorted(query.filters)),
+            properties=tuple(len(value) >= PROPERTY_PREFIX
+                             for _, value in sorted(query.properties.items())),
             marker=query.marker is not None)
 
     def params(self, query: "ListQuery") -> Dict[str, Any]:
@@ -569,8 +574,9 @@ class _ListShape:
         if "f_size_min" in p:
             p["f_size_min"] = max(p["f_size_min"], 0)
         for i, (name, value) in enumerate(sorted(query.properties.items())):
-            p["pn%d" % i], p["pv%d" % i] = name, value
-            p["pp%d" % i] = value[:PROPERTY_PREFIX]
+            p["pn%d" % i], p["pp%d" % i] = name, value[:PROPERTY_PREFIX]
+            if self.properties[i]:
+                p["pv%d" % i] = value
         return p
 
 
@@ -612,32 +618,25 @@ def _listStatement(shape: _ListShape):
             cond.append(column == value)
             if name in ("disk_format", "container_format"):
                 cond.append(SORT_KEYS[name] == value)
-    for i in range(shape.properties):
-        cond.append(exists().where(and_(
+    for i, long in enumerate(shape.properties):
+        match = [
             image_properties.c.image_id == images.c.id,
             image_properties.c.name == bindparam("pn%d" % i, type_=image_properties.c.name.type),
-            # For the index; the whole value decides.
             image_properties.c.value_prefix == bindparam(
                 "pp%d" % i, type_=image_properties.c.value_prefix.type),
-            image_properties.c.value == bindparam("pv%d" % i,
-                                                  type_=image_properties.c.value.type),
-            image_properties.c.deleted == False)))  # noqa: E712
+            image_properties.c.deleted == False]  # noqa: E712
+        if long:
+            # A value shorter than the prefix is its own prefix, and is
+            # compared once: the planner takes two comparisons for two
+            # filters, and the rows that match a common value for few.
+            match.append(image_properties.c.value == bindparam(
+                "pv%d" % i, type_=image_properties.c.value.type))
+        cond.append(exists().where(and_(*match)))
     key = SORT_KEYS[shape.sort_key]
     if shape.marker:
-        mkey = bindparam("mkey", type_=key.type)
-        mid = bindparam("mid", type_=images.c.id.type)
-        # The first bound says the same as the second: it is there for the
-        # index on (deleted, key, id), which an OR alone does not bound.  A
-        # page deep in a large catalogue walked every row before it
-        # (PostgreSQL 160-220 ms at a million images, MariaDB 24 s).
-        if shape.desc:
-            cond.append(key <= mkey)
-            cond.append(or_(key < mkey, and_(key == mkey, images.c.id < mid)))
-        else:
-            cond.append(key >= mkey)
-            cond.append(or_(key > mkey, and_(key == mkey, images.c.id > mid)))
-    order = ([key.desc(), images.c.id.desc()] if shape.desc
-             else [key.asc(), images.c.id.asc()])
+        cond.append(PastMarker(key, images.c.id, shape.desc))
+    order = [key] if key is images.c.id else [key, images.c.id]
+    order = [c.desc() if shape.desc else c.asc() for c in order]
     statement = select(_LIST_COLUMNS).where(and_(*cond)).order_by(*order).limit(
         bindparam("limit", type_=Integer))
     if shape.marker and not shape.changes_since and not shape.filters and not shape.properties:
