@@ -71,7 +71,25 @@ class QueryPlanTestsMixin:
         self.assertEqual(sorted_, [])
 
 
-class SQLitePlanTests(QueryPlanTestsMixin, TestCase):
+class FilterPlanTestsMixin:
+    """
+    For the databases whose plans of a nearly empty table are those of
+    a large one (MariaDB's are not).
+    """
+
+    def test_statusFilterWalksItsIndex(self):
+        """
+        A status filter in the default order reads only that status's
+        images, newest first: most lists filter on one, and a status few
+        images have was a walk of every image (MariaDB: 0.7 s, 17 s for a
+        tenant, at a million images).
+        """
+        for visible in ({}, {"restrict_to_visible": True, "visible_to": "t1"}):
+            plan = self.listPlan(filters={"status": "queued"}, **visible)
+            self.assertTrue(self.ordered(plan, "ix_images_status_created_at"), plan)
+
+
+class SQLitePlanTests(FilterPlanTestsMixin, QueryPlanTestsMixin, TestCase):
     firstPagesToo = True
 
     def makeURL(self):
@@ -92,6 +110,9 @@ class SQLitePlanTests(QueryPlanTestsMixin, TestCase):
             walk += " AND id" if index == SORT_INDEXES["id"] else " AND ("
         return "TEMP B-TREE FOR ORDER BY" not in plan and walk in plan
 
+    def ordered(self, plan, index):
+        return "TEMP B-TREE FOR ORDER BY" not in plan and "USING INDEX %s (" % (index,) in plan
+
     def test_staleRemovalsAreFoundByTheirIndex(self):
         """
         The scrubber's look for claims left by a dead process reads only
@@ -103,7 +124,7 @@ class SQLitePlanTests(QueryPlanTestsMixin, TestCase):
         self.assertIn("ix_images_removal_claimed_at", self.plan(statement, {}))
 
 
-class PostgreSQLPlanTests(QueryPlanTestsMixin, TestCase):
+class PostgreSQLPlanTests(FilterPlanTestsMixin, QueryPlanTestsMixin, TestCase):
     firstPagesToo = True
 
     def makeURL(self):
@@ -127,6 +148,9 @@ class PostgreSQLPlanTests(QueryPlanTestsMixin, TestCase):
             walk = "Index Cond: ((deleted = false) AND " + (
                 "((id)::text" if index == SORT_INDEXES["id"] else "(ROW(")
         return "Sort" not in plan and " %s " % (index,) in plan and walk in plan
+
+    def ordered(self, plan, index):
+        return "Sort" not in plan and " %s " % (index,) in plan
 
     def test_staleRemovalsAreFoundByTheirIndex(self):
         statement = images.update().where(

@@ -111,6 +111,8 @@ images = Table(
     Index("ix_images_sort_container_format", "deleted", "sort_container_format", "id"),
     Index("ix_images_sort_size", "deleted", "sort_size", "id"),
     Index("ix_images_sort_updated_at", "deleted", "sort_updated_at", "id"),
+    # A status filter (most are on one) in the default order.
+    Index("ix_images_status_created_at", "deleted", "status", "created_at", "id"),
     # changes-since reads deleted images too: no leading deleted.
     Index("ix_images_created_at_id", "created_at", "id"),
     Index("ix_images_is_public", "is_public"),

@@ -12,7 +12,8 @@ after a marker is one comparison on every database.  MySQL and MariaDB
 index no expression, so the sort keys become columns the database
 computes (virtual on SQLite, MySQL and MariaDB; stored on PostgreSQL,
 which has no other kind), each with an index on (deleted, key, id) that a
-page walks in order.  The same columns serve the filters on those keys.
+page walks in order.  The same columns serve the filters on those keys,
+and a status filter in the default order has an index of its own.
 The property filter finds its images through the first 64 characters of
 the value, which any index holds (a value can be longer than an index
 entry).  A scrubber's claim is a column that is NULL unless a removal is
@@ -60,6 +61,7 @@ INDEXES = (
     ("ix_images_sort_container_format", "images", ("deleted", "sort_container_format", "id")),
     ("ix_images_sort_size", "images", ("deleted", "sort_size", "id")),
     ("ix_images_sort_updated_at", "images", ("deleted", "sort_updated_at", "id")),
+    ("ix_images_status_created_at", "images", ("deleted", "status", "created_at", "id")),
     ("ix_images_created_at_id", "images", ("created_at", "id")),
     ("ix_images_status_deleted_at", "images", ("status", "deleted_at")),
     ("ix_images_removal_claimed_at", "images", ("removal_claimed_at",)),
