@@ -643,10 +643,16 @@ def _listStatement(shape: _ListShape):
     if shape.is_public:
         cond.append(images.c.is_public == bindparam("is_public", type_=images.c.is_public.type))
     for name in shape.filters:
-        # A range or a value of a sort key is a range of its index.  The
-        # sizes of images with none (-1) fall below every size the query
-        # names (L{_ListShape.params} keeps them at 0 or more).
+        # A range or a value of a sort key is a range of its index, with
+        # no second comparison of the same thing (the planner would take
+        # the two for two filters, and a common value for a rare one).
+        # The sizes of images with none (-1) fall below every size the
+        # query names (L{_ListShape.params} keeps them at 0 or more); the
+        # format '' names no image without one.
         column = images.c.sort_size if name in ("size_min", "size_max") else images.c[name]
+        if name in ("disk_format", "container_format"):
+            column = SORT_KEYS[name]
+            cond.append(images.c[name].isnot(None))
         value = bindparam("f_" + name, type_=column.type)
         if name == "size_min":
             cond.append(column >= value)
@@ -654,8 +660,6 @@ def _listStatement(shape: _ListShape):
             cond.append(column.between(literal_column("0"), value))
         else:
             cond.append(column == value)
-            if name in ("disk_format", "container_format"):
-                cond.append(SORT_KEYS[name] == value)
     for i, long in enumerate(shape.properties):
         match = [
             image_properties.c.image_id == images.c.id,
