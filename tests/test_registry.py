@@ -1186,14 +1186,24 @@ class RowLockTestsMixin:
     async def test_deadlockVictimRunsAgain(self):
         """
         Two transactions that lock two images in opposite orders deadlock;
-        the database rolls one back, and the registry runs it again, so
-        both succeed.
+        the database rolls one back, and the registry runs it again after
+        a pause at random (at once, it could take its first lock back
+        before the other did, and deadlock again), so both succeed.
         """
         import threading
 
         from twisted.internet.defer import gatherResults
 
-        from glancetx.registry.registry import _lockImage
+        from glancetx.registry import registry as registryModule
+        from glancetx.registry.registry import RETRY_PAUSE, _lockImage
+        pauses = []
+
+        class Random:
+            @staticmethod
+            def uniform(low, high):
+                pauses.append((low, high))
+                return high
+        self.patch(registryModule, "random", Random)
         await self.make(1)
         await self.make(2)
         holding = [threading.Event(), threading.Event()]
@@ -1214,6 +1224,7 @@ class RowLockTestsMixin:
             ensureDeferred(self.registry._run(locker(2, 1, 1, 0)))])
         self.assertEqual(sorted(done), [1, 2])
         self.assertEqual(len(runs), 3, runs)
+        self.assertEqual(pauses, [(0, RETRY_PAUSE)])
 
 
 class SQLiteRegistryTests(RegistryTestsMixin, TestCase):

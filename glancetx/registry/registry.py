@@ -10,6 +10,7 @@ conditional UPDATEs, never by state held in this process.
 
 import datetime
 import functools
+import random
 from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple,
                     TypeVar)
 
@@ -462,6 +463,13 @@ def _lockImage(sqlconn, imageId: str) -> None:
 #: image row lock, but a database may still pick a victim.
 TRANSACTION_ATTEMPTS = 5
 
+#: Seconds a rolled-back transaction waits, at random up to this many
+#: times its attempt, before it runs again.  Run again at once, a deadlock
+#: victim could take its first lock back before the transaction that won
+#: did, and the two deadlocked again and again (under load on PostgreSQL,
+#: one ran five times, its last attempt).
+RETRY_PAUSE = 0.02
+
 
 def _code(error: DBAPIError) -> Any:
     """
@@ -842,6 +850,8 @@ class Registry:
                     # location's credentials.
                     self.log.info("transaction rolled back by the database ({code}); "
                                   "running it again", code=_code(e))
+                    await deferLater(self._clock, random.uniform(0, RETRY_PAUSE * attempt),
+                                     lambda: None)
                     attempt += 1
                     continue
                 if broken or isinstance(e, (OperationalError, InterfaceError)):
