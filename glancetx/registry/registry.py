@@ -657,10 +657,13 @@ def _listStatement(shape: _ListShape):
         # The sizes of images with none (-1) fall below every size the
         # query names (L{_ListShape.params} keeps them at 0 or more); the
         # format '' names no image without one.
-        column = images.c.sort_size if name in ("size_min", "size_max") else images.c[name]
-        if name in ("disk_format", "container_format"):
+        if name in ("size_min", "size_max"):
+            column = images.c.sort_size
+        elif name in ("disk_format", "container_format"):
             column = SORT_KEYS[name]
             cond.append(images.c[name].isnot(None))
+        else:
+            column = images.c[name]
         value = bindparam("f_" + name, type_=column.type)
         if name == "size_min":
             cond.append(column >= value)
