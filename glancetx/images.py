@@ -34,7 +34,7 @@ from glancetx.store.interface import (
     StoreError,
     StoreUnavailable,
     UploadFailed,
-    redact,
+    withoutLocations,
 )
 from glancetx.uploadleases import UploadLeases
 from glancetx.web.streaming import ThreadedMD5, VerifyingBody
@@ -80,29 +80,14 @@ def _target(image: Optional[ImageRecord]) -> Dict[str, Any]:
 
 def _plain(e: Exception) -> str:
     """
-    An error's message for a client, with any location in it redacted
-    (drivers already redact; this is the second lock on the door).
+    An error's message for a client, a notification or a log line, with
+    no location in it (see L{withoutLocations}).
     """
-    return _redacted(str(e.args[0]) if e.args else "")
-
-
-def _redacted(text: str) -> str:
-    def one(match) -> str:
-        # Punctuation that ends a sentence or a clause after the URL is the
-        # message's, not the URL's ("http://h:8080: no answer" read as an
-        # unparseable location with port "8080:").
-        url = match.group(0)
-        trail = len(url) - len(url.rstrip(":,.;!?"))
-        return redact(url[:len(url) - trail]) + url[len(url) - trail:]
-    return _URL_IN_TEXT.sub(one, text)
+    return withoutLocations(str(e.args[0]) if e.args else "")
 
 
 #: A URL scheme (RFC 3986 3.1).
 _SCHEME = re.compile(r"\A[a-z][a-z0-9+.-]*\Z")
-#: What L{_redacted} takes for a URL in a message: schemes in any case,
-#: and up to the line's last "@" if one follows, since a password may
-#: hold a space or a quote that would otherwise end the match inside it.
-_URL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://(?:[^\n]*@)?[^\s'\"]+", re.IGNORECASE)
 
 
 #: The largest size the registry's columns (signed 64-bit) hold.
@@ -327,7 +312,7 @@ class ImageService:
             raise errors.NotFound("Image data for %s was not found in the store." % (imageId,))
         except (StoreError, BadLocation) as e:
             self.log.warn("store {store} failed to serve {image_id}: {error}",
-                          store=store.name, image_id=imageId, error=str(e))
+                          store=store.name, image_id=imageId, error=_plain(e))
             raise errors.Unavailable("The image store is unavailable; try again later.")
         stated = getattr(producer, "md5", None)
         if image.size is not None and producer.length != image.size:
@@ -874,7 +859,7 @@ class ImageService:
             # Glance's ERROR notification: the payload is the message.  None
             # for an upload or copy that a delete ended: that is no failure
             # (it said "store error: ...: the image was deleted").
-            self.notifier.notify("image.upload", _redacted("Image %s %s" % (imageId, why)),
+            self.notifier.notify("image.upload", withoutLocations("Image %s %s" % (imageId, why)),
                                  "ERROR")
         if swept:
             # Where the kill did not happen here (the image was deleted, or
@@ -929,10 +914,11 @@ class ImageService:
             # kills it once the database is back; an unstarted one has none.
             self.log.warn("image {image_id} could not be marked killed ({why}): the"
                           " database is unreachable; {then}", image_id=imageId,
-                          why=_redacted(why), then="it stays queued with no data"
+                          why=withoutLocations(why), then="it stays queued with no data"
                           if unstarted else "it will be once its upload lease runs out")
             return None
-        self.log.info("image {image_id} killed: {why}", image_id=imageId, why=_redacted(why))
+        self.log.info("image {image_id} killed: {why}", image_id=imageId,
+                      why=withoutLocations(why))
         return None
 
     async def _endLease(self, imageId: str) -> None:

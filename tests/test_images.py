@@ -10,6 +10,7 @@ import os
 import attr
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -20,7 +21,13 @@ from glancetx.images import SWEEP_DELAY, ImageChanges, ImageService
 from glancetx.notifier import CollectingNotifier
 from glancetx.registry import migrate
 from glancetx.registry.registry import ListQuery, Registry, Unreachable
-from glancetx.store.interface import LocationNotFound, StoreError, StoreUnavailable, UploadFailed
+from glancetx.store.interface import (
+    LocationNotFound,
+    StoreError,
+    StoreUnavailable,
+    UploadFailed,
+    withoutLocations,
+)
 from glancetx.store.filesystem import FilesystemStore
 from glancetx.uploadleases import UploadLeases
 from tests import dbs
@@ -596,6 +603,32 @@ class LifecycleTests(TestCase):
         self.assertEqual((await self.registry.get(image.id)).status, "killed")
         self.assertEqual(mine.leases.held, 0)
         self.assertEqual(self.files(), [])
+
+    @async_test
+    async def test_aFailedCopyNamesNoLocation(self):
+        """
+        A copy whose source fails says so, to the log at info level and
+        in its ERROR notification, without the source's host or path: a
+        location without its credentials still named them, and a DNS
+        error its host.
+        """
+        seen = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        source = self.service.stores["http"] = self.waitingSource()
+        image = await self.service.create(self.ctx, ImageChanges(
+            fields=dict(RAW), copy_from="http://origin.example/private/image"))
+        source.answers[0].errback(StoreUnavailable(
+            "HTTP://origin.example/private/image: the origin sent 2 of 5 bytes"))
+        await DeferredList(list(self.service.background))
+        self.assertEqual((await self.registry.get(image.id)).status, "killed")
+        [(event, payload)] = self.notifier.errors
+        why = "copy-from source unreadable: <http location>: the origin sent 2 of 5 bytes"
+        self.assertEqual(payload, "Image %s %s" % (image.id, why))
+        lines = [formatEvent(e) for e in seen if e["log_level"] >= LogLevel.info]
+        self.assertIn("image %s killed: %s" % (image.id, why), lines)
+        for line in lines:
+            self.assertNotIn("origin.example", line)
 
     @async_test
     async def test_copyOfADeadProcessIsKilled(self):
@@ -1635,18 +1668,25 @@ class LifecycleTests(TestCase):
             filters={"status": "active"})))[0].id])
 
 
-class RedactedTests(SynchronousTestCase):
+class WithoutLocationsTests(SynchronousTestCase):
+    """
+    The text of an error, for a client, a notification or an info log
+    line, with each URL in it reduced to its scheme.
+    """
+
     def test_schemeInAnyCase(self):
         """
-        The second lock on the door: a location in an error's text loses
-        its credentials whatever the case of its scheme (it passed over
-        C{HTTP://user:pass@host}).
+        A location goes whatever the case of its scheme (credentials once
+        passed over C{HTTP://user:pass@host}).
         """
-        from glancetx.images import _redacted
-        for text in ("failed: HTTP://u:SEKRIT@h/x", "failed: Swift+HTTP://u:SEKRIT@h/a/c/o",
-                     "x http://u:SEKRIT@h/x y"):
-            self.assertNotIn("SEKRIT", _redacted(text))
-        self.assertEqual(_redacted("failed: HTTP://u:SEKRIT@h/x"), "failed: http://h/x")
+        for text, scheme in (("failed: HTTP://u:SEKRIT@h/x", "http"),
+                             ("failed: Swift+HTTP://u:SEKRIT@h/a/c/o", "swift+http"),
+                             ("x http://u:SEKRIT@h/x y", "http")):
+            self.assertNotIn("SEKRIT", withoutLocations(text))
+            self.assertNotIn("h/", withoutLocations(text))
+            self.assertIn("<%s location>" % (scheme,), withoutLocations(text))
+        self.assertEqual(withoutLocations("failed: HTTP://u:SEKRIT@h/x"),
+                         "failed: <http location>")
 
     def test_passwordWithSpaceOrQuote(self):
         """
@@ -1654,24 +1694,22 @@ class RedactedTests(SynchronousTestCase):
         early and leave its tail in the text: everything up to the line's
         last C{@} is taken for the location's user part.
         """
-        from glancetx.images import _redacted
         for text in ("failed: http://u:SEK RIT@h/x", "failed: http://u:SEK'RIT@h/x y",
                      'failed: "http://u:SEK"RIT@h/x"', "failed: http://u:SEK RIT@h/x\nnext"):
-            self.assertNotIn("RIT", _redacted(text))
-        self.assertEqual(_redacted("failed: http://u:SEK RIT@h/x: 404"), "failed: http://h/x: 404")
-        self.assertEqual(_redacted("fetch 'http://h/x' failed\nfrom a@b"),
-                         "fetch 'http://h/x' failed\nfrom a@b")
+            self.assertNotIn("RIT", withoutLocations(text))
+        self.assertEqual(withoutLocations("failed: http://u:SEK RIT@h/x: 404"),
+                         "failed: <http location>: 404")
+        self.assertEqual(withoutLocations("fetch 'http://h/x' failed\nfrom a@b"),
+                         "fetch '<http location>' failed\nfrom a@b")
 
     def test_punctuationAfterTheLocation(self):
         """
-        A colon or full stop after a location is the message's: the
-        location keeps its port and path (it was shown as an unparseable
-        location), and still loses its credentials.
+        A colon or full stop after a location is the text's, and stays.
         """
-        from glancetx.images import _redacted
-        self.assertEqual(_redacted("http://127.0.0.2:45259: the origin could not be reached"),
-                         "http://127.0.0.2:45259: the origin could not be reached")
-        self.assertEqual(_redacted("from http://u:SEKRIT@[::1]:80/x. Then"),
-                         "from http://[::1]:80/x. Then")
-        self.assertEqual(_redacted("at http://h:1/a, http://h:2/b; done"),
-                         "at http://h:1/a, http://h:2/b; done")
+        self.assertEqual(
+            withoutLocations("http://127.0.0.2:45259: the origin could not be reached"),
+            "<http location>: the origin could not be reached")
+        self.assertEqual(withoutLocations("from http://u:SEKRIT@[::1]:80/x. Then"),
+                         "from <http location>. Then")
+        self.assertEqual(withoutLocations("at http://h:1/a, s3://h/b/c; done"),
+                         "at <http location>, <s3 location>; done")

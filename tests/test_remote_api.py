@@ -32,7 +32,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.static import File
 from treq.client import HTTPClient
 from zope.interface import implementer
@@ -838,6 +838,49 @@ class HTTPSourceTests(APITestsMixin, TestCase):
             "x-image-meta-location": url, "x-image-meta-size": str(len(data) + 1)}), expect=400)
         self.assertIn(b"does not match the size at the location", body)
 
+
+    @async_test
+    async def test_failingOriginNamedNowhere(self):
+        """
+        An image's origin that cannot be reached is told of, in the log
+        and to the client, without its host, port or path: a location
+        without its credentials still named them.
+        """
+        path = self.mktemp()
+        os.makedirs(path)
+        with open(os.path.join(path, "img"), "wb") as f:
+            f.write(os.urandom(1000))
+        served = File(os.path.join(path, "img"), defaultType="application/octet-stream")
+
+        class Origin(Resource):
+            isLeaf = True
+            broken = False
+
+            def render(self, request):
+                if self.broken:
+                    request.transport.abortConnection()
+                    return NOT_DONE_YET
+                return served.render(request)
+
+        origin = Origin()
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(origin))
+        self.addCleanup(port.stopListening)
+        url = "http://127.0.0.1:%d/private/img" % (port.getHost().port,)
+        await self.server(copy_from_allowed_networks="127.0.0.0/8")
+        image = await self.create(headers=dict(RAW, **{"x-image-meta-location": url}))
+        origin.broken = True
+        resp, body = await self.request("GET", "/v1/images/" + image["id"], expect=503)
+        resp, body = await self.create(headers=dict(RAW, **{"x-glance-api-copy-from": url}),
+                                       expect=400)
+        self.assertIn(b"<http location>: the origin could not be reached", body)
+        self.assertNotIn(b"/private/img", body)
+        log = self.glance.log()
+        self.assertIn("failed to serve %s: <http location>: the origin could not be reached"
+                      % (image["id"],), log)
+        # (Debug lines may name it.)
+        told = "\n".join(line for line in log.splitlines() if "#debug]" not in line)
+        self.assertNotIn("/private/img", told)
+        self.assertNotIn("127.0.0.1:%d" % (port.getHost().port,), told)
 
     @async_test
     async def test_copyCutByShutdownKills(self):

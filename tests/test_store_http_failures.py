@@ -11,7 +11,9 @@ and no message may show them.
 
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool, ResponseDone
@@ -406,6 +408,46 @@ class SizeTests(_OriginCase):
                 await readAll(reactor, producer)
             self.assertEqual(str(caught.exception), "%s: the origin sent %d of %d bytes"
                              % (self.plain(location), len(IMAGE), len(IMAGE) + 10))
+        return ensureDeferred(go())
+
+
+class QuietAboutLocationsTests(_OriginCase):
+    """
+    A failing origin is told of at debug level only: the store's lines
+    name the location (its host and path, and a DNS error the host),
+    which an info log never shows; the caller logs the failure, and the
+    image it was for, without them.
+    """
+
+    def infoLines(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        # (Not the origin's own access log.)
+        return lambda: [formatEvent(e) for e in events if e["log_level"] >= LogLevel.info
+                        and e.get("log_namespace", "").startswith("glancetx")]
+
+    def test_unreachableOrigin(self):
+        lines = self.infoLines()
+
+        async def go():
+            closed = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+            where = "127.0.0.1:%d" % (closed.getHost().port,)
+            await closed.stopListening()
+            with self.assertRaises(StoreUnavailable):
+                await self.store().get_size("http://%s/private/image" % (where,))
+            self.assertEqual([line for line in lines() if where in line], [])
+        return ensureDeferred(go())
+
+    def test_bodyEndedShort(self):
+        lines = self.infoLines()
+
+        async def go():
+            location = self.serve("short", ShortOfItsRange(IMAGE))
+            producer = await self.store().get(location)
+            with self.assertRaises(StoreError):
+                await readAll(reactor, producer)
+            self.assertEqual([line for line in lines() if "/short" in line], [])
         return ensureDeferred(go())
 
 

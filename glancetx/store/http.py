@@ -266,7 +266,9 @@ class _ResponseBody:
         if self._received == self.length and reason.check(ResponseDone, PotentialDataLoss):
             self._finish(None)
             return
-        self.log.info(
+        # Debug: the line names the location.  The failure it raises
+        # reaches the info log as the image's, without it.
+        self.log.debug(
             "{what}: body ended after {received} of {length} bytes: {reason}",
             what=self._what,
             received=self._received,
@@ -539,7 +541,8 @@ class HTTPStore:
                         "%s: no answer within %d seconds" % (what, self._timeout)
                     )
                 raise CancelledError() from e
-            self.log.info(
+            # Debug: the line names the location, and a DNS error the host.
+            self.log.debug(
                 "{method} {what} failed: {error}",
                 method=method,
                 what=what,

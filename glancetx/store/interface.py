@@ -9,6 +9,7 @@ registers the producer on the consumer (the convention twisted.web's Agent
 already follows), so the consumer can pause it when it cannot keep up.
 """
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 import attr
@@ -134,7 +135,7 @@ class IStore(Interface):
 
 def redact(location: str) -> str:
     """
-    A location fit for a log line: user and password removed.
+    A location fit for a debug log line: user and password removed.
     """
     try:
         parts = urlsplit(location)
@@ -151,3 +152,26 @@ def redact(location: str) -> str:
         # "user", port 12, and the rest of the password in the path.
         return "<unparseable location>"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+#: What L{withoutLocations} takes for a URL in a text: schemes in any case,
+#: and up to the line's last "@" if one follows, since a password may hold
+#: a space or a quote that would otherwise end the match inside it.
+_URL_IN_TEXT = re.compile(r"([a-z][a-z0-9+.-]*)://(?:[^\n]*@)?[^\s'\"]+", re.IGNORECASE)
+
+
+def withoutLocations(text: str) -> str:
+    """
+    C{text} with each URL in it replaced by its scheme alone ("<http
+    location>"): fit for a client, a notification or an info log line.
+    Without its credentials a location still names the hosts, buckets and
+    paths behind the service, which are the operator's; and the client who
+    sent one knows it already.
+    """
+    def one(match) -> str:
+        # Punctuation that ends a sentence or a clause after the URL is the
+        # text's, not the URL's ("http://h:8080: no answer").
+        url = match.group(0)
+        trail = len(url) - len(url.rstrip(":,.;!?"))
+        return "<%s location>%s" % (match.group(1).lower(), url[len(url) - trail:])
+    return _URL_IN_TEXT.sub(one, text)

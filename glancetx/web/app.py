@@ -22,6 +22,7 @@ from glancetx import errors
 from glancetx.asyncutil import shield
 from glancetx.auth import NoAuth
 from glancetx.registry.registry import ListQuery, Unreachable
+from glancetx.store.interface import withoutLocations
 from glancetx.web import headers as hdrs
 from glancetx.web.sendfile import Stalled, Stopped, sendfileFile
 
@@ -313,7 +314,7 @@ class GlanceAPI:
             # The store ended early: never pass a short body off as whole.
             if isinstance(e, Stopped):
                 self.log.info("download of {image_id} cut short: {why}",
-                              image_id=imageId, why=e)
+                              image_id=imageId, why=withoutLocations(str(e)))
             elif isinstance(e, Stalled):
                 # As the channel says it of a download through memory.
                 self.log.info("download of {image_id} ended: its client read nothing for"
@@ -321,7 +322,7 @@ class GlanceAPI:
                               seconds=self.config.client_socket_timeout)
             else:
                 self.log.warn("download of {image_id} broke off: {error}",
-                              image_id=imageId, error=repr(e))
+                              image_id=imageId, error=withoutLocations(repr(e)))
             request.channel.persistent = False
             request.transport.abortConnection()
             raise CancelledError()
