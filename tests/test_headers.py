@@ -146,6 +146,19 @@ class ChangesFromHeadersTests(TestCase):
         c = h.changesFromHeaders([(b"x-image-meta-name", [b"a\tb \xc3\xa9"])])
         self.assertEqual(c.fields["name"], "a\tb \u00e9")
 
+    def test_onlySpacesAndTabsTrimmed(self):
+        """
+        A value loses the spaces and tabs around it (HTTP's whitespace),
+        and no other character: Unicode's spaces and line separators at
+        its ends were dropped without a word.
+        """
+        for text in ("x\u00a0", "\u3000\u540d", "\u2003em\u2003", "\u2028", "\u0085a"):
+            c = h.changesFromHeaders([(b"x-image-meta-name", [text.encode("utf-8")]),
+                                      (b"x-image-meta-property-p", [text.encode("utf-8")])])
+            self.assertEqual((c.fields["name"], c.properties["p"]), (text, text))
+        c = h.changesFromHeaders([(b"x-image-meta-name", [b" \t a b\t "])])
+        self.assertEqual(c.fields["name"], "a b")
+
     def test_repeatedHeaders(self):
         """
         A field given twice with different values is refused, not decided

@@ -117,7 +117,9 @@ def changesFromHeaders(headers: Iterable[Tuple[bytes, Iterable[bytes]]]) -> Imag
             # Glance joined them ("1, 2"), which no field took either.
             raise errors.BadRequest("Header %s is given more than once, with different values"
                                     % (name,))
-        value = _text(name, values[-1]).strip()
+        # HTTP's whitespace only (RFC 9110 5.6.3): str.strip() took
+        # Unicode's spaces too, and changed the value it was given.
+        value = _text(name, values[-1]).strip(" \t")
         if _CONTROL.search(value):
             # It would go back out raw in this image's headers (RFC 9110
             # 5.5 allows none there but tab).
