@@ -450,6 +450,24 @@ class APITests(APITestsMixin, TestCase):
         await self.request("DELETE", base + "/tenant9", expect=204)
         await self.request("DELETE", base + "/tenant9", expect=404)
         await self.request("GET", base + "/tenant9", expect=404)
+        # A member whose id holds a "/" is named in a path as "%2F", as
+        # it can be in a body; a blank one is refused in either.
+        await self.request("PUT", base, {}, json.dumps({"memberships": [
+            {"member_id": "a/b"}]}).encode(), expect=204)
+        resp, body = await self.request("GET", base + "/a%2Fb", expect=200)
+        self.assertEqual(json.loads(body)["member"]["member_id"], "a/b")
+        resp, body = await self.request("GET", "/v1/shared-images/a%2Fb", expect=200)
+        self.assertEqual([i["image_id"] for i in json.loads(body)["shared_images"]],
+                         [image["id"]])
+        await self.request("DELETE", base + "/a%2Fb", expect=204)
+        await self.request("PUT", base + "/c%2Fd", expect=204)
+        resp, body = await self.request("GET", base, expect=200)
+        self.assertEqual([m["member_id"] for m in json.loads(body)["members"]], ["c/d"])
+        for blank in ("%20", "%20%20"):
+            resp, body = await self.request("PUT", base + "/" + blank, expect=400)
+            self.assertIn(b"blank", body)
+        resp, body = await self.request("PUT", base + "/a%00b", expect=400)
+        self.assertIn(b"NUL", body)
 
     @async_test
     async def test_writesAnswerWithTheChecksumAsETag(self):

@@ -59,6 +59,21 @@ class ImageIdConverter(BaseConverter):
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
+
+def _checkMemberId(member: str) -> None:
+    """
+    What a member id may not hold, whether it comes in a body's
+    C{memberships} or in a path (where a C{/}, sent as C{%2F}, is part of
+    it: the member routes take the rest of the path, so that any member a
+    body can name, a path can name too).
+    """
+    if "\0" in member:
+        raise errors.BadRequest("member_id must not contain NUL characters")
+    if _SURROGATE.search(member):
+        # JSON's "\ud800" alone: no UTF-8 for the database.
+        raise errors.BadRequest("member_id must be valid Unicode text")
+
+
 #: Answers are trees of dicts and lists built here, never cyclic.  Not
 #: checking for cycles (a dict entry per container, 26 for a list page of
 #: 25) takes about a tenth off encoding a list page.
@@ -414,11 +429,7 @@ class GlanceAPI:
             if not isinstance(entry, dict) or not isinstance(entry.get("member_id"), str) \
                     or not entry["member_id"].strip() or len(entry["member_id"]) > 255:
                 raise errors.BadRequest("Each membership needs a member_id string")
-            if "\0" in entry["member_id"]:
-                raise errors.BadRequest("member_id must not contain NUL characters")
-            if _SURROGATE.search(entry["member_id"]):
-                # JSON's "\ud800" alone: no UTF-8 for the database.
-                raise errors.BadRequest("member_id must be valid Unicode text")
+            _checkMemberId(entry["member_id"])
             # None: a member listed already keeps its own; a new one has none.
             canShare = entry.get("can_share")
             if canShare is not None and not isinstance(canShare, bool):
@@ -428,18 +439,21 @@ class GlanceAPI:
         request.setResponseCode(204)
         return b""
 
-    @app.route("/v1/images/<image:imageId>/members/<member>", methods=["GET"])
+    @app.route("/v1/images/<image:imageId>/members/<path:member>", methods=["GET"])
     async def showMember(self, request, imageId, member):
         ctx = self._context(request)
         m = await self.service.member(ctx, imageId, member)
         return _json(request, 200, {"member": {"member_id": m.member,
                                                "can_share": m.can_share}})
 
-    @app.route("/v1/images/<image:imageId>/members/<member>", methods=["PUT"])
+    @app.route("/v1/images/<image:imageId>/members/<path:member>", methods=["PUT"])
     async def addMember(self, request, imageId, member):
         ctx = self._context(request)
         if len(member) > 255:
             raise errors.BadRequest("member id too long")
+        if not member.strip():
+            raise errors.BadRequest("member id must not be blank")
+        _checkMemberId(member)
         body = self._jsonBody(request)
         canShare = None
         if body is not None:
@@ -452,14 +466,14 @@ class GlanceAPI:
         request.setResponseCode(204)
         return b""
 
-    @app.route("/v1/images/<image:imageId>/members/<member>", methods=["DELETE"])
+    @app.route("/v1/images/<image:imageId>/members/<path:member>", methods=["DELETE"])
     async def deleteMember(self, request, imageId, member):
         ctx = self._context(request)
         await self.service.deleteMember(ctx, imageId, member)
         request.setResponseCode(204)
         return b""
 
-    @app.route("/v1/shared-images/<member>", methods=["GET"])
+    @app.route("/v1/shared-images/<path:member>", methods=["GET"])
     async def sharedImages(self, request, member):
         ctx = self._context(request)
         shared = await self.service.sharedImages(ctx, member)
