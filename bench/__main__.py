@@ -3,12 +3,18 @@ glancetx benchmarks.  From the repo root, with the venv's python:
 
   python -m bench [updown] [meta] [create] [concurrent] [scale]
                   [--runs N] [--quick] [--json FILE] [--keep-files]
+  python -m bench million [--million-db postgresql|mariadb|both]
+                  [--million-images N] [--json FILE] [--keep-files]
 
 No sub-benchmark named runs them all.  Every figure is printed beside a
 ceiling measured in the same run (alternating A/B), as a median of --runs
 runs.  --quick runs a reduced set in under a minute and ends with one line
 of ratios.  Work files go to $BENCH_DIR (default /tmp/glancetx-bench); the
 big test files are removed at the end unless --keep-files.
+
+Opt-in, never in the default set: peer (the real Glance side by side) and
+million (every list shape on a million images in PostgreSQL and MariaDB,
+bench/million.py; --keep-files keeps its databases).
 """
 
 import argparse
@@ -35,9 +41,15 @@ def parseArgs(argv):
     p.add_argument("--quick", action="store_true", help="reduced set, < 60 s, one line of ratios")
     p.add_argument("--json", metavar="FILE", help="write every figure and raw sample here")
     p.add_argument("--keep-files", action="store_true", help="keep the big test files")
+    p.add_argument("--million-db", choices=("postgresql", "mariadb", "both"), default="both",
+                   help="million: the database(s) to fill (default both)")
+    p.add_argument("--million-images", type=int, default=1000000, metavar="N",
+                   help="million: images in the catalogue (default 1000000)")
     args = p.parse_args(argv)
     for b in args.benchmarks:
-        if b not in ALL + ("peer",):  # peer: real Glance side by side, opt-in (installs it)
+        # Opt-in: peer, real Glance side by side (installs it); million, the
+        # million-image databases.
+        if b not in ALL + ("peer", "million"):
             p.error("unknown benchmark %r (choose from %s)" % (b, ", ".join(ALL)))
     return args
 
@@ -101,6 +113,12 @@ def main(argv=None) -> int:
             elif name == "peer":
                 from bench import glance_peer
                 summary.update(glance_peer.run(results, runs))
+            elif name == "million":
+                from bench import million
+                dbs = (("postgresql", "mariadb") if args.million_db == "both"
+                       else (args.million_db,))
+                summary.update(million.run(results, dbs, args.million_images,
+                                           keep=args.keep_files))
             steal = common.stealShare(ticks0, common.cpuTicks())
             summary["steal_" + name] = steal
             log("%s took %.0fs%s" % (name, time.time() - t0, "" if steal is None else
@@ -127,6 +145,8 @@ def main(argv=None) -> int:
                        "quick": args.quick, "tools": tools, "elapsed_s": elapsed,
                        "rows": results.rows, "summary": summary, "raw": results.raw},
                       f, indent=1, default=str)
+    if summary.get("million_failures"):
+        return 1  # printed by million: answers that were not 200 or not what was asked
     return 0
 
 
