@@ -36,6 +36,9 @@ and visible to the viewer, in order, past the marker; a member list and
 shared-images as long as the database says.  A wrong answer is a MISS
 marked WRONG, is listed again after the table, and makes the exit status
 1.  A shape over 50 ms for either viewer is a MISS marked SLOW.
+
+Last, with the server stopped, the scrubber's look for stale claims and
+`db purge` in batches of 500 images, median of 5 each.
 """
 
 import datetime
@@ -586,6 +589,40 @@ def timeShapes(d: Dialect, g: Server, f: Dict, failures: List[str]) -> Dict:
     return out
 
 
+def timeUpkeep(d: Dialect) -> Dict:
+    """
+    The two things a server does to the whole catalogue besides lists:
+    the scrubber's look for claims a dead process left (the statement of
+    Registry.requeueStaleRemovals, each time rolled back), and
+    `glancetx-manage db purge`'s batches of 500 images (glancetx's own
+    purge(); it removes what it times, so it runs last).
+    """
+    from sqlalchemy import text
+    from glancetx.registry.purge import BATCH, purge
+    from glancetx.registry.schema import images
+    engine = d.engine()
+    stale = []
+    with engine.connect() as c:
+        for _ in range(REQUESTS):
+            t0 = time.perf_counter()
+            with c.begin() as tx:
+                c.execute(images.update().where(images.c.removal_claimed_at < datetime.datetime(
+                    2030, 1, 1)).values(status="pending_delete"))
+                tx.rollback()
+            stale.append((time.perf_counter() - t0) * 1000)
+        deleted = c.execute(text("SELECT count(*) FROM images WHERE status = 'deleted'"
+                                 " AND location IS NULL")).scalar()
+    engine.dispose()
+    batches = []
+    for _ in range(REQUESTS if deleted >= REQUESTS * BATCH else 0):
+        t0 = time.perf_counter()
+        removed = purge(d.url, 30, BATCH)
+        batches.append((time.perf_counter() - t0) * 1000)
+        if removed["images"] != BATCH:
+            raise RuntimeError("db purge removed %d images, not %d" % (removed["images"], BATCH))
+    return {"stale_ms": stale, "purge_ms": batches}
+
+
 def report(results, d: Dialect, timed: Dict) -> Dict:
     slow = []
     for label, t in timed.items():
@@ -625,6 +662,15 @@ def run(results, databases=("postgresql", "mariadb"), count: int = 1000000,
             with Server(d) as g:
                 timed = timeShapes(d, g, f, failures)
             out = report(results, d, timed)
+            upkeep = timeUpkeep(d)
+            results.add("million", "%s scrubber's stale-claim check" % d.short,
+                        median(upkeep["stale_ms"]), "ms")
+            if upkeep["purge_ms"]:
+                results.add("million", "%s db purge, a batch of 500 images" % d.short,
+                            median(upkeep["purge_ms"]), "ms",
+                            note="%.0f-%.0f ms" % (min(upkeep["purge_ms"]),
+                                                   max(upkeep["purge_ms"])))
+            out["upkeep"] = upkeep
             summary.update({"million_%s_%s" % (d.short, k): v for k, v in out.items()})
             summary["million_%s_fill_s" % d.short] = filled["fill_s"]
             raw[d.name] = {"images": count, "fill": filled, "timed": timed, "summary": out,
