@@ -51,6 +51,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlencode
 
 from bench.common import VENV_BIN, benchDir, log, median
+from glancetx.registry import registry
 from bench.servers import Glance
 
 DB_NAME = "glancetx_bench_million"
@@ -65,16 +66,10 @@ REQUESTS = 5
 #: The server's default page (limit_param_default).
 PAGE = 25
 GiB = 1 << 30
-SORT_KEYS = ("id", "name", "status", "disk_format", "container_format", "size",
-             "created_at", "updated_at")
-#: The column each sort key orders on, and its index (registry.SORT_KEYS,
-#: SORT_INDEXES).
-SORT_COLUMNS = {"id": "id", "name": "sort_name", "status": "status",
-                "disk_format": "sort_disk_format",
-                "container_format": "sort_container_format", "size": "sort_size",
-                "created_at": "created_at", "updated_at": "sort_updated_at"}
-SORT_INDEXES = {k: "ix_images_sort_" + k for k in SORT_KEYS}
-SORT_INDEXES["created_at"] = "ix_images_deleted_created_at_id"
+SORT_KEYS = tuple(registry.SORT_KEYS)
+#: The column each sort key orders on, and the index a page walks.
+SORT_COLUMNS = {k: column.name for k, column in registry.SORT_KEYS.items()}
+SORT_INDEXES = registry.SORT_INDEXES
 
 
 class Dialect:
@@ -592,22 +587,20 @@ def timeShapes(d: Dialect, g: Server, f: Dict, failures: List[str]) -> Dict:
 def timeUpkeep(d: Dialect) -> Dict:
     """
     The two things a server does to the whole catalogue besides lists:
-    the scrubber's look for claims a dead process left (the statement of
-    Registry.requeueStaleRemovals, each time rolled back), and
+    the scrubber's look for claims a dead process left (the registry's
+    own statement, each time rolled back), and
     `glancetx-manage db purge`'s batches of 500 images (glancetx's own
     purge(); it removes what it times, so it runs last).
     """
     from sqlalchemy import text
     from glancetx.registry.purge import BATCH, purge
-    from glancetx.registry.schema import images
     engine = d.engine()
     stale = []
     with engine.connect() as c:
         for _ in range(REQUESTS):
             t0 = time.perf_counter()
             with c.begin() as tx:
-                c.execute(images.update().where(images.c.removal_claimed_at < datetime.datetime(
-                    2030, 1, 1)).values(status="pending_delete"))
+                c.execute(registry.requeueStale(datetime.datetime(2030, 1, 1)))
                 tx.rollback()
             stale.append((time.perf_counter() - t0) * 1000)
         deleted = c.execute(text("SELECT count(*) FROM images WHERE status = 'deleted'"

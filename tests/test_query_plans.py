@@ -12,8 +12,7 @@ from twisted.trial.unittest import TestCase
 
 from glancetx.registry import migrate
 from glancetx.registry.registry import (
-    SORT_INDEXES, SORT_KEYS, ListQuery, _ListShape, _listStatement)
-from glancetx.registry.schema import images
+    SORT_INDEXES, SORT_KEYS, ListQuery, _ListShape, _listStatement, requeueStale)
 
 from tests import dbs
 
@@ -94,9 +93,7 @@ class UnhintedPlanTestsMixin:
         The scrubber's look for claims left by a dead process reads only
         the claims (at a million images, it read every deleted one).
         """
-        statement = images.update().where(
-            images.c.removal_claimed_at < datetime.datetime(2026, 1, 1)).values(
-            status="pending_delete")
+        statement = requeueStale(datetime.datetime(2026, 1, 1))
         self.assertIn("ix_images_removal_claimed_at", self.plan(statement, {}))
 
 

@@ -41,9 +41,9 @@ def _rowComparison(element, compiler, **kw):
 
 @compiles(PastMarker, "mysql")
 def _orOfParts(element, compiler, **kw):
+    if element.key is element.id:
+        return _rowComparison(element, compiler, **kw)
     key, id, mkey, mid = element.key, element.id, element.mkey, element.mid
-    if key is id:
-        return compiler.process(id < mid if element.desc else id > mid, **kw)
     # The first bound says what the OR says, for the optimizer's costing.
     if element.desc:
         past = and_(key <= mkey, or_(key < mkey, and_(key == mkey, id < mid)))

@@ -199,6 +199,17 @@ def _dueForRemoval(deletedBefore: datetime.datetime):
     return and_(images.c.status == "pending_delete", images.c.deleted_at < deletedBefore)
 
 
+def requeueStale(claimedBefore: datetime.datetime):
+    """
+    The statement that puts back in C{pending_delete} the removals claimed
+    before C{claimedBefore} (L{Registry.requeueStaleRemovals}; bench
+    million times it too).  The column is NULL but for claimed removals
+    (migration 0006), and has an index of its own.
+    """
+    return images.update().where(images.c.removal_claimed_at < claimedBefore).values(
+        status="pending_delete")
+
+
 def _servedBy(schemes: Sequence[str]):
     """
     The images whose bytes a server with stores of C{schemes} can remove
@@ -1217,10 +1228,7 @@ class Registry:
         bytes stayed in the store for good.  Returns how many.
         """
         def work(sqlconn):
-            # The column is NULL but for claimed removals (migration 0006).
-            return sqlconn.execute(images.update().where(
-                images.c.removal_claimed_at < claimedBefore).values(
-                status="pending_delete")).rowcount
+            return sqlconn.execute(requeueStale(claimedBefore)).rowcount
         return await self._run(work)
 
     # -- upload leases ----------------------------------------------------
